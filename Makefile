@@ -7,8 +7,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
 export NODE_PATH := /usr/share/nodejs
-# Emscripten 3.1.6's JS optimiser and Node 20's fetch: see docs/build.md.
-export NODE_OPTIONS := --no-experimental-fetch
 
 .PHONY: help setup build wheel wasm test test-fast demo bench bench-kernels fuzz clean
 
