@@ -1,0 +1,182 @@
+/* The engine's compute kernels: f32, CHW activations, batch 1.
+ *
+ * Layering (as in XNNPACK): a *pack* function runs once at load and turns a layer's
+ * weights into the kernel's layout, with everything that depends only on shapes
+ * precomputed; a *kernel* then runs that layer with no allocation and no checks. Each
+ * kernel takes the range of work it should do (pixels or channels), so threads split a
+ * layer by calling the same kernel on disjoint ranges; ranges may be any size but
+ * multiples of 32 pixels keep every thread on the full-width tile.
+ *
+ * Shapes: an activation [C, H, W] is C planes of P = H*W floats (channel stride P).
+ * Clamping: every kernel clamps its outputs to [out_min, out_max] (use -INFINITY and
+ * INFINITY for none; ReLU is [0, inf), ReLU6 [0, 6]). NaN passes through unchanged.
+ * Sums are accumulated in float32; the order differs from a naive loop.
+ *
+ * Packed buffers are caller-allocated (sizes from the *_packed_bytes functions) and must
+ * be 16-byte aligned. Inputs and outputs of one call must not overlap.
+ */
+#ifndef SPNN_KERNELS_H
+#define SPNN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* "simd128" or "relaxed-simd": the variant these kernels were compiled as. */
+const char* spnn_kernels_variant(void);
+
+/* ---- Sparse 1x1 convolution (SpMM) ------------------------------------------------
+ * out[n][p] = clamp(bias[n] + sum_k W[n][k] * in[k][p]) for p in [pixel_begin, pixel_end).
+ * W is [rows x cols] in the .spnn sparse layout (docs/format.md), already decoded:
+ *   block      rows per block, 1, 2 or 4;
+ *   counts     stored columns per block, num_blocks = rows/block + rows%block entries
+ *              (the rows%block remainder rows come last, one row per block);
+ *   columns    the stored column indices, block by block, increasing inside a block
+ *              (sum(counts) entries: the running sums of the format's steps);
+ *   values     block by block, column by column, the block's rows inside a column;
+ *   bias       rows floats, or NULL for zeros.
+ * `pixels` is the layer's P: the channel stride of both input and output.
+ */
+
+/* A run of blocks of one size, as the kernels walk them. The input pointer moves by
+ * precomputed byte increments, one per stored column; the last increment of a segment
+ * returns it to the segment's first stored column, so a kernel walks all blocks once per
+ * pixel tile and then just steps to the next tile. */
+typedef struct spnn_spmm_segment {
+  uint32_t block;            /* rows per block: 1, 2 or 4 */
+  uint32_t num_blocks;
+  uint32_t first_row;        /* output row of the segment's first block */
+  int32_t input_offset;      /* bytes from the input's pixel 0 to the first stored column */
+  const uint32_t* counts;    /* [num_blocks] stored columns per block */
+  const int32_t* increments; /* [sum(counts)] byte increments of the input pointer */
+  const float* values;       /* per block: bias[block], then block values per column */
+} spnn_spmm_segment;
+
+typedef struct spnn_spmm_weights {
+  uint32_t rows, cols, pixels;
+  uint32_t num_segments; /* 1 or 2 (blocks of `block` rows, then the remainder rows) */
+  spnn_spmm_segment segments[2];
+} spnn_spmm_weights;
+
+/* Bytes of the buffer spnn_spmm_pack fills. num_columns = sum(counts). */
+size_t spnn_spmm_packed_bytes(uint32_t rows, uint32_t block, uint32_t num_columns);
+
+/* Packs into `buffer`; `out` then points into it. Returns 0, or -1 on an inconsistent
+ * description (bad block, columns not increasing or not below cols, byte increments
+ * that would not fit in int32); the loader checks the format first, so -1 is a bug guard. */
+int spnn_spmm_pack(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t* counts,
+                   const uint32_t* columns, const float* values, const float* bias,
+                   uint32_t pixels, void* buffer, spnn_spmm_weights* out);
+
+/* Runs the whole layer for pixels [pixel_begin, pixel_end). */
+void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
+                   const float* input, float* output, float out_min, float out_max);
+
+/* The microkernels spnn_spmm_run calls, one per block size: pixels of one segment.
+ * `input` is the layer input already moved by the segment's input_offset, `output` points
+ * at the segment's first output row, `pixels` is the channel stride of the output. */
+typedef void (*spnn_spmm_ukernel)(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
+                                  const float* input, const float* values,
+                                  const int32_t* increments, const uint32_t* counts,
+                                  float* output, size_t pixels, float out_min, float out_max);
+void spnn_f32_spmm_32x1(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
+                        const float* input, const float* values, const int32_t* increments,
+                        const uint32_t* counts, float* output, size_t pixels, float out_min,
+                        float out_max);
+void spnn_f32_spmm_16x2(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
+                        const float* input, const float* values, const int32_t* increments,
+                        const uint32_t* counts, float* output, size_t pixels, float out_min,
+                        float out_max);
+void spnn_f32_spmm_8x4(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
+                       const float* input, const float* values, const int32_t* increments,
+                       const uint32_t* counts, float* output, size_t pixels, float out_min,
+                       float out_max);
+
+/* ---- Dense 1x1 convolution in CHW (GEMM) ------------------------------------------
+ * out[n][p] = clamp(bias[n] + sum_k W[n][k] * in[k][p]), W row-major [rows x cols]
+ * (the CONV2D weight [Cout, Cin, 1, 1]), in [cols x pixels], out [rows x pixels]. */
+size_t spnn_gemm_packed_bytes(uint32_t rows, uint32_t cols);
+/* weights: row-major f32 [rows x cols]; bias: rows floats or NULL. */
+void spnn_gemm_pack(uint32_t rows, uint32_t cols, const float* weights, const float* bias,
+                    void* buffer);
+/* Output rows [0, rows), pixels [pixel_begin, pixel_end); `input_stride` and
+ * `output_stride` are the channel strides in floats (both P for a plain 1x1 conv). */
+void spnn_gemm_run(uint32_t rows, uint32_t cols, const void* packed, size_t pixel_begin,
+                   size_t pixel_end, const float* input, size_t input_stride, float* output,
+                   size_t output_stride, float out_min, float out_max);
+
+/* ---- Matrix-vector product (FULLY_CONNECTED, one row of x at a time) --------------
+ * y[m] = clamp(bias[m] + sum_k W[m][k] * x[k]) for m in [row_begin, row_end). W is the
+ * row-major [rows x cols] weight as stored (no packing); bias may be NULL. */
+void spnn_f32_gemv(size_t row_begin, size_t row_end, size_t cols, const float* weights,
+                   const float* bias, const float* x, float* y, float out_min,
+                   float out_max);
+
+/* ---- Dense KxK convolution in CHW (any size, stride, dilation, padding, groups) ----
+ * Done as im2col of the requested pixel range into a caller-provided scratch buffer,
+ * then the GEMM above per group. */
+typedef struct spnn_conv_shape {
+  uint32_t in_channels, in_h, in_w;
+  uint32_t out_channels, out_h, out_w;
+  uint32_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+  uint32_t pad_top, pad_left; /* bottom/right padding is implied by out_h/out_w */
+  uint32_t groups;
+} spnn_conv_shape;
+
+/* weights: [out_channels, in_channels/groups, kernel_h, kernel_w]; bias or NULL. */
+size_t spnn_conv_packed_bytes(const spnn_conv_shape* s);
+void spnn_conv_pack(const spnn_conv_shape* s, const float* weights, const float* bias,
+                    void* buffer);
+/* Scratch bytes for one call (shared by threads working on disjoint pixel ranges of the
+ * same layer: each writes only its own pixels' columns):
+ * 4 * (in_channels/groups) * kernel_h * kernel_w * out_h * out_w. */
+size_t spnn_conv_scratch_bytes(const spnn_conv_shape* s);
+/* Output pixels [pixel_begin, pixel_end) of out_h*out_w, all output channels. */
+void spnn_conv_run(const spnn_conv_shape* s, const void* packed, size_t pixel_begin,
+                   size_t pixel_end, const float* input, float* scratch, float* output,
+                   float out_min, float out_max);
+
+/* ---- Depthwise convolution in CHW ---------------------------------------------------
+ * Channel c of the output is input plane c convolved with its own kernel (groups ==
+ * in_channels == out_channels). Packed: per channel, bias then kernel_h*kernel_w taps. */
+typedef struct spnn_dwconv_shape {
+  uint32_t channels, in_h, in_w, out_h, out_w;
+  uint32_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w;
+  uint32_t pad_top, pad_left; /* bottom/right padding is implied by out_h/out_w */
+} spnn_dwconv_shape;
+
+/* weights: [channels, 1, kernel_h, kernel_w]; bias or NULL. */
+size_t spnn_dwconv_packed_bytes(const spnn_dwconv_shape* s);
+void spnn_dwconv_pack(const spnn_dwconv_shape* s, const float* weights, const float* bias,
+                      void* buffer);
+
+typedef void (*spnn_dwconv_ukernel)(const spnn_dwconv_shape* s, size_t c_begin,
+                                    size_t c_end, const float* input, const void* packed,
+                                    float* output, float out_min, float out_max);
+/* Specialised: square kernel 3 or 5, equal strides 1 or 2, dilation 1. */
+void spnn_f32_dwconv_3x3s1(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                           const float* input, const void* packed, float* output,
+                           float out_min, float out_max);
+void spnn_f32_dwconv_3x3s2(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                           const float* input, const void* packed, float* output,
+                           float out_min, float out_max);
+void spnn_f32_dwconv_5x5s1(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                           const float* input, const void* packed, float* output,
+                           float out_min, float out_max);
+void spnn_f32_dwconv_5x5s2(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                           const float* input, const void* packed, float* output,
+                           float out_min, float out_max);
+/* Any kernel size, stride and dilation. */
+void spnn_f32_dwconv_generic(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                             const float* input, const void* packed, float* output,
+                             float out_min, float out_max);
+/* The fastest of the above that handles `s` (chosen once, at load). */
+spnn_dwconv_ukernel spnn_dwconv_select(const spnn_dwconv_shape* s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPNN_KERNELS_H */
