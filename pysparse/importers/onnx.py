@@ -1,0 +1,753 @@
+"""ONNX -> graph IR.
+
+A translator: each ONNX node becomes the IR op(s) with the same meaning. Shapes come from
+ONNX shape inference (inputs must be static, batch 1). Nodes whose inputs are all known at
+import time (initializers, Constant, Shape of a static tensor, and whatever is computed from
+those: the Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains that PyTorch emits for a
+flatten) are evaluated here with onnx's reference evaluator and never reach the IR.
+
+    graph = load_onnx("model.onnx", input_shapes={"input": (1, 3, 224, 224)})
+
+BatchNormalization becomes a per-channel MUL then ADD with constants of shape [1, C, 1, 1];
+the passes fold those into the preceding convolution.
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from math import ceil, floor
+
+import numpy as np
+
+from .. import opset
+from ..errors import InputShapeError, ModelFormatError, UnsupportedOpError
+from ..ir import Graph
+
+MIN_OPSET = 13  # older models are converted up to this with onnx's version converter
+
+# ONNX element types the IR accepts as activations.
+_FLOAT_TYPES = {1: "float32"}
+
+
+def load_onnx(model, input_shapes: dict | None = None) -> Graph:
+    """Import an ONNX model (a path, the file's bytes, or an onnx.ModelProto).
+
+    input_shapes gives static shapes to inputs whose dims are symbolic, e.g.
+    {"input": (1, 3, 224, 224)}.
+    """
+    import onnx
+
+    proto = _parse(model)
+    proto = _upgrade(proto)
+    _fix_input_shapes(proto, input_shapes or {})
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except Exception as e:  # onnx raises several types here; all mean the model is inconsistent
+        raise ModelFormatError(f"ONNX shape inference failed: {e}") from e
+    return _Importer(proto).run()
+
+
+# -- parsing and normalising ----------------------------------------------------------------
+
+def _parse(model):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if isinstance(model, onnx.ModelProto):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)  # never modify the caller's model
+    else:
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            data = bytes(model)
+        elif isinstance(model, (str, os.PathLike)):
+            with open(model, "rb") as f:
+                data = f.read()
+        else:
+            raise TypeError(f"load_onnx takes a path, bytes or onnx.ModelProto, not {type(model).__name__}")
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(data)
+        except (DecodeError, RuntimeError, ValueError) as e:
+            raise ModelFormatError(f"not an ONNX model: {e}") from e
+    if not proto.HasField("graph") or not proto.opset_import or not proto.graph.output:
+        raise ModelFormatError("not an ONNX model: no graph, outputs or opset")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        raise ModelFormatError(f"invalid ONNX model: {e}") from e
+    return proto
+
+
+def _default_opset(proto) -> int:
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise ModelFormatError("the model imports no version of the default ONNX op set")
+
+
+def _upgrade(proto):
+    import onnx.version_converter
+
+    version = _default_opset(proto)
+    if version >= MIN_OPSET:
+        return proto
+    try:
+        return onnx.version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as e:
+        raise ModelFormatError(f"ONNX opset {version} could not be converted to opset {MIN_OPSET}: {e}") from e
+
+
+def _graph_inputs(proto):
+    inits = {t.name for t in proto.graph.initializer}
+    return [v for v in proto.graph.input if v.name not in inits]
+
+
+def _fix_input_shapes(proto, input_shapes: dict) -> None:
+    """Writes the given shapes into the model's inputs; every input must end up static, batch 1."""
+    inputs = _graph_inputs(proto)
+    unknown = set(input_shapes) - {v.name for v in inputs}
+    if unknown:
+        raise InputShapeError(f"input_shapes names {sorted(unknown)}, but the model's inputs are {[v.name for v in inputs]}")
+    for v in inputs:
+        tt = v.type.tensor_type
+        if tt.elem_type not in _FLOAT_TYPES:
+            raise UnsupportedOpError("input", v.name, f"element type {tt.elem_type}; only float32 inputs are supported")
+        dims = tt.shape.dim
+        if v.name in input_shapes:
+            given = tuple(int(d) for d in input_shapes[v.name])
+            if len(dims) and len(given) != len(dims):
+                raise InputShapeError(f"input {v.name!r} has rank {len(dims)}, input_shapes gives {given}")
+            for d, g in zip(dims, given):
+                if d.HasField("dim_value") and d.dim_value != g:
+                    raise InputShapeError(f"input {v.name!r} has static shape {_dims(dims)}, input_shapes gives {given}")
+            tt.shape.ClearField("dim")
+            for g in given:
+                tt.shape.dim.add().dim_value = g
+            dims = tt.shape.dim
+        if not tt.HasField("shape") or any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
+            raise InputShapeError(
+                f"input {v.name!r} has dynamic shape {_dims(dims) if tt.HasField('shape') else '(unknown rank)'}; "
+                f"give a static one, e.g. load_onnx(..., input_shapes={{{v.name!r}: (1, 3, 224, 224)}})")
+        if dims[0].dim_value != 1:
+            raise InputShapeError(f"input {v.name!r} has batch {dims[0].dim_value}; pysparse runs batch 1")
+
+
+def _dims(dims) -> tuple:
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+
+
+# -- translation ----------------------------------------------------------------------------
+
+class _Importer:
+    def __init__(self, proto):
+        from onnx import numpy_helper
+
+        self.proto = proto
+        self.opset = _default_opset(proto)
+        self.graph = Graph(metadata={"source_format": "onnx", "producer": proto.producer_name,
+                                     "opset": self.opset})
+        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for v in list(proto.graph.input) + list(proto.graph.value_info) + list(proto.graph.output):
+            tt = v.type.tensor_type
+            if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+                self.shapes[v.name] = tuple(d.dim_value for d in tt.shape.dim)
+        self.alias: dict[str, str] = {}  # outputs of Identity-like nodes -> their input
+        self.const_in_graph: dict[str, str] = {}  # constant name -> IR tensor holding it
+        # Names of the source model, so that names made up here never collide with one.
+        self.taken = set(self.consts) | {o for n in proto.graph.node for o in n.output} | {
+            v.name for v in proto.graph.input}
+
+    def run(self) -> Graph:
+        g = self.graph
+        for v in _graph_inputs(self.proto):
+            g.add_tensor(v.name, self.shapes[v.name])
+            g.inputs.append(v.name)
+        for node in self.proto.graph.node:
+            self.node(node)
+        for v in self.proto.graph.output:
+            src = self.alias.get(v.name, v.name)
+            if src in self.consts:
+                raise UnsupportedOpError("output", v.name, "the output is a constant")
+            if src != v.name:  # an Identity feeds the output: keep the model's output name
+                g.add_tensor(v.name, g.tensors[src].shape)
+                g.add_op("RESHAPE", [src], [v.name], name=v.name)
+            g.outputs.append(v.name)
+        g.remove_unused_tensors()
+        g.validate()
+        return g
+
+    # -- helpers ------------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.taken:
+            name, i = f"{base}_{i}", i + 1
+        self.taken.add(name)
+        return name
+
+    def name_of(self, node) -> str:
+        return node.name or f"{node.op_type}:{node.output[0]}"
+
+    def src(self, name: str) -> str:
+        return self.alias.get(name, name)
+
+    def is_const(self, name: str) -> bool:
+        return self.src(name) in self.consts
+
+    def const(self, name: str) -> np.ndarray:
+        return self.consts[self.src(name)]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        name = self.src(name)
+        if name in self.consts:
+            return tuple(self.consts[name].shape)
+        if name in self.graph.tensors:
+            return self.graph.tensors[name].shape
+        if name in self.shapes:
+            return self.shapes[name]
+        raise ModelFormatError(f"the shape of tensor {name!r} is not known statically")
+
+    def tensor(self, name: str) -> str:
+        """The IR tensor holding `name`: an activation, or a float constant added on first use."""
+        name = self.src(name)
+        if name not in self.consts:
+            return name
+        if name not in self.const_in_graph:
+            data = self.consts[name]
+            if not np.issubdtype(data.dtype, np.floating):
+                raise UnsupportedOpError("constant", name, f"{data.dtype} constant used as a float operand")
+            ir_name = name if name not in self.graph.tensors else self.fresh(name)
+            self.graph.add_constant(ir_name, data.astype(np.float32))
+            self.const_in_graph[name] = ir_name
+        return self.const_in_graph[name]
+
+    def add_const(self, base: str, data: np.ndarray) -> str:
+        return self.graph.add_constant(self.fresh(base), np.asarray(data, dtype=np.float32))
+
+    def out(self, name: str, shape=None) -> str:
+        """Declares an op output tensor with its inferred shape (or the one computed here)."""
+        inferred = self.shapes.get(name)
+        if shape is None:
+            if inferred is None:
+                raise ModelFormatError(f"the shape of tensor {name!r} is not known statically")
+            shape = inferred
+        self.graph.add_tensor(name, shape)
+        return name
+
+    def temp(self, base: str, shape) -> str:
+        name = self.fresh(base)
+        self.graph.add_tensor(name, shape)
+        return name
+
+    def emit(self, type: str, node, inputs, outputs, **attrs):
+        return self.graph.add_op(type, inputs, outputs, name=node.name or node.output[0], **attrs)
+
+    def attrs(self, node) -> dict:
+        from onnx import helper
+
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def need_const(self, node, index: int, what: str) -> np.ndarray:
+        name = node.input[index] if index < len(node.input) else ""
+        if not name:
+            raise UnsupportedOpError(node.op_type, self.name_of(node), f"{what} is missing")
+        if not self.is_const(name):
+            raise UnsupportedOpError(node.op_type, self.name_of(node), f"{what} must be a constant")
+        return self.const(name)
+
+    def opt_const(self, node, index: int, what: str):
+        if index >= len(node.input) or not node.input[index]:
+            return None
+        return self.need_const(node, index, what)
+
+    def unsupported(self, node, detail: str):
+        return UnsupportedOpError(node.op_type, self.name_of(node), detail)
+
+    # -- dispatch -----------------------------------------------------------------------
+    def node(self, node) -> None:
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedOpError(f"{node.domain}.{node.op_type}", self.name_of(node), "custom domain")
+        if node.op_type == "Shape" and node.input[0] and not self.is_const(node.input[0]):
+            self.consts[node.output[0]] = self.shape_of(node)
+            return
+        inputs = [i for i in node.input if i]
+        if all(self.is_const(i) for i in inputs) and node.op_type not in _NEVER_FOLD:
+            self.fold(node)
+            return
+        handler = getattr(self, "op_" + node.op_type, None)
+        if handler is None:
+            raise UnsupportedOpError(node.op_type, self.name_of(node))
+        handler(node)
+
+    def shape_of(self, node) -> np.ndarray:
+        shape = np.array(self.shape(node.input[0]), dtype=np.int64)
+        a = self.attrs(node)
+        rank = len(shape)
+        start, end = a.get("start", 0), a.get("end", rank)
+        return shape[slice(start, end)]
+
+    def fold(self, node) -> None:
+        """Evaluates a node whose inputs are all constants, at this model's opset."""
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {i: self.const(i) for i in node.input if i}
+        renamed = helper.make_node(node.op_type, [i for i in node.input], list(node.output),
+                                   domain=node.domain)
+        renamed.attribute.extend(node.attribute)
+        graph = helper.make_graph(
+            [renamed], "fold",
+            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+             for n, v in feeds.items()],
+            [helper.make_empty_tensor_value_info(o) for o in node.output if o])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        try:
+            results = ReferenceEvaluator(model).run(None, feeds)
+        except Exception as e:
+            raise UnsupportedOpError(node.op_type, self.name_of(node), f"could not evaluate on constants: {e}") from e
+        for name, value in zip([o for o in node.output if o], results):
+            self.consts[name] = np.asarray(value)
+
+    # -- ops ----------------------------------------------------------------------------
+    def op_Identity(self, node):
+        self.alias[node.output[0]] = self.src(node.input[0])
+
+    def op_Dropout(self, node):
+        if len(node.output) > 1 and node.output[1]:
+            raise self.unsupported(node, "the mask output is used")
+        self.op_Identity(node)
+
+    def op_Cast(self, node):
+        to = self.attrs(node)["to"]
+        if to not in _FLOAT_TYPES:
+            raise self.unsupported(node, f"cast of a run-time tensor to element type {to}")
+        self.op_Identity(node)
+
+    def op_Conv(self, node):
+        a = self.attrs(node)
+        w = self.need_const(node, 1, "the weight")
+        if w.ndim != 4:
+            raise self.unsupported(node, f"{w.ndim - 2}-D convolution; only 2-D is supported")
+        b = self.opt_const(node, 2, "the bias")
+        x, y = node.input[0], node.output[0]
+        in_hw, out_hw = self.shape(x)[2:], self.shapes[y][2:]
+        k = w.shape[2:]
+        s = a.get("strides", [1, 1])
+        d = a.get("dilations", [1, 1])
+        pads = _pads(self, node, a, in_hw, out_hw, k, s, d)
+        inputs = [self.tensor(x), self.tensor(node.input[1])]
+        if b is not None:
+            inputs.append(self.tensor(node.input[2]))
+        self.emit("CONV2D", node, inputs, [self.out(y)], stride_h=s[0], stride_w=s[1],
+                  dilation_h=d[0], dilation_w=d[1], groups=a.get("group", 1), **pads)
+
+    def op_ConvTranspose(self, node):
+        a = self.attrs(node)
+        w = self.need_const(node, 1, "the weight")
+        if w.ndim != 4:
+            raise self.unsupported(node, f"{w.ndim - 2}-D transposed convolution; only 2-D is supported")
+        if a.get("group", 1) != 1:
+            raise self.unsupported(node, f"group={a['group']}; only group=1 is supported")
+        if any(v != 1 for v in a.get("dilations", [1, 1])):
+            raise self.unsupported(node, f"dilations={a['dilations']}; only 1 is supported")
+        auto_pad = _str(a.get("auto_pad", "NOTSET"))
+        if auto_pad not in ("NOTSET", "VALID") or "output_shape" in a:
+            raise self.unsupported(node, "auto_pad SAME_* or output_shape; give explicit pads")
+        b = self.opt_const(node, 2, "the bias")
+        s = a.get("strides", [1, 1])
+        p = a.get("pads", [0, 0, 0, 0]) if auto_pad == "NOTSET" else [0, 0, 0, 0]
+        op_ = a.get("output_padding", [0, 0])
+        if op_[0] > p[2] or op_[1] > p[3]:
+            raise self.unsupported(node, f"output_padding={op_} larger than the end pads {p[2:]}")
+        # The output size is the output tensor's: out = s*(in-1) + k - pad_begin - pad_end, so
+        # output_padding shows as a smaller end pad.
+        inputs = [self.tensor(node.input[0]), self.tensor(node.input[1])]
+        if b is not None:
+            inputs.append(self.tensor(node.input[2]))
+        self.emit("CONV_TRANSPOSE2D", node, inputs, [self.out(node.output[0])], stride_h=s[0], stride_w=s[1],
+                  pad_top=p[0], pad_left=p[1], pad_bottom=p[2] - op_[0], pad_right=p[3] - op_[1])
+
+    def op_Gemm(self, node):
+        a = self.attrs(node)
+        bw = self.need_const(node, 1, "B (the weight)")
+        alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
+        w = (bw if a.get("transB", 0) else bw.T) * alpha  # [M, K]
+        x = self.tensor(node.input[0])
+        if a.get("transA", 0):
+            k_n = self.shape(x)
+            xt = self.temp(x + "_transposed", (k_n[1], k_n[0]))
+            self.emit("TRANSPOSE", node, [x], [xt], perm0=1, perm1=0)
+            x = xt
+        y = node.output[0]
+        m = w.shape[0]
+        c_name = node.input[2] if len(node.input) > 2 else ""
+        inputs = [x, self.add_const(node.input[1] + "_fc", w)]
+        if not c_name:
+            self.emit("FULLY_CONNECTED", node, inputs, [self.out(y)])
+            return
+        if self.is_const(c_name):
+            c = self.const(c_name).astype(np.float32) * beta
+            if c.size in (1, m) and c.ndim <= 2 and (c.ndim < 2 or c.shape[0] == 1):
+                inputs.append(self.add_const(c_name + "_bias", np.broadcast_to(c.reshape(-1), (m,))))
+                self.emit("FULLY_CONNECTED", node, inputs, [self.out(y)])
+                return
+            c_in = self.add_const(c_name + "_scaled", c)
+        else:
+            c_in = self.tensor(c_name)
+            if beta != 1.0:
+                scaled = self.temp(c_name + "_scaled", self.shape(c_name))
+                self.emit("MUL", node, [c_in, self.add_const(c_name + "_beta", np.array(beta))], [scaled])
+                c_in = scaled
+        fc = self.temp(y + "_fc", self.shapes[y])
+        self.emit("FULLY_CONNECTED", node, inputs, [fc])
+        self.emit("ADD", node, [fc, c_in], [self.out(y)])
+
+    def op_MatMul(self, node):
+        if not self.is_const(node.input[1]):
+            raise self.unsupported(node, "the second operand must be a constant weight")
+        wb = self.const(node.input[1])
+        if wb.ndim != 2:
+            raise self.unsupported(node, f"a {wb.ndim}-D weight; only 2-D is supported")
+        x, y = self.tensor(node.input[0]), node.output[0]
+        xs = self.shape(x)
+        if len(xs) < 2:
+            raise self.unsupported(node, "a 1-D first operand")
+        w = self.add_const(node.input[1] + "_fc", wb.T)
+        if len(xs) == 2:
+            self.emit("FULLY_CONNECTED", node, [x, w], [self.out(y)])
+            return
+        rows = int(np.prod(xs[:-1]))
+        x2 = self.temp(x + "_2d", (rows, xs[-1]))
+        y2 = self.temp(y + "_2d", (rows, wb.shape[1]))
+        self.emit("RESHAPE", node, [x], [x2])
+        self.emit("FULLY_CONNECTED", node, [x2, w], [y2])
+        self.emit("RESHAPE", node, [y2], [self.out(y)])
+
+    def op_BatchNormalization(self, node):
+        a = self.attrs(node)
+        if a.get("training_mode", 0) or any(o for o in node.output[1:]):
+            raise self.unsupported(node, "training mode")
+        scale, bias, mean, var = (self.need_const(node, i, w) for i, w in
+                                  ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
+        eps = a.get("epsilon", 1e-5)
+        x, y = self.tensor(node.input[0]), node.output[0]
+        xs = self.shape(x)
+        mul = (scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps))
+        add = bias.astype(np.float64) - mean.astype(np.float64) * mul
+        bshape = (1, -1) + (1,) * (len(xs) - 2)
+        scaled = self.temp(y + "_bn_scaled", xs)
+        self.emit("MUL", node, [x, self.add_const(y + "_bn_scale", mul.reshape(bshape))], [scaled])
+        self.emit("ADD", node, [scaled, self.add_const(y + "_bn_shift", add.reshape(bshape))], [self.out(y)])
+
+    def unary(self, type: str, node, **attrs):
+        self.emit(type, node, [self.tensor(node.input[0])], [self.out(node.output[0])], **attrs)
+
+    def op_Relu(self, node):
+        self.unary("RELU", node)
+
+    def op_Sigmoid(self, node):
+        self.unary("SIGMOID", node)
+
+    def op_Tanh(self, node):
+        self.unary("TANH", node)
+
+    def op_HardSwish(self, node):
+        self.unary("HARD_SWISH", node)
+
+    def op_HardSigmoid(self, node):
+        a = self.attrs(node)
+        self.unary("HARD_SIGMOID", node, alpha=a.get("alpha", 0.2), beta=a.get("beta", 0.5))
+
+    def op_LeakyRelu(self, node):
+        self.unary("LEAKY_RELU", node, alpha=self.attrs(node).get("alpha", 0.01))
+
+    def op_Clip(self, node):
+        lo = self.opt_const(node, 1, "min")
+        hi = self.opt_const(node, 2, "max")
+        lo = float("-inf") if lo is None else float(lo)
+        hi = float("inf") if hi is None else float(hi)
+        self.unary("CLIP", node, min=lo, max=hi)
+
+    def op_PRelu(self, node):
+        self.need_const(node, 1, "the slope")
+        self.emit("PRELU", node, [self.tensor(node.input[0]), self.tensor(node.input[1])],
+                  [self.out(node.output[0])])
+
+    def binary(self, type: str, node, commutative: bool):
+        a, b = node.input[0], node.input[1]
+        if commutative and self.is_const(a) and not self.is_const(b):
+            a, b = b, a  # the run-time tensor first, the constant second
+        self.emit(type, node, [self.tensor(a), self.tensor(b)], [self.out(node.output[0])])
+
+    def op_Add(self, node):
+        self.binary("ADD", node, True)
+
+    def op_Mul(self, node):
+        self.binary("MUL", node, True)
+
+    def op_Sub(self, node):
+        self.binary("SUB", node, False)
+
+    def op_Div(self, node):
+        self.binary("DIV", node, False)
+
+    def op_GlobalAveragePool(self, node):
+        rank = len(self.shape(node.input[0]))
+        mask = sum(1 << i for i in range(2, rank))
+        self.unary("MEAN", node, axes_mask=mask, keepdims=1)
+
+    def op_GlobalMaxPool(self, node):
+        xs = self.shape(node.input[0])
+        if len(xs) != 4:
+            raise self.unsupported(node, f"{len(xs)}-D input; only 4-D is supported")
+        self.unary("MAX_POOL2D", node, kernel_h=xs[2], kernel_w=xs[3])
+
+    def op_ReduceMean(self, node):
+        a = self.attrs(node)
+        rank = len(self.shape(node.input[0]))
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.need_const(node, 1, "axes").tolist()
+        if not axes:
+            if a.get("noop_with_empty_axes", 0):
+                self.op_Identity(node)
+                return
+            axes = list(range(rank))
+        mask = sum(1 << (ax % rank) for ax in axes)
+        self.unary("MEAN", node, axes_mask=mask, keepdims=a.get("keepdims", 1))
+
+    def pool(self, type: str, node, **extra):
+        a = self.attrs(node)
+        if len(node.output) > 1 and node.output[1]:
+            raise self.unsupported(node, "the indices output is used")
+        k = a["kernel_shape"]
+        if len(k) != 2:
+            raise self.unsupported(node, f"{len(k)}-D pooling; only 2-D is supported")
+        d = a.get("dilations", [1, 1])
+        if any(v != 1 for v in d):
+            raise self.unsupported(node, f"dilations={d}; only 1 is supported")
+        s = a.get("strides", [1, 1])
+        x, y = node.input[0], node.output[0]
+        in_hw, out_hw = self.shape(x)[2:], self.shapes[y][2:]
+        pads = _pads(self, node, a, in_hw, out_hw, k, s, d)
+        if a.get("ceil_mode", 0):
+            # The windows that ceil mode adds read past the end: for max pooling that is extra
+            # end padding (padded positions never win).
+            for i, (b_key, e_key) in enumerate((("pad_top", "pad_bottom"), ("pad_left", "pad_right"))):
+                need = (out_hw[i] - 1) * s[i] + k[i] - in_hw[i] - pads[b_key]
+                pads[e_key] = max(pads[e_key], need)
+        self.emit(type, node, [self.tensor(x)], [self.out(y)], kernel_h=k[0], kernel_w=k[1],
+                  stride_h=s[0], stride_w=s[1], **pads, **extra)
+
+    def op_MaxPool(self, node):
+        if self.attrs(node).get("storage_order", 0):
+            raise self.unsupported(node, "storage_order=1")
+        self.pool("MAX_POOL2D", node)
+
+    def op_AveragePool(self, node):
+        a = self.attrs(node)
+        if a.get("ceil_mode", 0):
+            raise self.unsupported(node, "ceil_mode=1")
+        self.pool("AVG_POOL2D", node, count_include_pad=a.get("count_include_pad", 0))
+
+    def op_Concat(self, node):
+        rank = len(self.shape(node.input[0]))
+        axis = self.attrs(node)["axis"] % rank
+        self.emit("CONCAT", node, [self.tensor(i) for i in node.input], [self.out(node.output[0])], axis=axis)
+
+    def op_Pad(self, node):
+        a = self.attrs(node)
+        mode = _str(a.get("mode", "constant"))
+        if mode != "constant":
+            raise self.unsupported(node, f"mode={mode}; only constant padding is supported")
+        xs = self.shape(node.input[0])
+        if len(xs) != 4:
+            raise self.unsupported(node, f"{len(xs)}-D input; only 4-D is supported")
+        pads = [int(v) for v in self.need_const(node, 1, "pads").reshape(-1)]
+        value = self.opt_const(node, 2, "the constant value")
+        axes = self.opt_const(node, 3, "axes")
+        axes = list(range(4)) if axes is None else [int(v) % 4 for v in axes.reshape(-1)]
+        if len(pads) != 2 * len(axes):
+            raise self.unsupported(node, f"{len(pads)} pads for {len(axes)} axes")
+        if any(p < 0 for p in pads):
+            raise self.unsupported(node, "negative pads (cropping)")
+        attrs = {}
+        for j, ax in enumerate(axes):
+            attrs[f"pad{ax}_begin"] = pads[j]
+            attrs[f"pad{ax}_end"] = pads[j + len(axes)]
+        value = 0.0 if value is None or value.size == 0 else float(value.reshape(-1)[0])
+        self.unary("PAD", node, value=value, **attrs)
+
+    def op_Resize(self, node):
+        a = self.attrs(node)
+        xs, ys = self.shape(node.input[0]), self.shapes.get(node.output[0])
+        if len(xs) != 4 or ys is None or tuple(ys[:2]) != tuple(xs[:2]):
+            raise self.unsupported(node, "only resizing H and W of a 4-D tensor is supported")
+        if a.get("antialias", 0):
+            raise self.unsupported(node, "antialias=1")
+        mode = _str(a.get("mode", "nearest"))
+        ctm = _str(a.get("coordinate_transformation_mode", "half_pixel"))
+        nearest_mode = _str(a.get("nearest_mode", "round_prefer_floor"))
+        if mode not in ("nearest", "linear"):
+            raise self.unsupported(node, f"mode={mode}; only nearest and linear are supported")
+        if ctm == "tf_crop_and_resize":
+            raise self.unsupported(node, "coordinate_transformation_mode=tf_crop_and_resize")
+        scales = self.opt_const(node, 2, "scales")
+        if scales is not None and scales.size == 0:
+            scales = None
+        if scales is not None:
+            full = np.ones(4)
+            axes = a.get("axes", list(range(4)))
+            full[[ax % 4 for ax in axes]] = scales.reshape(-1)
+            scales = full
+        # The IR follows TFLite's coordinate conventions: find the one that maps every output
+        # pixel to exactly the same source position as this node does.
+        natural = {"align_corners": (1, 0), "asymmetric": (0, 0)}.get(ctm, (0, 1))
+        for align, half in [natural] + [c for c in ((0, 1), (1, 0), (0, 0)) if c != natural]:
+            if all(_resize_matches(mode, ctm, nearest_mode, xs[i], ys[i],
+                                   None if scales is None else scales[i], align, half) for i in (2, 3)):
+                self.unary("RESIZE_BILINEAR" if mode == "linear" else "RESIZE_NEAREST", node,
+                           align_corners=align, half_pixel_centers=half)
+                return
+        raise self.unsupported(node, f"mode={mode}, coordinate_transformation_mode={ctm}"
+                               + (f", nearest_mode={nearest_mode}" if mode == "nearest" else "")
+                               + f" from {tuple(xs[2:])} to {tuple(ys[2:])} matches neither align_corners "
+                               "nor half_pixel_centers nor asymmetric sampling")
+
+    def op_DepthToSpace(self, node):
+        a = self.attrs(node)
+        mode = _str(a.get("mode", "DCR"))
+        self.unary("DEPTH_TO_SPACE", node, block=a["blocksize"],
+                   mode=opset.D2S_CRD if mode == "CRD" else opset.D2S_DCR)
+
+    def reshape(self, node, shape):
+        self.emit("RESHAPE", node, [self.tensor(node.input[0])], [self.out(node.output[0], tuple(shape))])
+
+    def op_Flatten(self, node):
+        xs = self.shape(node.input[0])
+        axis = self.attrs(node).get("axis", 1) % (len(xs) + 1) if xs else 0
+        self.reshape(node, (int(np.prod(xs[:axis])), int(np.prod(xs[axis:]))))
+
+    def op_Reshape(self, node):
+        xs = self.shape(node.input[0])
+        target = [int(v) for v in self.need_const(node, 1, "the shape").reshape(-1)]
+        if not self.attrs(node).get("allowzero", 0):
+            target = [xs[i] if v == 0 else v for i, v in enumerate(target)]
+        if target.count(-1) == 1:
+            known = int(np.prod([v for v in target if v != -1]))
+            target[target.index(-1)] = int(np.prod(xs)) // known if known else 0
+        if int(np.prod(target)) != int(np.prod(xs)) or any(v < 0 for v in target):
+            raise ModelFormatError(f"Reshape {self.name_of(node)!r}: cannot reshape {xs} to {target}")
+        self.reshape(node, target)
+
+    def op_Squeeze(self, node):
+        self.reshape(node, self.shapes[node.output[0]])
+
+    def op_Unsqueeze(self, node):
+        self.reshape(node, self.shapes[node.output[0]])
+
+    def op_Transpose(self, node):
+        rank = len(self.shape(node.input[0]))
+        if rank > 6:
+            raise self.unsupported(node, f"rank {rank}; at most 6 is supported")
+        perm = self.attrs(node).get("perm", list(range(rank))[::-1])
+        self.unary("TRANSPOSE", node, **{f"perm{i}": p for i, p in enumerate(perm)})
+
+    def op_Softmax(self, node):
+        rank = len(self.shape(node.input[0]))
+        self.unary("SOFTMAX", node, axis=self.attrs(node).get("axis", -1) % rank)
+
+
+# Ops that are translated even when all their inputs are constants (none so far: every
+# op evaluates fine on constants). Kept as a hook for ops with side effects or randomness.
+_NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
+
+
+def _str(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _pads(imp: _Importer, node, a: dict, in_hw, out_hw, k, s, d) -> dict:
+    """The explicit pads of a conv or pool node, auto_pad resolved as ONNX defines it."""
+    auto_pad = _str(a.get("auto_pad", "NOTSET"))
+    if auto_pad == "NOTSET":
+        p = list(a.get("pads", [0, 0, 0, 0]))
+    elif auto_pad == "VALID":
+        p = [0, 0, 0, 0]
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        p = [0, 0, 0, 0]
+        for i in range(2):
+            total = max((out_hw[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - in_hw[i], 0)
+            small, big = total // 2, total - total // 2
+            # SAME_UPPER puts the extra pixel at the end, SAME_LOWER at the beginning.
+            p[i], p[i + 2] = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+    else:
+        raise imp.unsupported(node, f"auto_pad={auto_pad}")
+    if len(p) != 4:
+        raise imp.unsupported(node, f"pads={p}")
+    return dict(pad_top=p[0], pad_left=p[1], pad_bottom=p[2], pad_right=p[3])
+
+
+# -- Resize coordinate conventions ------------------------------------------------------------
+
+def _onnx_source(ctm: str, y: int, n_in: int, n_out: int, scale: Fraction) -> Fraction:
+    """The source coordinate ONNX Resize samples for output index y (exact arithmetic)."""
+    if ctm == "half_pixel":
+        return (y + Fraction(1, 2)) / scale - Fraction(1, 2)
+    if ctm == "pytorch_half_pixel":
+        return (y + Fraction(1, 2)) / scale - Fraction(1, 2) if n_out > 1 else Fraction(0)
+    if ctm == "half_pixel_symmetric":
+        adjustment = n_out / (scale * n_in)
+        offset = Fraction(n_in, 2) * (1 - adjustment)
+        return offset + (y + Fraction(1, 2)) / scale - Fraction(1, 2)
+    if ctm == "align_corners":
+        return Fraction(y * (n_in - 1), n_out - 1) if n_out > 1 else Fraction(0)
+    if ctm == "asymmetric":
+        return y / scale
+    if ctm == "tf_half_pixel_for_nn":
+        return (y + Fraction(1, 2)) / scale
+    raise ValueError(ctm)
+
+
+def _onnx_nearest(x: Fraction, mode: str) -> int:
+    f = floor(x)
+    if mode == "floor":
+        return f
+    if mode == "ceil":
+        return ceil(x)
+    if x - f == Fraction(1, 2):
+        return f if mode == "round_prefer_floor" else f + 1
+    return round(x)
+
+
+def _tflite_source(y: int, n_in: int, n_out: int, align: int, half: int) -> Fraction:
+    scale = Fraction(n_in - 1, n_out - 1) if align and n_out > 1 else Fraction(n_in, n_out)
+    return (y + Fraction(1, 2)) * scale - Fraction(1, 2) if half else y * scale
+
+
+def _tflite_nearest(y: int, n_in: int, n_out: int, align: int, half: int) -> int:
+    scale = Fraction(n_in - 1, n_out - 1) if align and n_out > 1 else Fraction(n_in, n_out)
+    x = (y + (Fraction(1, 2) if half else 0)) * scale
+    i = floor(x + Fraction(1, 2)) if align else floor(x)  # TFLite rounds half away from zero
+    return max(0, min(i, n_in - 1))
+
+
+def _resize_matches(mode, ctm, nearest_mode, n_in, n_out, scale, align, half) -> bool:
+    if scale is None:
+        scale = Fraction(n_out, n_in)
+    else:
+        scale = Fraction(float(scale)).limit_denominator(1 << 20)
+        if scale != Fraction(n_out, n_in) and ctm not in ("align_corners",):
+            # ONNX samples with the given scale, TFLite with the size ratio: they agree only
+            # where the two are the same.
+            return False
+    for y in range(n_out):
+        src = _onnx_source(ctm, y, n_in, n_out, scale)
+        if mode == "nearest":
+            if max(0, min(_onnx_nearest(src, nearest_mode), n_in - 1)) != _tflite_nearest(y, n_in, n_out, align, half):
+                return False
+        else:
+            clamp = lambda v: min(max(v, Fraction(0)), Fraction(n_in - 1))  # noqa: E731
+            if clamp(src) != clamp(_tflite_source(y, n_in, n_out, align, half)):
+                return False
+    return True
