@@ -1,0 +1,44 @@
+"""Model importers: each turns a source model into a `pysparse.ir.Graph` (NCHW semantics).
+
+    graph = load_model("hand_landmark_full.tflite")   # TFLite or ONNX, told by content
+"""
+from __future__ import annotations
+
+import os
+
+from ..errors import ModelFormatError
+from ..ir import Graph
+
+
+def _read(path_or_bytes) -> bytes:
+    if isinstance(path_or_bytes, (str, os.PathLike)):
+        with open(path_or_bytes, "rb") as f:
+            return f.read()
+    return bytes(path_or_bytes)
+
+
+def _looks_like_onnx(data: bytes) -> bool:
+    # An ONNX ModelProto starts with a protobuf field; its first field is ir_version
+    # (field 1, varint: tag byte 0x08) in every exporter we know of. Other fields may come
+    # first in principle, so accept any small field number with a valid wire type.
+    if not data:
+        return False
+    tag = data[0]
+    return tag >> 3 in range(1, 21) and tag & 7 in (0, 2)
+
+
+def load_model(path_or_bytes) -> Graph:
+    """Imports a TFLite (`TFL3` at byte 4) or ONNX (protobuf) model from a path or bytes."""
+    data = _read(path_or_bytes)
+    name = os.path.basename(os.fspath(path_or_bytes)) if isinstance(path_or_bytes, (str, os.PathLike)) else None
+    if len(data) >= 8 and data[4:8] == b"TFL3":
+        from .tflite import load_tflite
+        graph = load_tflite(data)
+    elif _looks_like_onnx(data):
+        from .onnx import load_onnx  # imported lazily: needs the onnx package
+        graph = load_onnx(data)
+    else:
+        raise ModelFormatError("not a TFLite or ONNX model (unknown file content)")
+    if name:
+        graph.metadata["name"] = os.path.splitext(name)[0]
+    return graph
