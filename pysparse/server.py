@@ -1,0 +1,257 @@
+"""The development server: the JS runtime, the demo, models and the pack API, cross-origin isolated.
+
+Every response carries `Cross-Origin-Opener-Policy: same-origin` and
+`Cross-Origin-Embedder-Policy: require-corp` (so pages may use SharedArrayBuffer and the
+threaded engine) and `Cross-Origin-Resource-Policy: same-origin`. docs/server.md lists the
+routes and the `POST /api/pack` API.
+
+Files are only ever served from a fixed set of folders through `safe_join`; uploads are
+checked by content, packed inside a TemporaryDirectory under a name the server chooses, and
+the result is kept in memory (a small bounded store) until downloaded or evicted.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from flask import Flask, abort, jsonify, redirect, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+from werkzeug.utils import secure_filename
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# npm packages the demo and the Pyodide front end load in the browser; nothing else under
+# node_modules/ is served.
+NODE_PACKAGES = ("pyodide", "@mediapipe/hands", "fingerpose")
+
+# Extensions the server knows; anything else is served as application/octet-stream.
+MIME_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".wasm": "application/wasm",
+    ".spnn": "application/octet-stream",
+    ".tflite": "application/octet-stream",
+    ".onnx": "application/octet-stream",
+    ".data": "application/octet-stream",
+    ".whl": "application/zip",
+    ".zip": "application/zip",
+    ".tar": "application/x-tar",
+    ".ts": "text/plain; charset=utf-8",
+    ".md": "text/markdown; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webm": "video/webm",
+    ".mp4": "video/mp4",
+    ".ico": "image/x-icon",
+}
+
+MODEL_SUFFIXES = (".spnn", ".tflite", ".onnx")
+DEFAULT_MAX_UPLOAD = 64 * 1024 * 1024
+PACKED_STORE_ITEMS = 16
+PACKED_STORE_BYTES = 256 * 1024 * 1024
+PACK_WEIGHTS = ("fp32", "fp16", "int8")
+SPARSE_MODES = {"auto": None, "sparse": True, "dense": False}  # form value -> pack(sparse=...)
+
+
+def sniff_model_format(head: bytes) -> str | None:
+    """'tflite' or 'onnx' from a file's first bytes, else None.
+
+    TFLite flatbuffers carry the identifier `TFL3` at offset 4. An ONNX file is a protobuf
+    ModelProto, written in field order, so it starts with field 1 (`ir_version`, varint,
+    tag byte 0x08) holding a small version number.
+    """
+    if len(head) >= 8 and head[4:8] == b"TFL3":
+        return "tflite"
+    if len(head) >= 2 and head[0] == 0x08 and 1 <= head[1] <= 64:
+        return "onnx"
+    return None
+
+
+class PackedStore:
+    """Packed .spnn results kept in memory under random tokens, oldest evicted first."""
+
+    def __init__(self, max_items: int = PACKED_STORE_ITEMS, max_bytes: int = PACKED_STORE_BYTES):
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self._items: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, filename: str, data: bytes) -> str:
+        token = secrets.token_urlsafe(16)
+        with self._lock:
+            self._items[token] = (filename, data)
+            while len(self._items) > self.max_items or (
+                    len(self._items) > 1 and sum(len(d) for _, d in self._items.values()) > self.max_bytes):
+                self._items.popitem(last=False)
+        return token
+
+    def get(self, token: str) -> tuple[str, bytes] | None:
+        with self._lock:
+            return self._items.get(token)
+
+
+def _json_error(status: int, message: str, **extra):
+    response = jsonify({"error": message, **extra})
+    response.status_code = status
+    return response
+
+
+def pack_upload(data: bytes, upload_name: str, weights: str, sparse: str, temp_root: str | None):
+    """Imports and packs an uploaded model; returns (spnn bytes, inspect summary).
+
+    Raises ModelFormatError / UnsupportedOpError for bad models (mapped to 400 / 422).
+    The upload is written under a server-chosen name inside a TemporaryDirectory that is
+    always removed; `upload_name` (already sanitised) only labels the metadata.
+    """
+    from .commands.inspect import summary
+    from .errors import ModelFormatError
+    from .format import read_spnn
+    from .importers import load_model
+    from .pack import pack
+
+    kind = sniff_model_format(data[:16])
+    if kind is None:
+        raise ModelFormatError("not a TFLite or ONNX model")
+    with tempfile.TemporaryDirectory(prefix="pysparse-upload-", dir=temp_root) as tmp:
+        path = Path(tmp) / f"model.{kind}"
+        path.write_bytes(data)
+        graph = load_model(path)
+    graph.metadata["name"] = Path(upload_name).stem
+    meta = {"source": {"file": upload_name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                       "format": kind}}
+    blob = pack(graph, weights, SPARSE_MODES[sparse], meta)
+    return blob, summary(read_spnn(blob), upload_name)
+
+
+def create_app(root: Path | str = ROOT, models_dir: Path | str | None = None, *,
+               isolation: bool = True, max_upload: int = DEFAULT_MAX_UPLOAD,
+               temp_root: str | None = None) -> Flask:
+    """The Flask app. `isolation=False` leaves out COOP/COEP (to test non-isolated pages)."""
+    root = Path(root).resolve()
+    models = Path(models_dir).resolve() if models_dir else None
+    if models is None:
+        from . import assets
+        models = assets.models_dir().resolve()
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = max_upload
+    app.config["PYSPARSE_TEMP_ROOT"] = temp_root
+    store = PackedStore()
+    folders = {"web": root / "web", "demo": root / "demo", "dist": root / "dist"}
+
+    def send(folder: Path, path: str, max_age: int | None = None):
+        """A file under `folder`; without max_age, `no-cache` (revalidate by ETag/Last-Modified)."""
+        if not folder.is_dir():
+            abort(404)
+        # send_from_directory joins safely (no "..", no absolute paths) and 404s otherwise.
+        response = send_from_directory(folder, path, conditional=True, etag=True, max_age=max_age)
+        suffix = Path(path).suffix.lower()
+        response.mimetype = MIME_TYPES.get(suffix, "application/octet-stream").split(";")[0]
+        if suffix in MIME_TYPES and "charset" in MIME_TYPES[suffix]:
+            response.charset = "utf-8"
+        return response
+
+    @app.after_request
+    def headers(response):
+        if isolation:
+            response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+            response.headers["Cross-Origin-Embedder-Policy"] = "require-corp"
+        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        if request.path.startswith("/api/"):
+            message = "upload too large" if e.code == 413 else e.description
+            return _json_error(e.code or 500, message,
+                               **({"limit": app.config["MAX_CONTENT_LENGTH"]} if e.code == 413 else {}))
+        return e
+
+    @app.get("/")
+    def index():
+        if (root / "demo" / "index.html").is_file():
+            return redirect("/demo/")
+        return redirect("/web/")
+
+    @app.get("/<any(web, demo, dist):area>/")
+    @app.get("/<any(web, demo, dist):area>/<path:path>")
+    def static_file(area: str, path: str = "index.html"):
+        return send(folders[area], path)
+
+    @app.get("/node_modules/<path:path>")
+    def node_module(path: str):
+        for package in NODE_PACKAGES:
+            if path.startswith(package + "/"):
+                # Versioned npm packages may be cached; built files change under the same
+                # name during development, so everything else revalidates.
+                return send(root / "node_modules" / package, path[len(package) + 1:], max_age=86400)
+        abort(404)
+
+    @app.get("/models/<path:path>")
+    def model_file(path: str):
+        if Path(path).suffix.lower() not in MODEL_SUFFIXES:
+            abort(404)
+        return send(models, path)
+
+    @app.get("/api/models")
+    def list_models():
+        names = sorted(p.name for p in models.iterdir()
+                       if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES) if models.is_dir() else []
+        return jsonify({"models": [{"name": n, "url": f"/models/{n}"} for n in names]})
+
+    @app.post("/api/pack")
+    def api_pack():
+        from .errors import ModelFormatError, PysparseError, UnsupportedOpError
+
+        upload = request.files.get("file")
+        if upload is None:
+            return _json_error(400, "no file: send the model as the multipart field 'file'")
+        weights = request.form.get("weights", "fp32")
+        sparse = request.form.get("sparse", "auto")
+        if weights not in PACK_WEIGHTS:
+            return _json_error(400, f"weights must be one of {', '.join(PACK_WEIGHTS)}")
+        if sparse not in SPARSE_MODES:
+            return _json_error(400, f"sparse must be one of {', '.join(SPARSE_MODES)}")
+        data = upload.read()
+        # The client's name only ever labels the result; it never names a file here.
+        upload_name = secure_filename(upload.filename or "") or "model"
+        try:
+            blob, summary = pack_upload(data, upload_name, weights, sparse, app.config["PYSPARSE_TEMP_ROOT"])
+        except UnsupportedOpError as e:
+            return _json_error(422, str(e), op=e.op)
+        except ModelFormatError as e:
+            return _json_error(400, str(e))
+        except PysparseError as e:
+            return _json_error(422, str(e))
+        filename = Path(upload_name).stem + ".spnn"
+        token = store.put(filename, blob)
+        return jsonify({"summary": summary, "filename": filename, "bytes": len(blob),
+                        "sha256": hashlib.sha256(blob).hexdigest(),
+                        "download": f"/api/packed/{token}", "weights": weights, "sparse": sparse,
+                        "created": time.time()})
+
+    @app.get("/api/packed/<token>")
+    def api_packed(token: str):
+        item = store.get(token)
+        if item is None:
+            return _json_error(404, "no such packed model (it may have been evicted)")
+        filename, blob = item
+        response = app.response_class(blob, mimetype="application/octet-stream")
+        response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response.headers["Cache-Control"] = "private, max-age=3600, immutable"
+        return response
+
+    return app
