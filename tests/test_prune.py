@@ -266,3 +266,39 @@ def test_oneshot_only_and_errors():
         oneshot(g, 0.5, only=["nope"])
     with pytest.raises(ValueError):
         oneshot(g, 1.0)
+
+
+# -- export: trained zeros survive packing ----------------------------------------------------
+
+@pytest.mark.parametrize("block,weights,sparse", [(1, "fp32", None), (4, "fp16", True), (2, "fp32", True)])
+def test_pruned_training_packs_with_exactly_its_zeros(block, weights, sparse):
+    from pysparse.format.reader import read_spnn
+    from pysparse.pack import pack
+    from pysparse.torch_module import GraphModule
+    g = ir_net()
+    module = GraphModule(g)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    pruner = GradualPruner(module, target=0.8, block=block, end_step=4, frequency=2, include=["fc/*"])
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        x = torch.rand(3, 3, 8, 8, generator=gen)
+        opt.zero_grad()
+        module(x).pow(2).mean().backward()
+        opt.step()
+        pruner.step()
+    pruner.finalize()
+    trained = module.to_graph()
+    f = read_spnn(pack(trained, weights=weights, sparse=sparse))
+    assert set(pruner.layers) == {"pw2/w", "fc/w"}
+    for name in pruner.layers:
+        want = trained.tensors[name].data
+        got = f.graph.tensors[name].data
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got == 0, want == 0)  # same positions, same count
+        assert abs(M.sparsity(got) - 0.8) < 0.02 and M.units_all_or_nothing(got != 0, block)
+        tol = 0 if weights == "fp32" else 1e-3
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    enc = {layer["name"]: layer for layer in f.metadata["layers"]}
+    if sparse:
+        assert enc["pw2"]["encoding"] == "sparse" and f.weights["pw2/w"].block in (1, block)
+    assert enc["pw2"]["sparsity"] == pytest.approx(M.sparsity(trained.tensors["pw2/w"].data), abs=1e-6)

@@ -153,3 +153,33 @@ def test_gradients_reach_every_weight():
     (out[0].sum() * 0 + (out[0] ** 2).sum() + out[1].sum()).backward()
     missing = [module.ir_name(k) for k, p in module.weights.items() if p.grad is None]
     assert not missing
+
+
+def photo_input(shape):
+    """A real hand photo resized to the model's input, RGB in [0, 1], NCHW."""
+    from PIL import Image
+    from pysparse import assets
+    img = Image.open(assets.photo_path("hand_nocurl.jpg")).convert("RGB").resize((shape[3], shape[2]))
+    return (np.asarray(img, np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
+
+
+@pytest.mark.parametrize("model", ["hand_landmark_lite", "hand_landmark_full"])
+def test_hand_landmark_models_match_reference(model):
+    from pysparse import assets
+    from pysparse.importers import load_model
+    g = load_model(assets.model_path(model + ".tflite"))
+    module = GraphModule(g)
+    shape = g.tensors[g.inputs[0]].shape
+    noise = np.random.default_rng(1).random(shape).astype(np.float32)
+    for x in (photo_input(shape), noise):
+        want = reference.run(g, {g.inputs[0]: x})
+        with torch.no_grad():
+            got = module(torch.from_numpy(x))
+        for name, y in zip(g.outputs, got):
+            scale = max(1.0, float(np.abs(want[name]).max()))  # landmarks are pixels (0..224)
+            np.testing.assert_allclose(y.numpy(), want[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+    # untouched weights go back bit for bit
+    back = module.to_graph()
+    for name, t in g.tensors.items():
+        if t.is_constant:
+            np.testing.assert_array_equal(back.tensors[name].data, t.data)
