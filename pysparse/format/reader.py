@@ -1,0 +1,362 @@
+"""Read and validate `.spnn` bytes (docs/format.md) into a graph IR.
+
+Every check the specification lists is made before the data it guards is used; every
+count read from the file is checked against the bytes that hold it before anything is
+allocated or looped over. Any problem raises SpnnFormatError naming the section, the
+record and what is wrong.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import opset
+from ..errors import SpnnFormatError
+from ..ir import Graph, Op, Tensor
+from ..passes.memory import overlapping_live_pairs
+from . import spec
+from .shapes import check_op
+from .sparse import EncodedWeight, check_descriptor, decode, matrix_shape
+
+
+@dataclass
+class SpnnFile:
+    graph: Graph  # constants decoded to float32
+    metadata: dict
+    weights: dict[str, EncodedWeight]  # constant tensor name -> its stored encoding
+    offsets: dict[str, int]  # activation / input tensor name -> arena offset
+    arena_bytes: int
+    version: tuple[int, int]
+    producer: str
+    file_size: int
+    weight_order: list[str] = field(default_factory=list)  # constant names by weight index
+
+
+def _fail(msg: str):
+    raise SpnnFormatError(msg)
+
+
+def read_spnn_file(path) -> SpnnFile:
+    with open(path, "rb") as f:
+        return read_spnn(f.read())
+
+
+def read_spnn(data: bytes) -> SpnnFile:
+    data = bytes(data)
+    sections, version, producer = _read_container(data)
+    strings = _Strings(sections[spec.SECTION_STRINGS])
+    descriptors = _read_weight_descriptors(sections[spec.SECTION_WEIGHTS])
+    g = _GraphReader(sections[spec.SECTION_GRAPH], strings, len(descriptors))
+    graph, offsets, arena_bytes, weight_of = g.read()
+    weights = _attach_weights(graph, descriptors, weight_of)
+    metadata = _read_metadata(sections[spec.SECTION_METADATA])
+    graph.metadata = dict(metadata)
+    pairs = overlapping_live_pairs(graph, offsets)
+    if pairs:
+        _fail(f"section GRAPH: tensors {pairs[0][0]!r} and {pairs[0][1]!r} are live at the same time "
+              f"and overlap in the arena")
+    order = sorted(weight_of, key=weight_of.get)
+    return SpnnFile(graph, metadata, weights, offsets, arena_bytes, version, producer, len(data), order)
+
+
+# -- container -----------------------------------------------------------------------
+def _read_container(data: bytes):
+    n = len(data)
+    if n < spec.HEADER_SIZE:
+        _fail(f"truncated: {n} bytes, the header alone is {spec.HEADER_SIZE}")
+    magic, major, minor, producer, flags, count, crc, file_size = spec.HEADER.unpack_from(data)
+    if magic != spec.MAGIC:
+        _fail(f"not a .spnn file: magic {magic!r}, expected {spec.MAGIC!r}")
+    if major != spec.VERSION_MAJOR:
+        _fail(f"format version {major}.{minor} is not supported (this reader reads {spec.VERSION_MAJOR}.x)")
+    if flags & ~spec.FLAGS_KNOWN:
+        _fail(f"header: unknown flags 0x{flags:08x}")
+    if file_size != n:
+        _fail(f"truncated: the header says {file_size} bytes, the file has {n}" if file_size > n else
+              f"header: file_size {file_size} but the file has {n} bytes")
+    if not 1 <= count <= spec.MAX_SECTIONS:
+        _fail(f"header: section_count {count} is outside 1..{spec.MAX_SECTIONS}")
+    table_end = spec.HEADER_SIZE + spec.SECTION_ENTRY_SIZE * count
+    if table_end > n:
+        _fail(f"truncated: the section table needs {table_end} bytes, the file has {n}")
+    if zlib.crc32(data[: spec.HEADER_CRC_SPAN] + data[spec.HEADER_SIZE:table_end]) != crc:
+        _fail("header: CRC mismatch (header or section table corrupt)")
+    found: dict[int, tuple[int, int]] = {}
+    for i in range(count):
+        stype, off, length, scrc = spec.SECTION_ENTRY.unpack_from(data, spec.HEADER_SIZE + i * spec.SECTION_ENTRY_SIZE)
+        name = spec.SECTION_NAMES.get(stype)
+        if name is None:
+            _fail(f"section table entry {i}: unknown section type {stype}")
+        if stype in found:
+            _fail(f"section {name} appears twice")
+        if off % spec.ALIGN:
+            _fail(f"section {name}: offset {off} is not a multiple of {spec.ALIGN}")
+        if off < table_end:
+            _fail(f"section {name}: offset {off} is inside the header or section table (ends at {table_end})")
+        if off + length > n:
+            _fail(f"section {name}: bytes {off}..{off + length} run past the end of the file ({n} bytes)")
+        if zlib.crc32(data[off:off + length]) != scrc:
+            _fail(f"section {name}: CRC mismatch")
+        found[stype] = (off, length)
+    for stype in spec.SECTION_ORDER:
+        if stype not in found:
+            _fail(f"section {spec.SECTION_NAMES[stype]} is missing")
+    spans = sorted((off, off + length, stype) for stype, (off, length) in found.items())
+    pos = table_end
+    for start, end, stype in spans:
+        if start < pos:
+            _fail(f"section {spec.SECTION_NAMES[stype]} overlaps the section before it")
+        if any(data[pos:start]):
+            _fail(f"nonzero padding before section {spec.SECTION_NAMES[stype]}")
+        pos = end
+    if any(data[pos:]):
+        _fail("nonzero bytes after the last section")
+    sections = {stype: data[off:off + length] for stype, (off, length) in found.items()}
+    return sections, (major, minor), "{}.{}.{}".format(*producer[:3])
+
+
+class _Strings:
+    def __init__(self, blob: bytes):
+        if not blob or blob[0] != 0:
+            _fail("section STRINGS: must start with a zero byte (the empty string)")
+        self.blob = blob
+
+    def get(self, off: int, where: str) -> str:
+        if off >= len(self.blob):
+            _fail(f"{where}: string offset {off} is outside STRINGS ({len(self.blob)} bytes)")
+        end = self.blob.find(b"\0", off)
+        if end < 0:
+            _fail(f"{where}: string at offset {off} has no terminating zero inside STRINGS")
+        try:
+            return self.blob[off:end].decode("utf-8")
+        except UnicodeDecodeError:
+            _fail(f"{where}: string at offset {off} is not UTF-8")
+
+
+# -- WEIGHTS -------------------------------------------------------------------------
+def _read_weight_descriptors(sec: bytes) -> list[EncodedWeight]:
+    where = "section WEIGHTS"
+    if len(sec) < spec.WEIGHTS_HEADER.size:
+        _fail(f"{where}: {len(sec)} bytes, the header needs {spec.WEIGHTS_HEADER.size}")
+    num, *reserved = spec.WEIGHTS_HEADER.unpack_from(sec)
+    if any(reserved):
+        _fail(f"{where}: reserved header fields are not zero")
+    table_end = spec.WEIGHTS_HEADER.size + spec.WEIGHT_DESCRIPTOR_SIZE * num
+    if table_end > len(sec):
+        _fail(f"{where}: {num} descriptors need {table_end} bytes, the section has {len(sec)}")
+    out = []
+    for i in range(num):
+        enc, dt, block, sw, rows, cols, nnz, nsteps, off, length, res = spec.WEIGHT_DESCRIPTOR.unpack_from(
+            sec, spec.WEIGHTS_HEADER.size + i * spec.WEIGHT_DESCRIPTOR_SIZE)
+        w = f"{where}: weight {i}"
+        if res:
+            _fail(f"{w}: reserved field is not zero")
+        if off % spec.ALIGN:
+            _fail(f"{w}: data offset {off} is not a multiple of {spec.ALIGN}")
+        if off < table_end:
+            _fail(f"{w}: data offset {off} is inside the descriptor table (ends at {table_end})")
+        if off + length > len(sec):
+            _fail(f"{w}: data {off}..{off + length} runs past the section ({len(sec)} bytes)")
+        e = EncodedWeight(enc, dt, block, sw, rows, cols, nnz, nsteps, sec[off:off + length])
+        check_descriptor(e, w)
+        out.append(e)
+    return out
+
+
+def _attach_weights(graph: Graph, descriptors: list[EncodedWeight], weight_of: dict[str, int]):
+    users: dict[int, str] = {}
+    for name, idx in weight_of.items():
+        if idx in users:
+            _fail(f"section WEIGHTS: weight {idx} is used by tensors {users[idx]!r} and {name!r}")
+        users[idx] = name
+    unused = sorted(set(range(len(descriptors))) - set(users))
+    if unused:
+        _fail(f"section WEIGHTS: weight {unused[0]} is used by no tensor")
+    total = 0
+    for idx in sorted(users):
+        name = users[idx]
+        shape = graph.tensors[name].shape
+        rows, cols = matrix_shape(shape)
+        w = descriptors[idx]
+        if (w.rows, w.cols) != (rows, cols):
+            _fail(f"section WEIGHTS: weight {idx} is {w.rows}x{w.cols}, tensor {name!r} {shape} needs {rows}x{cols}")
+        total += rows * cols
+        if total >= spec.MAX_ELEMENTS:
+            _fail(f"section WEIGHTS: constants hold {total} elements or more, the limit is {spec.MAX_ELEMENTS}")
+    weights = {}
+    for idx in sorted(users):
+        name = users[idx]
+        w = descriptors[idx]
+        graph.tensors[name].data = decode(w, f"section WEIGHTS: weight {idx} ({name!r})").reshape(
+            graph.tensors[name].shape)
+        weights[name] = w
+    return weights
+
+
+def _read_metadata(sec: bytes) -> dict:
+    try:
+        meta = json.loads(sec.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        _fail(f"section METADATA: not UTF-8 JSON ({e})")
+    if not isinstance(meta, dict):
+        _fail("section METADATA: the JSON is not an object")
+    return meta
+
+
+# -- GRAPH ---------------------------------------------------------------------------
+class _GraphReader:
+    def __init__(self, sec: bytes, strings: _Strings, num_weights: int):
+        self.sec, self.strings, self.num_weights = sec, strings, num_weights
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> int:
+        if self.pos + n > len(self.sec):
+            _fail(f"section GRAPH: {what} runs past the end of the section ({len(self.sec)} bytes)")
+        at = self.pos
+        self.pos += n
+        return at
+
+    def u32s(self, count: int, what: str) -> list[int]:
+        at = self.take(4 * count, what)
+        return list(struct.unpack_from(f"<{count}I", self.sec, at))
+
+    def read(self):
+        sec = self.sec
+        at = self.take(spec.GRAPH_HEADER.size, "header")
+        n_t, n_ops, n_in, n_out, arena_bytes, *reserved = spec.GRAPH_HEADER.unpack_from(sec, at)
+        if any(reserved):
+            _fail("section GRAPH: reserved header fields are not zero")
+        need = spec.GRAPH_HEADER.size + spec.TENSOR_RECORD_SIZE * n_t + 4 * (n_in + n_out) + spec.OP_HEADER_SIZE * n_ops
+        if need > len(sec):
+            _fail(f"section GRAPH: {n_t} tensors, {n_ops} ops, {n_in} inputs and {n_out} outputs need at least "
+                  f"{need} bytes, the section has {len(sec)}")
+        graph = Graph()
+        names, kinds, offsets, weight_of = [], [], {}, {}
+        for i in range(n_t):
+            rec = spec.TENSOR_RECORD.unpack_from(sec, self.take(spec.TENSOR_RECORD_SIZE, f"tensor {i}"))
+            kind, dtype, ndim, res = rec[:4]
+            dims, name_off, widx, aoff = rec[4:10], rec[10], rec[11], rec[12]
+            w = f"section GRAPH: tensor {i}"
+            if kind not in spec.KIND_NAMES:
+                _fail(f"{w}: unknown kind {kind}")
+            if dtype != spec.DTYPE_FLOAT32:
+                _fail(f"{w}: unknown dtype {dtype}")
+            if ndim > spec.MAX_NDIM:
+                _fail(f"{w}: ndim {ndim} exceeds {spec.MAX_NDIM}")
+            if res:
+                _fail(f"{w}: reserved byte is not zero")
+            if any(d < 1 for d in dims[:ndim]) or any(dims[ndim:]):
+                _fail(f"{w}: dims {list(dims)} (ndim {ndim}): used dims must be >= 1, the rest 0")
+            shape = tuple(dims[:ndim])
+            elements = 1
+            for d in shape:
+                elements *= d
+            if elements >= spec.MAX_ELEMENTS:
+                _fail(f"{w}: dims {shape} exceed the limit of {spec.MAX_ELEMENTS} elements")
+            name = self.strings.get(name_off, f"{w} name")
+            if not name:
+                _fail(f"{w}: empty name")
+            if name in graph.tensors:
+                _fail(f"{w}: name {name!r} is used by an earlier tensor")
+            w = f"{w} ({name!r})"
+            if kind == spec.KIND_CONSTANT:
+                if widx >= self.num_weights:
+                    _fail(f"{w}: weight index {widx} is not below num_weights {self.num_weights}")
+                if aoff:
+                    _fail(f"{w}: a constant has arena offset {aoff}, must be 0")
+                weight_of[name] = widx
+            else:
+                if widx != spec.ABSENT:
+                    _fail(f"{w}: a {spec.KIND_NAMES[kind]} has weight index {widx}")
+                if aoff % spec.ALIGN:
+                    _fail(f"{w}: arena offset {aoff} is not a multiple of {spec.ALIGN}")
+                if aoff + spec.ELEMENT_BYTES * elements > arena_bytes:
+                    _fail(f"{w}: bytes {aoff}..{aoff + 4 * elements} lie outside the arena ({arena_bytes} bytes)")
+                offsets[name] = aoff
+            graph.tensors[name] = Tensor(name, shape)
+            names.append(name)
+            kinds.append(kind)
+
+        def tensor_id(tid: int, what: str) -> str:
+            if tid >= n_t:
+                _fail(f"section GRAPH: {what}: tensor id {tid} is not below num_tensors {n_t}")
+            return names[tid]
+
+        for tid in self.u32s(n_in, "inputs"):
+            name = tensor_id(tid, "graph input")
+            if kinds[tid] != spec.KIND_INPUT:
+                _fail(f"section GRAPH: graph input {name!r} is a {spec.KIND_NAMES[kinds[tid]]} tensor")
+            if name in graph.inputs:
+                _fail(f"section GRAPH: graph input {name!r} is listed twice")
+            graph.inputs.append(name)
+        listed = set(graph.inputs)
+        for tid, k in enumerate(kinds):
+            if k == spec.KIND_INPUT and names[tid] not in listed:
+                _fail(f"section GRAPH: tensor {tid} ({names[tid]!r}) is an input but not in the inputs list")
+        for tid in self.u32s(n_out, "outputs"):
+            name = tensor_id(tid, "graph output")
+            if kinds[tid] == spec.KIND_CONSTANT:
+                _fail(f"section GRAPH: graph output {name!r} is a constant")
+            if name in graph.outputs:
+                _fail(f"section GRAPH: graph output {name!r} is listed twice")
+            graph.outputs.append(name)
+
+        defined = set(graph.inputs) | set(weight_of)
+        for i in range(n_ops):
+            w = f"section GRAPH: op {i}"
+            code, n_attrs, n_ins, n_outs, res, name_off = spec.OP_HEADER.unpack_from(
+                sec, self.take(spec.OP_HEADER_SIZE, f"op {i}"))
+            d = opset.BY_CODE.get(code)
+            if d is None:
+                _fail(f"{w}: unknown op code {code}")
+            w = f"{w} ({d.name})"
+            if n_attrs != len(d.attrs):
+                _fail(f"{w}: {n_attrs} attributes, {d.name} has {len(d.attrs)}")
+            if n_ins < d.min_inputs or (d.max_inputs >= 0 and n_ins > d.max_inputs):
+                _fail(f"{w}: {n_ins} inputs is outside {d.name}'s arity")
+            if n_outs != 1:
+                _fail(f"{w}: {n_outs} outputs, must be 1")
+            if res:
+                _fail(f"{w}: reserved field is not zero")
+            op_name = self.strings.get(name_off, f"{w} name")
+            ins = []
+            for j, tid in enumerate(self.u32s(n_ins, f"op {i} inputs")):
+                if tid == spec.ABSENT:
+                    if not (j < len(d.inputs) and d.inputs[j].endswith("?")):
+                        _fail(f"{w}: required input {j} is absent")
+                    ins.append("")
+                    continue
+                t = tensor_id(tid, f"op {i} input {j}")
+                if t not in defined:
+                    _fail(f"{w}: input {j} ({t!r}) is read before any op writes it")
+                ins.append(t)
+            outs = []
+            for tid in self.u32s(n_outs, f"op {i} outputs"):
+                t = tensor_id(tid, f"op {i} output")
+                if kinds[tid] != spec.KIND_ACTIVATION:
+                    _fail(f"{w}: output {t!r} is a {spec.KIND_NAMES[kinds[tid]]} tensor")
+                if t in defined:
+                    _fail(f"{w}: output {t!r} is written by an earlier op")
+                defined.add(t)
+                outs.append(t)
+            raw = sec[self.take(4 * n_attrs, f"op {i} attributes"):self.pos]
+            attrs = {}
+            for k, a in enumerate(d.attrs):
+                attrs[a.name] = struct.unpack_from("<i" if a.kind == "i" else "<f", raw, 4 * k)[0]
+            try:
+                check_op(d.name, attrs, [graph.tensors[t].shape if t else None for t in ins],
+                         graph.tensors[outs[0]].shape)
+            except ValueError as e:
+                _fail(f"{w}: {e}")
+            graph.ops.append(Op(d.name, ins, outs, attrs, op_name))
+        if self.pos != len(sec):
+            _fail(f"section GRAPH: {len(sec) - self.pos} bytes after the last op")
+        for tid, k in enumerate(kinds):
+            if k == spec.KIND_ACTIVATION and names[tid] not in defined:
+                _fail(f"section GRAPH: activation tensor {tid} ({names[tid]!r}) is written by no op")
+        return graph, offsets, arena_bytes, weight_of
+
