@@ -1,5 +1,6 @@
 """ONNX importer: every supported op, built as a small ONNX graph, imported and run by the
-numpy reference, against onnxruntime on the same seeded inputs.
+numpy reference (as imported, and after passes.optimize), against onnxruntime on the same
+seeded inputs.
 
 Tolerance: max |pysparse - onnxruntime| <= 1e-5 * max(1, max |onnxruntime|) per output
 (float32 arithmetic in both; the reference accumulates in float64).
@@ -12,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pysparse import reference
+from pysparse import passes, reference
 from pysparse.errors import InputShapeError, ModelFormatError, UnsupportedOpError
 from pysparse.importers.onnx import load_onnx
 
@@ -54,12 +55,13 @@ def assert_matches_ort(model, seed: int = 0, rtol: float = RTOL, **load_kw):
     feeds = feeds_for(model, seed)
     expected = run_ort(model, feeds)
     graph = load_onnx(model, **load_kw)
-    got = reference.run(graph, feeds)
-    assert set(got) == set(expected)
-    for name, want in expected.items():
-        assert got[name].shape == want.shape, name
-        err = float(np.max(np.abs(got[name] - want))) if want.size else 0.0
-        assert err <= rtol * max(1.0, float(np.max(np.abs(want)))), f"{name}: max abs error {err}"
+    for g, what in ((graph, "imported"), (passes.optimize(graph), "optimized")):
+        got = reference.run(g, feeds)
+        assert set(got) == set(expected)
+        for name, want in expected.items():
+            assert got[name].shape == want.shape, name
+            err = float(np.max(np.abs(got[name] - want))) if want.size else 0.0
+            assert err <= rtol * max(1.0, float(np.max(np.abs(want)))), f"{what} {name}: max abs error {err}"
     return graph
 
 
@@ -132,6 +134,7 @@ def test_batchnorm_after_conv():
     graph = assert_matches_ort(model)
     assert [op.type for op in graph.ops] == ["CONV2D", "MUL", "ADD"]
     assert graph.tensors[graph.ops[1].inputs[1]].shape == (1, c, 1, 1)
+    assert [op.type for op in passes.optimize(graph).ops] == ["CONV2D"]  # folded into the conv
 
 
 # -- matrix products -------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from pysparse import reference
+from pysparse import opset, passes, reference
 from pysparse.importers.onnx import load_onnx
 from pysparse.importers.torch import export_onnx, from_torch
 from pysparse.zoo import mobilenet_v2, pointwise_sparsity, prune_pointwise
@@ -64,10 +64,17 @@ def test_mobilenet_v2_with_batchnorm_nodes_matches_onnxruntime(mnv2, image):
     graph = load_onnx(data)
     types = [op.type for op in graph.ops]
     assert types.count("CONV2D") == 52 and types.count("MUL") == 52  # one per BatchNorm
+    want = ort_run(data, image)
     got = reference.run(graph, {"input": image})["output"]
-    assert_close(got, ort_run(data, image), "vs onnxruntime")
+    assert_close(got, want, "imported vs onnxruntime")
     with torch.no_grad():
         assert_close(got, mnv2(torch.from_numpy(image)).numpy(), "vs torch")
+    # The passes fold every BatchNorm and ReLU6 into its convolution.
+    opt = passes.optimize(graph)
+    types = [op.type for op in opt.ops]
+    assert types.count("CONV2D") == 52 and "MUL" not in types and "CLIP" not in types
+    assert sum(op.attrs.get("act") == opset.ACT_RELU6 for op in opt.ops) == 35
+    assert_close(reference.run(opt, {"input": image})["output"], want, "optimized vs onnxruntime")
 
 
 @pytest.mark.slow
