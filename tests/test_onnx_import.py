@@ -14,7 +14,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pysparse import passes, reference
-from pysparse.errors import InputShapeError, ModelFormatError, UnsupportedOpError
+from pysparse.errors import InputShapeError, ModelFormatError, PysparseError, UnsupportedOpError
+from pysparse.importers import load_model
 from pysparse.importers.onnx import load_onnx
 
 RTOL = 1e-5
@@ -456,3 +457,34 @@ def test_loads_from_path_and_bytes(tmp_path):
     g3 = load_onnx(model.SerializeToString())
     assert [o.type for o in g1.ops] == [o.type for o in g2.ops] == [o.type for o in g3.ops] == ["CONV2D"]
     assert p.read_bytes() == before
+
+
+def test_corrupted_models_raise_typed_errors():
+    # Random byte changes in a valid model: each either still loads or is refused with one
+    # of pysparse's errors, never another exception.
+    consts = {"w": rand(4, 3, 3, 3), "s": rand(4) + 2, "b": rand(4), "m": rand(4), "v": rand(4) ** 2 + 1,
+              "fw": rand(5, 144), "fb": rand(5)}
+    model = make_model([node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+                        node("BatchNormalization", ["h", "s", "b", "m", "v"], ["r"]),
+                        node("Relu", ["r"], ["f"]), node("Flatten", ["f"], ["g"]),
+                        node("Gemm", ["g", "fw", "fb"], ["y"], transB=1)], {"x": (1, 3, 6, 6)}, ["y"], consts)
+    data = model.SerializeToString()
+    rng = np.random.default_rng(0)
+    refused = 0
+    for _ in range(400):
+        d = bytearray(data)
+        for _ in range(rng.integers(1, 4)):
+            d[rng.integers(len(d))] = rng.integers(256)
+        try:
+            load_onnx(bytes(d))
+        except PysparseError:
+            refused += 1
+    assert refused > 20
+
+
+def test_load_model_dispatches_to_onnx(tmp_path):
+    model = CONV_CASES["pointwise"][0]
+    p = tmp_path / "pointwise.onnx"
+    p.write_bytes(model.SerializeToString())
+    graph = load_model(p)
+    assert [o.type for o in graph.ops] == ["CONV2D"] and graph.metadata["source_format"] == "onnx"

@@ -44,7 +44,12 @@ def load_onnx(model, input_shapes: dict | None = None) -> Graph:
         proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as e:  # onnx raises several types here; all mean the model is inconsistent
         raise ModelFormatError(f"ONNX shape inference failed: {e}") from e
-    return _Importer(proto).run()
+    try:
+        return _Importer(proto).run()
+    except (KeyError, IndexError, TypeError, ValueError, ArithmeticError) as e:
+        # The checker and shape inference let through some inconsistencies (an unknown
+        # element type, an attribute of the wrong kind): report them as a bad model.
+        raise ModelFormatError(f"cannot translate the ONNX model: {type(e).__name__}: {e}") from e
 
 
 # -- parsing and normalising ----------------------------------------------------------------
@@ -56,24 +61,28 @@ def _parse(model):
     if isinstance(model, onnx.ModelProto):
         proto = onnx.ModelProto()
         proto.CopyFrom(model)  # never modify the caller's model
-    else:
-        if isinstance(model, (bytes, bytearray, memoryview)):
-            data = bytes(model)
-        elif isinstance(model, (str, os.PathLike)):
-            with open(model, "rb") as f:
-                data = f.read()
-        else:
-            raise TypeError(f"load_onnx takes a path, bytes or onnx.ModelProto, not {type(model).__name__}")
+    elif isinstance(model, (bytes, bytearray, memoryview)):
         proto = onnx.ModelProto()
         try:
-            proto.ParseFromString(data)
+            proto.ParseFromString(bytes(model))
         except (DecodeError, RuntimeError, ValueError) as e:
             raise ModelFormatError(f"not an ONNX model: {e}") from e
+    elif isinstance(model, (str, os.PathLike)):
+        if not os.path.isfile(model):
+            raise FileNotFoundError(f"no such model file: {os.fspath(model)}")
+        try:  # from a path, weights stored as external data next to the model load too
+            proto = onnx.load_model(os.fspath(model), load_external_data=True)
+        except (DecodeError, RuntimeError, ValueError, OSError) as e:
+            raise ModelFormatError(f"{os.fspath(model)}: not an ONNX model: {e}") from e
+    else:
+        raise TypeError(f"load_onnx takes a path, bytes or onnx.ModelProto, not {type(model).__name__}")
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        raise ModelFormatError("the model keeps weights in external data files: load it from its path")
     if not proto.HasField("graph") or not proto.opset_import or not proto.graph.output:
         raise ModelFormatError("not an ONNX model: no graph, outputs or opset")
     try:
         onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as e:
+    except (onnx.checker.ValidationError, UnicodeDecodeError) as e:
         raise ModelFormatError(f"invalid ONNX model: {e}") from e
     return proto
 
@@ -128,7 +137,7 @@ def _fix_input_shapes(proto, input_shapes: dict) -> None:
             raise InputShapeError(
                 f"input {v.name!r} has dynamic shape {_dims(dims) if tt.HasField('shape') else '(unknown rank)'}; "
                 f"give a static one, e.g. load_onnx(..., input_shapes={{{v.name!r}: (1, 3, 224, 224)}})")
-        if dims[0].dim_value != 1:
+        if len(dims) and dims[0].dim_value != 1:
             raise InputShapeError(f"input {v.name!r} has batch {dims[0].dim_value}; pysparse runs batch 1")
 
 
@@ -224,14 +233,15 @@ class _Importer:
     def add_const(self, base: str, data: np.ndarray) -> str:
         return self.graph.add_constant(self.fresh(base), np.asarray(data, dtype=np.float32))
 
+    def inferred(self, name: str) -> tuple[int, ...]:
+        """The shape ONNX shape inference found for an op output."""
+        if name not in self.shapes:
+            raise ModelFormatError(f"the shape of tensor {name!r} is not known statically")
+        return self.shapes[name]
+
     def out(self, name: str, shape=None) -> str:
         """Declares an op output tensor with its inferred shape (or the one computed here)."""
-        inferred = self.shapes.get(name)
-        if shape is None:
-            if inferred is None:
-                raise ModelFormatError(f"the shape of tensor {name!r} is not known statically")
-            shape = inferred
-        self.graph.add_tensor(name, shape)
+        self.graph.add_tensor(name, self.inferred(name) if shape is None else shape)
         return name
 
     def temp(self, base: str, shape) -> str:
@@ -330,7 +340,7 @@ class _Importer:
             raise self.unsupported(node, f"{w.ndim - 2}-D convolution; only 2-D is supported")
         b = self.opt_const(node, 2, "the bias")
         x, y = node.input[0], node.output[0]
-        in_hw, out_hw = self.shape(x)[2:], self.shapes[y][2:]
+        in_hw, out_hw = self.shape(x)[2:], self.inferred(y)[2:]
         k = w.shape[2:]
         s = a.get("strides", [1, 1])
         d = a.get("dilations", [1, 1])
@@ -398,7 +408,7 @@ class _Importer:
                 scaled = self.temp(c_name + "_scaled", self.shape(c_name))
                 self.emit("MUL", node, [c_in, self.add_const(c_name + "_beta", np.array(beta))], [scaled])
                 c_in = scaled
-        fc = self.temp(y + "_fc", self.shapes[y])
+        fc = self.temp(y + "_fc", self.inferred(y))
         self.emit("FULLY_CONNECTED", node, inputs, [fc])
         self.emit("ADD", node, [fc, c_in], [self.out(y)])
 
@@ -432,7 +442,9 @@ class _Importer:
         eps = a.get("epsilon", 1e-5)
         x, y = self.tensor(node.input[0]), node.output[0]
         xs = self.shape(x)
-        mul = (scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps))
+        if np.any(var.astype(np.float64) + eps <= 0):
+            raise ModelFormatError(f"BatchNormalization {self.name_of(node)!r}: variance + epsilon <= 0")
+        mul = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
         add = bias.astype(np.float64) - mean.astype(np.float64) * mul
         bshape = (1, -1) + (1,) * (len(xs) - 2)
         scaled = self.temp(y + "_bn_scaled", xs)
@@ -528,7 +540,7 @@ class _Importer:
             raise self.unsupported(node, f"dilations={d}; only 1 is supported")
         s = a.get("strides", [1, 1])
         x, y = node.input[0], node.output[0]
-        in_hw, out_hw = self.shape(x)[2:], self.shapes[y][2:]
+        in_hw, out_hw = self.shape(x)[2:], self.inferred(y)[2:]
         pads = _pads(self, node, a, in_hw, out_hw, k, s, d)
         if a.get("ceil_mode", 0):
             # The windows that ceil mode adds read past the end: for max pooling that is extra
@@ -641,10 +653,10 @@ class _Importer:
         self.reshape(node, target)
 
     def op_Squeeze(self, node):
-        self.reshape(node, self.shapes[node.output[0]])
+        self.reshape(node, self.inferred(node.output[0]))
 
     def op_Unsqueeze(self, node):
-        self.reshape(node, self.shapes[node.output[0]])
+        self.reshape(node, self.inferred(node.output[0]))
 
     def op_Transpose(self, node):
         rank = len(self.shape(node.input[0]))
