@@ -41,7 +41,6 @@ NCHW_TO_NHWC = (0, 2, 3, 1)
 NHWC_AXIS_TO_NCHW = {0: 0, 1: 2, 2: 3, 3: 1}
 
 _FUSED_ACT = {0: opset.ACT_NONE, 1: opset.ACT_RELU, 2: opset.ACT_RELU_N1_TO_1, 3: opset.ACT_RELU6}
-_TFL_TANH = 4
 _NUMPY_TYPES = {
     tflite.TensorType.FLOAT32: np.float32, tflite.TensorType.FLOAT16: np.float16,
     tflite.TensorType.INT32: np.int32, tflite.TensorType.INT64: np.int64,
@@ -250,12 +249,7 @@ class _Importer:
         return self.transpose(r, NHWC_TO_NCHW, node) if ir != s4 else r
 
     def finish_with_act(self, type_: str, inputs, out_index: int, node: str, code: int, **attrs):
-        """Emits op + fused activation; TANH (not an IR act) becomes a following TANH op."""
-        if code == _TFL_TANH:
-            tmp = self.new(node + "_pre_tanh", self.ir_shape(out_index))
-            self.emit(type_, inputs, tmp, node, **attrs)
-            self.emit("TANH", [tmp], self.output(out_index), node)
-            return
+        """Emits an op with its fused activation as the IR `act` attribute."""
         self.emit(type_, inputs, self.output(out_index), node, act=_fused_act(code, node), **attrs)
 
     # -- the translation ------------------------------------------------------------------
@@ -300,9 +294,11 @@ class _Importer:
 # -- op handlers: (importer, op, name, inputs, outputs, node) ------------------------------
 
 def _fused_act(code: int, node: str) -> int:
+    # TFLite's float kernels clamp only for ReLU, ReLU6 and ReLU_N1_TO_1 and silently skip
+    # a fused TANH or SIGN_BIT; rather than copy that, such a model is refused.
     if code in _FUSED_ACT:
         return _FUSED_ACT[code]
-    raise UnsupportedOpError("fused activation", node, f"code {code}")
+    raise UnsupportedOpError("fused activation", node, f"code {code} (only ReLU, ReLU6, ReLU_N1_TO_1)")
 
 
 def _fold_constant(imp: _Importer, value: np.ndarray, out: int) -> None:
@@ -522,27 +518,15 @@ def _concat(imp, op, opname, ins, outs, node):
     axis = o.Axis() % rank
     if rank == 4:
         axis = NHWC_AXIS_TO_NCHW[axis]
-    code = o.FusedActivationFunction()
+    act = _fused_act(o.FusedActivationFunction(), node)
     xs = [imp.value(i) for i in ins]
-    if code == opset.ACT_NONE:
+    if act == opset.ACT_NONE:
         imp.emit("CONCAT", xs, imp.output(outs[0]), node, axis=axis)
         return
-    tmp = imp.new(node + "_concat", imp.ir_shape(outs[0]))
+    tmp = imp.new(node + "_concat", imp.ir_shape(outs[0]))  # CONCAT has no act: clamp after it
     imp.emit("CONCAT", xs, tmp, node, axis=axis)
-    _emit_activation(imp, tmp, outs[0], node, code)
-
-
-def _emit_activation(imp, x, out_index, node, code):
-    out = imp.output(out_index)
-    if code == _TFL_TANH:
-        imp.emit("TANH", [x], out, node)
-    elif code == 1:
-        imp.emit("RELU", [x], out, node)
-    elif code in (2, 3):
-        lo, hi = opset.ACTIVATION_RANGES[_FUSED_ACT[code]]
-        imp.emit("CLIP", [x], out, node, min=lo, max=hi)
-    else:
-        raise UnsupportedOpError("fused activation", node, f"code {code}")
+    lo, hi = opset.ACTIVATION_RANGES[act]
+    imp.emit("CLIP", [tmp], imp.output(outs[0]), node, min=lo, max=hi)
 
 
 def _pad(imp, op, opname, ins, outs, node):
