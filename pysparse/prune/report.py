@@ -45,16 +45,24 @@ def totals(rows: list[LayerReport]) -> dict:
             "sparsity_pruned": frac(pruned), "sparsity_all": frac(rows)}
 
 
+def short_name(name: str, width: int = 40) -> str:
+    """The informative end of a long weight name (TFLite's run to hundreds of characters):
+    the last of its ";"-joined parts, its last two path components, no "_dequantize"."""
+    part = name.split(";")[-1].removesuffix("_dequantize")
+    part = "/".join(part.split("/")[-2:])
+    return part if len(part) <= width else "…" + part[-(width - 1):]
+
+
 def rich_table(rows: list[LayerReport], title: str = "per-layer sparsity"):
     """A rich Table of the report (print it with rich.console.Console().print)."""
     from rich.table import Table
     t = Table(title=title)
-    for col, just in (("layer", "left"), ("kind", "left"), ("shape", "left"), ("weights", "right"),
-                      ("sparsity", "right"), ("block", "right"), ("status", "left")):
-        t.add_column(col, justify=just)
+    for col, just in (("layer", "left"), ("shape", "left"), ("weights", "right"), ("sparsity", "right"),
+                      ("status", "left")):
+        t.add_column(col, justify=just, no_wrap=True)
     for r in rows:
-        t.add_row(r.name, r.kind, "x".join(map(str, r.shape)), f"{r.weights:,}", f"{r.sparsity:6.1%}",
-                  str(r.block) if r.status == "pruned" else "-", r.status)
+        status = f"pruned, block {r.block}" if r.status == "pruned" and r.block > 1 else r.status
+        t.add_row(short_name(r.name, 28), "x".join(map(str, r.shape)), f"{r.weights:,}", f"{r.sparsity:.1%}", status)
     s = totals(rows)
     t.caption = (f"{s['pruned_layers']}/{s['layers']} layers pruned; sparsity {s['sparsity_pruned']:.1%} of "
                  f"their {s['pruned_weights']:,} weights, {s['sparsity_all']:.1%} of all {s['all_weights']:,}")

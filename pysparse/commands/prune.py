@@ -1,0 +1,78 @@
+"""`pysparse prune MODEL --sparsity 0.8 -o OUT.spnn`: one-shot magnitude pruning, then pack."""
+from __future__ import annotations
+
+from pathlib import Path
+
+SPNN_MAGIC = b"SPNN"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("prune", help="prune a model one-shot by weight magnitude and pack it",
+                       description="Import MODEL (.tflite, .onnx or .spnn), zero the smallest weights of its "
+                                   "1x1 convolutions and fully connected layers (see docs/pruning.md for the "
+                                   "rule), print the per-layer sparsity and write OUT.spnn. Without "
+                                   "fine-tuning, accuracy falls quickly beyond 50-70%: check with "
+                                   "`pysparse sensitivity`, or fine-tune (python -m pysparse.distill).")
+    p.add_argument("model", type=Path, help="source model (.tflite, .onnx, .spnn)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .spnn file to write")
+    p.add_argument("--sparsity", type=float, required=True, help="fraction of each pruned layer's weights to zero")
+    p.add_argument("--block", type=int, choices=(1, 2, 4), default=1,
+                   help="prune blocks of this many consecutive output channels together (default 1)")
+    p.add_argument("--scope", choices=("layer", "global"), default="layer",
+                   help="rank weights per layer (each layer gets the sparsity) or across all pruned layers")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="leave layers whose weight name matches this glob dense (repeatable)")
+    p.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                   help="prune layers matching this glob even where the default rule would not (repeatable)")
+    p.add_argument("--weights", choices=("fp32", "fp16"), default="fp32", help="storage of the weights")
+    p.set_defaults(func=run)
+
+
+def load_any(path: Path):
+    """An optimised graph from a .tflite/.onnx/.spnn file, and the `source` metadata entry."""
+    from ..format.reader import read_spnn
+    from ..importers import load_model
+    from ..pack import SOURCE_FORMATS, sha256_file
+    from ..passes import optimize
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    data = path.read_bytes()
+    if data[:4] == SPNN_MAGIC:
+        graph = read_spnn(data).graph
+        source = dict(graph.metadata.get("source") or {})
+    else:
+        graph = load_model(path)
+        source = {"file": path.name, "sha256": sha256_file(path), "bytes": len(data),
+                  "format": SOURCE_FORMATS.get(path.suffix.lower(), path.suffix.lstrip("."))}
+    return optimize(graph), source
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    from ..format.reader import read_spnn
+    from ..pack import pack, same_file, write_atomic
+    from ..prune import ir_report, oneshot, rich_table
+    if not 0.0 <= args.sparsity < 1.0:
+        raise ValueError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+    if same_file(args.model, args.output):
+        raise ValueError(f"refusing to overwrite the source model {args.model}")
+    if not args.output.parent.is_dir():
+        raise FileNotFoundError(f"output folder {args.output.parent} does not exist")
+    graph, source = load_any(args.model)
+    rule = dict(exclude=args.exclude, include=args.include)
+    pruned = oneshot(graph, args.sparsity, args.block, scope=args.scope, **rule)
+    meta = {"source": source, "pruning": {"method": "one-shot magnitude", "sparsity": args.sparsity,
+                                          "block": args.block, "scope": args.scope}}
+    data = pack(pruned, weights=args.weights, metadata=meta)
+    back = read_spnn(data)  # what we write must read back
+    write_atomic(args.output, data)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: do not crop the tables to 80 columns
+        console = Console(width=120)
+    console.print(rich_table(ir_report(pruned, args.block, **rule), f"{args.model.name}: per-layer sparsity"))
+    layers = back.metadata.get("layers", [])
+    n_sparse = sum(1 for x in layers if x["encoding"] == "sparse")
+    console.print(f"wrote {args.output}: {len(data):,} bytes, {n_sparse}/{len(layers)} weights stored sparse "
+                  f"({args.weights})")
+    return 0
