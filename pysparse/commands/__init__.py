@@ -1,0 +1,1 @@
+"""Subcommands of the `pysparse` command line (listed in pysparse/cli.py)."""
