@@ -488,3 +488,38 @@ def test_load_model_dispatches_to_onnx(tmp_path):
     p.write_bytes(model.SerializeToString())
     graph = load_model(p)
     assert [o.type for o in graph.ops] == ["CONV2D"] and graph.metadata["source_format"] == "onnx"
+
+
+UNSUPPORTED_CASES = {
+    "conv_runtime_weight": (make_model([node("Conv", ["x", "w"], ["y"])], {"x": (1, 3, 5, 5), "w": (1, 3, 3, 3)}, ["y"]),
+                            "Conv", "weight must be a constant"),
+    "conv_1d": (make_model([node("Conv", ["x", "w"], ["y"])], {"x": (1, 3, 9)}, ["y"], {"w": rand(4, 3, 3)}),
+                "Conv", "1-D"),
+    "conv_transpose_groups": (make_model([node("ConvTranspose", ["x", "w"], ["y"], group=2)], {"x": (1, 4, 5, 5)}, ["y"],
+                                         {"w": rand(4, 2, 3, 3)}), "ConvTranspose", "group=2"),
+    "conv_transpose_output_padding": (make_model(
+        [node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], output_padding=[1, 1])], {"x": (1, 4, 5, 5)}, ["y"],
+        {"w": rand(4, 2, 3, 3)}), "ConvTranspose", "output_padding"),
+    "maxpool_dilated": (make_model([node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2])],
+                                   {"x": (1, 3, 8, 8)}, ["y"]), "MaxPool", "dilations"),
+    "pad_3d": (make_model([node("Pad", ["x", "p"], ["y"])], {"x": (1, 3, 8)}, ["y"],
+                          {"p": np.array([0, 0, 1, 0, 0, 1], np.int64)}), "Pad", "4-D"),
+}
+
+
+def test_custom_domain_op_is_unsupported():
+    graph = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft", name="gelu")], "t",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, X4)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, X4)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(UnsupportedOpError, match="custom domain") as e:
+        load_onnx(model)
+    assert e.value.op == "com.microsoft.Gelu" and e.value.node == "gelu"
+
+
+@pytest.mark.parametrize("case", UNSUPPORTED_CASES)
+def test_unsupported_variants_name_the_op(case):
+    model, op, detail = UNSUPPORTED_CASES[case]
+    with pytest.raises(UnsupportedOpError, match=detail) as e:
+        load_onnx(model)
+    assert e.value.op == op and e.value.node

@@ -38,6 +38,9 @@ def load_onnx(model, input_shapes: dict | None = None) -> Graph:
     import onnx
 
     proto = _parse(model)
+    for node in proto.graph.node:  # before shape inference, which knows only ONNX's own ops
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedOpError(f"{node.domain}.{node.op_type}", node.name or node.output[0], "custom domain")
     proto = _upgrade(proto)
     _fix_input_shapes(proto, input_shapes or {})
     try:
@@ -275,8 +278,6 @@ class _Importer:
 
     # -- dispatch -----------------------------------------------------------------------
     def node(self, node) -> None:
-        if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedOpError(f"{node.domain}.{node.op_type}", self.name_of(node), "custom domain")
         if node.op_type == "Shape" and node.input[0] and not self.is_const(node.input[0]):
             self.consts[node.output[0]] = self.shape_of(node)
             return
@@ -381,7 +382,10 @@ class _Importer:
         a = self.attrs(node)
         bw = self.need_const(node, 1, "B (the weight)")
         alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
-        w = (bw if a.get("transB", 0) else bw.T) * alpha  # [M, K]
+        if not (np.isfinite(alpha) and np.isfinite(beta)):
+            raise ModelFormatError(f"Gemm {self.name_of(node)!r}: alpha={alpha}, beta={beta}")
+        with np.errstate(all="ignore"):  # inf weights stay inf, as in the source model
+            w = (bw if a.get("transB", 0) else bw.T) * alpha  # [M, K]
         x = self.tensor(node.input[0])
         if a.get("transA", 0):
             k_n = self.shape(x)
@@ -442,10 +446,12 @@ class _Importer:
         eps = a.get("epsilon", 1e-5)
         x, y = self.tensor(node.input[0]), node.output[0]
         xs = self.shape(x)
-        if np.any(var.astype(np.float64) + eps <= 0):
-            raise ModelFormatError(f"BatchNormalization {self.name_of(node)!r}: variance + epsilon <= 0")
-        mul = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
-        add = bias.astype(np.float64) - mean.astype(np.float64) * mul
+        with np.errstate(all="ignore"):
+            mul = scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+            add = bias.astype(np.float64) - mean.astype(np.float64) * mul
+        if not (np.all(np.isfinite(mul)) and np.all(np.isfinite(add))):
+            raise ModelFormatError(f"BatchNormalization {self.name_of(node)!r}: parameters give a non-finite "
+                                   "scale or shift (variance + epsilon <= 0?)")
         bshape = (1, -1) + (1,) * (len(xs) - 2)
         scaled = self.temp(y + "_bn_scaled", xs)
         self.emit("MUL", node, [x, self.add_const(y + "_bn_scale", mul.reshape(bshape))], [scaled])
@@ -670,8 +676,8 @@ class _Importer:
         self.unary("SOFTMAX", node, axis=self.attrs(node).get("axis", -1) % rank)
 
 
-# Ops that are translated even when all their inputs are constants (none so far: every
-# op evaluates fine on constants). Kept as a hook for ops with side effects or randomness.
+# Ops never evaluated at import time even on constant inputs: their value changes from run
+# to run, so they go to the op handlers (which have none for them: UnsupportedOpError).
 _NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 
 
