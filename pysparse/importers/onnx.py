@@ -303,11 +303,8 @@ class _Importer:
         from onnx.reference import ReferenceEvaluator
 
         feeds = {i: self.const(i) for i in node.input if i}
-        renamed = helper.make_node(node.op_type, [i for i in node.input], list(node.output),
-                                   domain=node.domain)
-        renamed.attribute.extend(node.attribute)
         graph = helper.make_graph(
-            [renamed], "fold",
+            [node], "fold",
             [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
              for n, v in feeds.items()],
             [helper.make_empty_tensor_value_info(o) for o in node.output if o])
