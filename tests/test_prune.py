@@ -302,3 +302,54 @@ def test_pruned_training_packs_with_exactly_its_zeros(block, weights, sparse):
     if sparse:
         assert enc["pw2"]["encoding"] == "sparse" and f.weights["pw2/w"].block in (1, block)
     assert enc["pw2"]["sparsity"] == pytest.approx(M.sparsity(trained.tensors["pw2/w"].data), abs=1e-6)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+def test_prune_command_on_a_real_model(tmp_path, capsys):
+    from pysparse import assets
+    from pysparse.cli import main
+    from pysparse.format.reader import read_spnn_file
+    src = assets.model_path("hand_landmark_lite.tflite")
+    out = tmp_path / "lite80.spnn"
+    assert main(["prune", str(src), "--sparsity", "0.8", "--block", "4", "--weights", "fp16", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "conv2d_24/Conv2D" in printed and "pruned, block 4" in printed and "first conv" in printed
+    f = read_spnn_file(out)
+    assert f.metadata["pruning"] == {"method": "one-shot magnitude", "sparsity": 0.8, "block": 4, "scope": "layer"}
+    rows = {r.name: r for r in ir_report(f.graph, block=4)}
+    pruned = [r for r in rows.values() if r.status == "pruned"]
+    assert len(pruned) >= 20 and all(r.sparsity >= 0.79 for r in pruned)
+    for r in pruned:  # the zeros come in whole block columns (kept ones may hold the model's own zeros)
+        w = M.matrix_view(f.graph.tensors[r.name].data)
+        ids = M.block_rows(w.shape[0], 4)
+        dropped = sum(int((w[ids == b] == 0).all(axis=0).sum()) * int((ids == b).sum()) for b in range(ids.max() + 1))
+        assert dropped / w.size > 0.8 - 4 / w.size, r.name
+    # a .spnn input works too, and the source is never overwritten
+    again = tmp_path / "lite90.spnn"
+    assert main(["prune", str(out), "--sparsity", "0.9", "-o", str(again)]) == 0
+    assert main(["prune", str(out), "--sparsity", "0.9", "-o", str(out)]) == 2
+    assert read_spnn_file(out).metadata["pruning"]["sparsity"] == 0.8
+
+
+@pytest.mark.slow
+def test_sensitivity_command(tmp_path, capsys):
+    import json
+
+    from pysparse import assets
+    from pysparse.cli import main
+    src = assets.model_path("hand_landmark_lite.tflite")
+    png = tmp_path / "sens.png"
+    assert main(["sensitivity", str(src), "-o", str(png), "--levels", "0.5,0.9", "--noise", "1",
+                 "--images", str(assets.photo_path("hand_nocurl.jpg"))]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads(png.with_suffix(".json").read_text())
+    assert report["inputs"] == ["nocurl.jpg", "noise seed 0"] and report["levels"] == [0.5, 0.9]
+    assert len(report["layers"]) >= 20
+    for layer in report["layers"]:
+        e50, e90 = layer["mean_error"]["0.5"], layer["mean_error"]["0.9"]
+        assert 0 <= e50 and 0 < e90 and np.isfinite(e90)
+    # more pruning hurts more, on the whole
+    assert np.mean([l["mean_error"]["0.9"] for l in report["layers"]]) > np.mean(
+        [l["mean_error"]["0.5"] for l in report["layers"]])
+    assert "conv_landmarks/MatMul" in capsys.readouterr().out
