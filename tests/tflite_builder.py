@@ -87,12 +87,41 @@ def options(name: str, **fields):
     return o
 
 
-def run_litert(model: bytes, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Runs a model with LiteRT (inputs in the model's own NHWC layout), outputs by name."""
+def run_litert(model: bytes, inputs: list[np.ndarray], delegates: bool = True, num_threads: int = 1) -> dict[str, np.ndarray]:
+    """Runs a model with LiteRT (inputs in the model's own NHWC layout), outputs by name; with
+    `delegates=False` on its builtin kernels only (no XNNPACK)."""
     from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_content=model)
+    from ai_edge_litert.interpreter import OpResolverType
+    resolver = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    it = Interpreter(model_content=model, experimental_op_resolver_type=resolver, num_threads=num_threads)
     it.allocate_tensors()
     for d, x in zip(it.get_input_details(), inputs):
         it.set_tensor(d["index"], np.ascontiguousarray(x, np.float32))
     it.invoke()
     return {d["name"]: it.get_tensor(d["index"]) for d in it.get_output_details()}
+
+
+def prune_1x1_weights(model: bytes, fraction: float) -> bytes:
+    """A copy of `model` whose constant 1x1 convolution weights (fp16 or fp32, [Cout,1,1,Cin])
+    have their `fraction` smallest-magnitude values set to zero, per tensor."""
+    m = fb.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    types = {fb.TensorType.FLOAT16: np.float16, fb.TensorType.FLOAT32: np.float32}
+    for t in m.subgraphs[0].tensors:
+        if t.type in types and t.buffer > 0 and len(t.shape) == 4 and tuple(t.shape[1:3]) == (1, 1) \
+                and m.buffers[t.buffer].data is not None:
+            w = np.frombuffer(np.asarray(m.buffers[t.buffer].data, np.uint8).tobytes(), types[t.type]).copy()
+            k = int(round(fraction * w.size))
+            if k:
+                w[np.argsort(np.abs(w.astype(np.float32)), kind="stable")[:k]] = 0
+            m.buffers[t.buffer].data = np.frombuffer(w.tobytes(), np.uint8)
+    b = flatbuffers.Builder(len(model) + 1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def op_names(model: bytes) -> list[str]:
+    """Operator names of subgraph 0 in execution order."""
+    m = fb.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    return [names[max(m.operatorCodes[o.opcodeIndex].builtinCode, m.operatorCodes[o.opcodeIndex].deprecatedBuiltinCode)]
+            for o in m.subgraphs[0].operators]

@@ -131,7 +131,9 @@ class _Importer:
         else:
             raw = buf.DataAsNumpy()
             if isinstance(raw, int) or raw.size == 0:
-                return None
+                if t.Sparsity() is None:
+                    return None
+                raw = np.zeros(0, np.uint8)  # a sparse tensor with no stored values
         dtype = _NUMPY_TYPES.get(t.Type())
         if dtype is None:
             raise UnsupportedOpError("tensor type", self.tname(i), f"type code {t.Type()}")

@@ -90,7 +90,7 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sp: Sparsity) -> np.ndar
             pos = np.repeat(pos, n) * n + i
             coords.append(i)
         elif d.format == SPARSE_CSR:
-            seg, idx = d.segments, d.indices
+            seg, idx = np.asarray(d.segments, np.int64), np.asarray(d.indices, np.int64)
             if pos.size and (pos.max() + 1 >= seg.size):
                 raise ModelFormatError("sparse tensor: segment array too short")
             start, end = seg[pos], seg[pos + 1]
@@ -120,3 +120,171 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sp: Sparsity) -> np.ndar
     dense = np.zeros(shape, values.dtype)
     dense[tuple(orig)] = values
     return dense
+
+
+# -- writing: TFLite's sparse storage for 1x1 convolution weights ---------------------------
+
+def _schema():
+    try:  # the flatbuffer object API of the TFLite schema, shipped with LiteRT
+        from ai_edge_litert import schema_py_generated as fb
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise ImportError("sparsify_tflite needs the `ai-edge-litert` package (pip install ai-edge-litert)") from e
+    return fb
+
+
+def _index_vector_t(fb, values: np.ndarray):
+    """The smallest SparseIndexVector type that holds `values`, and the vector."""
+    top = int(values.max()) if values.size else 0
+    for union, cls, limit in ((fb.SparseIndexVector.Uint8Vector, fb.Uint8VectorT, 1 << 8),
+                              (fb.SparseIndexVector.Uint16Vector, fb.Uint16VectorT, 1 << 16),
+                              (fb.SparseIndexVector.Int32Vector, fb.Int32VectorT, 1 << 31)):
+        if top < limit:
+            v = cls()
+            v.values = [int(x) for x in values]
+            return union, v
+    raise ValueError("index too large for a TFLite sparse tensor")
+
+
+def encode_1x1(weight: np.ndarray, block: int = 1):
+    """Sparse storage of a [Cout, 1, 1, Cin] weight: (values, SparsityParametersT).
+    With block > 1, `block` consecutive output channels share their stored columns
+    (a column is stored when any of them is nonzero there)."""
+    fb = _schema()
+    cout, kh, kw, cin = weight.shape
+    if (kh, kw) != (1, 1) or cout % block:
+        raise ValueError(f"not a 1x1 weight with {block}-row blocks: {weight.shape}")
+    rows = weight.reshape(cout // block, block, cin)
+    stored = (rows != 0).any(axis=1)  # [blocks, Cin]
+    if not stored.any():  # keep one explicit zero: TFLite treats an empty buffer as no data
+        stored[0, 0] = True
+    segments = np.concatenate([[0], np.cumsum(stored.sum(axis=1))])
+    indices = np.nonzero(stored)[1]
+    # values: block by block, stored column by column, the block's rows inside a column
+    values = rows.transpose(0, 2, 1)[stored].reshape(-1)
+
+    def dense(n):
+        d = fb.DimensionMetadataT()
+        d.format, d.denseSize = DENSE, n
+        return d
+
+    csr = fb.DimensionMetadataT()
+    csr.format = SPARSE_CSR
+    csr.arraySegmentsType, csr.arraySegments = _index_vector_t(fb, segments)
+    csr.arrayIndicesType, csr.arrayIndices = _index_vector_t(fb, indices)
+    sp = fb.SparsityParametersT()
+    sp.dimMetadata = [dense(cout // block), dense(1), dense(1), csr]
+    sp.traversalOrder = [0, 1, 2, 3]
+    if block > 1:
+        sp.traversalOrder.append(4)
+        sp.blockMap = [0]
+        sp.dimMetadata.append(dense(block))
+    return values.astype(weight.dtype), sp
+
+
+def sparsify_tflite(model: bytes, min_sparsity: float = 0.7, block: int = 1, converted: list | None = None) -> bytes:
+    """Rewrites the constant 1x1 CONV_2D weights (fp32, or fp16 behind DEQUANTIZE) whose
+    fraction of zeros is at least `min_sparsity` into TFLite's sparse storage, read through
+    a DENSIFY op. Other weights, ops and metadata are kept. `converted`, when given,
+    receives (tensor name, sparsity) for each rewritten weight."""
+    fb = _schema()
+    if len(model) < 8 or model[4:8] != b"TFL3":
+        raise ModelFormatError("not a TFLite model (no TFL3 identifier at byte 4)")
+    try:
+        m = fb.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    except Exception as e:
+        raise ModelFormatError(f"cannot parse TFLite flatbuffer: {e}") from e
+
+    def builtin(op_code):
+        return max(op_code.builtinCode, op_code.deprecatedBuiltinCode)
+
+    densify_index = next((k for k, oc in enumerate(m.operatorCodes) if builtin(oc) == fb.BuiltinOperator.DENSIFY), None)
+    buffer_users: dict[int, int] = {}
+    for sg in m.subgraphs:
+        for t in sg.tensors:
+            buffer_users[t.buffer] = buffer_users.get(t.buffer, 0) + 1
+    for sg in m.subgraphs:
+        producers = {o: op for op in sg.operators for o in op.outputs}
+        new_ops = []
+        for op in sg.operators:
+            if builtin(m.operatorCodes[op.opcodeIndex]) != fb.BuiltinOperator.CONV_2D or len(op.inputs) < 2:
+                continue
+            w = op.inputs[1]
+            prod = producers.get(w)
+            if prod is not None and builtin(m.operatorCodes[prod.opcodeIndex]) == fb.BuiltinOperator.DEQUANTIZE:
+                w = prod.inputs[0]
+            t = sg.tensors[w]
+            dtype = {fb.TensorType.FLOAT32: np.float32, fb.TensorType.FLOAT16: np.float16}.get(t.type)
+            data = m.buffers[t.buffer].data if t.buffer > 0 else None
+            if dtype is None or t.sparsity is not None or data is None or len(t.shape) != 4 \
+                    or tuple(t.shape[1:3]) != (1, 1) or t.shape[0] % block or w in producers:
+                continue
+            weight = np.frombuffer(np.asarray(data, np.uint8).tobytes(), dtype).reshape(t.shape)
+            sparsity = float(np.mean(weight == 0))
+            if sparsity < min_sparsity:
+                continue
+            values, sp = encode_1x1(weight, block)
+            if densify_index is None:
+                oc = fb.OperatorCodeT()
+                oc.builtinCode = oc.deprecatedBuiltinCode = fb.BuiltinOperator.DENSIFY
+                oc.version = 1
+                m.operatorCodes.append(oc)
+                densify_index = len(m.operatorCodes) - 1
+            # The new sparse constant; the old tensor becomes DENSIFY's output, so every
+            # reader of the weight keeps reading the same (dense) values.
+            buf = fb.BufferT()
+            buf.data = np.frombuffer(values.tobytes(), np.uint8)
+            m.buffers.append(buf)
+            st = fb.TensorT()
+            st.name = (t.name.decode() if isinstance(t.name, bytes) else (t.name or "weight")) + "_sparse"
+            st.shape, st.type, st.buffer, st.sparsity = list(t.shape), t.type, len(m.buffers) - 1, sp
+            sg.tensors.append(st)
+            if buffer_users.get(t.buffer, 0) == 1:
+                m.buffers[t.buffer].data = None
+            t.buffer = 0
+            d = fb.OperatorT()
+            d.opcodeIndex, d.inputs, d.outputs = densify_index, [len(sg.tensors) - 1], [w]
+            d.builtinOptionsType = fb.BuiltinOptions.DensifyOptions
+            d.builtinOptions = fb.DensifyOptionsT()
+            new_ops.append(d)
+            producers[w] = d
+            if converted is not None:
+                converted.append((st.name[:-len("_sparse")], sparsity))
+        sg.operators = new_ops + sg.operators  # DENSIFY reads only constants: first is fine
+    import flatbuffers
+    b = flatbuffers.Builder(len(model) + 1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def main(argv=None) -> int:
+    import argparse
+    import os
+    import tempfile
+    ap = argparse.ArgumentParser(prog="python -m pysparse.importers.tflite_sparse",
+                                 description="Store a TFLite model's sparse 1x1 convolution weights in TFLite's "
+                                             "sparse format (DENSIFY), as XNNPACK's sparse inference expects.")
+    ap.add_argument("input")
+    ap.add_argument("output")
+    ap.add_argument("--min-sparsity", type=float, default=0.7, help="fraction of zeros a weight needs (default 0.7)")
+    ap.add_argument("--block", type=int, default=1, help="output channels per sparse block (default 1)")
+    args = ap.parse_args(argv)
+    if os.path.abspath(args.input) == os.path.abspath(args.output):
+        ap.error("the output must be a different file from the input")
+    with open(args.input, "rb") as f:
+        data = f.read()
+    converted: list = []
+    out = sparsify_tflite(data, args.min_sparsity, args.block, converted)
+    directory = os.path.dirname(os.path.abspath(args.output))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".sparsify.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(out)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, args.output)
+    for name, sparsity in converted:
+        print(f"  {name}: {sparsity:.1%} zeros, stored sparse")
+    print(f"{args.output}: {len(converted)} weights stored sparse, {len(data)} -> {len(out)} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
