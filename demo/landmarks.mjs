@@ -1,0 +1,131 @@
+// Image -> model input crops, and hand landmark model outputs -> landmarks in the frame.
+//
+// A region of interest (ROI) is a rotated square {cx, cy, size, rotation} in image pixels;
+// rotation turns the crop so that the hand points up in it.
+
+export const LANDMARK_INPUT = 224;
+export const NUM_LANDMARKS = 21;
+
+// Names of the 21 landmarks and the bones between them (MediaPipe's hand topology); the
+// model's metadata, when it carries them, takes precedence.
+export const LANDMARK_NAMES = [
+  "wrist",
+  "thumb_cmc", "thumb_mcp", "thumb_ip", "thumb_tip",
+  "index_mcp", "index_pip", "index_dip", "index_tip",
+  "middle_mcp", "middle_pip", "middle_dip", "middle_tip",
+  "ring_mcp", "ring_pip", "ring_dip", "ring_tip",
+  "pinky_mcp", "pinky_pip", "pinky_dip", "pinky_tip",
+];
+export const HAND_CONNECTIONS = [
+  [0, 1], [1, 2], [2, 3], [3, 4],
+  [0, 5], [5, 6], [6, 7], [7, 8],
+  [5, 9], [9, 10], [10, 11], [11, 12],
+  [9, 13], [13, 14], [14, 15], [15, 16],
+  [13, 17], [17, 18], [18, 19], [19, 20], [0, 17],
+];
+
+// How landmarks become the next frame's ROI: the rotation from the wrist towards the
+// middle of the palm's finger bases, the box of the palm and finger-base landmarks,
+// grown by `scale` and shifted along the hand (MediaPipe's landmarks -> ROI).
+export const LANDMARKS_TO_ROI = {
+  wrist: 0, indexMcp: 5, middleMcp: 9, ringMcp: 13,
+  boxLandmarks: [0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18],
+  scale: 2.0, shiftY: -0.1, targetAngle: Math.PI / 2,
+};
+
+/**
+ * Sample the ROI of an RGBA image into a planar float tensor [1, 3, out, out] with values
+ * pixel / 255 (the [0, 1] range both hand models take). Bilinear; outside the image
+ * `border` "zero" gives black, "replicate" the nearest edge pixel.
+ */
+export function cropToTensor(rgba, width, height, roi, out, border = "replicate", dest = null) {
+  const plane = out * out;
+  const t = dest ?? new Float32Array(3 * plane);
+  const step = roi.size / out;
+  const c = Math.cos(roi.rotation) * step, s = Math.sin(roi.rotation) * step;
+  // Image position (pixel centres at k + 0.5) of output pixel (0, 0)'s centre, and its steps.
+  const half = out / 2 - 0.5;
+  let rowX = roi.cx - c * half + s * half - 0.5;
+  let rowY = roi.cy - s * half - c * half - 0.5;
+  const zero = border === "zero";
+  const maxX = width - 1, maxY = height - 1;
+  const inv = 1 / 255;
+  for (let j = 0; j < out; j++, rowX -= s, rowY += c) {
+    let x = rowX, y = rowY;
+    for (let i = 0; i < out; i++, x += c, y += s) {
+      let x0 = Math.floor(x), y0 = Math.floor(y);
+      let fx = x - x0, fy = y - y0;
+      let x1 = x0 + 1, y1 = y0 + 1;
+      let w00 = (1 - fx) * (1 - fy), w01 = fx * (1 - fy), w10 = (1 - fx) * fy, w11 = fx * fy;
+      if (zero) {
+        // Taps outside the image count as black.
+        if (x0 < 0 || x0 > maxX) { w00 = 0; w10 = 0; }
+        if (x1 < 0 || x1 > maxX) { w01 = 0; w11 = 0; }
+        if (y0 < 0 || y0 > maxY) { w00 = 0; w01 = 0; }
+        if (y1 < 0 || y1 > maxY) { w10 = 0; w11 = 0; }
+      }
+      x0 = x0 < 0 ? 0 : x0 > maxX ? maxX : x0;
+      x1 = x1 < 0 ? 0 : x1 > maxX ? maxX : x1;
+      y0 = y0 < 0 ? 0 : y0 > maxY ? maxY : y0;
+      y1 = y1 < 0 ? 0 : y1 > maxY ? maxY : y1;
+      const p00 = (y0 * width + x0) * 4, p01 = (y0 * width + x1) * 4;
+      const p10 = (y1 * width + x0) * 4, p11 = (y1 * width + x1) * 4;
+      const o = j * out + i;
+      for (let ch = 0; ch < 3; ch++) {
+        t[ch * plane + o] = (rgba[p00 + ch] * w00 + rgba[p01 + ch] * w01 + rgba[p10 + ch] * w10 + rgba[p11 + ch] * w11) * inv;
+      }
+    }
+  }
+  return t;
+}
+
+/** A point in the ROI's own square, normalised (0..1), -> image pixels. */
+export function roiToImage(roi, u, v) {
+  const c = Math.cos(roi.rotation), s = Math.sin(roi.rotation);
+  const x = (u - 0.5) * roi.size, y = (v - 0.5) * roi.size;
+  return [roi.cx + x * c - y * s, roi.cy + x * s + y * c];
+}
+
+/**
+ * Landmark model outputs -> {landmarks: [[x, y, z] * 21] in image pixels (z in the same
+ * units, relative to the wrist), presence, handedness (probability that the hand is a
+ * right hand, for an unmirrored image)}.
+ * screen: Float32Array(63) in crop pixels; presence, handedness: already probabilities.
+ */
+export function decodeLandmarks(screen, presence, handedness, roi, inputSize = LANDMARK_INPUT) {
+  if (screen.length !== NUM_LANDMARKS * 3) throw new Error(`expected ${NUM_LANDMARKS * 3} landmark values, got ${screen.length}`);
+  const landmarks = [];
+  for (let k = 0; k < NUM_LANDMARKS; k++) {
+    const [x, y] = roiToImage(roi, screen[3 * k] / inputSize, screen[3 * k + 1] / inputSize);
+    landmarks.push([x, y, (screen[3 * k + 2] / inputSize) * roi.size]);
+  }
+  return { landmarks, presence, handedness };
+}
+
+function uprightRotation(x0, y0, x1, y1, target) {
+  const a = target - Math.atan2(-(y1 - y0), x1 - x0);
+  return a - 2 * Math.PI * Math.floor((a + Math.PI) / (2 * Math.PI));
+}
+
+/** Landmarks in image pixels -> the ROI that tracks the hand into the next frame. */
+export function landmarksToRoi(landmarks, cfg = LANDMARKS_TO_ROI) {
+  const [x0, y0] = landmarks[cfg.wrist];
+  const mid = (k) => ((landmarks[cfg.indexMcp][k] + landmarks[cfg.ringMcp][k]) / 2 + landmarks[cfg.middleMcp][k]) / 2;
+  const rotation = uprightRotation(x0, y0, mid(0), mid(1), cfg.targetAngle);
+  const pts = cfg.boxLandmarks.map((k) => landmarks[k]);
+  // Box of the points in the hand's own frame (rotated by -rotation about the axis-aligned
+  // box centre), whose centre is then rotated back into the image.
+  const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+  const ax = (Math.min(...xs) + Math.max(...xs)) / 2, ay = (Math.min(...ys) + Math.max(...ys)) / 2;
+  const c = Math.cos(rotation), s = Math.sin(rotation);
+  let minU = Infinity, maxU = -Infinity, minV = Infinity, maxV = -Infinity;
+  for (const [x, y] of pts) {
+    const u = (x - ax) * c + (y - ay) * s, v = -(x - ax) * s + (y - ay) * c;
+    minU = Math.min(minU, u); maxU = Math.max(maxU, u); minV = Math.min(minV, v); maxV = Math.max(maxV, v);
+  }
+  const mu = (minU + maxU) / 2, mv = (minV + maxV) / 2;
+  const w = maxU - minU, h = maxV - minV;
+  const cx = ax + mu * c - mv * s, cy = ay + mu * s + mv * c;
+  const dy = h * cfg.shiftY;
+  return { cx: cx - dy * s, cy: cy + dy * c, size: Math.max(w, h) * cfg.scale, rotation };
+}

@@ -1,0 +1,104 @@
+// One hand-tracking pipeline (palm model + landmark model), MediaPipe Hands' way:
+// palm detection finds the hand, the landmark model runs on the rotated hand ROI, and the
+// landmarks give the next frame's ROI; palm detection runs again only once the landmark
+// model's hand presence drops below the threshold.
+
+import { PALM_INPUT, decodePalms, letterboxRoi, palmToHandRoi, ssdAnchors, weightedNms } from "./palm.mjs";
+import { LANDMARK_INPUT, cropToTensor, decodeLandmarks, landmarksToRoi } from "./landmarks.mjs";
+
+export const MIN_PRESENCE = 0.5; // MediaPipe's default min_tracking_confidence
+const now = () => performance.now();
+
+/** The model's output arrays, found by size (names differ between importers and versions). */
+export function outputsBySize(outputs, sizes) {
+  const entries = Object.entries(outputs).map(([name, o]) => ({ name, data: o.data ?? o }));
+  const used = new Set();
+  return sizes.map((n) => {
+    const hit = entries.find((e) => e.data.length === n && !used.has(e.name));
+    if (!hit) throw new Error(`no model output of ${n} values among ${entries.map((e) => `${e.name}[${e.data.length}]`).join(", ")}`);
+    used.add(hit.name);
+    return hit.data;
+  });
+}
+
+export class HandTracker {
+  /**
+   * palm, landmark: loaded pysparse models (run(Float32Array NCHW) -> {name: {data, shape}}).
+   * landmarkOutputs: names of the landmark model's [screen landmarks, presence, handedness]
+   * outputs (the first two 63-value outputs are screen then world landmarks otherwise).
+   */
+  constructor(palm, landmark, { landmarkOutputs = null, keepCrops = false } = {}) {
+    this.palm = palm;
+    this.landmark = landmark;
+    this.landmarkOutputs = landmarkOutputs;
+    this.keepCrops = keepCrops;
+    this.anchors = ssdAnchors();
+    this.palmInput = new Float32Array(3 * PALM_INPUT * PALM_INPUT);
+    this.reset();
+  }
+
+  reset() {
+    this.roi = null;
+  }
+
+  async detectPalm(frame, t) {
+    const letterbox = letterboxRoi(frame.width, frame.height);
+    let t0 = now();
+    cropToTensor(frame.rgba, frame.width, frame.height, letterbox, PALM_INPUT, "zero", this.palmInput);
+    t.preprocess += now() - t0;
+    t0 = now();
+    const out = await this.palm.run(this.palmInput);
+    t.palm += now() - t0;
+    t0 = now();
+    const [boxes, scores] = outputsBySize(out, [this.anchors.length * 9, this.anchors.length / 2]);
+    const best = weightedNms(decodePalms(boxes, scores, this.anchors))[0];
+    t.postprocess += now() - t0;
+    return best ? palmToHandRoi(best, letterbox) : null;
+  }
+
+  landmarkArrays(out) {
+    if (this.landmarkOutputs) {
+      return this.landmarkOutputs.map((n) => {
+        if (!(n in out)) throw new Error(`landmark model has no output ${n}`);
+        return out[n].data ?? out[n];
+      });
+    }
+    return outputsBySize(out, [63, 1, 1]);
+  }
+
+  /**
+   * Track the hand in one frame {rgba, width, height}. Returns {hand | null, roi, palm,
+   * detected, timings: {preprocess, palm, landmarks, postprocess} (ms), crop?}.
+   */
+  async process(frame) {
+    const t = { preprocess: 0, palm: 0, landmarks: 0, postprocess: 0 };
+    let palm = null;
+    let detected = false;
+    if (!this.roi) {
+      detected = true;
+      const found = await this.detectPalm(frame, t);
+      if (!found) return { hand: null, roi: null, palm: null, detected, timings: t };
+      palm = found.palm;
+      this.roi = found.roi;
+    }
+    const roi = this.roi;
+    let t0 = now();
+    const crop = cropToTensor(frame.rgba, frame.width, frame.height, roi, LANDMARK_INPUT, "replicate");
+    t.preprocess += now() - t0;
+    t0 = now();
+    const out = await this.landmark.run(crop);
+    t.landmarks += now() - t0;
+    t0 = now();
+    const [screen, presence, handedness] = this.landmarkArrays(out);
+    const hand = decodeLandmarks(screen, presence[0], handedness[0], roi);
+    // Lost: forget the ROI so that the next frame runs palm detection again.
+    this.roi = hand.presence >= MIN_PRESENCE ? landmarksToRoi(hand.landmarks) : null;
+    t.postprocess += now() - t0;
+    const result = { hand: hand.presence >= MIN_PRESENCE ? hand : null, presence: hand.presence, roi, palm, detected, timings: t };
+    if (this.keepCrops) {
+      result.crop = crop;
+      result.raw = { screen: Array.from(screen), presence: presence[0], handedness: handedness[0] };
+    }
+    return result;
+  }
+}
