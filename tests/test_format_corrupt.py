@@ -426,3 +426,7 @@ def test_metadata(graph):
     s = {t: data[o:o + n] for t, (_, o, n) in sections(data).items()}
     s[spec.SECTION_METADATA] = json.dumps([1, 2]).encode()
     rejects(assemble(s), "not an object")
+    s[spec.SECTION_METADATA] = b'{"x": NaN}'
+    rejects(assemble(s), "NaN is not JSON")
+    s[spec.SECTION_METADATA] = b"[" * 100000
+    rejects(assemble(s), "METADATA")

@@ -12,8 +12,6 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .. import opset
 from ..errors import SpnnFormatError
 from ..ir import Graph, Op, Tensor
@@ -198,9 +196,11 @@ def _attach_weights(graph: Graph, descriptors: list[EncodedWeight], weight_of: d
 
 
 def _read_metadata(sec: bytes) -> dict:
+    def no_constant(name):  # NaN and Infinity are not JSON
+        raise ValueError(f"{name} is not JSON")
     try:
-        meta = json.loads(sec.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+        meta = json.loads(sec.decode("utf-8"), parse_constant=no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         _fail(f"section METADATA: not UTF-8 JSON ({e})")
     if not isinstance(meta, dict):
         _fail("section METADATA: the JSON is not an object")

@@ -129,7 +129,7 @@ def write_spnn(graph: Graph, encodings: dict[str, EncodedWeight] | None = None,
         for a, v in zip(d.attrs, values):
             gsec += struct.pack("<i" if a.kind == "i" else "<f", v)
 
-    meta = json.dumps(metadata or {}, default=_json_default, ensure_ascii=False).encode("utf-8")
+    meta = json.dumps(metadata or {}, default=_json_default, ensure_ascii=False, allow_nan=False).encode("utf-8")
     return assemble({spec.SECTION_STRINGS: bytes(strings.blob), spec.SECTION_GRAPH: bytes(gsec),
                      spec.SECTION_WEIGHTS: bytes(wsec), spec.SECTION_METADATA: meta}, producer)
 
