@@ -1,0 +1,177 @@
+/* The engine's internal view of a loaded model: tensors, ops, memory, threads.
+ *
+ * Loading (loader.c) parses and validates the file, decodes weights (weights.c), and asks
+ * each op family to prepare its ops (check shapes, pick a kernel, pack weights). Running
+ * (executor.c) calls each op's run function in order; nothing is allocated or checked
+ * there that could have been done at load.
+ */
+#ifndef PYSPARSE_ENGINE_H
+#define PYSPARSE_ENGINE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../include/pysparse.h"
+#include "opset.gen.h"
+#include "threadpool.h"
+
+#define SPNN_MAX_NDIM 6
+#define SPNN_MAX_ELEMENTS (1u << 28) /* per tensor, and for all constants together */
+#define SPNN_ABSENT 0xFFFFFFFFu
+#define SPNN_MAX_ATTRS 16
+/* Buffers the engine allocates start at this alignment and carry this much slack at the
+ * end, so vector tails may over-read by up to one cache line without leaving the buffer. */
+#define SPNN_ALIGN 64
+#define SPNN_SLACK 64
+
+/* Allocation cap (the fuzz build lowers it so huge declared sizes fail fast as NOMEM). */
+#ifndef SPNN_MAX_ALLOC_BYTES
+#define SPNN_MAX_ALLOC_BYTES ((size_t)-1)
+#endif
+
+enum { SPNN_KIND_ACTIVATION = 0, SPNN_KIND_CONSTANT = 1, SPNN_KIND_INPUT = 2 };
+
+/* A sparse weight matrix decoded from the file: per row block the absolute indices of its
+ * stored columns, and the values (block rows interleaved per column, as stored). */
+typedef struct spnn_sparse {
+  uint32_t block, rows, cols;
+  uint32_t num_blocks, nnz, num_steps;
+  uint32_t* counts;   /* [num_blocks] */
+  uint32_t* columns;  /* [num_steps] */
+  float* values;      /* [nnz] */
+} spnn_sparse;
+
+typedef struct spnn_tensor {
+  uint8_t kind;
+  uint8_t ndim;
+  int32_t dims[SPNN_MAX_NDIM];
+  uint32_t count;     /* elements */
+  const char* name;
+  uint32_t weight;    /* constants: index into the WEIGHTS table */
+  uint32_t offset;    /* activations and inputs: arena byte offset */
+  float* data;        /* arena + offset, or the decoded constant (NULL while sparse-only) */
+  spnn_sparse* sparse;/* constants stored sparse */
+  int32_t producer;   /* op index writing it; -1 for inputs and constants */
+  int32_t last_use;   /* last op index reading it (num_ops for graph outputs) */
+  int raw_uses;       /* consumers that read `data` directly (others packed it) */
+} spnn_tensor;
+
+typedef union spnn_attr {
+  int32_t i;
+  float f;
+} spnn_attr;
+
+typedef struct spnn_model spnn_model;
+typedef struct spnn_op spnn_op;
+typedef void (*spnn_run_fn)(spnn_model* model, spnn_op* op);
+
+struct spnn_op {
+  uint16_t code;
+  uint8_t num_inputs;
+  const char* name;
+  int32_t* inputs;    /* tensor ids, -1 for an absent optional input */
+  int32_t output;
+  spnn_attr attr[SPNN_MAX_ATTRS];
+  spnn_run_fn run;
+  const char* kernel; /* the kernel picked at load, for profiles */
+  void* state;        /* op-specific data made at load (packed weights, tables) */
+  void (*free_state)(void* state);
+  size_t state_bytes; /* counted in spnn_weight_bytes */
+  double macs;        /* multiply-adds (or element operations) per run */
+  double us;          /* last run's time when profiling */
+};
+
+struct spnn_model {
+  char error[SPNN_ERROR_MESSAGE_SIZE];
+  char* strings;      /* copy of the STRINGS section, NUL-terminated */
+  uint32_t strings_size;
+  char* metadata;     /* copy of the METADATA section, NUL-terminated */
+
+  uint32_t num_tensors, num_ops, num_inputs, num_outputs;
+  spnn_tensor* tensors;
+  spnn_op* ops;
+  int32_t* op_io;     /* storage for every op's input list */
+  uint32_t* inputs;
+  uint32_t* outputs;
+
+  uint8_t* arena;
+  size_t arena_bytes;
+  size_t constant_bytes; /* decoded constants kept for ops that read them directly */
+
+  int max_threads;
+  int num_threads;
+  spnn_threadpool* pool;
+
+  int profiling;
+  char* profile_json;
+  double total_macs;
+};
+
+/* ---- helpers shared by the loader and the op families ----------------------------- */
+
+/* Aligned allocation with slack (see SPNN_ALIGN); NULL if over the cap or out of memory. */
+void* spnn_alloc(size_t bytes);
+void* spnn_calloc(size_t bytes);
+void spnn_dealloc(void* p);
+
+/* Formats into model->error and returns `status`. */
+spnn_status spnn_fail(spnn_model* model, spnn_status status, const char* fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+const char* spnn_op_type_name(int code);
+
+static inline spnn_tensor* spnn_in(spnn_model* m, const spnn_op* op, int i) {
+  return (i < op->num_inputs && op->inputs[i] >= 0) ? &m->tensors[op->inputs[i]] : NULL;
+}
+static inline spnn_tensor* spnn_out(spnn_model* m, const spnn_op* op) { return &m->tensors[op->output]; }
+
+/* Fused activation bounds for an `act` code; 0 if the code is unknown. */
+int spnn_act_bounds(int32_t act, float* lo, float* hi);
+
+/* Runs fn over [0, n) on the model's active threads; chunk boundaries are multiples of
+ * `align` (the last chunk takes the rest). Inline when one thread or when `work` (about
+ * the op's multiply-adds) is too little to pay for handing it out. */
+void spnn_parallel(spnn_model* model, double work, size_t n, size_t align, spnn_task_fn fn,
+                   void* ctx);
+
+/* ---- op families: prepare checks shapes and attributes, picks the run function --------- */
+
+spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op);           /* CONV2D */
+spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op); /* CONV_TRANSPOSE2D */
+spnn_status spnn_prepare_fully_connected(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_binary(spnn_model* m, spnn_op* op);         /* ADD MUL SUB DIV */
+spnn_status spnn_prepare_unary(spnn_model* m, spnn_op* op);          /* activations */
+spnn_status spnn_prepare_prelu(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_pool(spnn_model* m, spnn_op* op);           /* MAX/AVG_POOL2D */
+spnn_status spnn_prepare_mean(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_softmax(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_concat(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_pad(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_resize(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_depth_to_space(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_reshape(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_transpose(spnn_model* m, spnn_op* op);
+
+/* Whether an op may write its output over an input of the same size and offset. */
+int spnn_op_in_place_ok(int code);
+
+/* Weight decoding (weights.c). A sparse tensor's dense f32 copy, made on first need. */
+spnn_status spnn_densify(spnn_model* m, spnn_tensor* t);
+/* Marks that an op reads the constant's f32 data directly at run time (densifying if
+ * needed); does nothing for activations. */
+spnn_status spnn_use_raw(spnn_model* m, spnn_tensor* t);
+
+/* Shape checks shared by the op families; each fails with a message naming the tensor. */
+spnn_status spnn_expect_ndim(spnn_model* m, const spnn_tensor* t, int ndim, const char* what);
+spnn_status spnn_expect_dims(spnn_model* m, const spnn_tensor* t, int ndim, const int32_t* dims,
+                             const char* what);
+spnn_status spnn_expect_constant(spnn_model* m, const spnn_tensor* t, const char* what);
+
+uint32_t spnn_crc32(const uint8_t* data, size_t size);
+uint32_t spnn_crc32_update(uint32_t crc, const uint8_t* data, size_t size);
+
+#endif /* PYSPARSE_ENGINE_H */

@@ -1,0 +1,596 @@
+/* spnn_load: parse and validate a .spnn file (docs/format.md), decode its weights, prepare
+ * every op and allocate all memory. Nothing is read before its bounds are checked and
+ * nothing is allocated from a count that has not been checked against the file's bytes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bytes.h"
+#include "engine.h"
+#include "weights.h"
+
+#define HEADER_SIZE 32
+#define SECTION_SIZE 16
+#define MAX_SECTIONS 64
+#define GRAPH_HEADER_SIZE 32
+#define TENSOR_SIZE 40
+#define OP_HEADER_SIZE 12
+#define MAX_THREADS 64
+
+enum { SEC_STRINGS = 1, SEC_GRAPH = 2, SEC_WEIGHTS = 3, SEC_METADATA = 4 };
+static const char* const section_names[] = {"", "STRINGS", "GRAPH", "WEIGHTS", "METADATA"};
+
+typedef struct section {
+  const uint8_t* p;
+  uint32_t offset, len;
+} section;
+
+/* What the op table says about each code (from opset.gen.h). */
+typedef struct op_info {
+  const char* name;
+  int num_attrs, min_inputs, max_inputs;
+  spnn_status (*prepare)(spnn_model*, spnn_op*);
+  int in_place; /* may write over an input of the same size and offset */
+} op_info;
+
+#define OP(NAME, PREPARE, IN_PLACE)                                                    \
+  [SPNN_OP_##NAME] = {#NAME, SPNN_OP_##NAME##_NUM_ATTRS, SPNN_OP_##NAME##_MIN_INPUTS,   \
+                      SPNN_OP_##NAME##_MAX_INPUTS, PREPARE, IN_PLACE}
+
+static const op_info op_table[SPNN_OP_MAX_CODE + 1] = {
+    OP(CONV2D, spnn_prepare_conv, 0),
+    OP(CONV_TRANSPOSE2D, spnn_prepare_conv_transpose, 0),
+    OP(FULLY_CONNECTED, spnn_prepare_fully_connected, 0),
+    OP(ADD, spnn_prepare_binary, 1),
+    OP(MUL, spnn_prepare_binary, 1),
+    OP(SUB, spnn_prepare_binary, 1),
+    OP(DIV, spnn_prepare_binary, 1),
+    OP(RELU, spnn_prepare_unary, 1),
+    OP(CLIP, spnn_prepare_unary, 1),
+    OP(SIGMOID, spnn_prepare_unary, 1),
+    OP(TANH, spnn_prepare_unary, 1),
+    OP(HARD_SWISH, spnn_prepare_unary, 1),
+    OP(HARD_SIGMOID, spnn_prepare_unary, 1),
+    OP(LEAKY_RELU, spnn_prepare_unary, 1),
+    OP(PRELU, spnn_prepare_prelu, 1),
+    OP(MAX_POOL2D, spnn_prepare_pool, 0),
+    OP(AVG_POOL2D, spnn_prepare_pool, 0),
+    OP(MEAN, spnn_prepare_mean, 0),
+    OP(CONCAT, spnn_prepare_concat, 0),
+    OP(PAD, spnn_prepare_pad, 0),
+    OP(RESIZE_BILINEAR, spnn_prepare_resize, 0),
+    OP(RESIZE_NEAREST, spnn_prepare_resize, 0),
+    OP(DEPTH_TO_SPACE, spnn_prepare_depth_to_space, 0),
+    OP(RESHAPE, spnn_prepare_reshape, 1),
+    OP(TRANSPOSE, spnn_prepare_transpose, 0),
+    OP(SOFTMAX, spnn_prepare_softmax, 0),
+};
+
+const char* spnn_op_type_name(int code) {
+  return (code >= 1 && code <= SPNN_OP_MAX_CODE && op_table[code].name) ? op_table[code].name : "?";
+}
+
+int spnn_op_in_place_ok(int code) {
+  return code >= 1 && code <= SPNN_OP_MAX_CODE && op_table[code].in_place;
+}
+
+/* ---- allocation and errors --------------------------------------------------------- */
+
+void* spnn_alloc(size_t bytes) {
+  if (bytes > SPNN_MAX_ALLOC_BYTES || bytes > ((size_t)-1) / 2) return NULL;
+  size_t total = (bytes + SPNN_SLACK + SPNN_ALIGN - 1) / SPNN_ALIGN * SPNN_ALIGN;
+  void* p = NULL;
+  if (posix_memalign(&p, SPNN_ALIGN, total) != 0) return NULL;
+  /* The slack is zeroed so vector tails that over-read see defined values. */
+  memset((uint8_t*)p + bytes, 0, total - bytes);
+  return p;
+}
+
+void* spnn_calloc(size_t bytes) {
+  void* p = spnn_alloc(bytes);
+  if (p) memset(p, 0, bytes);
+  return p;
+}
+
+void spnn_dealloc(void* p) { free(p); }
+
+spnn_status spnn_fail(spnn_model* model, spnn_status status, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(model->error, sizeof model->error, fmt, ap);
+  va_end(ap);
+  return status;
+}
+
+int spnn_act_bounds(int32_t act, float* lo, float* hi) {
+  switch (act) {
+    case SPNN_ACT_NONE: *lo = -__builtin_inff(); *hi = __builtin_inff(); return 1;
+    case SPNN_ACT_RELU: *lo = 0.0f; *hi = __builtin_inff(); return 1;
+    case SPNN_ACT_RELU6: *lo = 0.0f; *hi = 6.0f; return 1;
+    case SPNN_ACT_RELU_N1_TO_1: *lo = -1.0f; *hi = 1.0f; return 1;
+    default: return 0;
+  }
+}
+
+/* Below this many multiply-adds an op runs on one thread: handing it out costs more. */
+#define PARALLEL_MIN_WORK 40000.0
+
+void spnn_parallel(spnn_model* model, double work, size_t n, size_t align, spnn_task_fn fn,
+                   void* ctx) {
+  if (model->num_threads <= 1 || work < PARALLEL_MIN_WORK) {
+    fn(ctx, 0, n);
+    return;
+  }
+  spnn_threadpool_run(model->pool, model->num_threads, n, align, fn, ctx);
+}
+
+static void format_dims(const int32_t* dims, int ndim, char* out, size_t size) {
+  size_t pos = 0;
+  out[pos++] = '[';
+  out[pos] = 0;
+  for (int d = 0; d < ndim && pos + 14 < size; d++)
+    pos += (size_t)snprintf(out + pos, size - pos, d ? ", %d" : "%d", (int)dims[d]);
+  snprintf(out + pos, size - pos, "]");
+}
+
+spnn_status spnn_expect_ndim(spnn_model* m, const spnn_tensor* t, int ndim, const char* what) {
+  if (t->ndim == ndim) return SPNN_OK;
+  char got[96];
+  format_dims(t->dims, t->ndim, got, sizeof got);
+  return spnn_fail(m, SPNN_ERROR_FORMAT, "%s %s has shape %s, expected %d dimensions", what,
+                   t->name, got, ndim);
+}
+
+spnn_status spnn_expect_dims(spnn_model* m, const spnn_tensor* t, int ndim, const int32_t* dims,
+                             const char* what) {
+  int same = t->ndim == ndim;
+  for (int d = 0; same && d < ndim; d++) same = t->dims[d] == dims[d];
+  if (same) return SPNN_OK;
+  char got[96], want[96];
+  format_dims(t->dims, t->ndim, got, sizeof got);
+  format_dims(dims, ndim, want, sizeof want);
+  return spnn_fail(m, SPNN_ERROR_FORMAT, "%s %s has shape %s, expected %s", what, t->name, got,
+                   want);
+}
+
+spnn_status spnn_expect_constant(spnn_model* m, const spnn_tensor* t, const char* what) {
+  if (t->kind == SPNN_KIND_CONSTANT) return SPNN_OK;
+  return spnn_fail(m, SPNN_ERROR_UNSUPPORTED, "%s %s is computed at run time; only constant %ss "
+                   "are supported", what, t->name, what);
+}
+
+/* ---- parsing ------------------------------------------------------------------------ */
+
+static spnn_status read_string(spnn_model* m, uint32_t off, const char* what, uint32_t id,
+                               const char** out) {
+  /* The copy of STRINGS carries one extra NUL at the end, so a string must end before it. */
+  if (off >= m->strings_size || !memchr(m->strings + off, 0, m->strings_size - off))
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "%s %u: name offset %u is not a string in STRINGS",
+                     what, id, off);
+  *out = m->strings + off;
+  return SPNN_OK;
+}
+
+static spnn_status parse_header(spnn_model* m, const uint8_t* data, size_t size, section* secs) {
+  if (size < HEADER_SIZE)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "file is %zu bytes, shorter than the 32-byte header",
+                     size);
+  if (memcmp(data, "SPNN", 4) != 0)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "bad magic: not a .spnn file");
+  uint16_t major = rd_u16(data + 4);
+  if (major != 1)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "format version %u.%u; this engine reads 1.x", major,
+                     rd_u16(data + 6));
+  if (rd_u32(data + 12) != 0)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "unknown header flags 0x%x", rd_u32(data + 12));
+  uint32_t count = rd_u32(data + 16);
+  if (count < 1 || count > MAX_SECTIONS)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "section count %u (must be 1..64)", count);
+  uint64_t declared = rd_u64(data + 24);
+  if (declared != size)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "file is %zu bytes but its header says %llu (truncated?)",
+                     size, (unsigned long long)declared);
+  size_t table_end = HEADER_SIZE + (size_t)count * SECTION_SIZE;
+  if (table_end > size)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "section table runs past the end of the file");
+  /* header_crc covers bytes 0..19 then the section table. */
+  uint32_t crc = spnn_crc32_update(spnn_crc32(data, 20), data + HEADER_SIZE,
+                                   (size_t)count * SECTION_SIZE);
+  if (crc != rd_u32(data + 20))
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "header CRC mismatch (file corrupted)");
+  memset(secs, 0, 5 * sizeof *secs);
+  int seen[5] = {0};
+  for (uint32_t i = 0; i < count; i++) {
+    const uint8_t* e = data + HEADER_SIZE + (size_t)i * SECTION_SIZE;
+    uint32_t type = rd_u32(e), off = rd_u32(e + 4), len = rd_u32(e + 8), sec_crc = rd_u32(e + 12);
+    if (type < SEC_STRINGS || type > SEC_METADATA)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "section %u has unknown type %u", i, type);
+    if (seen[type]++)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "section %s appears twice", section_names[type]);
+    if (off % 16 || off < table_end || (uint64_t)off + len > size)
+      return spnn_fail(m, SPNN_ERROR_FORMAT,
+                       "section %s at %u (+%u bytes) is misaligned or outside the file",
+                       section_names[type], off, len);
+    if (spnn_crc32(data + off, len) != sec_crc)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "section %s CRC mismatch (file corrupted)",
+                       section_names[type]);
+    secs[type].p = data + off;
+    secs[type].offset = off;
+    secs[type].len = len;
+  }
+  for (int t = SEC_STRINGS; t <= SEC_METADATA; t++) {
+    if (!seen[t]) return spnn_fail(m, SPNN_ERROR_FORMAT, "section %s is missing", section_names[t]);
+    for (int u = t + 1; u <= SEC_METADATA; u++) {
+      if (seen[u] && secs[t].offset < (uint64_t)secs[u].offset + secs[u].len &&
+          secs[u].offset < (uint64_t)secs[t].offset + secs[t].len)
+        return spnn_fail(m, SPNN_ERROR_FORMAT, "sections %s and %s overlap", section_names[t],
+                         section_names[u]);
+    }
+  }
+  return SPNN_OK;
+}
+
+static spnn_status copy_text(spnn_model* m, const section* s, char** out, uint32_t* size) {
+  char* p = (char*)malloc((size_t)s->len + 1);
+  if (!p) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  memcpy(p, s->p, s->len);
+  p[s->len] = 0;
+  *out = p;
+  if (size) *size = s->len + 1;
+  return SPNN_OK;
+}
+
+static spnn_status parse_tensors(spnn_model* m, const uint8_t* g, uint32_t arena_bytes,
+                                 spnn_weight* ws, uint32_t num_weights) {
+  for (uint32_t i = 0; i < m->num_tensors; i++) {
+    const uint8_t* r = g + GRAPH_HEADER_SIZE + (size_t)i * TENSOR_SIZE;
+    spnn_tensor* t = &m->tensors[i];
+    t->kind = r[0];
+    t->ndim = r[2];
+    t->producer = -1;
+    t->last_use = -1;
+    if (t->kind > SPNN_KIND_INPUT)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u: unknown kind %u", i, t->kind);
+    if (r[1] != 0)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u: unknown dtype %u (only float32)", i, r[1]);
+    if (t->ndim > SPNN_MAX_NDIM || r[3] != 0)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u: ndim %u (max 6) or reserved byte set", i,
+                       t->ndim);
+    uint64_t count = 1;
+    for (int d = 0; d < SPNN_MAX_NDIM; d++) {
+      uint32_t v = rd_u32(r + 4 + 4 * d);
+      if (d < t->ndim ? v == 0 : v != 0)
+        return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u: dim %d is %u", i, d, v);
+      if (d < t->ndim) {
+        count *= v;
+        if (count >= SPNN_MAX_ELEMENTS)
+          return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u: 2^28 elements or more", i);
+        t->dims[d] = (int32_t)v;
+      }
+    }
+    t->count = (uint32_t)count;
+    spnn_status st = read_string(m, rd_u32(r + 28), "tensor", i, &t->name);
+    if (st) return st;
+    t->weight = rd_u32(r + 32);
+    t->offset = rd_u32(r + 36);
+    if (t->kind == SPNN_KIND_CONSTANT) {
+      if (t->weight >= num_weights)
+        return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u (%s): weight index %u of %u", i, t->name,
+                         t->weight, num_weights);
+      spnn_weight* w = &ws[t->weight];
+      if (w->claimed++)
+        return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u (%s): weight %u is used twice", i,
+                         t->name, t->weight);
+      uint32_t rows = t->ndim ? (uint32_t)t->dims[0] : 1;
+      if (t->ndim == 1) rows = 1;
+      if (w->rows != rows || (uint64_t)w->rows * w->cols != t->count)
+        return spnn_fail(m, SPNN_ERROR_FORMAT,
+                         "tensor %u (%s): weight %u is %u x %u, the tensor has %u elements", i,
+                         t->name, t->weight, w->rows, w->cols, t->count);
+      if (t->offset != 0)
+        return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u (%s): constant with an arena offset", i,
+                         t->name);
+      t->data = w->dense;
+      t->sparse = w->sparse;
+      w->dense = NULL;
+      w->sparse = NULL;
+    } else {
+      if (t->weight != SPNN_ABSENT)
+        return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u (%s): non-constant with a weight", i,
+                         t->name);
+      if (t->offset % 16 || (uint64_t)t->offset + 4ull * t->count > arena_bytes)
+        return spnn_fail(m, SPNN_ERROR_FORMAT,
+                         "tensor %u (%s): arena offset %u (+%u floats) misaligned or outside the "
+                         "%u-byte arena",
+                         i, t->name, t->offset, t->count, arena_bytes);
+    }
+  }
+  for (uint32_t w = 0; w < num_weights; w++)
+    if (!ws[w].claimed)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "weight %u is used by no tensor", w);
+  return SPNN_OK;
+}
+
+static spnn_status parse_io(spnn_model* m, const uint8_t* p, uint32_t n, uint32_t* ids, int inputs) {
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t id = rd_u32(p + 4 * (size_t)i);
+    if (id >= m->num_tensors)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "graph %s %u: tensor id %u of %u",
+                       inputs ? "input" : "output", i, id, m->num_tensors);
+    uint8_t kind = m->tensors[id].kind;
+    if (inputs && kind != SPNN_KIND_INPUT)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "graph input %u: tensor %u is not of kind input", i, id);
+    if (!inputs && kind == SPNN_KIND_CONSTANT)
+      return spnn_fail(m, SPNN_ERROR_UNSUPPORTED, "graph output %u: tensor %u is a constant", i, id);
+    for (uint32_t j = 0; j < i; j++)
+      if (ids[j] == id)
+        return spnn_fail(m, SPNN_ERROR_FORMAT, "graph %s tensor %u is listed twice",
+                         inputs ? "input" : "output", id);
+    ids[i] = id;
+  }
+  return SPNN_OK;
+}
+
+static spnn_status parse_ops(spnn_model* m, const uint8_t* g, uint32_t len, uint32_t pos) {
+  /* First pass: walk the records to bound the total number of op inputs. */
+  size_t total_io = 0;
+  uint32_t p = pos;
+  for (uint32_t k = 0; k < m->num_ops; k++) {
+    if ((uint64_t)p + OP_HEADER_SIZE > len)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "op %u: record runs past the GRAPH section", k);
+    const uint8_t* r = g + p;
+    uint64_t size = OP_HEADER_SIZE + 4ull * (r[4] + r[5] + rd_u16(r + 2));
+    if (p + size > len)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "op %u: record runs past the GRAPH section", k);
+    total_io += r[4];
+    p += (uint32_t)size;
+  }
+  if (p != len)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "GRAPH section has %u bytes after its last op", len - p);
+  m->op_io = (int32_t*)calloc(total_io ? total_io : 1, sizeof(int32_t));
+  if (!m->op_io) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+
+  int32_t* io = m->op_io;
+  p = pos;
+  for (uint32_t k = 0; k < m->num_ops; k++) {
+    const uint8_t* r = g + p;
+    spnn_op* op = &m->ops[k];
+    uint16_t code = rd_u16(r);
+    uint16_t num_attrs = rd_u16(r + 2);
+    uint8_t nin = r[4], nout = r[5];
+    p += OP_HEADER_SIZE + 4u * (nin + nout + num_attrs);
+    op->code = code;
+    op->num_inputs = nin;
+    op->inputs = io;
+    io += nin;
+    spnn_status st = read_string(m, rd_u32(r + 8), "op", k, &op->name);
+    if (st) return st;
+    if (code < 1 || code > SPNN_OP_MAX_CODE || !op_table[code].name)
+      return spnn_fail(m, SPNN_ERROR_UNSUPPORTED, "op %u (%s): op code %u is not supported", k,
+                       op->name, code);
+    const op_info* info = &op_table[code];
+    if (num_attrs != info->num_attrs)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "op %u (%s %s): %u attributes, the op table has %d", k,
+                       info->name, op->name, num_attrs, info->num_attrs);
+    if (nin < info->min_inputs || (info->max_inputs >= 0 && nin > info->max_inputs))
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "op %u (%s %s): %u inputs", k, info->name, op->name,
+                       nin);
+    if (nout != 1 || rd_u16(r + 6) != 0)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "op %u (%s %s): %u outputs (must be 1) or reserved set",
+                       k, info->name, op->name, nout);
+    const uint8_t* ids = r + OP_HEADER_SIZE;
+    for (int i = 0; i < nin; i++) {
+      uint32_t id = rd_u32(ids + 4 * i);
+      if (id == SPNN_ABSENT) {
+        if (info->max_inputs < 0 || i < info->min_inputs)
+          return spnn_fail(m, SPNN_ERROR_FORMAT, "op %u (%s %s): required input %d is absent", k,
+                           info->name, op->name, i);
+        op->inputs[i] = -1;
+        continue;
+      }
+      if (id >= m->num_tensors)
+        return spnn_fail(m, SPNN_ERROR_FORMAT, "op %u (%s %s): input %d is tensor %u of %u", k,
+                         info->name, op->name, i, id, m->num_tensors);
+      spnn_tensor* t = &m->tensors[id];
+      if (t->kind == SPNN_KIND_ACTIVATION && t->producer < 0)
+        return spnn_fail(m, SPNN_ERROR_FORMAT, "op %u (%s %s): reads tensor %s before it is written",
+                         k, info->name, op->name, t->name);
+      if (t->kind != SPNN_KIND_CONSTANT) t->last_use = (int32_t)k;
+      op->inputs[i] = (int32_t)id;
+    }
+    uint32_t out = rd_u32(ids + 4 * nin);
+    if (out >= m->num_tensors)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "op %u (%s %s): output is tensor %u of %u", k,
+                       info->name, op->name, out, m->num_tensors);
+    spnn_tensor* t = &m->tensors[out];
+    if (t->kind != SPNN_KIND_ACTIVATION || t->producer >= 0)
+      return spnn_fail(m, SPNN_ERROR_FORMAT,
+                       "op %u (%s %s): output %s is not an activation or is written twice", k,
+                       info->name, op->name, t->name);
+    t->producer = (int32_t)k;
+    op->output = (int32_t)out;
+    const uint8_t* a = ids + 4 * (nin + nout);
+    for (int i = 0; i < num_attrs; i++) memcpy(&op->attr[i], a + 4 * i, 4);
+  }
+  return SPNN_OK;
+}
+
+/* The memory plan: no tensor may be overwritten while it is still to be read. Exception:
+ * an op that works in place may write exactly over an input it reads last (or, for
+ * RESHAPE, over any input: the bytes are the same). */
+static spnn_status check_memory_plan(spnn_model* m) {
+  for (uint32_t k = 0; k < m->num_ops; k++) {
+    spnn_op* op = &m->ops[k];
+    spnn_tensor* o = &m->tensors[op->output];
+    uint64_t ob = o->offset, oe = ob + 4ull * o->count;
+    for (uint32_t i = 0; i < m->num_tensors; i++) {
+      spnn_tensor* t = &m->tensors[i];
+      if (t->kind == SPNN_KIND_CONSTANT || t == o) continue;
+      int born = t->kind == SPNN_KIND_INPUT ? -1 : t->producer;
+      if (born < 0 && t->kind == SPNN_KIND_ACTIVATION) continue; /* never written */
+      if (!(born < (int32_t)k && (int32_t)k <= t->last_use)) continue;
+      uint64_t tb = t->offset, te = tb + 4ull * t->count;
+      if (te <= ob || oe <= tb) continue;
+      int reads_it = 0;
+      for (int j = 0; j < op->num_inputs; j++) reads_it |= op->inputs[j] == (int32_t)i;
+      int exact = tb == ob && t->count == o->count;
+      if (reads_it && exact && op->code == SPNN_OP_RESHAPE) continue;
+      if (reads_it && exact && spnn_op_in_place_ok(op->code) && t->last_use == (int32_t)k) continue;
+      return spnn_fail(m, SPNN_ERROR_FORMAT,
+                       "op %u (%s %s): output %s overwrites %s in the arena while it is live", k,
+                       spnn_op_type_name(op->code), op->name, o->name, t->name);
+    }
+  }
+  return SPNN_OK;
+}
+
+static spnn_status parse_graph(spnn_model* m, const section* s, spnn_weight* ws,
+                               uint32_t num_weights) {
+  const uint8_t* g = s->p;
+  uint32_t len = s->len;
+  if (len < GRAPH_HEADER_SIZE)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "GRAPH section is %u bytes, shorter than its header", len);
+  m->num_tensors = rd_u32(g);
+  m->num_ops = rd_u32(g + 4);
+  m->num_inputs = rd_u32(g + 8);
+  m->num_outputs = rd_u32(g + 12);
+  uint32_t arena_bytes = rd_u32(g + 16);
+  if (rd_u32(g + 20) || rd_u32(g + 24) || rd_u32(g + 28))
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "GRAPH header: reserved fields are not zero");
+  uint64_t ops_at = GRAPH_HEADER_SIZE + (uint64_t)m->num_tensors * TENSOR_SIZE +
+                    4ull * m->num_inputs + 4ull * m->num_outputs;
+  if (ops_at > len || (uint64_t)m->num_ops * OP_HEADER_SIZE > len - ops_at)
+    return spnn_fail(m, SPNN_ERROR_FORMAT,
+                     "GRAPH: %u tensors, %u inputs, %u outputs and %u ops do not fit in %u bytes",
+                     m->num_tensors, m->num_inputs, m->num_outputs, m->num_ops, len);
+  if (m->num_inputs < 1 || m->num_outputs < 1)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "GRAPH: %u inputs and %u outputs (need at least one each)",
+                     m->num_inputs, m->num_outputs);
+  m->tensors = (spnn_tensor*)calloc(m->num_tensors, sizeof(spnn_tensor));
+  m->ops = (spnn_op*)calloc(m->num_ops ? m->num_ops : 1, sizeof(spnn_op));
+  m->inputs = (uint32_t*)calloc(m->num_inputs, sizeof(uint32_t));
+  m->outputs = (uint32_t*)calloc(m->num_outputs, sizeof(uint32_t));
+  if (!m->tensors || !m->ops || !m->inputs || !m->outputs)
+    return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  spnn_status st = parse_tensors(m, g, arena_bytes, ws, num_weights);
+  if (st) return st;
+  const uint8_t* io = g + GRAPH_HEADER_SIZE + (size_t)m->num_tensors * TENSOR_SIZE;
+  if ((st = parse_io(m, io, m->num_inputs, m->inputs, 1))) return st;
+  if ((st = parse_io(m, io + 4 * (size_t)m->num_inputs, m->num_outputs, m->outputs, 0))) return st;
+  for (uint32_t i = 0; i < m->num_tensors; i++) {
+    if (m->tensors[i].kind != SPNN_KIND_INPUT) continue;
+    int listed = 0;
+    for (uint32_t j = 0; j < m->num_inputs; j++) listed |= m->inputs[j] == i;
+    if (!listed)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u (%s) is of kind input but not a graph input",
+                       i, m->tensors[i].name);
+  }
+  if ((st = parse_ops(m, g, len, (uint32_t)ops_at))) return st;
+  for (uint32_t j = 0; j < m->num_outputs; j++) {
+    spnn_tensor* t = &m->tensors[m->outputs[j]];
+    if (t->kind == SPNN_KIND_ACTIVATION && t->producer < 0)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "graph output %s is never written", t->name);
+    t->last_use = (int32_t)m->num_ops;
+  }
+  if ((st = check_memory_plan(m))) return st;
+  m->arena_bytes = arena_bytes;
+  m->arena = (uint8_t*)spnn_calloc(arena_bytes);
+  if (!m->arena) return spnn_fail(m, SPNN_ERROR_NOMEM, "cannot allocate the %u-byte arena", arena_bytes);
+  for (uint32_t i = 0; i < m->num_tensors; i++) {
+    spnn_tensor* t = &m->tensors[i];
+    if (t->kind != SPNN_KIND_CONSTANT) t->data = (float*)(m->arena + t->offset);
+  }
+  return SPNN_OK;
+}
+
+static spnn_status prepare_ops(spnn_model* m) {
+  for (uint32_t k = 0; k < m->num_ops; k++) {
+    spnn_op* op = &m->ops[k];
+    op->kernel = "";
+    spnn_status st = op_table[op->code].prepare(m, op);
+    if (st) {
+      /* Prefix the op so every message names where the problem is. */
+      char msg[SPNN_ERROR_MESSAGE_SIZE];
+      snprintf(msg, sizeof msg, "%s", m->error);
+      spnn_fail(m, st, "op %u (%s %s): %s", k, spnn_op_type_name(op->code), op->name, msg);
+      return st;
+    }
+    m->total_macs += op->macs;
+  }
+  /* Constants every consumer packed for itself are not kept. */
+  for (uint32_t i = 0; i < m->num_tensors; i++) {
+    spnn_tensor* t = &m->tensors[i];
+    if (t->kind != SPNN_KIND_CONSTANT) continue;
+    spnn_free_sparse(t->sparse);
+    t->sparse = NULL;
+    if (t->raw_uses == 0) {
+      spnn_dealloc(t->data);
+      t->data = NULL;
+    } else {
+      m->constant_bytes += 4 * (size_t)t->count;
+    }
+  }
+  return SPNN_OK;
+}
+
+static spnn_status load(spnn_model* m, const uint8_t* data, size_t size) {
+  section secs[5];
+  spnn_status st = parse_header(m, data, size, secs);
+  if (st) return st;
+  if (secs[SEC_STRINGS].len < 1 || secs[SEC_STRINGS].p[0] != 0)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "STRINGS section must start with a zero byte");
+  if ((st = copy_text(m, &secs[SEC_STRINGS], &m->strings, &m->strings_size))) return st;
+  if ((st = copy_text(m, &secs[SEC_METADATA], &m->metadata, NULL))) return st;
+  spnn_weight* ws = NULL;
+  uint32_t num_weights = 0;
+  if ((st = spnn_decode_weights(m, secs[SEC_WEIGHTS].p, secs[SEC_WEIGHTS].len, &ws, &num_weights)))
+    return st;
+  st = parse_graph(m, &secs[SEC_GRAPH], ws, num_weights);
+  for (uint32_t w = 0; w < num_weights; w++) { /* those no tensor took */
+    spnn_dealloc(ws[w].dense);
+    spnn_free_sparse(ws[w].sparse);
+  }
+  free(ws);
+  if (st) return st;
+  return prepare_ops(m);
+}
+
+spnn_status spnn_load(const uint8_t* data, size_t size, int num_threads, spnn_model** out,
+                      char* error, size_t error_size) {
+  if (error && error_size) error[0] = 0;
+  if (out) *out = NULL;
+  if (!out || (!data && size) || num_threads < 1 || num_threads > MAX_THREADS) {
+    if (error && error_size)
+      snprintf(error, error_size, "spnn_load: bad argument (need data, out and 1..%d threads)",
+               MAX_THREADS);
+    return SPNN_ERROR_ARGUMENT;
+  }
+  spnn_model* m = (spnn_model*)calloc(1, sizeof *m);
+  if (!m) {
+    if (error && error_size) snprintf(error, error_size, "out of memory");
+    return SPNN_ERROR_NOMEM;
+  }
+  spnn_status st = data ? load(m, data, size)
+                        : spnn_fail(m, SPNN_ERROR_FORMAT, "file is 0 bytes, shorter than the header");
+  if (st == SPNN_OK) {
+    m->max_threads = num_threads;
+    m->num_threads = 1;
+#ifdef SPNN_THREADS
+    if (num_threads > 1) {
+      m->pool = spnn_threadpool_create(num_threads);
+      if (!m->pool) st = spnn_fail(m, SPNN_ERROR_NOMEM, "cannot start %d threads", num_threads);
+      else m->num_threads = num_threads;
+    }
+#else
+    m->max_threads = 1; /* single-thread build */
+#endif
+  }
+  if (st != SPNN_OK) {
+    if (error && error_size) snprintf(error, error_size, "%s", m->error);
+    spnn_free(m);
+    return st;
+  }
+  m->error[0] = 0;
+  *out = m;
+  return SPNN_OK;
+}

@@ -1,0 +1,416 @@
+/* CONV2D, CONV_TRANSPOSE2D and FULLY_CONNECTED: shape checks, the kernel choice and weight
+ * packing at load; at run time the kernels over thread-split ranges.
+ *
+ * Kernel choice for CONV2D (docs/format.md semantics, CHW activations):
+ *   1x1, stride 1, no padding, groups 1, sparse weights  -> SpMM with the file's block
+ *   1x1, stride 1, no padding, groups 1, dense weights   -> GEMM
+ *   depthwise (groups == Cin == Cout)                     -> depthwise kernel
+ *   anything else                                         -> KxK convolution (im2col + GEMM)
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "kernels.h"
+
+#define MAX_GEOMETRY (1 << 16) /* strides, dilations, kernel sizes and pads above this are refused */
+
+enum { CONV_SPMM, CONV_GEMM, CONV_DW, CONV_KXK };
+
+typedef struct conv_state {
+  int kind;
+  void* packed;
+  spnn_spmm_weights spmm;
+  spnn_conv_shape cs;
+  spnn_dwconv_shape ds;
+  spnn_dwconv_ukernel dw;
+  uint32_t rows, cols;
+  const float* in;
+  float* out;
+  float* scratch;
+  float lo, hi;
+} conv_state;
+
+static void free_conv(void* p) {
+  conv_state* s = (conv_state*)p;
+  spnn_dealloc(s->packed);
+  spnn_dealloc(s->scratch);
+  free(s);
+}
+
+static void spmm_task(void* ctx, size_t b, size_t e) {
+  conv_state* s = (conv_state*)ctx;
+  spnn_spmm_run(&s->spmm, b, e, s->in, s->out, s->lo, s->hi);
+}
+static void gemm_task(void* ctx, size_t b, size_t e) {
+  conv_state* s = (conv_state*)ctx;
+  size_t p = s->cs.out_h * (size_t)s->cs.out_w;
+  spnn_gemm_run(s->rows, s->cols, s->packed, b, e, s->in, p, s->out, p, s->lo, s->hi);
+}
+static void dw_task(void* ctx, size_t b, size_t e) {
+  conv_state* s = (conv_state*)ctx;
+  s->dw(&s->ds, b, e, s->in, s->packed, s->out, s->lo, s->hi);
+}
+static void kxk_task(void* ctx, size_t b, size_t e) {
+  conv_state* s = (conv_state*)ctx;
+  spnn_conv_run(&s->cs, s->packed, b, e, s->in, s->scratch, s->out, s->lo, s->hi);
+}
+
+static void run_conv(spnn_model* m, spnn_op* op) {
+  conv_state* s = (conv_state*)op->state;
+  size_t pixels = s->cs.out_h * (size_t)s->cs.out_w;
+  switch (s->kind) {
+    case CONV_SPMM: spnn_parallel(m, op->macs, pixels, 32, spmm_task, s); break;
+    case CONV_GEMM: spnn_parallel(m, op->macs, pixels, 32, gemm_task, s); break;
+    case CONV_DW: spnn_parallel(m, op->macs, s->ds.channels, 1, dw_task, s); break;
+    default: spnn_parallel(m, op->macs, pixels, 32, kxk_task, s); break;
+  }
+}
+
+static spnn_status check_range(spnn_model* m, const char* what, int32_t v, int32_t lo) {
+  if (v < lo || v > MAX_GEOMETRY)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "attribute %s = %d is out of range", what, (int)v);
+  return SPNN_OK;
+}
+
+static spnn_status check_act(spnn_model* m, int32_t act, float* lo, float* hi) {
+  if (!spnn_act_bounds(act, lo, hi))
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "unknown fused activation %d", (int)act);
+  return SPNN_OK;
+}
+
+/* The optional bias: absent, or a constant [n]. Its f32 data (or NULL) in *out. */
+static spnn_status get_bias(spnn_model* m, spnn_op* op, int32_t n, const float** out) {
+  *out = NULL;
+  spnn_tensor* b = spnn_in(m, op, 2);
+  if (!b) return SPNN_OK;
+  spnn_status st;
+  if ((st = spnn_expect_constant(m, b, "bias"))) return st;
+  if ((st = spnn_expect_dims(m, b, 1, &n, "bias"))) return st;
+  if ((st = spnn_densify(m, b))) return st;
+  *out = b->data;
+  return SPNN_OK;
+}
+
+static spnn_status alloc_state(spnn_model* m, spnn_op* op, size_t size, void** out) {
+  *out = calloc(1, size);
+  if (!*out) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  op->state = *out;
+  return SPNN_OK;
+}
+
+spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* w = spnn_in(m, op, 1);
+  spnn_tensor* y = spnn_out(m, op);
+  const spnn_attr* a = op->attr;
+  spnn_status st;
+  if ((st = spnn_expect_ndim(m, x, 4, "input"))) return st;
+  if ((st = spnn_expect_ndim(m, w, 4, "weight"))) return st;
+  if ((st = spnn_expect_constant(m, w, "weight"))) return st;
+  if ((st = spnn_use_raw(m, x))) return st;
+  if (x->dims[0] != 1)
+    return spnn_fail(m, SPNN_ERROR_UNSUPPORTED, "batch %d (the engine runs batch 1)", x->dims[0]);
+  static const char* const names[] = {"stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top",
+                                      "pad_left", "pad_bottom", "pad_right", "groups"};
+  for (int i = 0; i < 9; i++)
+    if ((st = check_range(m, names[i], a[i].i, i < 4 || i == 8 ? 1 : 0))) return st;
+  float lo, hi;
+  if ((st = check_act(m, a[SPNN_CONV2D_ACT].i, &lo, &hi))) return st;
+  int32_t cin = x->dims[1], h = x->dims[2], wd = x->dims[3];
+  int32_t cout = w->dims[0], cin_g = w->dims[1], kh = w->dims[2], kw = w->dims[3];
+  int32_t groups = a[SPNN_CONV2D_GROUPS].i;
+  if (kh > MAX_GEOMETRY || kw > MAX_GEOMETRY) return spnn_fail(m, SPNN_ERROR_FORMAT, "kernel too large");
+  if (cin % groups || cout % groups || cin / groups != cin_g)
+    return spnn_fail(m, SPNN_ERROR_FORMAT,
+                     "input channels %d, weight [%d, %d, %d, %d] and groups %d do not agree", cin,
+                     cout, cin_g, kh, kw, groups);
+  int64_t sh = a[SPNN_CONV2D_STRIDE_H].i, sw = a[SPNN_CONV2D_STRIDE_W].i;
+  int64_t dh = a[SPNN_CONV2D_DILATION_H].i, dw = a[SPNN_CONV2D_DILATION_W].i;
+  int64_t pt = a[SPNN_CONV2D_PAD_TOP].i, pl = a[SPNN_CONV2D_PAD_LEFT].i;
+  int64_t ph = h + pt + a[SPNN_CONV2D_PAD_BOTTOM].i - dh * (kh - 1) - 1;
+  int64_t pw = wd + pl + a[SPNN_CONV2D_PAD_RIGHT].i - dw * (kw - 1) - 1;
+  if (ph < 0 || pw < 0)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "the %dx%d window does not fit the padded %dx%d input", kh,
+                     kw, h, wd);
+  int32_t want[4] = {1, cout, (int32_t)(ph / sh + 1), (int32_t)(pw / sw + 1)};
+  if ((st = spnn_expect_dims(m, y, 4, want, "output"))) return st;
+  const float* bias;
+  if ((st = get_bias(m, op, cout, &bias))) return st;
+
+  conv_state* s;
+  if ((st = alloc_state(m, op, sizeof *s, (void**)&s))) return st;
+  op->free_state = free_conv;
+  s->in = x->data;
+  s->out = y->data;
+  s->lo = lo;
+  s->hi = hi;
+  s->rows = (uint32_t)cout;
+  s->cols = (uint32_t)cin;
+  spnn_conv_shape cs = {(uint32_t)cin, (uint32_t)h, (uint32_t)wd, (uint32_t)cout,
+                        (uint32_t)want[2], (uint32_t)want[3], (uint32_t)kh, (uint32_t)kw,
+                        (uint32_t)sh, (uint32_t)sw, (uint32_t)dh, (uint32_t)dw,
+                        (uint32_t)pt, (uint32_t)pl, (uint32_t)groups};
+  s->cs = cs;
+  size_t pixels = (size_t)want[2] * want[3];
+  op->macs = (double)pixels * cout * cin_g * kh * kw;
+  int pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 &&
+                  a[SPNN_CONV2D_PAD_BOTTOM].i == 0 && a[SPNN_CONV2D_PAD_RIGHT].i == 0 && groups == 1;
+  size_t bytes;
+  if (pointwise && w->sparse) {
+    const spnn_sparse* sp = w->sparse;
+    s->kind = CONV_SPMM;
+    op->kernel = sp->block == 4 ? "spmm_8x4" : sp->block == 2 ? "spmm_16x2" : "spmm_32x1";
+    op->macs = (double)pixels * sp->nnz;
+    bytes = spnn_spmm_packed_bytes(sp->rows, sp->block, sp->num_steps);
+    if (!(s->packed = spnn_alloc(bytes))) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+    if (spnn_spmm_pack(sp->rows, sp->cols, sp->block, sp->counts, sp->columns, sp->values, bias,
+                       (uint32_t)pixels, s->packed, &s->spmm) != 0)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "sparse weight %s cannot be packed", w->name);
+  } else {
+    if ((st = spnn_densify(m, w))) return st;
+    if (pointwise) {
+      s->kind = CONV_GEMM;
+      op->kernel = "gemm";
+      bytes = spnn_gemm_packed_bytes(s->rows, s->cols);
+      if (!(s->packed = spnn_alloc(bytes))) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+      spnn_gemm_pack(s->rows, s->cols, w->data, bias, s->packed);
+    } else if (groups == cin && groups == cout && cin_g == 1) {
+      spnn_dwconv_shape ds = {(uint32_t)cin, (uint32_t)h, (uint32_t)wd, (uint32_t)want[2],
+                              (uint32_t)want[3], (uint32_t)kh, (uint32_t)kw, (uint32_t)sh,
+                              (uint32_t)sw, (uint32_t)dh, (uint32_t)dw, (uint32_t)pt, (uint32_t)pl};
+      s->kind = CONV_DW;
+      s->ds = ds;
+      s->dw = spnn_dwconv_select(&s->ds);
+      op->kernel = s->dw == spnn_f32_dwconv_3x3s1   ? "dwconv_3x3s1"
+                   : s->dw == spnn_f32_dwconv_3x3s2 ? "dwconv_3x3s2"
+                   : s->dw == spnn_f32_dwconv_5x5s1 ? "dwconv_5x5s1"
+                   : s->dw == spnn_f32_dwconv_5x5s2 ? "dwconv_5x5s2"
+                                                    : "dwconv_generic";
+      bytes = spnn_dwconv_packed_bytes(&s->ds);
+      if (!(s->packed = spnn_alloc(bytes))) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+      spnn_dwconv_pack(&s->ds, w->data, bias, s->packed);
+    } else {
+      s->kind = CONV_KXK;
+      op->kernel = "conv_im2col";
+      bytes = spnn_conv_packed_bytes(&s->cs);
+      size_t scratch = spnn_conv_scratch_bytes(&s->cs);
+      if (!(s->packed = spnn_alloc(bytes)) || !(s->scratch = (float*)spnn_alloc(scratch)))
+        return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+      spnn_conv_pack(&s->cs, w->data, bias, s->packed);
+      bytes += scratch;
+    }
+  }
+  op->state_bytes = bytes;
+  op->run = run_conv;
+  return SPNN_OK;
+}
+
+/* ---- CONV_TRANSPOSE2D: scatter form, one output channel per task (scalar) ------------ */
+
+typedef struct deconv_state {
+  int32_t cin, h, w, cout, kh, kw, sh, sw, pt, pl, oh, ow;
+  const float* in;
+  const float* weight; /* [cin, cout, kh, kw] */
+  const float* bias;
+  float* out;
+  float lo, hi;
+} deconv_state;
+
+static void deconv_task(void* ctx, size_t c_begin, size_t c_end) {
+  const deconv_state* s = (const deconv_state*)ctx;
+  size_t plane = (size_t)s->oh * s->ow;
+  for (size_t co = c_begin; co < c_end; co++) {
+    float* out = s->out + co * plane;
+    float b = s->bias ? s->bias[co] : 0.0f;
+    for (size_t i = 0; i < plane; i++) out[i] = b;
+    for (int32_t ci = 0; ci < s->cin; ci++) {
+      const float* in = s->in + (size_t)ci * s->h * s->w;
+      const float* wk = s->weight + ((size_t)ci * s->cout + co) * s->kh * s->kw;
+      for (int32_t i = 0; i < s->kh; i++) {
+        for (int32_t y = 0; y < s->h; y++) {
+          int32_t oy = y * s->sh + i - s->pt;
+          if (oy < 0 || oy >= s->oh) continue;
+          for (int32_t j = 0; j < s->kw; j++) {
+            float wv = wk[i * s->kw + j];
+            for (int32_t x = 0; x < s->w; x++) {
+              int32_t ox = x * s->sw + j - s->pl;
+              if (ox >= 0 && ox < s->ow) out[(size_t)oy * s->ow + ox] += wv * in[(size_t)y * s->w + x];
+            }
+          }
+        }
+      }
+    }
+    for (size_t i = 0; i < plane; i++) {
+      float v = out[i];
+      v = v < s->lo ? s->lo : v;
+      out[i] = v > s->hi ? s->hi : v;
+    }
+  }
+}
+
+static void run_deconv(spnn_model* m, spnn_op* op) {
+  deconv_state* s = (deconv_state*)op->state;
+  spnn_parallel(m, op->macs, (size_t)s->cout, 1, deconv_task, s);
+}
+
+spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* w = spnn_in(m, op, 1);
+  spnn_tensor* y = spnn_out(m, op);
+  const spnn_attr* a = op->attr;
+  spnn_status st;
+  if ((st = spnn_expect_ndim(m, x, 4, "input"))) return st;
+  if ((st = spnn_expect_ndim(m, w, 4, "weight"))) return st;
+  if ((st = spnn_expect_constant(m, w, "weight"))) return st;
+  if (x->dims[0] != 1)
+    return spnn_fail(m, SPNN_ERROR_UNSUPPORTED, "batch %d (the engine runs batch 1)", x->dims[0]);
+  static const char* const names[] = {"stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
+                                      "pad_right"};
+  for (int i = 0; i < 6; i++)
+    if ((st = check_range(m, names[i], a[i].i, i < 2 ? 1 : 0))) return st;
+  float lo, hi;
+  if ((st = check_act(m, a[SPNN_CONV_TRANSPOSE2D_ACT].i, &lo, &hi))) return st;
+  if (w->dims[0] != x->dims[1])
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "input has %d channels, weight %s is for %d", x->dims[1],
+                     w->name, w->dims[0]);
+  int64_t oh = (int64_t)(x->dims[2] - 1) * a[0].i - a[2].i - a[4].i + w->dims[2];
+  int64_t ow = (int64_t)(x->dims[3] - 1) * a[1].i - a[3].i - a[5].i + w->dims[3];
+  if (oh < 1 || ow < 1) return spnn_fail(m, SPNN_ERROR_FORMAT, "padding leaves no output");
+  if (oh >= SPNN_MAX_ELEMENTS || ow >= SPNN_MAX_ELEMENTS)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "output too large");
+  int32_t want[4] = {1, w->dims[1], (int32_t)oh, (int32_t)ow};
+  if ((st = spnn_expect_dims(m, y, 4, want, "output"))) return st;
+  const float* bias;
+  if ((st = get_bias(m, op, w->dims[1], &bias))) return st;
+  if ((st = spnn_use_raw(m, x)) || (st = spnn_use_raw(m, w))) return st;
+  if (bias && (st = spnn_use_raw(m, spnn_in(m, op, 2)))) return st;
+  deconv_state* s;
+  if ((st = alloc_state(m, op, sizeof *s, (void**)&s))) return st;
+  op->free_state = free;
+  *s = (deconv_state){x->dims[1], x->dims[2], x->dims[3], w->dims[1], w->dims[2], w->dims[3],
+                      a[0].i, a[1].i, a[2].i, a[3].i, (int32_t)oh, (int32_t)ow,
+                      x->data, w->data, bias, y->data, lo, hi};
+  op->macs = (double)x->count * w->dims[1] * w->dims[2] * w->dims[3];
+  op->kernel = "deconv_scalar";
+  op->run = run_deconv;
+  return SPNN_OK;
+}
+
+/* ---- FULLY_CONNECTED: dense via the GEMV kernel, sparse by walking stored columns ----- */
+
+typedef struct fc_state {
+  uint32_t n, rows, cols;
+  const float* x;
+  const float* weight; /* dense [rows, cols] */
+  const float* bias;
+  float* y;
+  float lo, hi;
+  /* sparse: the decoded layout (see spnn_sparse), bias folded in separately */
+  uint32_t block, num_blocks;
+  uint32_t* counts;
+  uint32_t* columns;
+  float* values;
+} fc_state;
+
+static void free_fc(void* p) {
+  fc_state* s = (fc_state*)p;
+  spnn_dealloc(s->counts);
+  spnn_dealloc(s->columns);
+  spnn_dealloc(s->values);
+  free(s);
+}
+
+static void fc_dense_task(void* ctx, size_t b, size_t e) {
+  const fc_state* s = (const fc_state*)ctx;
+  for (uint32_t r = 0; r < s->n; r++)
+    spnn_f32_gemv(b, e, s->cols, s->weight, s->bias, s->x + (size_t)r * s->cols,
+                  s->y + (size_t)r * s->rows, s->lo, s->hi);
+}
+
+static void fc_sparse(const fc_state* s) {
+  for (uint32_t r = 0; r < s->n; r++) {
+    const float* x = s->x + (size_t)r * s->cols;
+    float* y = s->y + (size_t)r * s->rows;
+    size_t j = 0, v = 0;
+    uint32_t row = 0;
+    for (uint32_t k = 0; k < s->num_blocks; k++) {
+      uint32_t b = k < s->rows / s->block ? s->block : 1;
+      float acc[4] = {0, 0, 0, 0};
+      for (uint32_t i = 0; i < s->counts[k]; i++, j++) {
+        float xv = x[s->columns[j]];
+        for (uint32_t q = 0; q < b; q++) acc[q] += s->values[v++] * xv;
+      }
+      for (uint32_t q = 0; q < b; q++) {
+        float o = acc[q] + (s->bias ? s->bias[row + q] : 0.0f);
+        o = o < s->lo ? s->lo : o;
+        y[row + q] = o > s->hi ? s->hi : o;
+      }
+      row += b;
+    }
+  }
+}
+
+static void run_fc(spnn_model* m, spnn_op* op) {
+  fc_state* s = (fc_state*)op->state;
+  if (s->counts) fc_sparse(s);
+  else spnn_parallel(m, op->macs, s->rows, 4, fc_dense_task, s);
+}
+
+static spnn_status take_copy(spnn_model* m, void** out, const void* src, size_t bytes) {
+  *out = spnn_alloc(bytes);
+  if (!*out) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  memcpy(*out, src, bytes);
+  return SPNN_OK;
+}
+
+spnn_status spnn_prepare_fully_connected(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* w = spnn_in(m, op, 1);
+  spnn_tensor* y = spnn_out(m, op);
+  spnn_status st;
+  if ((st = spnn_expect_ndim(m, x, 2, "input"))) return st;
+  if ((st = spnn_expect_ndim(m, w, 2, "weight"))) return st;
+  if ((st = spnn_expect_constant(m, w, "weight"))) return st;
+  if (w->dims[1] != x->dims[1])
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "input has %d features, weight %s expects %d", x->dims[1],
+                     w->name, w->dims[1]);
+  int32_t want[2] = {x->dims[0], w->dims[0]};
+  if ((st = spnn_expect_dims(m, y, 2, want, "output"))) return st;
+  float lo, hi;
+  if ((st = check_act(m, op->attr[SPNN_FULLY_CONNECTED_ACT].i, &lo, &hi))) return st;
+  const float* bias;
+  if ((st = get_bias(m, op, w->dims[0], &bias))) return st;
+  if (bias && (st = spnn_use_raw(m, spnn_in(m, op, 2)))) return st;
+  if ((st = spnn_use_raw(m, x))) return st;
+  fc_state* s;
+  if ((st = alloc_state(m, op, sizeof *s, (void**)&s))) return st;
+  op->free_state = free_fc;
+  s->n = (uint32_t)x->dims[0];
+  s->rows = (uint32_t)w->dims[0];
+  s->cols = (uint32_t)w->dims[1];
+  s->x = x->data;
+  s->y = y->data;
+  s->bias = bias;
+  s->lo = lo;
+  s->hi = hi;
+  if (w->sparse) {
+    const spnn_sparse* sp = w->sparse;
+    s->block = sp->block;
+    s->num_blocks = sp->num_blocks;
+    if ((st = take_copy(m, (void**)&s->counts, sp->counts, 4 * (size_t)sp->num_blocks)) ||
+        (st = take_copy(m, (void**)&s->columns, sp->columns, 4 * (size_t)sp->num_steps)) ||
+        (st = take_copy(m, (void**)&s->values, sp->values, 4 * (size_t)sp->nnz)))
+      return st;
+    op->state_bytes = 4 * ((size_t)sp->num_blocks + sp->num_steps + sp->nnz);
+    op->macs = (double)s->n * sp->nnz;
+    op->kernel = "fc_sparse";
+  } else {
+    if ((st = spnn_use_raw(m, w))) return st;
+    s->weight = w->data;
+    op->macs = (double)s->n * s->rows * s->cols;
+    op->kernel = "gemv";
+  }
+  op->run = run_fc;
+  return SPNN_OK;
+}

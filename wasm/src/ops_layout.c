@@ -1,0 +1,406 @@
+/* Data movement: CONCAT, PAD, RESIZE_BILINEAR/NEAREST, DEPTH_TO_SPACE, RESHAPE, TRANSPOSE.
+ * Index tables are built at load; run time only copies and interpolates. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+
+#define MAX_PAD (1 << 16)
+
+static spnn_status new_state(spnn_model* m, spnn_op* op, size_t size, void** out) {
+  *out = calloc(1, size);
+  if (!*out) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  op->state = *out;
+  op->free_state = free;
+  return SPNN_OK;
+}
+
+/* ---- CONCAT ------------------------------------------------------------------------- */
+
+typedef struct concat_state {
+  size_t outer, out_chunk; /* floats per outer index in the output */
+  int n;
+  /* followed by n (pointer, chunk) pairs */
+  struct {
+    const float* data;
+    size_t chunk;
+  } parts[];
+} concat_state;
+
+static void run_concat(spnn_model* m, spnn_op* op) {
+  (void)m;
+  const concat_state* s = (const concat_state*)op->state;
+  float* out = spnn_out(m, op)->data;
+  for (size_t o = 0; o < s->outer; o++) {
+    for (int i = 0; i < s->n; i++) {
+      memcpy(out, s->parts[i].data + o * s->parts[i].chunk, s->parts[i].chunk * 4);
+      out += s->parts[i].chunk;
+    }
+  }
+}
+
+spnn_status spnn_prepare_concat(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x0 = spnn_in(m, op, 0);
+  spnn_tensor* y = spnn_out(m, op);
+  int32_t axis = op->attr[SPNN_CONCAT_AXIS].i;
+  if (axis < -x0->ndim || axis >= x0->ndim)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "axis %d of %d-D inputs", (int)axis, x0->ndim);
+  if (axis < 0) axis += x0->ndim;
+  int32_t want[SPNN_MAX_NDIM];
+  memcpy(want, x0->dims, sizeof want);
+  int64_t total = 0;
+  spnn_status st;
+  for (int i = 0; i < op->num_inputs; i++) {
+    spnn_tensor* t = spnn_in(m, op, i);
+    int same = t->ndim == x0->ndim;
+    for (int d = 0; same && d < t->ndim; d++) same = d == axis || t->dims[d] == x0->dims[d];
+    if (!same)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "input %s does not match %s outside axis %d", t->name,
+                       x0->name, (int)axis);
+    total += t->dims[axis];
+    if ((st = spnn_use_raw(m, t))) return st;
+  }
+  if (total >= SPNN_MAX_ELEMENTS) return spnn_fail(m, SPNN_ERROR_FORMAT, "output too large");
+  want[axis] = (int32_t)total;
+  if ((st = spnn_expect_dims(m, y, x0->ndim, want, "output"))) return st;
+  concat_state* s;
+  size_t size = sizeof *s + (size_t)op->num_inputs * sizeof s->parts[0];
+  if ((st = new_state(m, op, size, (void**)&s))) return st;
+  s->n = op->num_inputs;
+  s->outer = 1;
+  for (int d = 0; d < axis; d++) s->outer *= (size_t)x0->dims[d];
+  size_t inner = 1;
+  for (int d = axis + 1; d < x0->ndim; d++) inner *= (size_t)x0->dims[d];
+  for (int i = 0; i < s->n; i++) {
+    spnn_tensor* t = spnn_in(m, op, i);
+    s->parts[i].data = t->data;
+    s->parts[i].chunk = (size_t)t->dims[axis] * inner;
+  }
+  op->macs = (double)y->count;
+  op->kernel = "copy";
+  op->run = run_concat;
+  return SPNN_OK;
+}
+
+/* ---- PAD (up to 4-D; constant value) --------------------------------------------- */
+
+typedef struct pad_state {
+  int32_t in[4], out[4], begin[4];
+  float value;
+  const float* x;
+  float* y;
+} pad_state;
+
+static void run_pad(spnn_model* m, spnn_op* op) {
+  (void)m;
+  const pad_state* s = (const pad_state*)op->state;
+  size_t row = (size_t)s->out[3];
+  for (int32_t a = 0; a < s->out[0]; a++)
+    for (int32_t b = 0; b < s->out[1]; b++)
+      for (int32_t c = 0; c < s->out[2]; c++) {
+        float* out = s->y + (((size_t)a * s->out[1] + b) * s->out[2] + c) * row;
+        int32_t ia = a - s->begin[0], ib = b - s->begin[1], ic = c - s->begin[2];
+        int inside = ia >= 0 && ia < s->in[0] && ib >= 0 && ib < s->in[1] && ic >= 0 && ic < s->in[2];
+        if (!inside) {
+          for (size_t i = 0; i < row; i++) out[i] = s->value;
+          continue;
+        }
+        const float* in = s->x + (((size_t)ia * s->in[1] + ib) * s->in[2] + ic) * s->in[3];
+        size_t lead = (size_t)s->begin[3];
+        for (size_t i = 0; i < lead; i++) out[i] = s->value;
+        memcpy(out + lead, in, (size_t)s->in[3] * 4);
+        for (size_t i = lead + (size_t)s->in[3]; i < row; i++) out[i] = s->value;
+      }
+}
+
+spnn_status spnn_prepare_pad(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* y = spnn_out(m, op);
+  if (x->ndim < 1 || x->ndim > 4)
+    return spnn_fail(m, SPNN_ERROR_UNSUPPORTED, "PAD of a %d-D tensor (1 to 4 dimensions)", x->ndim);
+  pad_state* s;
+  spnn_status st;
+  int32_t want[4];
+  int lead = 4 - x->ndim; /* lower-rank tensors are padded as [1, ..., dims] */
+  for (int d = 0; d < x->ndim; d++) {
+    int32_t b = op->attr[2 * d].i, e = op->attr[2 * d + 1].i;
+    if (b < 0 || e < 0 || b > MAX_PAD || e > MAX_PAD)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "padding %d/%d of axis %d is negative or too large",
+                       (int)b, (int)e, d);
+    want[d] = x->dims[d] + b + e;
+  }
+  if ((st = spnn_expect_dims(m, y, x->ndim, want, "output"))) return st;
+  if ((st = spnn_use_raw(m, x))) return st;
+  if ((st = new_state(m, op, sizeof *s, (void**)&s))) return st;
+  for (int d = 0; d < 4; d++) {
+    int src = d - lead;
+    s->in[d] = src >= 0 ? x->dims[src] : 1;
+    s->out[d] = src >= 0 ? y->dims[src] : 1;
+    s->begin[d] = src >= 0 ? op->attr[2 * src].i : 0;
+  }
+  s->value = op->attr[SPNN_PAD_VALUE].f;
+  s->x = x->data;
+  s->y = y->data;
+  op->macs = (double)y->count;
+  op->kernel = "copy";
+  op->run = run_pad;
+  return SPNN_OK;
+}
+
+/* ---- RESIZE_BILINEAR / RESIZE_NEAREST (TFLite conventions) ------------------------ */
+
+typedef struct resize_state {
+  int32_t h, w, oh, ow;
+  int bilinear;
+  const float* x;
+  float* y;
+  /* tables: y0[oh], y1[oh], fy[oh], x0[ow], x1[ow], fx[ow] (nearest uses y0 and x0) */
+  int32_t *y0, *y1, *x0, *x1;
+  float *fy, *fx;
+} resize_state;
+
+static double source_scale(int32_t out, int32_t in, int align) {
+  return align && out > 1 ? (double)(in - 1) / (out - 1) : (double)in / out;
+}
+
+static void bilinear_taps(int32_t out, int32_t in, int align, int half, int32_t* lo, int32_t* hi,
+                          float* frac) {
+  double scale = source_scale(out, in, align);
+  for (int32_t i = 0; i < out; i++) {
+    double src = half ? (i + 0.5) * scale - 0.5 : i * scale;
+    double f = floor(src);
+    int32_t l = f < 0 ? 0 : (int32_t)f;
+    int32_t c = (int32_t)ceil(src);
+    lo[i] = l < in ? l : in - 1;
+    hi[i] = c < in - 1 ? (c < 0 ? 0 : c) : in - 1;
+    frac[i] = (float)(src - l); /* measured from the clamped low tap, as TFLite does */
+  }
+}
+
+static void nearest_taps(int32_t out, int32_t in, int align, int half, int32_t* idx) {
+  double scale = source_scale(out, in, align);
+  for (int32_t i = 0; i < out; i++) {
+    double src = (i + (half ? 0.5 : 0.0)) * scale;
+    double f = align ? floor(src + 0.5) : floor(src);
+    int32_t v = f > in - 1 ? in - 1 : (int32_t)f;
+    idx[i] = v < 0 ? 0 : v;
+  }
+}
+
+static void resize_task(void* ctx, size_t p_begin, size_t p_end) {
+  const resize_state* s = (const resize_state*)ctx;
+  for (size_t p = p_begin; p < p_end; p++) {
+    const float* in = s->x + p * (size_t)s->h * s->w;
+    float* out = s->y + p * (size_t)s->oh * s->ow;
+    for (int32_t oy = 0; oy < s->oh; oy++) {
+      float* o = out + (size_t)oy * s->ow;
+      if (!s->bilinear) {
+        const float* r = in + (size_t)s->y0[oy] * s->w;
+        for (int32_t ox = 0; ox < s->ow; ox++) o[ox] = r[s->x0[ox]];
+        continue;
+      }
+      const float* r0 = in + (size_t)s->y0[oy] * s->w;
+      const float* r1 = in + (size_t)s->y1[oy] * s->w;
+      float fy = s->fy[oy];
+      for (int32_t ox = 0; ox < s->ow; ox++) {
+        float fx = s->fx[ox];
+        float top = r0[s->x0[ox]] * (1 - fx) + r0[s->x1[ox]] * fx;
+        float bot = r1[s->x0[ox]] * (1 - fx) + r1[s->x1[ox]] * fx;
+        o[ox] = top * (1 - fy) + bot * fy;
+      }
+    }
+  }
+}
+
+static void run_resize(spnn_model* m, spnn_op* op) {
+  const spnn_tensor* y = spnn_out(m, op);
+  spnn_parallel(m, op->macs, (size_t)y->dims[0] * y->dims[1], 1, resize_task, op->state);
+}
+
+static void free_resize(void* p) {
+  resize_state* s = (resize_state*)p;
+  free(s->y0);
+  free(s);
+}
+
+spnn_status spnn_prepare_resize(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* y = spnn_out(m, op);
+  spnn_status st;
+  if ((st = spnn_expect_ndim(m, x, 4, "input")) || (st = spnn_expect_ndim(m, y, 4, "output")))
+    return st;
+  if (y->dims[0] != x->dims[0] || y->dims[1] != x->dims[1])
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "output %s changes batch or channels", y->name);
+  int align = op->attr[0].i, half = op->attr[1].i;
+  if ((align != 0 && align != 1) || (half != 0 && half != 1))
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "align_corners %d / half_pixel_centers %d", align, half);
+  if ((st = spnn_use_raw(m, x))) return st;
+  resize_state* s = (resize_state*)calloc(1, sizeof *s);
+  if (!s) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  op->state = s;
+  op->free_state = free_resize;
+  s->h = x->dims[2];
+  s->w = x->dims[3];
+  s->oh = y->dims[2];
+  s->ow = y->dims[3];
+  s->bilinear = op->code == SPNN_OP_RESIZE_BILINEAR;
+  s->x = x->data;
+  s->y = y->data;
+  size_t n = (size_t)s->oh + s->ow;
+  /* one block: y0 y1 x0 x1 (int32) then fy fx (float), each table sized by its axis */
+  uint8_t* block = (uint8_t*)malloc(n * 2 * 4 + n * 4);
+  if (!block) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  s->y0 = (int32_t*)block;
+  s->y1 = s->y0 + s->oh;
+  s->x0 = s->y1 + s->oh;
+  s->x1 = s->x0 + s->ow;
+  s->fy = (float*)(s->x1 + s->ow);
+  s->fx = s->fy + s->oh;
+  if (s->bilinear) {
+    bilinear_taps(s->oh, s->h, align, half, s->y0, s->y1, s->fy);
+    bilinear_taps(s->ow, s->w, align, half, s->x0, s->x1, s->fx);
+  } else {
+    nearest_taps(s->oh, s->h, align, half, s->y0);
+    nearest_taps(s->ow, s->w, align, half, s->x0);
+  }
+  op->state_bytes = n * 12;
+  op->macs = (double)y->count * (s->bilinear ? 6 : 1);
+  op->kernel = s->bilinear ? "bilinear" : "nearest";
+  op->run = run_resize;
+  return SPNN_OK;
+}
+
+/* ---- DEPTH_TO_SPACE --------------------------------------------------------------- */
+
+typedef struct d2s_state {
+  int32_t n, c_out, h, w, block, crd;
+  const float* x;
+  float* y;
+} d2s_state;
+
+static void run_d2s(spnn_model* m, spnn_op* op) {
+  (void)m;
+  const d2s_state* s = (const d2s_state*)op->state;
+  int32_t b = s->block, ow = s->w * b;
+  size_t plane = (size_t)s->h * s->w, c_in = (size_t)s->c_out * b * b;
+  for (int32_t n = 0; n < s->n; n++)
+    for (int32_t c = 0; c < s->c_out; c++)
+      for (int32_t i = 0; i < b; i++)
+        for (int32_t j = 0; j < b; j++) {
+          size_t src_c = s->crd ? (size_t)c * b * b + (size_t)i * b + j
+                                : ((size_t)i * b + j) * s->c_out + c;
+          const float* in = s->x + ((size_t)n * c_in + src_c) * plane;
+          float* out = s->y + ((size_t)n * s->c_out + c) * plane * b * b;
+          for (int32_t y = 0; y < s->h; y++)
+            for (int32_t x = 0; x < s->w; x++)
+              out[(size_t)(y * b + i) * ow + x * b + j] = in[(size_t)y * s->w + x];
+        }
+}
+
+spnn_status spnn_prepare_depth_to_space(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* y = spnn_out(m, op);
+  int32_t b = op->attr[SPNN_DEPTH_TO_SPACE_BLOCK].i, mode = op->attr[SPNN_DEPTH_TO_SPACE_MODE].i;
+  spnn_status st;
+  if ((st = spnn_expect_ndim(m, x, 4, "input"))) return st;
+  if (b < 1 || b > 4096 || x->dims[1] % (b * b))
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "block %d does not divide %d channels into squares",
+                     (int)b, x->dims[1]);
+  if (mode != SPNN_D2S_DCR && mode != SPNN_D2S_CRD)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "unknown mode %d", (int)mode);
+  int32_t want[4] = {x->dims[0], x->dims[1] / (b * b), x->dims[2] * b, x->dims[3] * b};
+  if ((st = spnn_expect_dims(m, y, 4, want, "output"))) return st;
+  if ((st = spnn_use_raw(m, x))) return st;
+  d2s_state* s;
+  if ((st = new_state(m, op, sizeof *s, (void**)&s))) return st;
+  *s = (d2s_state){x->dims[0], want[1], x->dims[2], x->dims[3], b, mode == SPNN_D2S_CRD, x->data, y->data};
+  op->macs = (double)y->count;
+  op->kernel = "copy";
+  op->run = run_d2s;
+  return SPNN_OK;
+}
+
+/* ---- RESHAPE: the same bytes; a copy unless the plan placed both at one offset ------- */
+
+static void run_reshape(spnn_model* m, spnn_op* op) {
+  const spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* y = spnn_out(m, op);
+  if (x->data != y->data) memmove(y->data, x->data, (size_t)y->count * 4);
+}
+
+spnn_status spnn_prepare_reshape(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* y = spnn_out(m, op);
+  if (x->count != y->count)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "%s has %u elements, output %s has %u", x->name,
+                     x->count, y->name, y->count);
+  spnn_status st;
+  if ((st = spnn_use_raw(m, x))) return st;
+  op->macs = (double)y->count;
+  op->kernel = x->data == y->data ? "alias" : "copy";
+  op->run = run_reshape;
+  return SPNN_OK;
+}
+
+/* ---- TRANSPOSE -------------------------------------------------------------------- */
+
+typedef struct transpose_state {
+  int ndim;
+  int32_t out_dims[SPNN_MAX_NDIM];
+  size_t in_stride[SPNN_MAX_NDIM]; /* input stride of each output axis */
+  const float* x;
+  float* y;
+  size_t count;
+} transpose_state;
+
+static void run_transpose(spnn_model* m, spnn_op* op) {
+  (void)m;
+  const transpose_state* s = (const transpose_state*)op->state;
+  int32_t idx[SPNN_MAX_NDIM] = {0};
+  size_t src = 0;
+  for (size_t i = 0; i < s->count; i++) {
+    s->y[i] = s->x[src];
+    for (int d = s->ndim - 1; d >= 0; d--) {
+      src += s->in_stride[d];
+      if (++idx[d] < s->out_dims[d]) break;
+      src -= s->in_stride[d] * (size_t)s->out_dims[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+spnn_status spnn_prepare_transpose(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* y = spnn_out(m, op);
+  int seen[SPNN_MAX_NDIM] = {0};
+  int32_t want[SPNN_MAX_NDIM];
+  size_t stride[SPNN_MAX_NDIM], acc = 1;
+  for (int d = x->ndim - 1; d >= 0; d--) {
+    stride[d] = acc;
+    acc *= (size_t)x->dims[d];
+  }
+  transpose_state* s;
+  spnn_status st;
+  for (int d = 0; d < x->ndim; d++) {
+    int32_t p = op->attr[d].i;
+    if (p < 0 || p >= x->ndim || seen[p]++)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "perm is not a permutation of %d axes", x->ndim);
+    want[d] = x->dims[p];
+  }
+  if ((st = spnn_expect_dims(m, y, x->ndim, want, "output"))) return st;
+  if ((st = spnn_use_raw(m, x))) return st;
+  if ((st = new_state(m, op, sizeof *s, (void**)&s))) return st;
+  s->ndim = x->ndim;
+  for (int d = 0; d < x->ndim; d++) {
+    s->out_dims[d] = want[d];
+    s->in_stride[d] = stride[op->attr[d].i];
+  }
+  s->x = x->data;
+  s->y = y->data;
+  s->count = y->count;
+  op->macs = (double)y->count;
+  op->kernel = "transpose_scalar";
+  op->run = run_transpose;
+  return SPNN_OK;
+}

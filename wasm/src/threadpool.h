@@ -1,0 +1,28 @@
+/* A fixed pool of worker threads created at load: `size - 1` workers plus the caller.
+ *
+ * Work is split statically into contiguous chunks, one per thread, so which thread
+ * computes an element never changes its arithmetic: outputs are bit-identical whatever the
+ * thread count. Without SPNN_THREADS (single-thread builds) there are no workers and no
+ * pthreads; every job runs on the caller.
+ */
+#ifndef PYSPARSE_THREADPOOL_H
+#define PYSPARSE_THREADPOOL_H
+
+#include <stddef.h>
+
+typedef void (*spnn_task_fn)(void* ctx, size_t begin, size_t end);
+typedef struct spnn_threadpool spnn_threadpool;
+
+/* A pool of `size` threads in all (size - 1 workers); NULL if threads cannot be made. */
+spnn_threadpool* spnn_threadpool_create(int size);
+void spnn_threadpool_destroy(spnn_threadpool* pool);
+
+/* Runs fn over [0, n) in `threads` chunks (threads <= the pool's size), chunk boundaries
+ * multiples of `align`; returns when all chunks are done. */
+void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t align,
+                         spnn_task_fn fn, void* ctx);
+
+/* Lets idle workers sleep instead of spinning (called at the end of a run). */
+void spnn_threadpool_rest(spnn_threadpool* pool);
+
+#endif

@@ -1,0 +1,48 @@
+// Runs a .spnn model on a real wasm build through the JS runtime (web/pysparse.mjs), for
+// tests and timing.
+//
+//   node wasm/tests/run_model.mjs VARIANT MODEL.spnn MAX_THREADS IN.bin OUT_PREFIX [REPEAT]
+//
+// IN.bin holds the float32 inputs concatenated in input order. For each thread count
+// 1..MAX_THREADS the outputs (concatenated) go to OUT_PREFIX.t<threads>.bin. With REPEAT > 1
+// the runs of the thread counts are interleaved and the medians printed as JSON:
+// {"variant", "build", "ms": {"1": median, "2": ...}, "runs"}.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { load } from '../../web/pysparse.mjs';
+
+const [variant, modelPath, maxThreadsArg, inPath, outPrefix, repeatArg = '1'] = process.argv.slice(2);
+const maxThreads = Number(maxThreadsArg);
+const repeat = Number(repeatArg);
+
+const model = await load(readFileSync(modelPath), { variant, threads: maxThreads });
+const input = readFileSync(inPath);
+const floats = new Float32Array(input.buffer, input.byteOffset, input.byteLength / 4);
+const named = {};
+let pos = 0;
+for (const spec of model.inputs) {
+  const n = spec.shape.reduce((a, b) => a * b, 1);
+  named[spec.name] = floats.slice(pos, pos + n);
+  pos += n;
+}
+
+const times = {};
+for (let t = 1; t <= maxThreads; t++) times[t] = [];
+for (let r = 0; r < repeat; r++) {
+  for (let t = 1; t <= maxThreads; t++) {
+    model.setThreads(t);
+    const t0 = performance.now();
+    const out = model.run(named);
+    times[t].push(performance.now() - t0);
+    if (r === 0) {
+      const parts = model.outputs.map((spec) => Buffer.from(out[spec.name].data.buffer));
+      writeFileSync(`${outPrefix}.t${t}.bin`, Buffer.concat(parts));
+    }
+  }
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const ms = {};
+// the first run of each count warms up; leave it out of the medians when there are more
+for (const t of Object.keys(times)) ms[t] = median(times[t].length > 2 ? times[t].slice(1) : times[t]);
+console.log(JSON.stringify({ variant, build: model.info?.buildVariant ?? null, ms, runs: repeat }));
+model.dispose();
+process.exit(0);
