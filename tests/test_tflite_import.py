@@ -323,3 +323,46 @@ def test_load_model_dispatches_by_content(tmp_path):
     p.write_bytes(model)
     g = load_model(p)
     assert [op.type for op in g.ops] == ["CONV2D"] and g.metadata["name"] == "conv"
+
+
+def test_corrupted_models_raise_typed_errors():
+    """Random bytes changed in the flatbuffer's tables (not the weights): the importer
+    returns a graph or raises a pysparse error, never anything else."""
+    from pysparse.errors import PysparseError
+    data = assets.model_path("hand_landmark_lite.tflite").read_bytes()
+    rng = np.random.default_rng(0)
+    n = len(data)
+    outcomes = {"graph": 0, "error": 0}
+    for _ in range(60):
+        d = bytearray(data)
+        for _ in range(4):
+            pos = int(rng.integers(0, 4096)) if rng.random() < 0.5 else int(rng.integers(n - 65536, n))
+            d[pos] = int(rng.integers(0, 256))
+        try:
+            load_tflite(bytes(d))
+            outcomes["graph"] += 1
+        except PysparseError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 0
+
+
+# -- model metadata --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["hand_landmark_full", "hand_landmark_lite", "palm_detection_full", "palm_detection_lite"])
+def test_model_info_agrees_with_the_model(name):
+    from pysparse import modelinfo
+    g = load_tflite(assets.model_path(name + ".tflite"))
+    info = modelinfo.info_for(g)
+    assert info == modelinfo.info_for(f"/somewhere/{name}.tflite") == modelinfo.info_for(name + "_sparse80.spnn")
+    assert info["name"] == name and info["input"]["layout"] == "NCHW" and info["input"]["range"] == [0.0, 1.0]
+    assert tuple(info["input"]["shape"]) == g.tensors[g.inputs[0]].shape and info["input"]["name"] == g.inputs[0]
+    assert [(o["name"], tuple(o["shape"])) for o in info["outputs"]] == [(o, g.tensors[o].shape) for o in g.outputs]
+    if name.startswith("hand"):
+        lm = info["landmarks"]
+        assert len(lm["names"]) == 21 and lm["names"][0] == "WRIST" and lm["names"][20] == "PINKY_TIP"
+        assert len(lm["connections"]) == 21 and all(0 <= i < 21 and 0 <= j < 21 for i, j in lm["connections"])
+
+
+def test_model_info_unknown():
+    from pysparse import modelinfo
+    assert modelinfo.info_for("mobilenet_v2.onnx") == {}

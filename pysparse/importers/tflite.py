@@ -30,9 +30,9 @@ import tflite
 from tflite.utils import BUILTIN_OPCODE2NAME
 
 from .. import opset
-from ..errors import ModelFormatError, UnsupportedOpError
+from ..errors import ModelFormatError, PysparseError, UnsupportedOpError
 from ..ir import Graph
-from ..reference import same_padding
+from ..reference import conv_output_size, same_padding
 from .tflite_sparse import densify, read_sparsity
 
 TFLITE_MAGIC = b"TFL3"
@@ -70,7 +70,6 @@ def load_tflite(path_or_bytes) -> Graph:
         name, data = "model.tflite", bytes(path_or_bytes)
     graph = _Importer(data).run()
     graph.metadata.setdefault("name", os.path.splitext(name)[0])
-    graph.validate()
     return graph
 
 
@@ -256,6 +255,16 @@ class _Importer:
 
     # -- the translation ------------------------------------------------------------------
     def run(self) -> Graph:
+        try:
+            graph = self._run()
+            graph.validate()
+            return graph
+        except PysparseError:
+            raise
+        except Exception as e:  # a corrupt flatbuffer fails in many ways deep inside readers
+            raise ModelFormatError(f"malformed TFLite model ({type(e).__name__}: {e})") from e
+
+    def _run(self) -> Graph:
         sg = self.sg
         try:
             inputs = [int(sg.Inputs(k)) for k in range(sg.InputsLength())]
@@ -332,9 +341,14 @@ def _densify(imp, op, opname, ins, outs, node):
     _fold_constant(imp, v, outs[0])
 
 
-def _conv_pads(imp, o, x_shape, kh, kw, node, dh=1, dw=1):
+def _conv_pads(imp, o, x_shape, kh, kw, node, dh=1, dw=1, out_index=None):
+    """Explicit pads and strides of a TFLite convolution or pool; checks the output size."""
+    if len(x_shape) != 4:
+        raise ModelFormatError(f"{node!r}: input is not 4-D")
     h, w = x_shape[1], x_shape[2]  # NHWC
     sh, sw = o.StrideH(), o.StrideW()
+    if min(sh, sw, dh, dw, kh, kw) < 1:
+        raise ModelFormatError(f"{node!r}: stride, dilation and kernel size must be at least 1")
     if o.Padding() == tflite.Padding.SAME:
         top, bottom = same_padding(h, kh, sh, dh)
         left, right = same_padding(w, kw, sw, dw)
@@ -342,6 +356,11 @@ def _conv_pads(imp, o, x_shape, kh, kw, node, dh=1, dw=1):
         top = bottom = left = right = 0
     else:
         raise UnsupportedOpError("padding", node, f"mode {o.Padding()}")
+    if out_index is not None:
+        got = imp.shape(out_index)[1:3]
+        want = (conv_output_size(h, kh, sh, dh, top, bottom), conv_output_size(w, kw, sw, dw, left, right))
+        if tuple(got) != want:
+            raise ModelFormatError(f"{node!r}: output is {tuple(got)} pixels, the op computes {want}")
     return dict(stride_h=sh, stride_w=sw, pad_top=top, pad_left=left, pad_bottom=bottom, pad_right=right)
 
 
@@ -357,6 +376,11 @@ def _weight(imp, array, base) -> str:
     return imp.g.add_constant(imp.g.unique_name(base), np.ascontiguousarray(array, dtype=np.float32))
 
 
+def _check_channels(imp, out_index, channels, node):
+    if imp.shape(out_index)[-1] != channels:
+        raise ModelFormatError(f"{node!r}: output has {imp.shape(out_index)[-1]} channels, weights give {channels}")
+
+
 def _conv2d(imp, op, opname, ins, outs, node):
     o = imp.options(op, opname)
     w = imp.need_const(ins[1], opname, node, "filter")  # [Cout, KH, KW, Cin/groups]
@@ -365,8 +389,9 @@ def _conv2d(imp, op, opname, ins, outs, node):
     if xs[3] % cin_g:
         raise UnsupportedOpError(opname, node, f"{xs[3]} input channels, filter has {cin_g}")
     dh, dw = o.DilationHFactor(), o.DilationWFactor()
-    attrs = _conv_pads(imp, o, xs, kh, kw, node, dh, dw)
+    attrs = _conv_pads(imp, o, xs, kh, kw, node, dh, dw, outs[0])
     attrs.update(dilation_h=dh, dilation_w=dw, groups=xs[3] // cin_g)
+    _check_channels(imp, outs[0], cout, node)
     wt = _weight(imp, w.transpose(0, 3, 1, 2), imp.tname(ins[1]))
     imp.finish_with_act("CONV2D", [imp.value(ins[0]), wt, _bias(imp, ins, 2, opname, node)], outs[0], node,
                         o.FusedActivationFunction(), **attrs)
@@ -380,8 +405,9 @@ def _depthwise(imp, op, opname, ins, outs, node):
     if cout % xs[3]:
         raise UnsupportedOpError(opname, node, f"{cout} outputs for {xs[3]} input channels")
     dh, dw = o.DilationHFactor(), o.DilationWFactor()
-    attrs = _conv_pads(imp, o, xs, kh, kw, node, dh, dw)
+    attrs = _conv_pads(imp, o, xs, kh, kw, node, dh, dw, outs[0])
     attrs.update(dilation_h=dh, dilation_w=dw, groups=xs[3])
+    _check_channels(imp, outs[0], cout, node)
     wt = _weight(imp, w.transpose(3, 0, 1, 2), imp.tname(ins[1]))
     imp.finish_with_act("CONV2D", [imp.value(ins[0]), wt, _bias(imp, ins, 2, opname, node)], outs[0], node,
                         o.FusedActivationFunction(), **attrs)
@@ -479,7 +505,7 @@ def _pool(ir_type):
     def handler(imp, op, opname, ins, outs, node):
         o = imp.options(op, opname)
         kh, kw = o.FilterHeight(), o.FilterWidth()
-        attrs = _conv_pads(imp, o, imp.shape(ins[0]), kh, kw, node)
+        attrs = _conv_pads(imp, o, imp.shape(ins[0]), kh, kw, node, out_index=outs[0])
         if ir_type == "AVG_POOL2D":
             attrs["count_include_pad"] = 0  # TFLite divides by the in-bounds count
         imp.finish_with_act(ir_type, [imp.value(ins[0])], outs[0], node, o.FusedActivationFunction(),
