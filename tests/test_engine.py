@@ -1,0 +1,301 @@
+"""The native engine against the numpy reference, op by op, and its loader against
+truncated and corrupted files (natively and under ASan+UBSan: no sanitizer report)."""
+from __future__ import annotations
+
+import struct
+import subprocess
+import zlib
+
+import numpy as np
+import pytest
+
+from pysparse import reference
+from pysparse.format import spec
+from pysparse.format.sparse import quantize
+from pysparse.pack import pack
+
+import engine_graphs as eg
+from engine_native import ASAN_TOOL, EngineError, NativeModel, load_status
+
+OP_GRAPHS = eg.op_graphs()
+
+
+def close(out: np.ndarray, ref: np.ndarray, rel: float = 1e-4) -> bool:
+    scale = max(float(np.ptp(ref)), float(np.abs(ref).max()), 1e-6)
+    return float(np.abs(out - ref).max()) <= rel * scale
+
+
+def run_both_thread_counts(data: bytes, inputs: list) -> list:
+    with NativeModel(data, threads=2) as m:
+        m.set_threads(1)
+        one = m.run(inputs)
+        m.set_threads(2)
+        two = m.run(inputs)
+    for a, b in zip(one, two):
+        assert np.array_equal(a, b, equal_nan=True), "outputs differ between 1 and 2 threads"
+    return one
+
+
+@pytest.mark.parametrize("name", sorted(OP_GRAPHS))
+@pytest.mark.parametrize("sparse", [None, True])
+def test_op_matches_reference(name, sparse):
+    g = OP_GRAPHS[name]
+    data = pack(g, sparse=sparse)
+    xs = eg.random_inputs(g)
+    with NativeModel(data, 1) as m:
+        order = m.input_names
+    outs = run_both_thread_counts(data, [xs[n] for n in order])
+    ref = reference.run(g, xs)
+    for n, o in zip(g.outputs, outs):
+        assert o.shape == ref[n].shape
+        assert close(o, ref[n]), f"{name}: max error {np.abs(o - ref[n]).max()}"
+
+
+@pytest.mark.parametrize("name,kernel", [("conv_1x1_sparse", "spmm"), ("fc_sparse", "fc_sparse"),
+                                         ("conv_1x1_dense", "gemm"), ("dwconv_3x3_s1", "dwconv_3x3s1"),
+                                         ("conv_3x3_s2_first", "conv_im2col")])
+def test_kernel_choice(name, kernel):
+    data = pack(OP_GRAPHS[name], sparse=kernel in ("spmm", "fc_sparse"))
+    with NativeModel(data, 1) as m:
+        m.set_profiling(True)
+        m.run([np.zeros(s, np.float32) for s in m.input_shapes])
+        kernels = [p["kernel"] for p in m.profile()]
+    assert any(k.startswith(kernel) for k in kernels), kernels
+
+
+@pytest.mark.parametrize("weights", ["fp16", "int8"])
+@pytest.mark.parametrize("name", ["conv_1x1_dense", "conv_5x3_pad", "fc_dense", "dwconv_5x5_s1"])
+def test_reduced_precision_weights(name, weights):
+    """fp16/int8 weights decode exactly as the format says: compare with the reference run
+    on weights rounded the same way."""
+    import copy
+    g = OP_GRAPHS[name]
+    data = pack(g, weights=weights)
+    q = copy.deepcopy(g)
+    wname = g.ops[0].inputs[1]
+    w = q.tensors[wname].data
+    code = spec.VALUE_CODES["f16" if weights == "fp16" else "i8"]
+    q.tensors[wname].data = quantize(w.reshape(w.shape[0], -1), code).reshape(w.shape)
+    xs = eg.random_inputs(g)
+    outs = run_both_thread_counts(data, [xs[n] for n in g.inputs])
+    ref = reference.run(q, xs)
+    assert close(outs[0], ref[g.outputs[0]])
+
+
+def test_api_facts():
+    g = OP_GRAPHS["conv_1x1_sparse"]
+    data = pack(g, sparse=True, metadata={"name": "tiny"})
+    with NativeModel(data, 2) as m:
+        assert m.input_names == ["x0"] and m.output_names == ["y"]
+        assert m.input_shapes == [(1, 64, 7, 13)] and m.output_shapes == [(1, 37, 7, 13)]
+        assert m.metadata["name"] == "tiny"
+        assert m.arena_bytes >= 4 * (64 + 37) * 7 * 13
+        assert m.weight_bytes > 0
+        with pytest.raises(EngineError) as e:
+            m.set_threads(3)
+        assert e.value.status == "ARGUMENT" and "1..2" in e.value.message
+        m.set_profiling(True)
+        m.run([np.ones((1, 64, 7, 13), np.float32)])
+        prof = m.profile()
+        assert [p["op"] for p in prof] == ["CONV2D"] and prof[0]["us"] >= 0
+
+
+# ---- corrupted files ----------------------------------------------------------------------
+
+def layout(data: bytes) -> dict:
+    """Offsets of the parts of a .spnn file that the corruption cases edit."""
+    count = struct.unpack_from("<I", data, 16)[0]
+    secs = {}
+    for i in range(count):
+        t, off, ln, _ = struct.unpack_from("<IIII", data, 32 + 16 * i)
+        secs[t] = (off, ln, 32 + 16 * i)
+    g = secs[spec.SECTION_GRAPH][0]
+    nt, nops, ni, no, _ = struct.unpack_from("<5I", data, g)
+    ops, pos = [], g + 32 + 40 * nt + 4 * ni + 4 * no
+    for _ in range(nops):
+        code, na, nin, nout = struct.unpack_from("<HHBB", data, pos)
+        ops.append((pos, code, nin, nout, na))
+        pos += 12 + 4 * (nin + nout + na)
+    return {"sections": secs, "graph": g, "tensors": g + 32, "num_tensors": nt, "ops": ops,
+            "io": g + 32 + 40 * nt, "weights": secs[spec.SECTION_WEIGHTS][0]}
+
+
+def refresh_crcs(buf: bytearray) -> bytearray:
+    """Makes the CRCs right again, so a case reaches the check it is about."""
+    count = struct.unpack_from("<I", buf, 16)[0]
+    for i in range(count):
+        e = 32 + 16 * i
+        _, off, ln, _ = struct.unpack_from("<IIII", buf, e)
+        if off + ln <= len(buf):
+            struct.pack_into("<I", buf, e + 12, zlib.crc32(bytes(buf[off:off + ln])))
+    struct.pack_into("<I", buf, 20, zlib.crc32(bytes(buf[:20]) + bytes(buf[32:32 + 16 * min(count, 64)])))
+    return buf
+
+
+def edit(data: bytes, fn, crc: bool = True) -> bytes:
+    buf = bytearray(data)
+    fn(buf, layout(data))
+    return bytes(refresh_crcs(buf) if crc else buf)
+
+
+def put(fmt, where, *values):
+    return lambda b, L: struct.pack_into(fmt, b, where(L), *values)
+
+
+@pytest.fixture(scope="module")
+def base() -> bytes:
+    """A valid file with a sparse 1x1 conv, a dense conv, a binary op and a pool."""
+    g = eg._single("CONV2D", [(1, 16, 6, 6)], (1, 8, 6, 6),
+                   [eg._w(np.random.default_rng(3), 8, 16, 1, 1, zero=0.7), np.ones(8)])
+    return pack(g, sparse=True)
+
+
+def sparse_weight(L, data):
+    """Byte offset of the sparse weight's descriptor."""
+    w = L["weights"]
+    n = struct.unpack_from("<I", data, w)[0]
+    for i in range(n):
+        if data[w + 16 + 32 * i] == spec.ENCODING_SPARSE:
+            return w + 16 + 32 * i
+    raise AssertionError("no sparse weight")
+
+
+def corruption_cases(data: bytes) -> dict[str, tuple[bytes, str, str]]:
+    """name -> (bytes, expected status, expected words in the message)."""
+    L = layout(data)
+    sw = sparse_weight(L, data)
+    blob = L["weights"] + struct.unpack_from("<I", data, sw + 20)[0]
+    conv_op = L["ops"][0][0]
+    x_rec = L["tensors"] + 40 * struct.unpack_from("<I", data, conv_op + 12)[0]
+    y_rec = L["tensors"] + 40 * struct.unpack_from("<I", data, conv_op + 12 + 4 * L["ops"][0][2])[0]
+    c = {
+        "empty": (b"", "FORMAT", "shorter than the 32-byte header"),
+        "bad_magic": (b"XPNN" + data[4:], "FORMAT", "magic"),
+        "version_2": (edit(data, put("<H", lambda L: 4, 2), crc=False), "FORMAT", "version 2"),
+        "flags": (edit(data, put("<I", lambda L: 12, 1)), "FORMAT", "flags"),
+        "no_sections": (edit(data, put("<I", lambda L: 16, 0)), "FORMAT", "section count"),
+        "too_many_sections": (edit(data, put("<I", lambda L: 16, 65)), "FORMAT", "section count"),
+        "file_size": (edit(data, put("<Q", lambda L: 24, len(data) + 16)), "FORMAT", "truncated"),
+        "header_crc": (edit(data, put("<I", lambda L: 20, 12345), crc=False), "FORMAT", "header CRC"),
+        "section_crc": (edit(data, lambda b, L: b.__setitem__(L["graph"] + 40, b[L["graph"] + 40] ^ 1), crc=False),
+                        "FORMAT", "section GRAPH CRC"),
+        "unknown_section": (edit(data, put("<I", lambda L: L["sections"][4][2], 9)), "FORMAT", "unknown type 9"),
+        "duplicate_section": (edit(data, put("<I", lambda L: L["sections"][4][2], 1)), "FORMAT", "twice"),
+        "misaligned_section": (edit(data, put("<I", lambda L: L["sections"][4][2] + 4, L["sections"][4][0] + 4)),
+                               "FORMAT", "misaligned or outside"),
+        "section_past_end": (edit(data, put("<I", lambda L: L["sections"][4][2] + 8, 1 << 30)), "FORMAT",
+                             "outside the file"),
+        "overlapping_sections": (edit(data, put("<I", lambda L: L["sections"][4][2] + 4, L["sections"][3][0])),
+                                 "FORMAT", "overlap"),
+        "tensor_name": (edit(data, put("<I", lambda L: L["tensors"] + 28, 1 << 20)), "FORMAT", "not a string"),
+        "tensor_ndim": (edit(data, put("<B", lambda L: x_rec + 2, 7)), "FORMAT", "ndim 7"),
+        "tensor_dim_zero": (edit(data, put("<I", lambda L: x_rec + 8, 0)), "FORMAT", "dim 1 is 0"),
+        "tensor_huge": (edit(data, put("<4I", lambda L: x_rec + 4, 1 << 10, 1 << 10, 1 << 10, 1)), "FORMAT",
+                        "2^28"),
+        "tensor_kind": (edit(data, put("<B", lambda L: x_rec, 5)), "FORMAT", "unknown kind 5"),
+        "tensor_dtype": (edit(data, put("<B", lambda L: x_rec + 1, 1)), "FORMAT", "dtype"),
+        "arena_outside": (edit(data, put("<I", lambda L: y_rec + 36, 1 << 24)), "FORMAT", "outside the"),
+        "arena_misaligned": (edit(data, put("<I", lambda L: y_rec + 36, 4)), "FORMAT", "misaligned"),
+        "arena_too_small": (edit(data, put("<I", lambda L: L["graph"] + 16, 64)), "FORMAT", "arena"),
+        "output_over_input": (edit(data, lambda b, L: struct.pack_into("<I", b, y_rec + 36,
+                                                                       struct.unpack_from("<I", b, x_rec + 36)[0])),
+                              "FORMAT", "while it is live"),
+        "op_code": (edit(data, put("<H", lambda L: conv_op, 99)), "UNSUPPORTED", "op code 99"),
+        "op_attrs": (edit(data, put("<H", lambda L: conv_op + 2, 9)), "FORMAT", "after its last op"),
+        "op_input_id": (edit(data, put("<I", lambda L: conv_op + 12, 1000)), "FORMAT", "input 0 is tensor 1000"),
+        "op_absent_required": (edit(data, put("<I", lambda L: conv_op + 16, 0xFFFFFFFF)), "FORMAT",
+                               "required input 1 is absent"),
+        "op_reads_unwritten": (edit(data, put("<I", lambda L: conv_op + 12,
+                                              struct.unpack_from("<I", data, conv_op + 24)[0])),
+                               "FORMAT", "before it is written"),
+        "op_stride_zero": (edit(data, put("<i", lambda L: conv_op + 12 + 4 * 4, 0)), "FORMAT", "stride_h"),
+        "op_act": (edit(data, put("<i", lambda L: conv_op + 12 + 4 * 4 + 36, 7)), "FORMAT", "activation 7"),
+        "op_output_shape": (edit(data, put("<I", lambda L: y_rec + 8, 5)), "FORMAT", "expected [1, 8, 6, 6]"),
+        "op_groups": (edit(data, put("<i", lambda L: conv_op + 12 + 4 * 4 + 32, 3)), "FORMAT", "groups 3"),
+        "weight_index": (edit(data, put("<I", lambda L: L["tensors"] + 40 * struct.unpack_from(
+            "<I", data, conv_op + 16)[0] + 32, 77)), "FORMAT", "weight index 77"),
+        "weight_encoding": (edit(data, put("<B", lambda L: sw, 3)), "FORMAT", "unknown encoding 3"),
+        "weight_block": (edit(data, put("<B", lambda L: sw + 2, 3)), "FORMAT", "sparse block 3"),
+        "weight_i8_sparse": (edit(data, put("<B", lambda L: sw + 1, 2)), "FORMAT", "f32 or f16"),
+        "weight_nnz": (edit(data, lambda b, L: struct.pack_into("<I", b, sw + 12,
+                                                                struct.unpack_from("<I", b, sw + 12)[0] - 1)),
+                       "FORMAT", "header says"),
+        "weight_count_too_big": (edit(data, put("<I", lambda L: blob, 1000)), "FORMAT", "block 0 stores 1000"),
+        "weight_offset": (edit(data, put("<I", lambda L: sw + 20, 1 << 24)), "FORMAT", "outside the section"),
+        "weight_reserved": (edit(data, put("<I", lambda L: sw + 28, 1)), "FORMAT", "reserved"),
+        "graph_reserved": (edit(data, put("<I", lambda L: L["graph"] + 28, 1)), "FORMAT", "reserved"),
+        "graph_counts": (edit(data, put("<I", lambda L: L["graph"], 1 << 30)), "FORMAT", "do not fit"),
+        "graph_input_kind": (edit(data, put("<I", lambda L: L["io"], struct.unpack_from(
+            "<I", data, conv_op + 16)[0])), "FORMAT", "not of kind input"),
+    }
+    # A step that goes backwards: rewrite the second step of the first block to 0.
+    counts = struct.unpack_from("<I", data, blob)[0]
+    nnz = struct.unpack_from("<I", data, sw + 12)[0]
+    rows = struct.unpack_from("<I", data, sw + 4)[0]
+    block = data[sw + 2]
+    nblocks = rows // block + rows % block
+    steps_at = blob + 4 * nblocks + 4 * nnz
+    if counts >= 2 and data[sw + 3] == 1:
+        c["weight_step_repeat"] = (edit(data, put("<B", lambda L: steps_at + 1, 0)), "FORMAT", "repeats a column")
+        c["weight_step_past_cols"] = (edit(data, put("<B", lambda L: steps_at, 200)), "FORMAT", "steps to column")
+    return c
+
+
+def test_truncations_rejected(base):
+    for n in list(range(0, 64)) + list(range(64, len(base), max(1, len(base) // 97))) + [len(base) - 1]:
+        status, message = load_status(base[:n])
+        assert status == "FORMAT", (n, status, message)
+        assert message
+
+
+def test_bit_flips_rejected(base):
+    rng = np.random.default_rng(0)
+    for pos in rng.choice(len(base), size=200, replace=False):
+        buf = bytearray(base)
+        buf[pos] ^= 1 << int(rng.integers(8))
+        status, message = load_status(bytes(buf))
+        # a flip in the padding between sections changes nothing the reader checks
+        assert status in ("FORMAT", "OK"), (pos, status, message)
+        if status == "OK":
+            assert base[pos] == 0
+
+
+def test_corruptions_have_clear_errors(base):
+    assert load_status(base) == ("OK", "")
+    for name, (data, status, words) in corruption_cases(base).items():
+        got, message = load_status(data)
+        assert got == status and words in message, (name, got, message)
+
+
+def test_corruptions_clean_under_sanitizers(base, tmp_path):
+    """The same cases, truncations and random corruptions, each loaded (and, if it loads,
+    run) by the engine built with ASan+UBSan: the expected statuses, and no report."""
+    assert ASAN_TOOL.exists(), "build/asan/spnn_tool missing: run make -C wasm native"
+    files, expected = [], []
+    for name, (data, status, words) in corruption_cases(base).items():
+        p = tmp_path / f"{name}.spnn"
+        p.write_bytes(data)
+        files.append(p)
+        expected.append(status)
+    rng = np.random.default_rng(1)
+    for i in range(150):  # random corruptions with the CRCs made right again
+        buf = bytearray(base)
+        for _ in range(int(rng.integers(1, 4))):
+            buf[int(rng.integers(32, len(buf)))] = int(rng.integers(256))
+        p = tmp_path / f"random{i}.spnn"
+        p.write_bytes(bytes(refresh_crcs(buf)))
+        files.append(p)
+        expected.append(None)
+    r = subprocess.run([str(ASAN_TOOL), "check", *map(str, files)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(files)
+    names = {1: "FORMAT", 2: "UNSUPPORTED", 0: "OK", 3: "NOMEM"}
+    for line, want, path in zip(lines, expected, files):
+        status, message, _ = line.split("\t")
+        got = names.get(int(status), status)
+        if want is not None:
+            assert got == want, (path.name, line)
+        assert got in ("OK", "FORMAT", "UNSUPPORTED"), line
+        assert got == "OK" or message, line
