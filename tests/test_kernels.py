@@ -1,0 +1,358 @@
+"""The engine's compute kernels against the numpy reference (pysparse.reference).
+
+Cases are generated here, written to one file per kernel family, and run by
+wasm/tests/kernel_harness.c built four ways (make -C wasm kernel-tests):
+natively over SIMDe with ASan+UBSan (any report fails the run), the same with relaxed-SIMD
+FMA, and as WebAssembly SIMD128 (and relaxed SIMD, if clang-16 built it) under Node.
+Every case runs as several thread-style work ranges; the harness checks that no range
+writes outside itself.
+
+Tolerance: the kernels sum in float32 in their own order; the reference sums in float64.
+An output passes when |y - ref| <= 1e-5 * m + 1e-30 where m is the same op evaluated on
+absolute values (|x|, |w|, |b|): the size of the terms that were summed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pysparse import opset
+from pysparse.reference import run_op
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "kernels"
+RTOL = 1e-5
+
+KIND_SPMM, KIND_GEMM, KIND_GEMV, KIND_CONV, KIND_DWCONV = 1, 2, 3, 4, 5
+
+NODE = ["node", "--no-experimental-fetch"]
+VARIANTS = {
+    "native-asan": lambda: [str(BUILD / "harness_asan")],
+    "native-asan-relaxed": lambda: [str(BUILD / "harness_asan_relaxed")],
+    "wasm-simd128": lambda: NODE + [str(BUILD / "harness.js")],
+    "wasm-relaxed": lambda: NODE + ["--experimental-wasm-relaxed-simd", str(BUILD / "harness_relaxed.js")],
+}
+BINARY = {"native-asan": "harness_asan", "native-asan-relaxed": "harness_asan_relaxed",
+          "wasm-simd128": "harness.js", "wasm-relaxed": "harness_relaxed.js"}
+
+
+@pytest.fixture(scope="session")
+def harnesses() -> Path:
+    """Builds the harnesses (a quick no-op when they are up to date)."""
+    make = shutil.which("make")
+    assert make, "make is needed to build the kernel harnesses"
+    subprocess.run([make, "-C", str(ROOT / "wasm"), "-j2", "kernel-tests"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return BUILD
+
+
+# ---- case files ---------------------------------------------------------------------------
+
+class Case:
+    def __init__(self, kind, params, arrays, bounds, out_min, out_max, expected, magnitude,
+                 label):
+        self.kind, self.params, self.arrays, self.bounds = kind, params, arrays, bounds
+        self.out_min, self.out_max = out_min, out_max
+        self.expected, self.magnitude, self.label = expected, magnitude, label
+
+
+def write_cases(path: Path, cases: list[Case]) -> None:
+    parts = [b"SPKH", struct.pack("<I", len(cases))]
+    for c in cases:
+        parts.append(struct.pack("<II", c.kind, len(c.params)))
+        parts.append(np.asarray(c.params, dtype="<i4").tobytes())
+        parts.append(struct.pack("<ff", c.out_min, c.out_max))
+        parts.append(struct.pack("<I", len(c.bounds) - 1))
+        parts.append(np.asarray(c.bounds, dtype="<u4").tobytes())
+        parts.append(struct.pack("<I", len(c.arrays)))
+        for a in c.arrays:
+            a = np.ascontiguousarray(a)
+            assert a.dtype in (np.float32, np.uint32)
+            parts.append(struct.pack("<I", a.size))
+            parts.append(a.astype(a.dtype.newbyteorder("<")).tobytes())
+    path.write_bytes(b"".join(parts))
+
+
+def read_outputs(path: Path, n: int) -> list[np.ndarray]:
+    data = path.read_bytes()
+    out, pos = [], 0
+    for _ in range(n):
+        (count,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+        out.append(np.frombuffer(data, dtype="<f4", count=count, offset=pos))
+        pos += 4 * count
+    assert pos == len(data), "trailing bytes in the harness output"
+    return out
+
+
+def run_harness(variant: str, cases: list[Case], tmp_path: Path) -> list[np.ndarray]:
+    case_file, out_file = tmp_path / "cases.bin", tmp_path / "out.bin"
+    write_cases(case_file, cases)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1",
+               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+    proc = subprocess.run(VARIANTS[variant]() + [str(case_file), str(out_file)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    report = proc.stderr + proc.stdout
+    assert proc.returncode == 0, f"harness failed ({proc.returncode}):\n{report[-4000:]}"
+    # Sanitizer reports fail the run even if the process somehow exited 0.
+    assert "runtime error" not in report and "AddressSanitizer" not in report, report[-4000:]
+    return read_outputs(out_file, len(cases))
+
+
+def check(cases: list[Case], outputs: list[np.ndarray]) -> None:
+    bad = []
+    for c, y in zip(cases, outputs):
+        ref = np.asarray(c.expected, dtype=np.float64).reshape(-1)
+        mag = np.asarray(c.magnitude, dtype=np.float64).reshape(-1)
+        assert y.shape == ref.shape, c.label
+        err = np.abs(y.astype(np.float64) - ref)
+        limit = RTOL * mag + 1e-30
+        if not np.all(err <= limit):
+            i = int(np.argmax(err - limit))
+            bad.append(f"{c.label}: element {i} got {y[i]!r} want {ref[i]!r} (limit {limit[i]:.3g})")
+    assert not bad, f"{len(bad)} of {len(cases)} cases wrong:\n" + "\n".join(bad[:20])
+
+
+# ---- generators ---------------------------------------------------------------------------
+
+ACTS = [opset.ACT_NONE, opset.ACT_RELU, opset.ACT_RELU6, 3]
+
+
+def act_range(code: int) -> tuple[float, float]:
+    lo, hi = opset.ACTIVATION_RANGES[code]
+    return float(lo), float(hi)
+
+
+def splits(n: int, rng: np.random.Generator, parts: int) -> list[int]:
+    """Work-range bounds [0, .., n]: `parts` ranges of random (possibly empty) sizes."""
+    if n == 0 or parts <= 1:
+        return [0, n]
+    cuts = sorted(int(v) for v in rng.integers(0, n + 1, size=parts - 1))
+    return [0, *cuts, n]
+
+
+def conv_ref(x, w, b, attrs):
+    """Reference output and magnitude (the same conv on absolute values)."""
+    y = run_op("CONV2D", [x, w, b], attrs)
+    m = run_op("CONV2D", [np.abs(x), np.abs(w), None if b is None else np.abs(b)],
+               {**attrs, "act": opset.ACT_NONE})
+    return y, m
+
+
+def sparse_weight(rng, rows, cols, block, sparsity, force_empty_dense=True):
+    """A random matrix in the .spnn sparse layout (decoded) and its dense form.
+
+    Blocks of `block` rows, then rows % block single-row blocks. A stored column holds all
+    the block's rows (zeros included). The first block is empty and the second fully dense
+    when there are enough blocks."""
+    blocks = [(r, block) for r in range(0, rows - rows % block, block)]
+    blocks += [(r, 1) for r in range(rows - rows % block, rows)]
+    dense = np.zeros((rows, cols), np.float32)
+    counts, columns, values = [], [], []
+    for i, (r0, b) in enumerate(blocks):
+        keep = rng.random(cols) >= sparsity / 100.0
+        if force_empty_dense and len(blocks) >= 3:
+            keep[:] = False if i == 0 else keep
+            keep[:] = True if i == 1 else keep
+        cols_kept = np.flatnonzero(keep)
+        vals = rng.uniform(-1, 1, size=(len(cols_kept), b)).astype(np.float32)
+        if b > 1 and len(cols_kept):
+            vals[rng.random(vals.shape) < 0.2] = 0.0  # explicit zeros inside stored columns
+        counts.append(len(cols_kept))
+        columns.extend(cols_kept.tolist())
+        values.append(vals.reshape(-1))
+        for j, c in enumerate(cols_kept):
+            dense[r0:r0 + b, c] = vals[j]
+    values = np.concatenate(values) if values else np.zeros(0, np.float32)
+    return (np.asarray(counts, np.uint32), np.asarray(columns, np.uint32),
+            values.astype(np.float32), dense)
+
+
+def spmm_cases(seed=1) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    shapes = [(1, 5, 3), (3, 7, 8), (17, 16, 9), (33, 11, 13), (49, 24, 10), (196, 40, 18),
+              (3136 + 5, 24, 6), (64, 1, 4), (31, 9, 1), (2, 300, 5)]
+    for pixels, cols, rows in shapes:
+        for block in (1, 2, 4):
+            for sparsity in (0, 50, 90, 100):
+                counts, columns, values, dense = sparse_weight(rng, rows, cols, block, sparsity)
+                with_bias = rng.random() < 0.8
+                bias = rng.uniform(-1, 1, rows).astype(np.float32) if with_bias else None
+                act = ACTS[int(rng.integers(len(ACTS)))]
+                lo, hi = act_range(act)
+                x = rng.uniform(-1, 1, (1, cols, 1, pixels)).astype(np.float32)
+                attrs = {"act": act}
+                y, m = conv_ref(x, dense.reshape(rows, cols, 1, 1), bias, attrs)
+                parts = int(rng.integers(1, 5))
+                cases.append(Case(
+                    KIND_SPMM, [rows, cols, block, pixels],
+                    [counts, columns, values,
+                     bias if bias is not None else np.zeros(0, np.float32), x.reshape(-1)],
+                    splits(pixels, rng, parts), lo, hi, y, m,
+                    f"spmm P={pixels} K={cols} N={rows} block={block} sparsity={sparsity}"))
+    return cases
+
+
+def gemm_cases(seed=2) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    for pixels, cols, rows in [(1, 3, 1), (3, 5, 2), (17, 16, 9), (33, 24, 13), (49, 160, 20),
+                               (196, 64, 7), (3141, 8, 5), (8, 1, 4), (100, 300, 3)]:
+        w = rng.uniform(-1, 1, (rows, cols)).astype(np.float32)
+        bias = rng.uniform(-1, 1, rows).astype(np.float32) if rng.random() < 0.8 else None
+        act = ACTS[int(rng.integers(len(ACTS)))]
+        lo, hi = act_range(act)
+        x = rng.uniform(-1, 1, (1, cols, 1, pixels)).astype(np.float32)
+        y, m = conv_ref(x, w.reshape(rows, cols, 1, 1), bias, {"act": act})
+        cases.append(Case(KIND_GEMM, [rows, cols, pixels],
+                          [w.reshape(-1), bias if bias is not None else np.zeros(0, np.float32),
+                           x.reshape(-1)],
+                          splits(pixels, rng, int(rng.integers(1, 5))), lo, hi, y, m,
+                          f"gemm P={pixels} K={cols} N={rows}"))
+    return cases
+
+
+def gemv_cases(seed=3) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    for rows, cols in [(1, 1), (3, 7), (10, 16), (17, 33), (64, 1280), (5, 1001)]:
+        w = rng.uniform(-1, 1, (rows, cols)).astype(np.float32)
+        bias = rng.uniform(-1, 1, rows).astype(np.float32) if rng.random() < 0.8 else None
+        act = ACTS[int(rng.integers(len(ACTS)))]
+        lo, hi = act_range(act)
+        x = rng.uniform(-1, 1, (1, cols)).astype(np.float32)
+        y = run_op("FULLY_CONNECTED", [x, w, bias], {"act": act})
+        m = run_op("FULLY_CONNECTED", [np.abs(x), np.abs(w), None if bias is None else np.abs(bias)], {})
+        cases.append(Case(KIND_GEMV, [rows, cols],
+                          [w.reshape(-1), bias if bias is not None else np.zeros(0, np.float32),
+                           x.reshape(-1)],
+                          splits(rows, rng, int(rng.integers(1, 4))), lo, hi, y, m,
+                          f"gemv M={rows} K={cols}"))
+    return cases
+
+
+def out_size(n, k, s, d, p0, p1):
+    return (n + p0 + p1 - d * (k - 1) - 1) // s + 1
+
+
+def conv_cases(seed=4) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    configs = [
+        # cin, h, w, cout, kh, kw, stride, dilation, pads (t, l, b, r), groups
+        (3, 224, 224, 16, 3, 3, (2, 2), (1, 1), (0, 0, 1, 1), 1),  # TF SAME first conv
+        (3, 17, 19, 8, 3, 3, (2, 2), (1, 1), (1, 1, 1, 1), 1),
+        (4, 9, 7, 6, 1, 1, (1, 1), (1, 1), (0, 0, 0, 0), 2),
+        (5, 11, 13, 7, 5, 5, (1, 1), (1, 1), (2, 2, 2, 2), 1),
+        (6, 8, 10, 4, 2, 3, (1, 2), (1, 1), (0, 1, 1, 0), 2),
+        (2, 15, 15, 3, 3, 3, (3, 3), (2, 2), (2, 1, 0, 3), 1),
+        (8, 6, 6, 8, 3, 3, (1, 1), (1, 1), (1, 1, 1, 1), 4),
+        (3, 5, 5, 5, 7, 7, (1, 1), (1, 1), (3, 3, 3, 3), 1),
+        (1, 1, 1, 3, 1, 1, (1, 1), (1, 1), (0, 0, 0, 0), 1),
+        (9, 12, 4, 2, 1, 1, (2, 1), (1, 1), (0, 0, 0, 0), 1),
+    ]
+    cases = []
+    for cin, h, w, cout, kh, kw, (sh, sw), (dh, dw), (pt, pl, pb, pr), g in configs:
+        oh, ow = out_size(h, kh, sh, dh, pt, pb), out_size(w, kw, sw, dw, pl, pr)
+        wt = rng.uniform(-1, 1, (cout, cin // g, kh, kw)).astype(np.float32)
+        bias = rng.uniform(-1, 1, cout).astype(np.float32) if rng.random() < 0.8 else None
+        act = ACTS[int(rng.integers(len(ACTS)))]
+        lo, hi = act_range(act)
+        x = rng.uniform(-1, 1, (1, cin, h, w)).astype(np.float32)
+        attrs = dict(stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw, pad_top=pt,
+                     pad_left=pl, pad_bottom=pb, pad_right=pr, groups=g, act=act)
+        y, m = conv_ref(x, wt, bias, attrs)
+        assert y.shape == (1, cout, oh, ow)
+        params = [cin, h, w, cout, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, g]
+        cases.append(Case(KIND_CONV, params,
+                          [wt.reshape(-1), bias if bias is not None else np.zeros(0, np.float32),
+                           x.reshape(-1)],
+                          splits(oh * ow, rng, int(rng.integers(1, 4))), lo, hi, y, m,
+                          f"conv {cin}x{h}x{w}->{cout} k={kh}x{kw} s={sh},{sw} d={dh},{dw} "
+                          f"pad={pt},{pl},{pb},{pr} g={g}"))
+    return cases
+
+
+def dwconv_cases(seed=5) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    specs = []
+    for k in (3, 5):
+        for s in (1, 2):
+            for h, w in [(1, 1), (2, 3), (5, 5), (7, 7), (8, 13), (14, 14), (17, 9), (28, 30),
+                         (112, 112)]:
+                for pads in [(0, 0, 0, 0), (k // 2,) * 4, (0, 0, k // 2, k // 2),
+                             (k // 2 - 1 if s == 2 else 0, k // 2 - 1 if s == 2 else 0, k // 2, k // 2),
+                             (k, 1, 0, k)]:
+                    pads = tuple(max(0, p) for p in pads)
+                    if out_size(h, k, s, 1, pads[0], pads[2]) < 1 or out_size(w, k, s, 1, pads[1], pads[3]) < 1:
+                        continue
+                    if h == 112 and pads != (k // 2,) * 4:
+                        continue
+                    specs.append((k, k, s, s, 1, 1, h, w, pads))
+    # Others go to the generic kernel.
+    specs += [(7, 7, 1, 1, 1, 1, 10, 12, (3, 3, 3, 3)), (3, 5, 1, 2, 1, 1, 9, 11, (1, 2, 1, 2)),
+              (3, 3, 1, 1, 2, 2, 9, 9, (2, 2, 2, 2)), (1, 1, 2, 2, 1, 1, 6, 7, (0, 0, 0, 0)),
+              (3, 3, 3, 3, 1, 1, 13, 13, (1, 1, 1, 1))]
+    for kh, kw, sh, sw, dh, dw, h, w, (pt, pl, pb, pr) in specs:
+        for generic in (0, 1):
+            if generic and h == 112:
+                continue
+            c = int(rng.integers(1, 6))
+            oh, ow = out_size(h, kh, sh, dh, pt, pb), out_size(w, kw, sw, dw, pl, pr)
+            wt = rng.uniform(-1, 1, (c, 1, kh, kw)).astype(np.float32)
+            bias = rng.uniform(-1, 1, c).astype(np.float32) if rng.random() < 0.8 else None
+            act = ACTS[int(rng.integers(len(ACTS)))]
+            lo, hi = act_range(act)
+            x = rng.uniform(-1, 1, (1, c, h, w)).astype(np.float32)
+            attrs = dict(stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw, pad_top=pt,
+                         pad_left=pl, pad_bottom=pb, pad_right=pr, groups=c, act=act)
+            y, m = conv_ref(x, wt, bias, attrs)
+            params = [c, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, generic]
+            cases.append(Case(KIND_DWCONV, params,
+                              [wt.reshape(-1), bias if bias is not None else np.zeros(0, np.float32),
+                               x.reshape(-1)],
+                              splits(c, rng, int(rng.integers(1, 4))), lo, hi, y, m,
+                              f"dwconv c={c} {h}x{w} k={kh}x{kw} s={sh},{sw} d={dh},{dw} "
+                              f"pad={pt},{pl},{pb},{pr} generic={generic}"))
+    return cases
+
+
+FAMILIES = {"spmm": spmm_cases, "gemm": gemm_cases, "gemv": gemv_cases, "conv": conv_cases,
+            "dwconv": dwconv_cases}
+_CACHE: dict[str, list[Case]] = {}
+
+
+def family_cases(name: str) -> list[Case]:
+    if name not in _CACHE:
+        _CACHE[name] = FAMILIES[name]()
+    return _CACHE[name]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_kernels_match_reference(family, variant, harnesses, tmp_path):
+    if variant == "wasm-relaxed" and not (harnesses / BINARY[variant]).exists():
+        pytest.skip("clang-16 not available: no relaxed-SIMD wasm build")
+    cases = family_cases(family)
+    check(cases, run_harness(variant, cases, tmp_path))
+
+
+def test_spmm_pack_rejects_bad_columns(harnesses, tmp_path):
+    """Columns out of range or not increasing inside a block make packing fail, not crash."""
+    x = np.zeros(4 * 3, np.float32)
+    for columns in ([0, 4], [2, 1], [1, 1]):
+        case = Case(KIND_SPMM, [1, 4, 1, 3],
+                    [np.asarray([2], np.uint32), np.asarray(columns, np.uint32),
+                     np.ones(2, np.float32), np.zeros(0, np.float32), x],
+                    [0, 3], -np.inf, np.inf, np.zeros(3), np.ones(3), "bad columns")
+        write_cases(tmp_path / "bad.bin", [case])
+        proc = subprocess.run([str(harnesses / "harness_asan"), str(tmp_path / "bad.bin"),
+                               str(tmp_path / "out.bin")], capture_output=True, text=True)
+        assert proc.returncode == 2 and "spmm pack rejected" in proc.stderr, proc.stderr

@@ -1,0 +1,81 @@
+# Compute kernels: sources for the engine build, the kernel test harnesses and the kernel
+# benchmark. Included by wasm/Makefile (make -C wasm kernel-tests / bench-kernels).
+#
+#   kernel-tests   ../build/kernels/: harness_asan (native, SIMDe, ASan+UBSan),
+#                  harness_asan_relaxed (same, relaxed-SIMD FMA), harness.js (emcc, wasm
+#                  SIMD128, run by Node), harness_relaxed.js (clang-16, relaxed SIMD) when
+#                  clang-16 is present
+#   bench-kernels  builds bench_kernels.js (+ relaxed) and runs pysparse/bench/kernels.py:
+#                  table on stdout, JSON and PNG under ../build/bench/
+
+KERNEL_SRCS := src/kernels/spmm.c src/kernels/spmm_pack.c src/kernels/gemm.c \
+               src/kernels/gemv.c src/kernels/conv.c src/kernels/dwconv.c \
+               src/kernels/variant.c
+KERNEL_HEADERS := src/kernels.h src/simd.h
+
+KROOT := $(abspath ..)
+KBUILD := $(KROOT)/build/kernels
+EMCC ?= emcc
+CLANG16 ?= /usr/lib/llvm-16/bin/clang
+CC_NATIVE ?= clang-14
+PYTHON ?= $(KROOT)/.venv/bin/python
+export NODE_PATH ?= /usr/share/nodejs
+
+KERNEL_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Isrc \
+                 -ffp-contract=off
+KERNEL_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+KERNEL_EM_LINK := -sENVIRONMENT=node -sNODERAWFS=1 -sALLOW_MEMORY_GROWTH=1 \
+                  -sEXIT_RUNTIME=1 -sINITIAL_MEMORY=67108864
+# clang-16 compiling for Emscripten's target with its sysroot (LLVM 14's emcc lacks the
+# relaxed-SIMD builtins); binaryen 108 cannot parse relaxed opcodes, so link at -O0 with
+# BigInt integration on (no i64 legalisation pass by binaryen).
+KERNEL_EM_SYS = $(filter --sysroot=% -D__EMSCRIPTEN% -DEMSCRIPTEN,$(shell $(EMCC) --cflags 2>/dev/null)) \
+                -Xclang -iwithsysroot/include/compat
+KERNEL_RELAXED_CFLAGS = --target=wasm32-unknown-emscripten $(KERNEL_EM_SYS) $(KERNEL_CFLAGS) \
+                        -O3 -msimd128 -mrelaxed-simd -DSPNN_RELAXED_SIMD -DNDEBUG
+HAVE_CLANG16 := $(shell test -x $(CLANG16) && echo 1)
+
+KERNEL_DEPS := $(KERNEL_SRCS) $(KERNEL_HEADERS) kernels.mk
+
+$(KBUILD)/harness_asan: tests/kernel_harness.c $(KERNEL_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC_NATIVE) $(KERNEL_CFLAGS) -O1 -g $(KERNEL_SAN) tests/kernel_harness.c $(KERNEL_SRCS) -o $@ -lm
+$(KBUILD)/harness_asan_relaxed: tests/kernel_harness.c $(KERNEL_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC_NATIVE) $(KERNEL_CFLAGS) -O1 -g $(KERNEL_SAN) -DSPNN_RELAXED_SIMD tests/kernel_harness.c $(KERNEL_SRCS) -o $@ -lm
+$(KBUILD)/harness.js: tests/kernel_harness.c $(KERNEL_DEPS)
+	@mkdir -p $(dir $@)
+	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KERNEL_EM_LINK) tests/kernel_harness.c $(KERNEL_SRCS) -o $@
+
+KERNEL_RELAXED_OBJS = $(patsubst %.c,$(KBUILD)/relaxed/%.o,$(KERNEL_SRCS))
+$(KBUILD)/relaxed/%.o: %.c $(KERNEL_HEADERS)
+	@mkdir -p $(dir $@)
+	$(CLANG16) $(KERNEL_RELAXED_CFLAGS) -c $< -o $@
+# The drivers (main) are compiled by emcc: clang-16 names main differently from what
+# Emscripten 3.1.6's glue calls.
+$(KBUILD)/driver/%.o: %.c $(KERNEL_HEADERS)
+	@mkdir -p $(dir $@)
+	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 -c $< -o $@
+$(KBUILD)/harness_relaxed.js: $(KBUILD)/driver/tests/kernel_harness.o $(KERNEL_RELAXED_OBJS)
+	EMCC_READ_METADATA=python $(EMCC) -O0 -msimd128 -mrelaxed-simd $(KERNEL_EM_LINK) -sWASM_BIGINT=1 $^ -o $@
+$(KBUILD)/bench_kernels.js: bench/bench_kernels.c bench/peak_probe.c $(KERNEL_DEPS)
+	@mkdir -p $(dir $@)
+	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KERNEL_EM_LINK) bench/bench_kernels.c bench/peak_probe.c $(KERNEL_SRCS) -o $@
+$(KBUILD)/bench_kernels_relaxed.js: $(KBUILD)/driver/bench/bench_kernels.o $(KBUILD)/relaxed/bench/peak_probe.o $(KERNEL_RELAXED_OBJS)
+	EMCC_READ_METADATA=python $(EMCC) -O0 -msimd128 -mrelaxed-simd $(KERNEL_EM_LINK) -sWASM_BIGINT=1 $^ -o $@
+
+KERNEL_TEST_BINS := $(KBUILD)/harness_asan $(KBUILD)/harness_asan_relaxed $(KBUILD)/harness.js
+KERNEL_BENCH_BINS := $(KBUILD)/bench_kernels.js
+ifeq ($(HAVE_CLANG16),1)
+KERNEL_TEST_BINS += $(KBUILD)/harness_relaxed.js
+KERNEL_BENCH_BINS += $(KBUILD)/bench_kernels_relaxed.js
+endif
+
+kernel-tests: $(KERNEL_TEST_BINS)
+
+BENCH_REPEATS ?= 9
+bench-kernels: $(KERNEL_BENCH_BINS)
+	cd $(KROOT) && $(PYTHON) -m pysparse.bench.kernels --repeats $(BENCH_REPEATS) \
+	  $(addprefix --binary ,$(KERNEL_BENCH_BINS))
+
+.PHONY: kernel-tests bench-kernels

@@ -1,0 +1,84 @@
+/* Dense KxK convolution in CHW, any size, stride, dilation, padding and groups.
+ *
+ * Per group: im2col of the requested output pixels into the scratch matrix
+ * [Cin_g*KH*KW x P_out] (row (ci, ky, kx) holds that tap's input value for each output
+ * pixel, zero in the padding), then the CHW GEMM with the group's packed weights. A
+ * weight row [Cin_g, KH, KW] is already in that (ci, ky, kx) order.
+ */
+#include <string.h>
+
+#include "../kernels.h"
+
+static size_t taps_per_output(const spnn_conv_shape* s) {
+  return (size_t)(s->in_channels / s->groups) * s->kernel_h * s->kernel_w;
+}
+
+size_t spnn_conv_packed_bytes(const spnn_conv_shape* s) {
+  return (size_t)s->groups *
+         spnn_gemm_packed_bytes(s->out_channels / s->groups, (uint32_t)taps_per_output(s));
+}
+
+void spnn_conv_pack(const spnn_conv_shape* s, const float* weights, const float* bias,
+                    void* buffer) {
+  const uint32_t rows = s->out_channels / s->groups, cols = (uint32_t)taps_per_output(s);
+  const size_t group_bytes = spnn_gemm_packed_bytes(rows, cols);
+  for (uint32_t g = 0; g < s->groups; g++) {
+    spnn_gemm_pack(rows, cols, weights + (size_t)g * rows * cols,
+                   bias != NULL ? bias + (size_t)g * rows : NULL,
+                   (uint8_t*)buffer + g * group_bytes);
+  }
+}
+
+size_t spnn_conv_scratch_bytes(const spnn_conv_shape* s) {
+  return sizeof(float) * taps_per_output(s) * s->out_h * s->out_w;
+}
+
+/* Columns [pixel_begin, pixel_end) of the im2col matrix of input channels
+ * [c0, c0 + Cin_g). */
+static void im2col(const spnn_conv_shape* s, const float* input, size_t c0,
+                   size_t pixel_begin, size_t pixel_end, float* scratch) {
+  const size_t cin_g = s->in_channels / s->groups;
+  const size_t out_w = s->out_w, pixels = (size_t)s->out_h * s->out_w;
+  const size_t in_plane = (size_t)s->in_h * s->in_w;
+  float* row = scratch;
+  for (size_t ci = 0; ci < cin_g; ci++) {
+    const float* plane = input + (c0 + ci) * in_plane;
+    for (size_t ky = 0; ky < s->kernel_h; ky++) {
+      for (size_t kx = 0; kx < s->kernel_w; kx++, row += pixels) {
+        size_t p = pixel_begin;
+        while (p < pixel_end) {
+          const size_t oy = p / out_w, ox0 = p % out_w;
+          const size_t ox_end = ox0 + (pixel_end - p) < out_w ? ox0 + (pixel_end - p) : out_w;
+          const long iy = (long)(oy * s->stride_h + ky * s->dilation_h) - (long)s->pad_top;
+          if (iy < 0 || iy >= (long)s->in_h) {
+            memset(row + p, 0, (ox_end - ox0) * sizeof(float));
+          } else {
+            const float* irow = plane + (size_t)iy * s->in_w;
+            for (size_t ox = ox0; ox < ox_end; ox++) {
+              const long ix =
+                  (long)(ox * s->stride_w + kx * s->dilation_w) - (long)s->pad_left;
+              row[p + (ox - ox0)] = ix >= 0 && ix < (long)s->in_w ? irow[ix] : 0.0f;
+            }
+          }
+          p += ox_end - ox0;
+        }
+      }
+    }
+  }
+}
+
+void spnn_conv_run(const spnn_conv_shape* s, const void* packed, size_t pixel_begin,
+                   size_t pixel_end, const float* input, float* scratch, float* output,
+                   float out_min, float out_max) {
+  if (pixel_begin >= pixel_end) return;
+  const uint32_t rows = s->out_channels / s->groups, cols = (uint32_t)taps_per_output(s);
+  const size_t group_bytes = spnn_gemm_packed_bytes(rows, cols);
+  const size_t pixels = (size_t)s->out_h * s->out_w;
+  for (uint32_t g = 0; g < s->groups; g++) {
+    im2col(s, input, (size_t)g * (s->in_channels / s->groups), pixel_begin, pixel_end,
+           scratch);
+    spnn_gemm_run(rows, cols, (const uint8_t*)packed + g * group_bytes, pixel_begin,
+                  pixel_end, scratch, pixels, output + (size_t)g * rows * pixels, pixels,
+                  out_min, out_max);
+  }
+}

@@ -1,0 +1,151 @@
+/* Depthwise convolution in CHW: each channel plane convolved with its own kernel.
+ *
+ * The specialised kernels (3x3 and 5x5, stride 1 and 2) compute four output pixels of a
+ * row per vector. For each output row only the kernel rows that land inside the input are
+ * visited (that is the vertical padding). Horizontally, output pixels whose taps would
+ * read outside the row (the left and right padding) are computed one at a time by the
+ * scalar path; the rest four at a time with unaligned loads (stride 2: two loads and an
+ * even-lane shuffle per tap).
+ */
+#include "../kernels.h"
+#include "../simd.h"
+
+#define SPNN_INLINE static inline __attribute__((always_inline))
+
+size_t spnn_dwconv_packed_bytes(const spnn_dwconv_shape* s) {
+  return (size_t)s->channels * (1 + (size_t)s->kernel_h * s->kernel_w) * sizeof(float);
+}
+
+void spnn_dwconv_pack(const spnn_dwconv_shape* s, const float* weights, const float* bias,
+                      void* buffer) {
+  const size_t taps = (size_t)s->kernel_h * s->kernel_w;
+  float* out = (float*)buffer;
+  for (size_t c = 0; c < s->channels; c++) {
+    *out++ = bias != NULL ? bias[c] : 0.0f;
+    for (size_t t = 0; t < taps; t++) *out++ = weights[c * taps + t];
+  }
+}
+
+static inline float clampf(float v, float lo, float hi) {
+  /* Written so that NaN passes through, like the vector pmin/pmax. */
+  v = v < lo ? lo : v;
+  return hi < v ? hi : v;
+}
+
+/* One output pixel, any kernel: the reference path for borders and the generic kernel. */
+SPNN_INLINE float dw_pixel(const spnn_dwconv_shape* s, const float* plane, const float* w,
+                           size_t oy, size_t ox) {
+  float acc = w[0];
+  const long iy0 = (long)(oy * s->stride_h) - (long)s->pad_top;
+  const long ix0 = (long)(ox * s->stride_w) - (long)s->pad_left;
+  for (size_t ky = 0; ky < s->kernel_h; ky++) {
+    const long iy = iy0 + (long)(ky * s->dilation_h);
+    if (iy < 0 || iy >= (long)s->in_h) continue;
+    const float* row = plane + (size_t)iy * s->in_w;
+    for (size_t kx = 0; kx < s->kernel_w; kx++) {
+      const long ix = ix0 + (long)(kx * s->dilation_w);
+      if (ix < 0 || ix >= (long)s->in_w) continue;
+      acc += w[1 + ky * s->kernel_w + kx] * row[ix];
+    }
+  }
+  return acc;
+}
+
+void spnn_f32_dwconv_generic(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                             const float* input, const void* packed, float* output,
+                             float out_min, float out_max) {
+  const size_t in_plane = (size_t)s->in_h * s->in_w, out_plane = (size_t)s->out_h * s->out_w;
+  const size_t taps = (size_t)s->kernel_h * s->kernel_w;
+  for (size_t c = c_begin; c < c_end; c++) {
+    const float* w = (const float*)packed + c * (1 + taps);
+    const float* plane = input + c * in_plane;
+    float* out = output + c * out_plane;
+    for (size_t oy = 0; oy < s->out_h; oy++) {
+      for (size_t ox = 0; ox < s->out_w; ox++) {
+        out[oy * s->out_w + ox] = clampf(dw_pixel(s, plane, w, oy, ox), out_min, out_max);
+      }
+    }
+  }
+}
+
+/* Four pixels starting at p with stride S (S = 1 or 2); reads p[0 .. 4*S - 1]. */
+SPNN_INLINE v128_t load_strided(const float* p, size_t S) {
+  if (S == 1) return wasm_v128_load(p);
+  return wasm_i32x4_shuffle(wasm_v128_load(p), wasm_v128_load(p + 4), 0, 2, 4, 6);
+}
+
+/* Specialised kernel: square K x K, stride S in both directions, dilation 1. */
+SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c_begin,
+                        size_t c_end, const float* input, const void* packed, float* output,
+                        float out_min, float out_max) {
+  const size_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
+  const size_t in_plane = in_h * in_w, out_plane = out_h * out_w;
+  const long pt = (long)s->pad_top, pl = (long)s->pad_left;
+  const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
+
+  /* Output columns [ox_lo, ox_hi) are computed four at a time: the first tap is at or
+   * right of column 0 and every load (4*S floats from the last tap) ends inside the row. */
+  const size_t ox_lo = (size_t)((pl + (long)S - 1) / (long)S);
+  size_t groups = 0;
+  const long room = (long)in_w - (long)K - 4 * (long)S + 1 + pl; /* last start * S */
+  if (room >= 0 && (size_t)(room / (long)S) >= ox_lo && out_w >= ox_lo + 4) {
+    groups = ((size_t)(room / (long)S) - ox_lo) / 4 + 1;
+    if (groups > (out_w - ox_lo) / 4) groups = (out_w - ox_lo) / 4;
+  }
+  const size_t ox_hi = ox_lo + 4 * groups;
+
+  for (size_t c = c_begin; c < c_end; c++) {
+    const float* w = (const float*)packed + c * (1 + K * K);
+    const float* plane = input + c * in_plane;
+    float* out = output + c * out_plane;
+    const v128_t vbias = wasm_v128_load32_splat(w);
+    for (size_t oy = 0; oy < out_h; oy++) {
+      float* orow = out + oy * out_w;
+      const long iy0 = (long)(oy * S) - pt;
+      const size_t ky_lo = iy0 < 0 ? (size_t)(-iy0) : 0;
+      size_t ky_hi = K;
+      if (iy0 + (long)K > (long)in_h) ky_hi = iy0 >= (long)in_h ? 0 : (size_t)((long)in_h - iy0);
+      for (size_t ox = 0; ox < ox_lo && ox < out_w; ox++) {
+        orow[ox] = clampf(dw_pixel(s, plane, w, oy, ox), out_min, out_max);
+      }
+      for (size_t ox = ox_lo; ox < ox_hi; ox += 4) {
+        v128_t acc = vbias;
+        const float* base = plane + (ox * S - (size_t)pl);
+        for (size_t ky = ky_lo; ky < ky_hi; ky++) {
+          const float* row = base + (size_t)(iy0 + (long)ky) * in_w;
+          const float* wk = w + 1 + ky * K;
+          for (size_t kx = 0; kx < K; kx++) {
+            acc = spnn_madd(acc, load_strided(row + kx, S), wasm_v128_load32_splat(wk + kx));
+          }
+        }
+        wasm_v128_store(orow + ox, spnn_clamp(acc, vmin, vmax));
+      }
+      for (size_t ox = ox_hi; ox < out_w; ox++) {
+        orow[ox] = clampf(dw_pixel(s, plane, w, oy, ox), out_min, out_max);
+      }
+    }
+  }
+}
+
+#define SPNN_DEFINE_DWCONV(K, S)                                                           \
+  void spnn_f32_dwconv_##K##x##K##s##S(const spnn_dwconv_shape* s, size_t c_begin,         \
+                                       size_t c_end, const float* input,                   \
+                                       const void* packed, float* output, float out_min,   \
+                                       float out_max) {                                    \
+    dw_kxk(K, S, s, c_begin, c_end, input, packed, output, out_min, out_max);              \
+  }
+
+SPNN_DEFINE_DWCONV(3, 1)
+SPNN_DEFINE_DWCONV(3, 2)
+SPNN_DEFINE_DWCONV(5, 1)
+SPNN_DEFINE_DWCONV(5, 2)
+
+spnn_dwconv_ukernel spnn_dwconv_select(const spnn_dwconv_shape* s) {
+  const int square = s->kernel_h == s->kernel_w && s->stride_h == s->stride_w &&
+                     s->dilation_h == 1 && s->dilation_w == 1;
+  if (square && s->kernel_h == 3 && s->stride_h == 1) return spnn_f32_dwconv_3x3s1;
+  if (square && s->kernel_h == 3 && s->stride_h == 2) return spnn_f32_dwconv_3x3s2;
+  if (square && s->kernel_h == 5 && s->stride_h == 1) return spnn_f32_dwconv_5x5s1;
+  if (square && s->kernel_h == 5 && s->stride_h == 2) return spnn_f32_dwconv_5x5s2;
+  return spnn_f32_dwconv_generic;
+}
