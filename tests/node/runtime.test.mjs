@@ -1,0 +1,106 @@
+// web/pysparse.mjs in Node: a real packed hand model against the numpy reference.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { load, PysparseError } from '../../web/pysparse.mjs';
+import { assertMatchesReference, casePath, expected, input, manifest } from './case.mjs';
+
+test('loads from a path and reports the model', async () => {
+  const model = await load(casePath('model.spnn'), { variant: 'simd', threads: 1 });
+  try {
+    assert.deepEqual(model.inputs, [{ name: manifest.input.name, shape: manifest.input.shape }]);
+    assert.deepEqual(model.outputs.map((o) => o.name), expected.map((e) => e.name));
+    const info = model.info;
+    assert.equal(info.variant, 'simd');
+    assert.equal(info.buildVariant, 'simd128');
+    assert.equal(info.threads, 1);
+    assert.ok(info.arenaBytes > 0 && info.weightBytes > 0);
+    assert.equal(info.metadata.input.name, manifest.input.name);
+    assert.deepEqual(info.metadata.input.range, manifest.input.range);
+  } finally {
+    model.dispose();
+  }
+});
+
+test('outputs equal the numpy reference (simd, 1 thread)', async () => {
+  const model = await load(casePath('model.spnn'), { variant: 'simd', threads: 1 });
+  try {
+    assertMatchesReference(model.run(input));
+    // A second run on the same model gives the same answer (nothing left over from the first).
+    assertMatchesReference(model.run({ [manifest.input.name]: input }));
+  } finally {
+    model.dispose();
+  }
+});
+
+test('loads from bytes (Uint8Array and ArrayBuffer)', async () => {
+  const bytes = new Uint8Array(await readFile(casePath('model.spnn')));
+  for (const source of [bytes, bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)]) {
+    const model = await load(source, { variant: 'simd' });
+    assertMatchesReference(model.run(input));
+    model.dispose();
+  }
+});
+
+test('RGBA pixels (ImageData-like) give the same outputs as the tensor', async () => {
+  const rgba = new Uint8ClampedArray(await readFile(casePath(manifest.input.pixels)));
+  const [, , height, width] = manifest.input.shape;
+  const model = await load(casePath('model.spnn'), { variant: 'simd' });
+  try {
+    assertMatchesReference(model.run({ data: rgba, width, height }));
+  } finally {
+    model.dispose();
+  }
+});
+
+test('threads: the threaded build, 2 threads, outputs identical to 1 thread', async () => {
+  const one = await load(casePath('model.spnn'), { variant: 'simd', threads: 1 });
+  const two = await load(casePath('model.spnn'), { threads: 2 });
+  try {
+    assert.equal(two.info.variant, 'simd-threads');
+    assert.equal(two.info.threads, 2);
+    const a = one.run(input);
+    const b = two.run(input);
+    assertMatchesReference(b);
+    for (const name of Object.keys(a)) assert.deepEqual(b[name].data, a[name].data, `${name} differs between 1 and 2 threads`);
+    two.setThreads(1);
+    assert.equal(two.info.threads, 1);
+    for (const [name, o] of Object.entries(two.run(input))) assert.deepEqual(o.data, a[name].data);
+  } finally {
+    one.dispose();
+    two.dispose();
+  }
+});
+
+test('a corrupt file rejects with the loader message', async () => {
+  await assert.rejects(load(casePath('corrupt.spnn'), { variant: 'simd' }), (e) => {
+    assert.ok(e instanceof PysparseError);
+    assert.equal(e.status, 'format');
+    assert.match(e.message, /section WEIGHTS CRC mismatch/);
+    return true;
+  });
+  await assert.rejects(load(casePath('truncated.spnn'), { variant: 'simd' }), (e) => e instanceof PysparseError && e.status === 'format' && e.message.length > 0);
+  await assert.rejects(load(new Uint8Array(0), { variant: 'simd' }), PysparseError);
+  await assert.rejects(load(casePath('no-such-file.spnn')), /ENOENT/);
+});
+
+test('wrong inputs throw clear errors', async () => {
+  const model = await load(casePath('model.spnn'), { variant: 'simd' });
+  try {
+    assert.throws(() => model.run(new Float32Array(10)), /has 10 values; the model expects 1x3x\d+x\d+ = \d+/);
+    assert.throws(() => model.run(new Float64Array(input.length)), TypeError);
+    assert.throws(() => model.run([1, 2, 3]), TypeError);
+    assert.throws(() => model.run({ nope: input }), /unknown input 'nope'/);
+    assert.throws(() => model.run({ data: new Uint8ClampedArray(16), width: 2, height: 2 }, { crop: { x: 0, y: 0, width: 0, height: 1 } }), /crop/);
+    // The model still works after the errors.
+    assertMatchesReference(model.run(input));
+  } finally {
+    model.dispose();
+  }
+  assert.throws(() => model.run(input), /disposed/);
+});
+
+test('an unknown or unavailable variant is a clear error', async () => {
+  await assert.rejects(load(casePath('model.spnn'), { variant: 'avx' }), /unknown variant "avx"/);
+  await assert.rejects(load(casePath('model.spnn'), { threads: 0 }), /threads must be/);
+});

@@ -1,0 +1,130 @@
+// Pixels to a model input: crop, resize to the model's size, map 0..255 to the model's
+// value range, RGB planes (NCHW, batch 1).
+//
+// Drawable sources (canvas, video, image, ImageBitmap, VideoFrame) go through a 2-D canvas
+// (the browser crops and resizes bilinearly); ImageData (or any {data, width, height} RGBA
+// object) is converted here in plain JS, so it also works in Node and in workers without
+// canvas support.
+
+const DRAWABLE_TYPES = ['HTMLCanvasElement', 'OffscreenCanvas', 'HTMLVideoElement', 'HTMLImageElement',
+  'SVGImageElement', 'ImageBitmap', 'VideoFrame'];
+
+export function isImageDataLike(x) {
+  return x !== null && typeof x === 'object' && (x.data instanceof Uint8ClampedArray || x.data instanceof Uint8Array) &&
+    Number.isInteger(x.width) && Number.isInteger(x.height) && x.data.length === x.width * x.height * 4;
+}
+
+function isDrawable(x) {
+  return x !== null && typeof x === 'object' &&
+    DRAWABLE_TYPES.some((name) => typeof globalThis[name] === 'function' && x instanceof globalThis[name]);
+}
+
+/** Whether `x` is an image source that run() converts (rather than a tensor). */
+export function isPixelSource(x) {
+  return isImageDataLike(x) || isDrawable(x);
+}
+
+/** The natural size of a pixel source. */
+export function sourceSize(src) {
+  if (typeof HTMLVideoElement === 'function' && src instanceof HTMLVideoElement) {
+    return { width: src.videoWidth, height: src.videoHeight };
+  }
+  if (typeof HTMLImageElement === 'function' && src instanceof HTMLImageElement) {
+    return { width: src.naturalWidth, height: src.naturalHeight };
+  }
+  if (typeof VideoFrame === 'function' && src instanceof VideoFrame) {
+    return { width: src.displayWidth, height: src.displayHeight };
+  }
+  return { width: src.width, height: src.height };
+}
+
+function checkCrop(crop, size) {
+  const c = crop ?? { x: 0, y: 0, width: size.width, height: size.height };
+  for (const key of ['x', 'y', 'width', 'height']) {
+    if (typeof c[key] !== 'number' || !Number.isFinite(c[key])) throw new Error(`crop.${key} must be a finite number`);
+  }
+  if (c.width <= 0 || c.height <= 0) throw new Error('crop width and height must be positive');
+  if (size.width <= 0 || size.height <= 0) throw new Error('the image source has no pixels (not loaded yet?)');
+  return c;
+}
+
+let scratch = null; // one canvas reused across calls
+
+function scratchContext(width, height) {
+  if (!scratch) {
+    if (typeof OffscreenCanvas === 'function') scratch = new OffscreenCanvas(width, height);
+    else if (typeof document === 'object') scratch = document.createElement('canvas');
+    else throw new Error('pixel inputs other than ImageData need a canvas (OffscreenCanvas or a DOM)');
+  }
+  if (scratch.width !== width) scratch.width = width;
+  if (scratch.height !== height) scratch.height = height;
+  const ctx = scratch.getContext('2d', { willReadFrequently: true });
+  ctx.imageSmoothingEnabled = true;
+  return ctx;
+}
+
+// RGBA bytes (width x height) -> planar RGB floats, v = lo + p * (hi - lo) / 255.
+function rgbaToPlanes(rgba, width, height, [lo, hi], out) {
+  const plane = width * height;
+  const scale = (hi - lo) / 255;
+  for (let i = 0, p = 0; i < plane; i++, p += 4) {
+    out[i] = lo + rgba[p] * scale;
+    out[plane + i] = lo + rgba[p + 1] * scale;
+    out[2 * plane + i] = lo + rgba[p + 2] * scale;
+  }
+  return out;
+}
+
+// Bilinear crop + resize of RGBA bytes with pixel-centre alignment; edges clamp.
+function resampleRGBA(img, crop, width, height) {
+  const { data, width: sw, height: sh } = img;
+  if (crop.x === 0 && crop.y === 0 && crop.width === sw && crop.height === sh && sw === width && sh === height) {
+    return data;
+  }
+  const out = new Uint8ClampedArray(width * height * 4);
+  const sx = crop.width / width;
+  const sy = crop.height / height;
+  for (let y = 0; y < height; y++) {
+    const fy = Math.min(Math.max(crop.y + (y + 0.5) * sy - 0.5, 0), sh - 1);
+    const y0 = Math.floor(fy);
+    const y1 = Math.min(y0 + 1, sh - 1);
+    const wy = fy - y0;
+    for (let x = 0; x < width; x++) {
+      const fx = Math.min(Math.max(crop.x + (x + 0.5) * sx - 0.5, 0), sw - 1);
+      const x0 = Math.floor(fx);
+      const x1 = Math.min(x0 + 1, sw - 1);
+      const wx = fx - x0;
+      const a = (y0 * sw + x0) * 4, b = (y0 * sw + x1) * 4, c = (y1 * sw + x0) * 4, d = (y1 * sw + x1) * 4;
+      const o = (y * width + x) * 4;
+      for (let k = 0; k < 4; k++) {
+        const top = data[a + k] + (data[b + k] - data[a + k]) * wx;
+        const bottom = data[c + k] + (data[d + k] - data[c + k]) * wx;
+        out[o + k] = top + (bottom - top) * wy;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * A pixel source as the model's input tensor.
+ * @param src ImageData-like or drawable source
+ * @param shape the model input shape [1, 3, H, W]
+ * @param range [lo, hi] the values 0 and 255 map to
+ * @param crop optional {x, y, width, height} in source pixels
+ * @param out optional Float32Array of 3*H*W to write into
+ */
+export function pixelsToTensor(src, shape, range, crop, out) {
+  if (shape.length !== 4 || shape[0] !== 1 || shape[1] !== 3) {
+    throw new Error(`pixel inputs need a model input of shape [1, 3, H, W]; this model's is [${shape.join(', ')}]`);
+  }
+  const [, , height, width] = shape;
+  out ??= new Float32Array(3 * height * width);
+  const size = sourceSize(src);
+  const c = checkCrop(crop, size);
+  if (isImageDataLike(src)) return rgbaToPlanes(resampleRGBA(src, c, width, height), width, height, range, out);
+  const ctx = scratchContext(width, height);
+  ctx.clearRect(0, 0, width, height);
+  ctx.drawImage(src, c.x, c.y, c.width, c.height, 0, 0, width, height);
+  return rgbaToPlanes(ctx.getImageData(0, 0, width, height).data, width, height, range, out);
+}
