@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # npm packages the demo and the Pyodide front end load in the browser; nothing else under
 # node_modules/ is served.
-NODE_PACKAGES = ("pyodide", "@mediapipe/hands", "fingerpose")
+NODE_PACKAGES = ("pyodide", "@mediapipe/hands", "fingerpose",
+                 # reference runtimes of the benchmark page (web/bench/)
+                 "@tensorflow/tfjs-core", "@tensorflow/tfjs-backend-cpu", "@tensorflow/tfjs-tflite", "onnxruntime-web")
 
 # Extensions the server knows; anything else is served as application/octet-stream.
 MIME_TYPES = {
@@ -136,8 +138,10 @@ def pack_upload(data: bytes, upload_name: str, weights: str, sparse: str, temp_r
 
 def create_app(root: Path | str = ROOT, models_dir: Path | str | None = None, *,
                isolation: bool = True, max_upload: int = DEFAULT_MAX_UPLOAD,
-               temp_root: str | None = None) -> Flask:
-    """The Flask app. `isolation=False` leaves out COOP/COEP (to test non-isolated pages)."""
+               temp_root: str | None = None, dist_dir: Path | str | None = None) -> Flask:
+    """The Flask app serving `root`'s web/, demo/, dist/ (or `dist_dir`) and whitelisted
+    node_modules/ packages, and `models_dir` under /models/.
+    `isolation=False` leaves out COOP/COEP (to test pages that are not cross-origin isolated)."""
     root = Path(root).resolve()
     models = Path(models_dir).resolve() if models_dir else None
     if models is None:
@@ -147,7 +151,8 @@ def create_app(root: Path | str = ROOT, models_dir: Path | str | None = None, *,
     app.config["MAX_CONTENT_LENGTH"] = max_upload
     app.config["PYSPARSE_TEMP_ROOT"] = temp_root
     store = PackedStore()
-    folders = {"web": root / "web", "demo": root / "demo", "dist": root / "dist"}
+    folders = {"web": root / "web", "demo": root / "demo",
+               "dist": Path(dist_dir).resolve() if dist_dir else root / "dist"}
 
     def send(folder: Path, path: str, max_age: int | None = None):
         """A file under `folder`; without max_age, `no-cache` (revalidate by ETag/Last-Modified)."""

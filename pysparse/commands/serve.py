@@ -15,6 +15,8 @@ def add_parser(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--models", type=Path, default=None, help="folder of .spnn/.tflite/.onnx models served "
                    "under /models/ (default: the set-up's models folder)")
+    p.add_argument("--dist", type=Path, default=None, help="folder served under /dist/ (default: ./dist, "
+                   "where `make wheel` puts the pysparse wheel)")
     p.add_argument("--max-upload-mb", type=float, default=64, help="largest model POST /api/pack accepts")
     p.add_argument("--no-isolation", action="store_true",
                    help="leave out COOP/COEP (pages are then not cross-origin isolated: no threads)")
@@ -27,7 +29,7 @@ def run(args) -> int:
 
     from ..server import ROOT, create_app
 
-    app = create_app(models_dir=args.models, isolation=not args.no_isolation,
+    app = create_app(models_dir=args.models, dist_dir=args.dist, isolation=not args.no_isolation,
                      max_upload=int(args.max_upload_mb * 1024 * 1024))
     server = make_server(args.host, args.port, app, threaded=True)
     host = f"[{args.host}]" if ":" in args.host else args.host
