@@ -181,12 +181,22 @@ def encode_1x1(weight: np.ndarray, block: int = 1):
     return values.astype(weight.dtype), sp
 
 
-def sparsify_tflite(model: bytes, min_sparsity: float = 0.7, block: int = 1, converted: list | None = None) -> bytes:
+def sparsify_tflite(model: bytes, min_sparsity: float = 0.7, block: int = 1, converted: list | None = None,
+                    fp16: str = "keep") -> bytes:
     """Rewrites the constant 1x1 CONV_2D weights (fp32, or fp16 behind DEQUANTIZE) whose
     fraction of zeros is at least `min_sparsity` into TFLite's sparse storage, read through
     a DENSIFY op. Other weights, ops and metadata are kept. `converted`, when given,
-    receives (tensor name, sparsity) for each rewritten weight."""
+    receives (tensor name, sparsity) for each rewritten weight.
+
+    fp16 weights: "keep" stores the sparse values as fp16 (sparse fp16 -> DENSIFY ->
+    DEQUANTIZE -> CONV_2D, half the bytes); "expand" stores them as fp32 and drops the
+    DEQUANTIZE (sparse fp32 -> DENSIFY -> CONV_2D, for runtimes that only densify fp32).
+    Both store the same values (fp16 -> fp32 is exact); TFLite's builtin kernels then give
+    bit-identical results, while XNNPACK may round differently with "expand", since it can
+    run fp16-stored weights through its own fp16-weight path."""
     fb = _schema()
+    if fp16 not in ("keep", "expand"):
+        raise ValueError("fp16 must be 'keep' or 'expand'")
     if len(model) < 8 or model[4:8] != b"TFL3":
         raise ModelFormatError("not a TFLite model (no TFL3 identifier at byte 4)")
     try:
@@ -204,14 +214,20 @@ def sparsify_tflite(model: bytes, min_sparsity: float = 0.7, block: int = 1, con
             buffer_users[t.buffer] = buffer_users.get(t.buffer, 0) + 1
     for sg in m.subgraphs:
         producers = {o: op for op in sg.operators for o in op.outputs}
-        new_ops = []
+        readers: dict[int, int] = {}
+        for op in sg.operators:
+            for i in (op.inputs if op.inputs is not None else []):
+                readers[int(i)] = readers.get(int(i), 0) + 1
+        new_ops, dropped = [], []
         for op in sg.operators:
             if builtin(m.operatorCodes[op.opcodeIndex]) != fb.BuiltinOperator.CONV_2D or len(op.inputs) < 2:
                 continue
             w = op.inputs[1]
-            prod = producers.get(w)
-            if prod is not None and builtin(m.operatorCodes[prod.opcodeIndex]) == fb.BuiltinOperator.DEQUANTIZE:
-                w = prod.inputs[0]
+            dequantize = producers.get(w)
+            if dequantize is not None and builtin(m.operatorCodes[dequantize.opcodeIndex]) == fb.BuiltinOperator.DEQUANTIZE:
+                w = dequantize.inputs[0]
+            else:
+                dequantize = None
             t = sg.tensors[w]
             dtype = {fb.TensorType.FLOAT32: np.float32, fb.TensorType.FLOAT16: np.float16}.get(t.type)
             data = m.buffers[t.buffer].data if t.buffer > 0 else None
@@ -222,6 +238,12 @@ def sparsify_tflite(model: bytes, min_sparsity: float = 0.7, block: int = 1, con
             sparsity = float(np.mean(weight == 0))
             if sparsity < min_sparsity:
                 continue
+            # The sparse constant is DENSIFY's input; DENSIFY writes an existing tensor, so
+            # every reader of the weight keeps reading the same (dense) values.
+            target = w
+            if dequantize is not None and fp16 == "expand" and readers.get(int(w), 0) == 1:
+                weight, target = weight.astype(np.float32), dequantize.outputs[0]
+                dropped.append(dequantize)
             values, sp = encode_1x1(weight, block)
             if densify_index is None:
                 oc = fb.OperatorCodeT()
@@ -229,27 +251,28 @@ def sparsify_tflite(model: bytes, min_sparsity: float = 0.7, block: int = 1, con
                 oc.version = 1
                 m.operatorCodes.append(oc)
                 densify_index = len(m.operatorCodes) - 1
-            # The new sparse constant; the old tensor becomes DENSIFY's output, so every
-            # reader of the weight keeps reading the same (dense) values.
             buf = fb.BufferT()
             buf.data = np.frombuffer(values.tobytes(), np.uint8)
             m.buffers.append(buf)
+            name = t.name.decode() if isinstance(t.name, bytes) else (t.name or "weight")
             st = fb.TensorT()
-            st.name = (t.name.decode() if isinstance(t.name, bytes) else (t.name or "weight")) + "_sparse"
-            st.shape, st.type, st.buffer, st.sparsity = list(t.shape), t.type, len(m.buffers) - 1, sp
+            st.name = name + "_sparse"
+            st.shape, st.buffer, st.sparsity = list(t.shape), len(m.buffers) - 1, sp
+            st.type = fb.TensorType.FLOAT32 if values.dtype == np.float32 else fb.TensorType.FLOAT16
             sg.tensors.append(st)
             if buffer_users.get(t.buffer, 0) == 1:
-                m.buffers[t.buffer].data = None
+                m.buffers[t.buffer].data = None  # nothing else reads the dense copy
             t.buffer = 0
             d = fb.OperatorT()
-            d.opcodeIndex, d.inputs, d.outputs = densify_index, [len(sg.tensors) - 1], [w]
+            d.opcodeIndex, d.inputs, d.outputs = densify_index, [len(sg.tensors) - 1], [target]
             d.builtinOptionsType = fb.BuiltinOptions.DensifyOptions
             d.builtinOptions = fb.DensifyOptionsT()
             new_ops.append(d)
-            producers[w] = d
+            producers[w] = producers[target] = d
             if converted is not None:
-                converted.append((st.name[:-len("_sparse")], sparsity))
-        sg.operators = new_ops + sg.operators  # DENSIFY reads only constants: first is fine
+                converted.append((name, sparsity))
+        # DENSIFY reads only constants, so running them all first is in order.
+        sg.operators = new_ops + [op for op in sg.operators if all(op is not x for x in dropped)]
     import flatbuffers
     b = flatbuffers.Builder(len(model) + 1024)
     b.Finish(m.Pack(b), file_identifier=b"TFL3")
@@ -267,13 +290,15 @@ def main(argv=None) -> int:
     ap.add_argument("output")
     ap.add_argument("--min-sparsity", type=float, default=0.7, help="fraction of zeros a weight needs (default 0.7)")
     ap.add_argument("--block", type=int, default=1, help="output channels per sparse block (default 1)")
+    ap.add_argument("--fp16", choices=["keep", "expand"], default="keep",
+                    help="fp16 weights: keep them fp16 (default) or store the sparse values as fp32")
     args = ap.parse_args(argv)
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         ap.error("the output must be a different file from the input")
     with open(args.input, "rb") as f:
         data = f.read()
     converted: list = []
-    out = sparsify_tflite(data, args.min_sparsity, args.block, converted)
+    out = sparsify_tflite(data, args.min_sparsity, args.block, converted, args.fp16)
     directory = os.path.dirname(os.path.abspath(args.output))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".sparsify.", suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
