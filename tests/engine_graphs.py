@@ -142,16 +142,17 @@ def prune_pointwise(graph: Graph, sparsity: float, block: int = 1) -> Graph:
         if t.data is None or t.shape[2:] != (1, 1):
             continue
         w = t.data.reshape(t.shape[0], -1).copy()
-        rows = (w.shape[0] // block) * block
-        if block == 1:
+        b = block if w.shape[0] >= block else 1  # fewer rows than a block: prune single weights
+        rows = (w.shape[0] // b) * b
+        if b == 1:
             scores, units = np.abs(w), None
         else:
-            units = w[:rows].reshape(rows // block, block, -1)
+            units = w[:rows].reshape(rows // b, b, -1)
             scores = np.sqrt((units ** 2).sum(axis=1))
         k = int(round(sparsity * scores.size))
         if k:
             cut = np.partition(scores.ravel(), k - 1)[k - 1]
-            if block == 1:
+            if b == 1:
                 w[scores <= cut] = 0
             else:
                 units[np.broadcast_to((scores <= cut)[:, None, :], units.shape)] = 0
