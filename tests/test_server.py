@@ -244,7 +244,7 @@ def test_serves_the_real_tree():
     assert client.get("/node_modules/ws/package.json").status_code == 404
 
 
-def test_pack_a_real_tflite_model(client, site):
+def test_pack_a_real_tflite_model(site):
     from pysparse import assets
     data = assets.model_path("hand_landmark_lite.tflite").read_bytes()
     app = create_app(root=site[0], models_dir=site[1], temp_root=str(site[2]))
