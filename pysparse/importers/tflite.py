@@ -147,7 +147,8 @@ class _Importer:
             raise ModelFormatError(f"tensor {self.tname(i)!r}: {values.size} values for shape {shape}")
         return values.reshape(shape)
 
-    def const(self, i: int, node: str = "", what: str = "") -> np.ndarray | None:
+    def const(self, i: int) -> np.ndarray | None:
+        """Value of TFLite tensor i in its own layout, if it is a constant (or folded into one)."""
         if i < 0:
             return None
         if i not in self.consts:
