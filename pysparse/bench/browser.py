@@ -1,0 +1,82 @@
+"""Runs the benchmark page (web/bench/) in headless Chromium against a local Flask server.
+
+    with BenchServer(models_dir) as url:
+        result = run_session(url, configs, runs=20)
+
+One browser per call: a session holds one thread count, so runtimes that fix their thread
+pool at start-up (onnxruntime-web) are never measured with another session's setting.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str:
+    for candidate in (CHROMIUM, shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise FileNotFoundError("no chromium found (looked for /usr/bin/chromium and chromium on PATH)")
+
+
+class BenchServer:
+    """The pysparse Flask app (cross-origin isolated) on a free localhost port, in a thread."""
+
+    def __init__(self, models_dir: Path):
+        self.models_dir = Path(models_dir)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> str:
+        from werkzeug.serving import make_server
+
+        from ..server import create_app
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+        app = create_app(models_dir=self.models_dir)
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._thread.join(timeout=10)
+
+
+def run_session(base_url: str, configs: list[dict], runs: int, warmup: int = 3, profile: bool = True,
+                progress=None, timeout_s: float = 1800) -> dict:
+    """Opens the page, runs `configs` (all with one thread count) and returns the page's JSON.
+    `progress(done, total, what)` is called from the page as it goes."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("response", lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico")
+                    and errors.append(f"{r.url}: HTTP {r.status}"))
+            page.on("requestfailed", lambda r: errors.append(f"{r.url}: {r.failure}"))
+            if progress is not None:
+                page.expose_function("benchProgress", lambda done, total, what: progress(done, total, what))
+            page.set_default_timeout(timeout_s * 1000)
+            page.goto(f"{base_url}/web/bench/index.html")
+            try:
+                page.wait_for_function("window.benchReady === true", timeout=30_000)
+            except Exception as e:
+                raise RuntimeError(f"the benchmark page did not start: {errors or e}") from e
+            result = page.evaluate(
+                "([configs, opts]) => window.runBench(configs, opts)",
+                [configs, {"runs": runs, "warmup": warmup, "profile": profile}])
+            result["page_errors"] = errors
+            result["browser_version"] = browser.version
+            return result
+        finally:
+            browser.close()

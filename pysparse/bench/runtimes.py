@@ -1,0 +1,211 @@
+"""The files each benchmarked system loads, built from one source model per benchmark model.
+
+For every model the same pruned weights reach every system: the IR is pruned once per
+sparsity (one-shot magnitude, `pysparse.prune.oneshot`; MobileNetV2 by `prune_pointwise`
+on its 1x1 convolutions), then
+- pysparse loads it packed (`.spnn`, the cost model picks sparse or dense per layer),
+- TFLite-wasm loads the same weights stored sparse (`sparsify_tflite`, DENSIFY: XNNPACK's
+  sparse-inference hint); for the MediaPipe models the pruned zeros are written into a copy
+  of the original `.tflite` (every other op and weight kept), for MobileNetV2 the pruned
+  graph is exported (`pysparse.exporters.export_tflite`),
+- onnxruntime-web loads the dense ONNX form (it has no sparse path).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelFormatError
+
+MEDIAPIPE_MODELS = ("hand_landmark_full", "hand_landmark_lite", "palm_detection_full")
+MOBILENET = "mobilenet_v2"
+ALL_MODELS = MEDIAPIPE_MODELS + (MOBILENET,)
+SPARSITIES = (0.5, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class Artifact:
+    """One configuration's model file: `system` loads `path` (served at /models/<name>)."""
+    model: str
+    system: str  # "pysparse", "tflite" or "ort"
+    sparsity: float  # fraction of zeros of the pruned layers; 0 for the dense model
+    block: int
+    path: Path
+    input_shape: tuple[int, ...]  # NCHW
+    label: str = ""  # what the row is called in tables and charts
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}/{self.label}"
+
+
+def _write(path: Path, data: bytes) -> Path:
+    """Atomic write (temp file, then rename); skips an identical file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and path.read_bytes() == data:
+        return path
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp.", suffix=path.suffix)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
+
+
+def _pct(s: float) -> str:
+    return f"{round(s * 100)}"
+
+
+def mask_tflite_weights(tflite_bytes: bytes, pruned_graph) -> tuple[bytes, int]:
+    """A copy of a TFLite model whose conv/FC weights are zero wherever the same-named
+    weight of `pruned_graph` (imported from that model, then pruned) is zero. Weights behind
+    DEQUANTIZE (fp16) are masked at their source. Returns the bytes and the count of
+    weights masked."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as fb
+
+    try:
+        m = fb.ModelT.InitFromPackedBuf(bytearray(tflite_bytes), 0)
+    except Exception as e:
+        raise ModelFormatError(f"cannot parse TFLite flatbuffer: {e}") from e
+    dtypes = {fb.TensorType.FLOAT32: np.float32, fb.TensorType.FLOAT16: np.float16}
+    masked = 0
+    for sg in m.subgraphs:
+        by_name = {(t.name.decode() if isinstance(t.name, bytes) else t.name): k for k, t in enumerate(sg.tensors)}
+        producers = {o: op for op in sg.operators for o in op.outputs}
+        for name, t_ir in pruned_graph.tensors.items():
+            if t_ir.data is None or name not in by_name or t_ir.data.ndim not in (2, 4):
+                continue
+            k = by_name[name]
+            prod = producers.get(k)
+            if prod is not None:
+                code = m.operatorCodes[prod.opcodeIndex]
+                if max(code.builtinCode, code.deprecatedBuiltinCode) != fb.BuiltinOperator.DEQUANTIZE:
+                    continue
+                k = prod.inputs[0]
+            t = sg.tensors[k]
+            dtype = dtypes.get(t.type)
+            buf = m.buffers[t.buffer].data if t.buffer > 0 else None
+            if dtype is None or buf is None:
+                continue
+            ir = t_ir.data.transpose(0, 2, 3, 1) if t_ir.data.ndim == 4 else t_ir.data
+            shape = tuple(int(d) for d in t.shape)
+            if ir.shape != shape or not (ir == 0).any():
+                continue
+            w = np.frombuffer(np.asarray(buf, np.uint8).tobytes(), dtype).reshape(shape).copy()
+            w[ir == 0] = 0
+            m.buffers[t.buffer].data = np.frombuffer(w.tobytes(), np.uint8)
+            masked += 1
+    b = flatbuffers.Builder(len(tflite_bytes) + 1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output()), masked
+
+
+def _pointwise_sparsity(graph) -> float:
+    zeros = total = 0
+    for op in graph.ops:
+        if op.type == "CONV2D" and int(op.attr("groups")) == 1:
+            w = graph.tensors[op.inputs[1]].data
+            if w is not None and w.shape[2:] == (1, 1):
+                zeros += int((w == 0).sum())
+                total += w.size
+    return zeros / total if total else 0.0
+
+
+def _mediapipe(name: str, out: Path, sparsities, blocks) -> list[Artifact]:
+    from .. import assets
+    from ..importers import load_model
+    from ..importers.tflite_sparse import sparsify_tflite
+    from ..pack import pack
+    from ..prune import oneshot
+
+    src = assets.model_path(f"{name}.tflite")
+    original = Path(src).read_bytes()
+    graph = load_model(original)
+    shape = graph.tensors[graph.inputs[0]].shape
+    arts = [
+        Artifact(name, "pysparse", 0.0, 1, _write(out / f"{name}.dense.spnn", pack(graph, sparse=False)),
+                 shape, "pysparse dense"),
+        Artifact(name, "tflite", 0.0, 1, _write(out / f"{name}.tflite", original), shape, "tflite dense"),
+    ]
+    for s in sparsities:
+        for block in blocks:
+            pruned = oneshot(graph, s, block=block)
+            arts.append(Artifact(name, "pysparse", s, block,
+                                 _write(out / f"{name}.s{_pct(s)}b{block}.spnn", pack(pruned)),
+                                 shape, f"pysparse {_pct(s)}% b{block}",
+                                 {"pointwise_sparsity": _pointwise_sparsity(pruned)}))
+        # TFLite gets the zeros of the block-1 (unstructured) pruning: XNNPACK's sparse
+        # path has its own blocking and the storage block does not change what it runs.
+        pruned = oneshot(graph, s, block=1)
+        masked, n = mask_tflite_weights(original, pruned)
+        converted: list = []
+        data = sparsify_tflite(masked, min_sparsity=max(0.0, s - 0.02), converted=converted)
+        arts.append(Artifact(name, "tflite", s, 1, _write(out / f"{name}.s{_pct(s)}.sparse.tflite", data),
+                             shape, f"tflite {_pct(s)}% sparse",
+                             {"masked_weights": n, "stored_sparse": len(converted)}))
+    return arts
+
+
+def _mobilenet(out: Path, sparsities, blocks, include_ort: bool = True) -> list[Artifact]:
+    import copy
+
+    import torch
+
+    from ..exporters import export_tflite
+    from ..importers.tflite_sparse import sparsify_tflite
+    from ..importers.torch import export_onnx, from_torch
+    from ..pack import pack
+    from ..passes import optimize
+    from ..zoo.mobilenet_v2 import mobilenet_v2, prune_pointwise
+
+    name = MOBILENET
+    base = mobilenet_v2(width=1.0, input_size=224, seed=0)
+    x = torch.zeros(1, 3, 224, 224)
+    shape = (1, 3, 224, 224)
+    graph = optimize(from_torch(base, x))
+    arts = [
+        Artifact(name, "pysparse", 0.0, 1, _write(out / f"{name}.dense.spnn", pack(graph, sparse=False)),
+                 shape, "pysparse dense"),
+        Artifact(name, "tflite", 0.0, 1, _write(out / f"{name}.tflite", export_tflite(graph)), shape, "tflite dense"),
+    ]
+    if include_ort:
+        arts.append(Artifact(name, "ort", 0.0, 1, _write(out / f"{name}.onnx", export_onnx(base, x)), shape, "ort dense"))
+    for s in sparsities:
+        for block in blocks:
+            model = copy.deepcopy(base)
+            prune_pointwise(model, s, block=block)
+            g = optimize(from_torch(model, x))
+            arts.append(Artifact(name, "pysparse", s, block, _write(out / f"{name}.s{_pct(s)}b{block}.spnn", pack(g)),
+                                 shape, f"pysparse {_pct(s)}% b{block}", {"pointwise_sparsity": _pointwise_sparsity(g)}))
+            if block == blocks[0]:
+                converted: list = []
+                data = sparsify_tflite(export_tflite(g), min_sparsity=max(0.0, s - 0.02), converted=converted)
+                arts.append(Artifact(name, "tflite", s, block,
+                                     _write(out / f"{name}.s{_pct(s)}.sparse.tflite", data), shape,
+                                     f"tflite {_pct(s)}% sparse", {"stored_sparse": len(converted)}))
+    return arts
+
+
+def prepare(models, out_dir: Path, sparsities=SPARSITIES, blocks=(1, 4), systems=("pysparse", "tflite", "ort")):
+    """Builds (or reuses, when unchanged) every file the benchmark loads, under `out_dir`."""
+    out_dir = Path(out_dir)
+    arts: list[Artifact] = []
+    for model in models:
+        if model in MEDIAPIPE_MODELS:
+            arts += _mediapipe(model, out_dir, sparsities, blocks)
+        elif model == MOBILENET:
+            arts += _mobilenet(out_dir, sparsities, blocks, include_ort="ort" in systems)
+        else:
+            raise ValueError(f"unknown benchmark model {model!r} (known: {', '.join(ALL_MODELS)})")
+    return [a for a in arts if a.system in systems]
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]

@@ -1,0 +1,170 @@
+// The benchmark page's engine: loads every configuration (system, model URL, threads),
+// then times them interleaved, one run of each per round, so that drifts in machine speed
+// hit every system alike. Returns plain JSON for the driver (Playwright).
+import { load as loadPysparse } from '../pysparse.mjs';
+
+const TFLITE_DIST = '/node_modules/@tensorflow/tfjs-tflite/dist/';
+const ORT_DIST = '/node_modules/onnxruntime-web/dist/';
+let ort = null;
+
+// A fixed input per shape (same values for every system; uniform in [-1, 1]).
+function makeInput(size, seed = 1) {
+  const x = new Float32Array(size);
+  let s = seed >>> 0;
+  for (let i = 0; i < size; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    x[i] = (s / 4294967296) * 2 - 1;
+  }
+  return x;
+}
+
+const prod = (shape) => shape.reduce((a, b) => a * b, 1);
+const nhwc = ([n, c, h, w]) => [n, h, w, c];
+
+async function fetchBytes(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+// Each loader returns {run(), dispose(), info}; run() includes copying the outputs out.
+const LOADERS = {
+  async pysparse(cfg) {
+    const bytes = await fetchBytes(cfg.url);
+    const model = await loadPysparse(bytes, { threads: cfg.threads });
+    const x = makeInput(prod(model.inputs[0].shape));
+    return {
+      run: () => model.run(x),
+      dispose: () => model.dispose(),
+      info: { variant: model.info.variant, threads: model.info.threads },
+      profile: typeof model.profile === 'function' ? (n) => {
+        model.setProfiling(true);
+        const total = new Map();
+        for (let i = 0; i < n; i++) {
+          model.run(x);
+          for (const row of model.profile()) {
+            const key = `${row.name}\u0000${row.op}\u0000${row.kernel}`;
+            total.set(key, (total.get(key) || 0) + row.us);
+          }
+        }
+        model.setProfiling(false);
+        return [...total].map(([k, us]) => {
+          const [name, op, kernel] = k.split('\u0000');
+          return { name, op, kernel, us: us / n };
+        });
+      } : null,
+    };
+  },
+
+  async tflite(cfg) {
+    const tflite = globalThis.tflite;
+    if (!tflite) throw new Error('tfjs-tflite did not load');
+    tflite.setWasmPath(TFLITE_DIST);
+    const bytes = await fetchBytes(cfg.url);
+    const model = await tflite.loadTFLiteModel(bytes.buffer, { numThreads: cfg.threads });
+    const spec = model.inputs[0];
+    const tf = globalThis.tf;
+    const x = tf.tensor(makeInput(prod(spec.shape)), spec.shape, 'float32');
+    return {
+      run: () => {
+        const y = model.predict(x);
+        const outs = y instanceof tf.Tensor ? [y] : Object.values(y);
+        const data = outs.map((t) => t.dataSync());
+        outs.forEach((t) => t.dispose());
+        return data;
+      },
+      dispose: () => { x.dispose(); },
+      info: { inputShape: spec.shape },
+    };
+  },
+
+  async ort(cfg) {
+    if (!ort) {
+      ort = await import(ORT_DIST + 'ort.wasm.min.mjs');
+      ort.env.wasm.wasmPaths = ORT_DIST;
+    }
+    // numThreads is global to the runtime; one page session holds one thread count.
+    ort.env.wasm.numThreads = cfg.threads;
+    const bytes = await fetchBytes(cfg.url);
+    const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'],
+                                                              graphOptimizationLevel: 'all' });
+    const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', makeInput(prod(cfg.input_shape)), cfg.input_shape) };
+    return {
+      run: async () => {
+        const out = await session.run(feeds);
+        return Object.values(out).map((t) => t.data);
+      },
+      dispose: () => session.release(),
+      info: { threads: cfg.threads },
+    };
+  },
+};
+
+const stats = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return {
+    median: s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2,
+    min: s[0], max: s[s.length - 1], mean: s.reduce((a, b) => a + b, 0) / s.length,
+  };
+};
+
+/**
+ * configs: [{id, system: 'pysparse'|'tflite'|'ort', url, threads, input_shape (NCHW)}]
+ * opts: {runs, warmup, profileRuns, progress(done, total, what)}
+ * Returns {environment, results: [{id, system, ..., load_ms, first_ms, samples_ms, median_ms, ...} | {id, error}]}
+ */
+export async function runBench(configs, opts = {}) {
+  const runs = opts.runs ?? 20, warmup = opts.warmup ?? 3, profileRuns = opts.profileRuns ?? 5;
+  const progress = opts.progress || globalThis.benchProgress || (() => {});
+  const total = configs.length * (2 + warmup) + runs * configs.length;
+  let done = 0;
+  const tick = async (what) => { done++; await progress(done, total, what); };
+  const live = [];
+  const results = [];
+  for (const cfg of configs) {
+    const result = { ...cfg };
+    results.push(result);
+    try {
+      const t0 = performance.now();
+      const runner = await LOADERS[cfg.system](cfg);
+      result.load_ms = performance.now() - t0;
+      await tick(`load ${cfg.id}`);
+      const t1 = performance.now();
+      await runner.run();
+      result.first_ms = performance.now() - t1;
+      await tick(`first ${cfg.id}`);
+      for (let i = 0; i < warmup; i++) { await runner.run(); await tick(`warm-up ${cfg.id}`); }
+      result.info = runner.info;
+      result.samples_ms = [];
+      live.push({ cfg, runner, result });
+    } catch (e) {
+      result.error = String(e && e.message || e);
+      done += 2 + warmup;
+    }
+  }
+  for (let r = 0; r < runs; r++) {
+    for (const { cfg, runner, result } of live) {
+      const t = performance.now();
+      await runner.run();
+      result.samples_ms.push(performance.now() - t);
+      await tick(`round ${r + 1}/${runs} ${cfg.id}`);
+    }
+  }
+  for (const { runner, result } of live) {
+    const s = stats(result.samples_ms);
+    Object.assign(result, { median_ms: s.median, min_ms: s.min, max_ms: s.max, mean_ms: s.mean });
+    if (runner.profile && opts.profile !== false) {
+      try { result.layers = runner.profile(profileRuns); } catch (e) { result.layers_error = String(e.message || e); }
+    }
+    try { await runner.dispose(); } catch { /* released with the page anyway */ }
+  }
+  return {
+    environment: {
+      userAgent: navigator.userAgent,
+      hardwareConcurrency: navigator.hardwareConcurrency,
+      crossOriginIsolated: globalThis.crossOriginIsolated === true,
+    },
+    runs, warmup, results,
+  };
+}
