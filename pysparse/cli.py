@@ -13,7 +13,7 @@ import sys
 from . import __version__
 from .errors import PysparseError
 
-COMMANDS = ("pack", "inspect", "run", "serve", "prune", "sensitivity")
+COMMANDS = ("pack", "inspect", "run", "serve", "prune", "sensitivity", "bench")
 EXIT_ERROR = 2
 
 

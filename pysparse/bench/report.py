@@ -1,0 +1,139 @@
+"""Benchmark results: the JSON record, the terminal table and the PNG charts.
+
+Speedups are against TFLite-wasm on the dense original (same model, same thread count, same
+browser session), the reference a sparse engine has to beat.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+TIMES = ("load_ms", "first_ms", "median_ms", "min_ms", "max_ms")
+BASELINE_LABEL = "tflite dense"
+
+
+def baseline(rows: list[dict], row: dict) -> dict | None:
+    for r in rows:
+        if r["model"] == row["model"] and r["threads"] == row["threads"] and r["label"] == BASELINE_LABEL \
+                and "median_ms" in r:
+            return r
+    return None
+
+
+def add_speedups(rows: list[dict]) -> None:
+    for r in rows:
+        base = baseline(rows, r)
+        if base is not None and "median_ms" in r:
+            r["speedup_vs_tflite_dense"] = base["median_ms"] / r["median_ms"]
+
+
+def write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp.", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, indent=1, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def validate(record: dict) -> list[str]:
+    """Problems with a results record (empty when well formed)."""
+    problems = []
+    for key in ("schema_version", "environment", "runs", "results"):
+        if key not in record:
+            problems.append(f"missing {key}")
+    for r in record.get("results", []):
+        where = f"{r.get('model')}/{r.get('label')}/{r.get('threads')}t"
+        for key in ("model", "system", "label", "sparsity", "threads", "file", "file_bytes"):
+            if key not in r:
+                problems.append(f"{where}: missing {key}")
+        if "error" in r:
+            problems.append(f"{where}: {r['error']}")
+            continue
+        for key in TIMES:
+            v = r.get(key)
+            if not isinstance(v, (int, float)) or not v > 0:
+                problems.append(f"{where}: {key} = {v!r}")
+        if len(r.get("samples_ms", [])) != record.get("runs"):
+            problems.append(f"{where}: {len(r.get('samples_ms', []))} samples for {record.get('runs')} runs")
+    return problems
+
+
+def print_table(record: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    rows = record["results"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for threads in sorted({r["threads"] for r in rows if r["model"] == model}):
+            t = Table(title=f"{model}, {threads} thread{'s' if threads > 1 else ''} (ms; median of {record['runs']})")
+            for col in ("system", "load", "first", "median", "min", "max", "× tflite dense", "file KiB"):
+                t.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
+            for r in rows:
+                if r["model"] != model or r["threads"] != threads:
+                    continue
+                if "error" in r:
+                    t.add_row(r["label"], "[red]" + r["error"][:60], *[""] * 6)
+                    continue
+                sp = r.get("speedup_vs_tflite_dense")
+                t.add_row(r["label"], *(f"{r[k]:.1f}" for k in TIMES),
+                          f"{sp:.2f}" if sp else "-", f"{r['file_bytes'] / 1024:.0f}")
+            console.print(t)
+
+
+def plot(record: dict, out_dir: Path) -> list[Path]:
+    """time_<model>.png (median per system and thread count) and speedup.png (speedup over
+    TFLite dense against sparsity)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in record["results"] if "median_ms" in r]
+    written = []
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for model in models:
+        mine = [r for r in rows if r["model"] == model]
+        labels = list(dict.fromkeys(r["label"] for r in mine))
+        threads = sorted({r["threads"] for r in mine})
+        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(labels) + 2), 4))
+        width = 0.8 / len(threads)
+        for k, th in enumerate(threads):
+            vals = [next((r["median_ms"] for r in mine if r["label"] == lab and r["threads"] == th), 0) for lab in labels]
+            ax.bar([i + k * width for i in range(len(labels))], vals, width, label=f"{th} thread(s)")
+        ax.set_xticks([i + width * (len(threads) - 1) / 2 for i in range(len(labels))])
+        ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=8)
+        ax.set_ylabel("median inference time (ms)")
+        ax.set_title(f"{model}: time per system")
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"time_{model}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.5 * max(1, len(models)), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rows if r["model"] == model and r.get("speedup_vs_tflite_dense")]
+        series = dict.fromkeys((r["system"], r.get("block", 1), r["threads"]) for r in mine if r["sparsity"] > 0)
+        for system, block, th in series:
+            pts = sorted((r["sparsity"], r["speedup_vs_tflite_dense"]) for r in mine
+                         if r["system"] == system and r.get("block", 1) == block and r["threads"] == th)
+            dense = next((r["speedup_vs_tflite_dense"] for r in mine if r["system"] == system
+                          and r["sparsity"] == 0 and r["threads"] == th), None)
+            if dense is not None:
+                pts = [(0.0, dense)] + pts
+            name = f"{system}{' b' + str(block) if system == 'pysparse' else ''}, {th}t"
+            ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("sparsity of pruned layers (%)")
+        ax.set_ylabel("speedup over TFLite dense")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "speedup.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written

@@ -1,0 +1,67 @@
+"""`pysparse bench`: build every configuration's files, run one browser session per thread
+count, write build/bench/results.json and the charts, print the table.
+
+    record = run_benchmark(["hand_landmark_lite"], threads=[1], runs=20)
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .. import __version__
+from . import report
+from .runtimes import SPARSITIES, prepare
+
+OUT_DIR = Path("build/bench")
+
+
+def configs_for(artifacts, threads: int) -> list[dict]:
+    return [{"id": a.id, "system": a.system, "url": f"/models/{a.path.name}", "threads": threads,
+             "input_shape": list(a.input_shape)} for a in artifacts]
+
+
+def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, sparsities=SPARSITIES,
+                  blocks=(1, 4), systems=("pysparse", "tflite", "ort"), out_dir: Path = OUT_DIR,
+                  profile: bool = True, progress_bar: bool = True, console=None) -> dict:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .browser import BenchServer, run_session
+
+    out_dir = Path(out_dir)
+    models_dir = out_dir / "models"
+    if console is not None:
+        console.print(f"building model files under {models_dir} ...")
+    artifacts = prepare(models, models_dir, sparsities, blocks, systems)
+    by_id = {a.id: a for a in artifacts}
+    rows, sessions = [], []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, disable=not progress_bar, transient=True) as bar:
+        for th in threads:
+            task = bar.add_task(f"{th} thread(s)", total=None)
+
+            def tick(done, total, what, task=task):
+                bar.update(task, completed=done, total=total, description=f"{th}t {what[:48]}")
+
+            with BenchServer(models_dir) as url:
+                result = run_session(url, configs_for(artifacts, th), runs=runs, warmup=warmup,
+                                     profile=profile, progress=tick)
+            sessions.append({"threads": th, "environment": result["environment"],
+                             "browser_version": result.get("browser_version"),
+                             "page_errors": result.get("page_errors", [])})
+            for r in result["results"]:
+                a = by_id[r["id"]]
+                row = {"model": a.model, "system": a.system, "label": a.label, "sparsity": a.sparsity,
+                       "block": a.block, "threads": th, "file": a.path.name, "file_bytes": a.path.stat().st_size,
+                       "notes": a.notes}
+                for key in report.TIMES + ("mean_ms", "samples_ms", "layers", "layers_error", "error", "info"):
+                    if key in r:
+                        row[key] = r[key]
+                rows.append(row)
+    report.add_speedups(rows)
+    record = {"schema_version": report.SCHEMA_VERSION, "pysparse_version": __version__,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": runs, "warmup": warmup,
+              "environment": sessions[0]["environment"] if sessions else {}, "sessions": sessions,
+              "results": rows}
+    report.write_json(out_dir / "results.json", record)
+    record["charts"] = [str(p) for p in report.plot(record, out_dir)]
+    return record

@@ -1,0 +1,60 @@
+"""`pysparse bench`: pysparse against TFLite-wasm and onnxruntime-web in headless Chromium."""
+from __future__ import annotations
+
+
+def _list(kind):
+    def parse(text):
+        return [kind(v) for v in text.split(",") if v.strip()]
+    return parse
+
+
+def add_parser(sub) -> None:
+    from ..bench.runtimes import ALL_MODELS, SPARSITIES
+    p = sub.add_parser("bench", help="benchmark pysparse against TFLite-wasm and onnxruntime-web in Chromium",
+                       description="Build dense and pruned (one-shot) forms of each model for every system, "
+                                   "time them interleaved in one headless Chromium session per thread count, "
+                                   "and write build/bench/results.json and PNG charts.")
+    p.add_argument("--models", type=_list(str), default=list(ALL_MODELS),
+                   help=f"comma-separated (default: {','.join(ALL_MODELS)})")
+    p.add_argument("--threads", type=_list(int), default=[1, 2], help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per configuration (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs after the first (default 3)")
+    p.add_argument("--sparsities", type=_list(float), default=list(SPARSITIES),
+                   help="comma-separated fractions (default 0.5,0.7,0.8,0.9)")
+    p.add_argument("--blocks", type=_list(int), default=[1, 4], help="pysparse pruning blocks (default 1,4)")
+    p.add_argument("--systems", type=_list(str), default=["pysparse", "tflite", "ort"],
+                   help="comma-separated subset of pysparse,tflite,ort")
+    p.add_argument("--out", default="build/bench", help="output folder (default build/bench)")
+    p.add_argument("--smoke", action="store_true",
+                   help="quick check: hand_landmark_lite, 1 thread, 3 runs, 80%% sparsity, pysparse and tflite")
+    p.add_argument("--no-profile", action="store_true", help="skip pysparse's per-layer profile")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    from ..bench import report
+    from ..bench.runtimes import ALL_MODELS
+    from ..bench.suite import run_benchmark
+
+    if args.smoke:
+        args.models, args.threads, args.runs, args.warmup = ["hand_landmark_lite"], [1], 3, 1
+        args.sparsities, args.blocks, args.systems = [0.8], [1], ["pysparse", "tflite"]
+    unknown = set(args.models) - set(ALL_MODELS)
+    if unknown:
+        raise ValueError(f"unknown model(s) {sorted(unknown)}; known: {', '.join(ALL_MODELS)}")
+    if set(args.systems) - {"pysparse", "tflite", "ort"}:
+        raise ValueError("systems must be among pysparse, tflite, ort")
+    if args.runs < 1 or any(t < 1 for t in args.threads) or any(not 0 < s < 1 for s in args.sparsities):
+        raise ValueError("runs and threads must be >= 1, sparsities in (0, 1)")
+    console = Console()
+    record = run_benchmark(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup,
+                           sparsities=args.sparsities, blocks=args.blocks, systems=args.systems,
+                           out_dir=args.out, profile=not args.no_profile, console=console)
+    report.print_table(record, console)
+    console.print(f"results: {args.out}/results.json; charts: {', '.join(record['charts'])}")
+    problems = report.validate(record)
+    for p in problems:
+        console.print(f"[yellow]warning:[/yellow] {p}")
+    return 0
