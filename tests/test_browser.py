@@ -3,6 +3,8 @@ a canvas and on a Float32Array against the numpy reference, variant choice with 
 cross-origin isolation, threads, workers and errors."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -206,4 +208,24 @@ def test_browser_without_simd_gets_a_clear_error(browser, isolated_url):
       return load('/models/model.spnn').then(() => 'loaded', (e) => e.message);
     }""")
     assert "needs WebAssembly SIMD" in message
+    assert page.errors == []
+
+
+def test_runtime_page_packs_an_upload_and_runs_it(browser, isolated_url, case):
+    """web/index.html: upload a real TFLite model to POST /api/pack, then load and time the result."""
+    from pysparse import assets
+    page = open_page(browser, isolated_url + "/web/")
+    page.set_input_files("#file", str(assets.model_path("hand_landmark_lite.tflite")))
+    page.select_option("#weights", "fp16")
+    page.click("#pack")
+    page.wait_for_function("document.getElementById('log').textContent.includes('\"download\"')", timeout=60_000)
+    packed = json.loads(page.text_content("#log"))
+    assert packed["filename"] == "hand_landmark_lite.spnn" and packed["weights"] == "fp16"
+    assert page.eval_on_selector("#models", "s => s.value") == packed["download"]
+    page.select_option("#threads", "1")
+    page.click("#load")
+    page.wait_for_function("document.getElementById('log').textContent.includes('median_run_ms')", timeout=60_000)
+    timing = json.loads(page.text_content("#log"))
+    assert timing["name"] == "hand_landmark_lite"
+    assert timing["info"]["threads"] == 1 and timing["median_run_ms"] > 0
     assert page.errors == []

@@ -255,3 +255,26 @@ def test_pack_a_real_tflite_model(site):
     assert summary["source"]["format"] == "tflite"
     assert summary["dense_macs"] > 100_000_000
     assert list(site[2].iterdir()) == []
+
+
+def test_serve_command_prints_the_demo_url():
+    """`pysparse serve --open-demo` on a free port: prints the page's URL, which answers with isolation."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.Popen([sys.executable, "-m", "pysparse.cli", "serve", "--port", "0", "--open-demo"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first, second = proc.stdout.readline(), proc.stdout.readline()
+        assert first.startswith("pysparse serving ") and "http://127.0.0.1:" in first
+        url = second.split()[-1]
+        page = "/demo/" if (ROOT / "demo" / "index.html").exists() else "/web/"
+        assert second.startswith("open http://127.0.0.1:") and url.endswith(page)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
+            assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
