@@ -1,0 +1,75 @@
+"""`pysparse bench`: the harness's smoke run in real headless Chromium gives well-formed
+results (not speeds), and the pieces it is built from behave."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pysparse.bench import report
+
+
+@pytest.mark.slow
+def test_smoke_run_is_well_formed(tmp_path):
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("needs Debian's chromium")
+    from pysparse.cli import main
+    out = tmp_path / "bench"
+    assert main(["bench", "--smoke", "--out", str(out)]) == 0
+    record = json.loads((out / "results.json").read_text())
+    assert report.validate(record) == []
+    assert record["runs"] == 3 and record["environment"]["crossOriginIsolated"] is True
+    rows = record["results"]
+    assert {(r["system"], r["sparsity"]) for r in rows} == {("pysparse", 0.0), ("pysparse", 0.8),
+                                                            ("tflite", 0.0), ("tflite", 0.8)}
+    for r in rows:
+        assert r["threads"] == 1
+        assert all(r[k] > 0 for k in report.TIMES)
+        assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+        assert len(r["samples_ms"]) == 3
+        assert (out / "models" / r["file"]).stat().st_size == r["file_bytes"]
+    # the TFLite row of the pruned model really has its 1x1 weights stored sparse
+    sparse_tflite = next(r for r in rows if r["system"] == "tflite" and r["sparsity"])
+    assert sparse_tflite["notes"]["stored_sparse"] > 10
+    for name in ("time_hand_landmark_lite.png", "speedup.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_validate_reports_bad_rows():
+    row = {"model": "m", "system": "pysparse", "label": "x", "sparsity": 0.0, "threads": 1, "file": "f",
+           "file_bytes": 1, "load_ms": 1.0, "first_ms": 1.0, "median_ms": 0.0, "min_ms": 1.0, "max_ms": 1.0,
+           "samples_ms": [1.0]}
+    record = {"schema_version": 1, "environment": {}, "runs": 1, "results": [row]}
+    assert report.validate(record) == ["m/x/1t: median_ms = 0.0"]
+    record["results"] = [{**row, "median_ms": 1.0, "error": "boom"}]
+    assert report.validate(record) == ["m/x/1t: boom"]
+
+
+def test_speedups_are_against_tflite_dense_of_the_same_session():
+    rows = [{"model": "m", "threads": t, "label": lab, "median_ms": ms}
+            for t, lab, ms in ((1, "tflite dense", 20.0), (1, "pysparse 80% b1", 10.0), (2, "tflite dense", 12.0),
+                               (2, "pysparse 80% b1", 4.0))]
+    report.add_speedups(rows)
+    assert [r["speedup_vs_tflite_dense"] for r in rows] == [1.0, 2.0, 1.0, 3.0]
+
+
+def test_masked_tflite_copy_has_the_pruned_zeros():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from pysparse import assets
+    from pysparse.bench.runtimes import mask_tflite_weights
+    from pysparse.importers import load_model
+    from pysparse.prune import oneshot
+
+    original = Path(assets.model_path("hand_landmark_lite.tflite")).read_bytes()
+    pruned = oneshot(load_model(original), 0.7)
+    data, n = mask_tflite_weights(original, pruned)
+    assert n > 10
+    # importing the masked copy gives the pruned graph's weights back
+    again = load_model(data)
+    for name, t in pruned.tensors.items():
+        if t.data is not None and name in again.tensors and t.data.ndim == 4:
+            np.testing.assert_array_equal(again.tensors[name].data == 0, t.data == 0)
+    it = Interpreter(model_content=data)
+    it.allocate_tensors()
+    it.invoke()  # still a valid model for LiteRT
