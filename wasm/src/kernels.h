@@ -5,7 +5,7 @@
  * precomputed; a *kernel* then runs that layer with no allocation and no checks. Each
  * kernel takes the range of work it should do (pixels or channels), so threads split a
  * layer by calling the same kernel on disjoint ranges; ranges may be any size but
- * multiples of 32 pixels keep every thread on the full-width tile.
+ * multiples of 48 pixels keep every thread on full-width tiles.
  *
  * Shapes: an activation [C, H, W] is C planes of P = H*W floats (channel stride P).
  * Clamping: every kernel clamps its outputs to [out_min, out_max] (use -INFINITY and
@@ -76,13 +76,15 @@ void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_
                    const float* input, float* output, float out_min, float out_max);
 
 /* The microkernels spnn_spmm_run calls, one per block size: pixels of one segment.
+ * Named by tile, pixels x rows: 24 pixels (six f32x4 accumulators: V8 keeps 15 vector
+ * registers, and a 32-pixel tile spills an accumulator), 16x2 and 8x4 (eight each).
  * `input` is the layer input already moved by the segment's input_offset, `output` points
  * at the segment's first output row, `pixels` is the channel stride of the output. */
 typedef void (*spnn_spmm_ukernel)(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                                   const float* input, const float* values,
                                   const int32_t* increments, const uint32_t* counts,
                                   float* output, size_t pixels, float out_min, float out_max);
-void spnn_f32_spmm_32x1(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
+void spnn_f32_spmm_24x1(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                         const float* input, const float* values, const int32_t* increments,
                         const uint32_t* counts, float* output, size_t pixels, float out_min,
                         float out_max);

@@ -62,26 +62,35 @@ SPNN_INLINE void gemm_tile(size_t width, size_t rows, size_t cols, const float* 
   const size_t nv = width >= 4 ? width / 4 : 1;
   for (size_t n0 = 0; n0 < rows; n0 += GEMM_NR) {
     v128_t acc[GEMM_NR][GEMM_MR / 4];
+    _Pragma("clang loop unroll(full)")
     for (size_t r = 0; r < GEMM_NR; r++) {
       const v128_t vb = wasm_v128_load32_splat(w + r);
+      _Pragma("clang loop unroll(full)")
       for (size_t j = 0; j < nv; j++) acc[r][j] = vb;
     }
     w += GEMM_NR;
     const float* x = input;
     for (size_t k = cols; k != 0; k--) {
       v128_t vx[GEMM_MR / 4];
+      _Pragma("clang loop unroll(full)")
       for (size_t j = 0; j < nv; j++) vx[j] = tile_load(x + 4 * j, width);
       x += input_stride;
+      _Pragma("clang loop unroll(full)")
       for (size_t r = 0; r < GEMM_NR; r++) {
         const v128_t vw = wasm_v128_load32_splat(w + r);
+        _Pragma("clang loop unroll(full)")
         for (size_t j = 0; j < nv; j++) acc[r][j] = spnn_madd(acc[r][j], vx[j], vw);
       }
       w += GEMM_NR;
     }
     const size_t valid = rows - n0 < GEMM_NR ? rows - n0 : GEMM_NR;
-    for (size_t r = 0; r < valid; r++) {
+    /* Constant trip counts keep the accumulators in registers (a runtime row bound would
+     * make the compiler keep the array in memory and store it on every iteration). */
+    _Pragma("clang loop unroll(full)")
+    for (size_t r = 0; r < GEMM_NR; r++) {
+      _Pragma("clang loop unroll(full)")
       for (size_t j = 0; j < nv; j++) {
-        tile_store(output + (n0 + r) * output_stride + 4 * j,
+        if (r < valid) tile_store(output + (n0 + r) * output_stride + 4 * j,
                    spnn_clamp(acc[r][j], vmin, vmax), width);
       }
     }
@@ -104,6 +113,7 @@ void spnn_gemm_run(uint32_t rows, uint32_t cols, const void* packed, size_t pixe
     output += GEMM_MR;
     remaining -= GEMM_MR;
   }
+  _Pragma("clang loop unroll(full)")  /* constant widths: registers */
   for (size_t width = GEMM_MR / 2; width != 0; width /= 2) {
     if (remaining & width) {
       gemm_tile(width, rows, cols, w, input, input_stride, output, output_stride, vmin, vmax);

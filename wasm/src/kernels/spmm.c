@@ -41,23 +41,30 @@ SPNN_INLINE void spmm_tile(size_t width, size_t nr, size_t num_blocks, const flo
   do {
     uint32_t n = *counts++;
     v128_t acc[4][8];
+    _Pragma("clang loop unroll(full)")
     for (size_t r = 0; r < nr; r++) {
       const v128_t vb = wasm_v128_load32_splat(w + r);
+      _Pragma("clang loop unroll(full)")
       for (size_t j = 0; j < nv; j++) acc[r][j] = vb;
     }
     w += nr;
     while (n != 0) {
       v128_t x[8];
+      _Pragma("clang loop unroll(full)")
       for (size_t j = 0; j < nv; j++) x[j] = tile_load(input + 4 * j, width);
       input = (const float*)((uintptr_t)input + (intptr_t)*increments++);
+      _Pragma("clang loop unroll(full)")
       for (size_t r = 0; r < nr; r++) {
         const v128_t vw = wasm_v128_load32_splat(w + r);
+        _Pragma("clang loop unroll(full)")
         for (size_t j = 0; j < nv; j++) acc[r][j] = spnn_madd(acc[r][j], x[j], vw);
       }
       w += nr;
       n--;
     }
+    _Pragma("clang loop unroll(full)")
     for (size_t r = 0; r < nr; r++) {
+      _Pragma("clang loop unroll(full)")
       for (size_t j = 0; j < nv; j++) {
         tile_store(output + r * pixels + 4 * j, spnn_clamp(acc[r][j], vmin, vmax), width);
       }
@@ -85,6 +92,7 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
     remaining -= mr;
   }
   /* remaining < mr <= 32: its binary digits are the tails */
+  _Pragma("clang loop unroll(full)")  /* constant widths: registers */
   for (size_t width = 16; width != 0; width /= 2) {
     if (width < mr && (remaining & width)) {
       spmm_tile(width, nr, num_blocks, input, values, increments, counts, output, pixels,
@@ -105,8 +113,10 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
                counts, output, pixels, out_min, out_max);                                   \
   }
 
+/* Pixel tiles per block size, chosen by measurement (bench/bench_kernels.c) on V8:
+ * accumulators + loaded pixels + weight + one temporary must fit in 15 registers. */
 #ifndef SPMM_MR1
-#define SPMM_MR1 32
+#define SPMM_MR1 24
 #endif
 #ifndef SPMM_MR2
 #define SPMM_MR2 16
@@ -114,7 +124,7 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
 #ifndef SPMM_MR4
 #define SPMM_MR4 8
 #endif
-SPNN_DEFINE_SPMM(spnn_f32_spmm_32x1, SPMM_MR1, 1)
+SPNN_DEFINE_SPMM(spnn_f32_spmm_24x1, SPMM_MR1, 1)
 SPNN_DEFINE_SPMM(spnn_f32_spmm_16x2, SPMM_MR2, 2)
 SPNN_DEFINE_SPMM(spnn_f32_spmm_8x4, SPMM_MR4, 4)
 
@@ -126,7 +136,7 @@ void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_
     float* out = output + (size_t)seg->first_row * w->pixels;
     spnn_spmm_ukernel kernel = seg->block == 4   ? spnn_f32_spmm_8x4
                                : seg->block == 2 ? spnn_f32_spmm_16x2
-                                                 : spnn_f32_spmm_32x1;
+                                                 : spnn_f32_spmm_24x1;
     kernel(pixel_begin, pixel_end, seg->num_blocks, in, seg->values, seg->increments,
            seg->counts, out, w->pixels, out_min, out_max);
   }

@@ -1,0 +1,153 @@
+"""Kernel benchmark runner: SpMM vs dense GEMM on MobileNetV2-224's 1x1 layers, in Node.
+
+    python -m pysparse.bench.kernels --binary build/kernels/bench_kernels.js \
+        [--binary build/kernels/bench_kernels_relaxed.js] [--repeats 9] [--rounds 3]
+
+Runs each benchmark binary (wasm/bench/bench_kernels.c) `rounds` times, alternating
+between the binaries, so every system sees the same machine load; inside one run the
+systems are interleaved too. Reports the median over all repeats per case (and the best,
+which is what the machine gives when it is not shared), effective GFLOP/s (2 x pixels x
+nonzeros for sparse, 2 x pixels x rows x cols for dense) summed over the layers, and the
+speedup of the sparse kernels over our dense GEMM. Writes build/bench/kernels.json and
+kernels.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_FLAGS = ["--no-experimental-fetch", "--no-liftoff", "--experimental-wasm-relaxed-simd"]
+KINDS = ("dense", "spmm", "spmm_block4")
+
+
+def run_binary(binary: Path, repeats: int, target_ms: float) -> dict:
+    env = dict(os.environ)
+    env.pop("NODE_OPTIONS", None)
+    proc = subprocess.run(["node", *NODE_FLAGS, str(binary), str(repeats), str(target_ms)],
+                          capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{binary} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def collect(binaries: list[Path], repeats: int, rounds: int, target_ms: float) -> dict:
+    """{variant: {"peak": [...], "cases": {key: {"flops", "times"}}}} over all rounds."""
+    out: dict = {}
+    for r in range(rounds):
+        for b in binaries:
+            print(f"  round {r + 1}/{rounds}: {b.name}", file=sys.stderr)
+            d = run_binary(b, repeats, target_ms)
+            v = out.setdefault(d["variant"], {"peak": [], "cases": {}})
+            v["peak"] += d["peak_gflops"]
+            for c in d["cases"]:
+                key = (c["hw"], c["cin"], c["cout"], c["kind"], c["sparsity"])
+                e = v["cases"].setdefault(key, {"flops": c["flops"], "times": []})
+                e["times"] += c["times_ms"]
+    return out
+
+
+def summarise(raw: dict) -> dict:
+    result = {}
+    for variant, v in raw.items():
+        layers, sums = [], defaultdict(lambda: {"flops": 0.0, "median_ms": 0.0, "best_ms": 0.0})
+        for (hw, cin, cout, kind, sp), e in sorted(v["cases"].items()):
+            med, best = statistics.median(e["times"]), min(e["times"])
+            layers.append({"hw": hw, "cin": cin, "cout": cout, "kind": kind, "sparsity": sp,
+                           "flops": e["flops"], "median_ms": med, "best_ms": best,
+                           "gflops_median": e["flops"] / med / 1e6,
+                           "gflops_best": e["flops"] / best / 1e6})
+            s = sums[f"{kind}@{sp}"]
+            s["flops"] += e["flops"]
+            s["median_ms"] += med
+            s["best_ms"] += best
+        dense = sums["dense@0"]
+        totals = {}
+        for key, s in sums.items():
+            totals[key] = {**s, "gflops_median": s["flops"] / s["median_ms"] / 1e6,
+                           "gflops_best": s["flops"] / s["best_ms"] / 1e6,
+                           "speedup_vs_dense_median": dense["median_ms"] / s["median_ms"],
+                           "speedup_vs_dense_best": dense["best_ms"] / s["best_ms"]}
+        result[variant] = {"peak_gflops_median": statistics.median(v["peak"]),
+                           "peak_gflops_best": max(v["peak"]), "totals": totals,
+                           "layers": layers}
+    return result
+
+
+def print_table(summary: dict) -> None:
+    for variant, s in summary.items():
+        print(f"\n{variant}: SIMD peak (mul+add probe{', FMA' if 'relaxed' in variant else ''}) "
+              f"median {s['peak_gflops_median']:.1f} GFLOP/s, best {s['peak_gflops_best']:.1f}")
+        print(f"  {'system':<22}{'time ms (median)':>18}{'GFLOP/s med':>13}{'best':>8}"
+              f"{'x dense med':>13}{'best':>8}")
+        for key, t in sorted(s["totals"].items(), key=lambda kv: (KINDS.index(kv[0].split('@')[0]),
+                                                               int(kv[0].split('@')[1]))):
+            kind, sp = key.split("@")
+            label = "dense GEMM" if kind == "dense" else f"{kind} {sp}%"
+            print(f"  {label:<22}{t['median_ms']:>18.3f}{t['gflops_median']:>13.1f}"
+                  f"{t['gflops_best']:>8.1f}{t['speedup_vs_dense_median']:>13.2f}"
+                  f"{t['speedup_vs_dense_best']:>8.2f}")
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    styles = {"simd128": "-", "relaxed-simd": "--"}
+    for variant, s in summary.items():
+        ls = styles.get(variant, ":")
+        t = s["totals"]
+        for kind, color in (("spmm", "tab:blue"), ("spmm_block4", "tab:green")):
+            sps = sorted(int(k.split("@")[1]) for k in t if k.startswith(kind + "@"))
+            ax1.plot(sps, [t[f"{kind}@{p}"]["gflops_median"] for p in sps], ls, color=color,
+                     marker="o", label=f"{kind} ({variant})")
+            ax2.plot(sps, [t[f"{kind}@{p}"]["median_ms"] for p in sps], ls, color=color,
+                     marker="o", label=f"{kind} ({variant})")
+        ax1.axhline(t["dense@0"]["gflops_median"], ls=ls, color="tab:red",
+                    label=f"dense GEMM ({variant})")
+        ax1.axhline(s["peak_gflops_median"], ls=ls, color="gray", label=f"SIMD peak ({variant})")
+        ax2.axhline(t["dense@0"]["median_ms"], ls=ls, color="tab:red", label=f"dense GEMM ({variant})")
+    ax1.set(xlabel="sparsity %", ylabel="effective GFLOP/s (sum over layers)",
+            title="MobileNetV2-224 1x1 layers, Node, 1 thread")
+    ax2.set(xlabel="sparsity %", ylabel="total time ms (13 layers)", title="Time (median)")
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    ax1.grid(alpha=0.3)
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--binary", action="append", type=Path, required=True)
+    ap.add_argument("--repeats", type=int, default=9, help="repeats per run (interleaved)")
+    ap.add_argument("--rounds", type=int, default=2, help="runs per binary, alternating")
+    ap.add_argument("--target-ms", type=float, default=1.0, help="length of one measurement")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
+    args = ap.parse_args(argv)
+
+    summary = summarise(collect(args.binary, args.repeats, args.rounds, args.target_ms))
+    print_table(summary)
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / "kernels.json"
+    tmp = json_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, json_path)
+    plot(summary, args.out / "kernels.png")
+    print(f"\nwrote {json_path} and {args.out / 'kernels.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
