@@ -59,6 +59,7 @@ struct spnn_threadpool {
   atomic_int pending;
   atomic_int stop;
   atomic_int hot;
+  atomic_int started; /* workers that are running (a browser starts them asynchronously) */
   /* the current job; written by the caller before it bumps `generation` */
   spnn_task_fn fn;
   void* ctx;
@@ -76,6 +77,7 @@ static void* worker_main(void* p) {
   spnn_threadpool* pool = arg->pool;
   int index = arg->index;
   free(arg);
+  atomic_fetch_add(&pool->started, 1);
   unsigned seen = 0;
   int spins = 0;
   for (;;) {
@@ -122,6 +124,7 @@ spnn_threadpool* spnn_threadpool_create(int size) {
   atomic_init(&pool->pending, 0);
   atomic_init(&pool->stop, 0);
   atomic_init(&pool->hot, 0);
+  atomic_init(&pool->started, 0);
   pool->size = 1;
   for (int i = 1; i < size; i++) {
     worker_arg* arg = (worker_arg*)malloc(sizeof *arg);
@@ -166,6 +169,17 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
     return;
   }
   if (threads > pool->size) threads = pool->size;
+  if (atomic_load(&pool->started) < pool->size - 1) {
+    /* A worker has not started yet (in a browser, a worker made after the preloaded pool
+     * runs out starts only once the main thread returns to its event loop): do every
+     * chunk here rather than wait for it. Same chunks, same results. */
+    for (int t = 0; t < threads; t++) {
+      size_t b, e;
+      chunk(n, align, threads, t, &b, &e);
+      if (b < e) fn(ctx, b, e);
+    }
+    return;
+  }
   pool->fn = fn;
   pool->ctx = ctx;
   pool->n = n;
