@@ -1,6 +1,13 @@
-/* Fixed thread pool (see threadpool.h). Between jobs of one run the workers spin on a
- * generation counter, so an op hands out work in well under a microsecond; at the end of
- * a run they go back to sleeping on a condition variable. */
+/* Fixed thread pool (see threadpool.h).
+ *
+ * A job is cut into a fixed grid of chunks (boundaries multiples of `align`, a few per
+ * thread); the caller and the workers claim chunks one at a time, so when a worker is
+ * slow to wake (another process has its core) the caller simply does more of them. The
+ * grid, not who runs a chunk, fixes each element's arithmetic. A claim is a compare-and-
+ * swap on one 64-bit word holding the job number and the next chunk, so a worker that
+ * wakes late can never claim a chunk of a later job with the earlier job's arguments.
+ * Between the jobs of one run workers spin; at the end of a run they sleep on a
+ * condition variable. */
 #include "threadpool.h"
 
 #include <stdlib.h>
@@ -30,16 +37,7 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
-
-/* Chunk t of `threads` over [0, n), boundaries multiples of align. */
-static void chunk(size_t n, size_t align, int threads, int t, size_t* begin, size_t* end) {
-  size_t units = (n + align - 1) / align;
-  size_t b = units * (size_t)t / (size_t)threads * align;
-  size_t e = units * (size_t)(t + 1) / (size_t)threads * align;
-  *begin = b < n ? b : n;
-  *end = e < n ? e : n;
-}
-
+#include <stdint.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_RELAX() __builtin_ia32_pause()
@@ -47,42 +45,70 @@ static void chunk(size_t n, size_t align, int threads, int t, size_t* begin, siz
 #define CPU_RELAX() ((void)0)
 #endif
 
-/* Spins before a worker sleeps while the pool is hot (roughly a millisecond or more). */
+/* Spins before an idle worker sleeps while the pool is hot (a millisecond or more). */
 #define SPIN_LIMIT (1 << 18)
+/* Chunks per thread: enough to rebalance when a thread is late, few enough to be cheap. */
+#define CHUNKS_PER_THREAD 4
+
+/* Chunk t of `chunks` over [0, n), boundaries multiples of align. */
+static void chunk(size_t n, size_t align, size_t chunks, size_t t, size_t* begin, size_t* end) {
+  size_t units = (n + align - 1) / align;
+  size_t b = units * t / chunks * align;
+  size_t e = units * (t + 1) / chunks * align;
+  *begin = b < n ? b : n;
+  *end = e < n ? e : n;
+}
 
 struct spnn_threadpool {
   int size;
   pthread_t* threads;
   pthread_mutex_t mutex;
   pthread_cond_t wake;
-  atomic_uint generation;
-  atomic_int pending;
+  atomic_uint generation;   /* bumped per job; workers wake on a change */
+  atomic_uint_fast64_t next;/* job << 32 | chunks << 16 | next unclaimed chunk */
+  atomic_size_t done;       /* chunks of the current job finished */
   atomic_int stop;
   atomic_int hot;
-  atomic_int started; /* workers that are running (a browser starts them asynchronously) */
-  /* the current job; written by the caller before it bumps `generation` */
+  atomic_int started;       /* workers running (a browser starts them asynchronously) */
+  /* the current job; written before `next` and `generation` publish it */
   spnn_task_fn fn;
   void* ctx;
   size_t n, align;
-  int threads_used;
 };
 
 typedef struct worker_arg {
   spnn_threadpool* pool;
-  int index;
 } worker_arg;
+
+/* Claims and runs chunks of job `job` until none is left; returns how many it ran. */
+static size_t work_on(spnn_threadpool* pool, uint32_t job) {
+  size_t ran = 0;
+  for (;;) {
+    uint64_t v = atomic_load_explicit(&pool->next, memory_order_acquire);
+    size_t chunks = (size_t)(v >> 16 & 0xFFFF), c = (size_t)(v & 0xFFFF);
+    if ((uint32_t)(v >> 32) != job || c >= chunks) return ran;
+    if (!atomic_compare_exchange_weak_explicit(&pool->next, &v, v + 1, memory_order_acq_rel,
+                                               memory_order_acquire))
+      continue;
+    size_t b, e;
+    chunk(pool->n, pool->align, chunks, c, &b, &e); /* the claim makes these fields this job's */
+    if (b < e) pool->fn(pool->ctx, b, e);
+    atomic_fetch_add_explicit(&pool->done, 1, memory_order_acq_rel);
+    ran++;
+  }
+}
 
 static void* worker_main(void* p) {
   worker_arg* arg = (worker_arg*)p;
   spnn_threadpool* pool = arg->pool;
-  int index = arg->index;
   free(arg);
   atomic_fetch_add(&pool->started, 1);
   unsigned seen = 0;
   int spins = 0;
   for (;;) {
     unsigned g = atomic_load_explicit(&pool->generation, memory_order_acquire);
-    if (g == seen && !atomic_load_explicit(&pool->stop, memory_order_acquire)) {
+    if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
+    if (g == seen) {
       if (atomic_load_explicit(&pool->hot, memory_order_relaxed) && spins < SPIN_LIMIT) {
         spins++;
         if (spins % 1024 == 0) sched_yield();
@@ -96,15 +122,9 @@ static void* worker_main(void* p) {
       spins = 0;
       continue;
     }
-    if (atomic_load(&pool->stop)) break;
     seen = g;
     spins = 0;
-    if (index < pool->threads_used) {
-      size_t b, e;
-      chunk(pool->n, pool->align, pool->threads_used, index, &b, &e);
-      if (b < e) pool->fn(pool->ctx, b, e);
-    }
-    atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel);
+    work_on(pool, g);
   }
   return NULL;
 }
@@ -121,7 +141,8 @@ spnn_threadpool* spnn_threadpool_create(int size) {
   pthread_mutex_init(&pool->mutex, NULL);
   pthread_cond_init(&pool->wake, NULL);
   atomic_init(&pool->generation, 0);
-  atomic_init(&pool->pending, 0);
+  atomic_init(&pool->next, 0);
+  atomic_init(&pool->done, 0);
   atomic_init(&pool->stop, 0);
   atomic_init(&pool->hot, 0);
   atomic_init(&pool->started, 0);
@@ -130,7 +151,6 @@ spnn_threadpool* spnn_threadpool_create(int size) {
     worker_arg* arg = (worker_arg*)malloc(sizeof *arg);
     if (!arg) break;
     arg->pool = pool;
-    arg->index = i;
     if (pthread_create(&pool->threads[i], NULL, worker_main, arg) != 0) {
       free(arg);
       break;
@@ -169,34 +189,33 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
     return;
   }
   if (threads > pool->size) threads = pool->size;
-  if (atomic_load(&pool->started) < pool->size - 1) {
-    /* A worker has not started yet (in a browser, a worker made after the preloaded pool
-     * runs out starts only once the main thread returns to its event loop): do every
-     * chunk here rather than wait for it. Same chunks, same results. */
-    for (int t = 0; t < threads; t++) {
-      size_t b, e;
-      chunk(n, align, threads, t, &b, &e);
-      if (b < e) fn(ctx, b, e);
-    }
-    return;
-  }
+  size_t units = (n + align - 1) / align;
+  size_t chunks = (size_t)threads * CHUNKS_PER_THREAD;
+  if (chunks > units) chunks = units;
+  /* Workers that have not started yet (in a browser, one made after the preloaded pool
+   * runs out starts only when the main thread returns to its event loop) cannot take
+   * chunks; the caller does them all, over the same grid. */
+  int all_started = atomic_load(&pool->started) >= pool->size - 1;
   pool->fn = fn;
   pool->ctx = ctx;
   pool->n = n;
   pool->align = align;
-  pool->threads_used = threads;
-  atomic_store_explicit(&pool->hot, 1, memory_order_relaxed);
-  atomic_store_explicit(&pool->pending, pool->size - 1, memory_order_relaxed);
-  pthread_mutex_lock(&pool->mutex);
-  atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
-  pthread_cond_broadcast(&pool->wake);
-  pthread_mutex_unlock(&pool->mutex);
-  size_t b, e;
-  chunk(n, align, threads, 0, &b, &e);
-  if (b < e) fn(ctx, b, e);
-  /* Spin briefly, then yield: on an oversubscribed machine a descheduled worker needs
-   * the core the caller would otherwise burn. */
-  for (int spins = 0; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; spins++) {
+  atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+  unsigned job = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
+  atomic_store_explicit(&pool->next, (uint64_t)job << 32 | (uint64_t)chunks << 16,
+                        memory_order_release);
+  if (all_started) {
+    atomic_store_explicit(&pool->hot, 1, memory_order_relaxed);
+    pthread_mutex_lock(&pool->mutex);
+    atomic_store_explicit(&pool->generation, job, memory_order_release);
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mutex);
+  } else {
+    atomic_store_explicit(&pool->generation, job, memory_order_release);
+  }
+  work_on(pool, job);
+  /* Wait only for chunks other threads claimed and are still running. */
+  for (int spins = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < chunks; spins++) {
     if (spins < 2000) CPU_RELAX();
     else sched_yield();
   }
