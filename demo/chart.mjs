@@ -27,6 +27,8 @@ export function drawChart(canvas, series, { window = 200 } = {}) {
   const barsH = 22 * series.length + 18;
   const plot = { x: 44, y: 8, w: cssW - 52, h: cssH - barsH - 26 };
   const recent = series.map((s) => s.frames.slice(-window));
+  // The x axis grows with the run up to `window` frames, so that a short run fills it.
+  const span = Math.max(30, Math.min(window, Math.max(...recent.map((r) => r.length))));
   const all = recent.flat().map((f) => f.total);
   const top = Math.max(10, niceCeil(Math.max(...all, 0) * 1.1));
 
@@ -51,7 +53,7 @@ export function drawChart(canvas, series, { window = 200 } = {}) {
     ctx.lineWidth = 1.5;
     ctx.beginPath();
     frames.forEach((f, j) => {
-      const x = plot.x + (j / Math.max(1, window - 1)) * plot.w;
+      const x = plot.x + (j / Math.max(1, span - 1)) * plot.w;
       const y = plot.y + plot.h - (Math.min(f.total, top) / top) * plot.h;
       j ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
     });

@@ -88,9 +88,10 @@ export function roiToImage(roi, u, v) {
 
 /**
  * Landmark model outputs -> {landmarks: [[x, y, z] * 21] in image pixels (z in the same
- * units, relative to the wrist), presence, handedness (probability that the hand is a
- * right hand, for an unmirrored image)}.
- * screen: Float32Array(63) in crop pixels; presence, handedness: already probabilities.
+ * units, relative to the wrist), presence, handedness, label}. handedness is the model's
+ * score for MediaPipe's "Left" label; like MediaPipe's, the labels assume a mirrored
+ * (selfie-view) image. screen: Float32Array(63) in crop pixels; presence and handedness
+ * are already probabilities.
  */
 export function decodeLandmarks(screen, presence, handedness, roi, inputSize = LANDMARK_INPUT) {
   if (screen.length !== NUM_LANDMARKS * 3) throw new Error(`expected ${NUM_LANDMARKS * 3} landmark values, got ${screen.length}`);
@@ -99,7 +100,7 @@ export function decodeLandmarks(screen, presence, handedness, roi, inputSize = L
     const [x, y] = roiToImage(roi, screen[3 * k] / inputSize, screen[3 * k + 1] / inputSize);
     landmarks.push([x, y, (screen[3 * k + 2] / inputSize) * roi.size]);
   }
-  return { landmarks, presence, handedness };
+  return { landmarks, presence, handedness, label: handedness > 0.5 ? "Left" : "Right" };
 }
 
 function uprightRotation(x0, y0, x1, y1, target) {

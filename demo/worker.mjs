@@ -34,11 +34,14 @@ async function init({ threads, sparsity, keepCrops, variant }) {
   if (!sparseFile) throw new Error(`no ${sparsity}% sparse model; available: ${Object.keys(manifest.sparse).join(", ")}%`);
   const entry = (file) => manifest.models.find((m) => m.file === file);
   const opts = variant ? { threads, variant } : { threads };
-  const t0 = performance.now();
-  const [palm, dense, sparse] = await Promise.all([manifest.palm, manifest.dense, sparseFile]
-    .map((f) => load(new URL(f, MODELS).href, opts)));
-  const loadMs = performance.now() - t0;
+  // Free the old models first: their threads go back to the engine's pool.
   for (const m of Object.values(state?.models ?? {})) m.dispose();
+  state = null;
+  const t0 = performance.now();
+  const palm = await load(new URL(manifest.palm, MODELS).href, opts);
+  const dense = await load(new URL(manifest.dense, MODELS).href, opts);
+  const sparse = await load(new URL(sparseFile, MODELS).href, opts);
+  const loadMs = performance.now() - t0;
   state = {
     models: { palm, dense, sparse },
     trackers: {

@@ -1,0 +1,274 @@
+"""Frame timings of the hand-tracking demo in headless Chromium (`make bench-demo`).
+
+    python -m pysparse.bench.demo                      # 60 frames, 1 and 2 threads, both inputs
+    python -m pysparse.bench.demo --frames 120 --threads 1 2 4 --sparsity 90
+
+For each thread count, one browser session (Debian's Chromium, its camera faked from the
+demo's bundled clip) runs the demo page on the clip's frames read as files ("file" mode)
+and from the fake camera ("camera" mode); the page runs the dense and the sparse pipeline
+on every frame, alternating which goes first. The first session also runs MediaPipe's own
+web solution (npm @mediapipe/hands, its CPU inference) on the same clip frames, as the
+reference. Writes build/bench/demo.json and build/bench/demo.png, and copies the chart to
+docs/images/demo-frame-times.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from .browser import CHROMIUM_ARGS, chromium_path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "build" / "bench"
+CHART_COPY = ROOT / "docs" / "images" / "demo-frame-times.png"
+STAGES = ("preprocess", "palm", "landmarks", "postprocess", "draw")
+PIPELINES = ("dense", "sparse")
+WARMUP = 3  # first frames of every run (compilation, caches) are recorded but not summarised
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(port: int | None = None, timeout: float = 30.0):
+    """`pysparse serve` on a free localhost port; yields its base URL."""
+    port = port or free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pysparse.cli", "serve", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(base + "/demo/index.html", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"pysparse serve exited: {proc.stderr.read().decode(errors='replace')[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pysparse serve did not answer on {base} within {timeout:.0f} s")
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def launch(playwright, camera_file: Path | None = None):
+    """Debian's Chromium, headless; with camera_file, a fake camera that plays it."""
+    args = list(CHROMIUM_ARGS)
+    if camera_file is not None:
+        args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                 f"--use-file-for-fake-video-capture={camera_file}"]
+    return playwright.chromium.launch(executable_path=chromium_path(), args=args)
+
+
+def wait_for(page, ready_expr: str, count_expr: str | None = None, total: int = 0, timeout: float = 600,
+             progress=None, task=None):
+    """Poll the page until `ready_expr` is truthy; fail on the page's `error`. Reports
+    `count_expr` to a rich progress bar when given."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = page.evaluate(f"[{ready_expr}, {count_expr or 0}]")
+        if progress is not None and task is not None:
+            progress.update(task, completed=min(total, state[1] or 0))
+        if state[0]:
+            return
+        if time.monotonic() > deadline:
+            status = page.evaluate("document.getElementById('status')?.textContent ?? ''")
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {ready_expr} (page status: {status!r})")
+        time.sleep(0.25)
+
+
+def run_demo(page, base: str, source: str, threads: int, sparsity: int, frames: int, progress=None, task=None) -> dict:
+    url = f"{base}/demo/?source={source}&threads={threads}&sparsity={sparsity}&frames={frames}&pace=0"
+    page.goto(url)
+    wait_for(page, "window.pysparseDemo && (pysparseDemo.done || pysparseDemo.error)",
+             "window.pysparseDemo ? pysparseDemo.processed : 0", frames, progress=progress, task=task)
+    err = page.evaluate("pysparseDemo.error")
+    if err:
+        raise RuntimeError(f"the demo page failed: {err}")
+    return page.evaluate("({info: pysparseDemo.info, timings: pysparseDemo.timings})")
+
+
+def run_mediapipe(page, base: str, frames: int, progress=None, task=None) -> dict:
+    page.goto(f"{base}/demo/reference.html?source=clip&frames={frames}")
+    wait_for(page, "window.mediapipeReference && (mediapipeReference.done || mediapipeReference.error)",
+             "window.mediapipeReference ? mediapipeReference.timings.length : 0", frames, progress=progress, task=task)
+    err = page.evaluate("mediapipeReference.error")
+    if err:
+        raise RuntimeError(f"the MediaPipe reference page failed: {err}")
+    return page.evaluate("({timings: mediapipeReference.timings, modelComplexity: mediapipeReference.modelComplexity})")
+
+
+# -- summaries ---------------------------------------------------------------------------
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    q = statistics.quantiles(values, n=10) if len(values) > 1 else [values[0]] * 9
+    return {"n": len(values), "median": statistics.median(values), "mean": statistics.fmean(values),
+            "p10": q[0], "p90": q[-1], "min": min(values), "max": max(values)}
+
+
+def summarize_demo(timings: list[dict]) -> dict:
+    frames = timings[WARMUP:]
+    out = {}
+    for p in PIPELINES:
+        rows = [f[p] for f in frames]
+        tracked = [r["total"] for r in rows if not r["detected"]]
+        out[p] = {
+            "total": _stats([r["total"] for r in rows]),
+            "tracked_frames": _stats(tracked),  # no palm detection on these
+            "stages": {s: statistics.median([r[s] for r in rows]) if rows else None for s in STAGES},
+            "palm_detection_frames": sum(r["detected"] for r in rows),
+            "hand_found_frames": sum(r["found"] for r in rows),
+        }
+    d, s = out["dense"], out["sparse"]
+    if d["total"]["n"] and s["total"]["n"]:
+        out["speedup_landmarks"] = d["stages"]["landmarks"] / s["stages"]["landmarks"]
+        out["speedup_total"] = d["total"]["median"] / s["total"]["median"]
+    return out
+
+
+def summarize_mediapipe(timings: list[dict]) -> dict:
+    frames = timings[WARMUP:]
+    return {"total": _stats([f["ms"] for f in frames]), "hand_found_frames": sum(f["found"] for f in frames)}
+
+
+def chart(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    labels, series, stacks = [], [], []
+    for run in runs:
+        for p in PIPELINES:
+            labels.append(f"{p}\n{run['mode']}, {run['threads']}t")
+            series.append([f[p]["total"] for f in run["timings"][WARMUP:]])
+            stacks.append([run["summary"][p]["stages"][s] for s in STAGES])
+    mp = result.get("mediapipe")
+    if mp:
+        labels.append("MediaPipe\nHands, 1t")
+        series.append([f["ms"] for f in mp["timings"][WARMUP:]])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+    colors = ["#10b981" if lab.startswith("dense") else "#f59e0b" if lab.startswith("sparse") else "#3b82f6" for lab in labels]
+    parts = a.violinplot(series, showmedians=True, widths=0.8)
+    for body, c in zip(parts["bodies"], colors):
+        body.set_facecolor(c)
+        body.set_alpha(0.6)
+    a.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
+    a.set_ylabel("ms per frame (whole pipeline)")
+    a.set_title(f"Frame times, {result['frames']} frames per run ({result['sparsity']}% sparse landmark model)")
+    a.grid(axis="y", alpha=0.3)
+    stage_colors = ["#a78bfa", "#60a5fa", "#f59e0b", "#f472b6", "#94a3b8"]
+    n = len(stacks)
+    left = [0.0] * n
+    for k, s in enumerate(STAGES):
+        vals = [row[k] or 0 for row in stacks]
+        b.barh(range(n), vals, left=left, color=stage_colors[k], label=s)
+        left = [l + v for l, v in zip(left, vals)]
+    b.set_yticks(range(n), [lab.replace("\n", " ") for lab in labels[:n]], fontsize=8)
+    b.invert_yaxis()
+    b.set_xlabel("median ms per stage")
+    b.set_title("Per-stage breakdown")
+    b.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=f"demo frame times, ms (median of {result['frames'] - WARMUP} frames; p10-p90)")
+    for col in ("run", "pipeline", "total", "tracked frame", *STAGES, "palm runs"):
+        t.add_column(col, justify="right")
+    for run in result["runs"]:
+        for p in PIPELINES:
+            s = run["summary"][p]
+            tot, tr = s["total"], s["tracked_frames"]
+            t.add_row(f"{run['mode']} {run['threads']}t", p,
+                      f"{tot['median']:.1f} ({tot['p10']:.0f}-{tot['p90']:.0f})",
+                      f"{tr['median']:.1f}" if tr["n"] else "-",
+                      *(f"{s['stages'][k]:.1f}" for k in STAGES), str(s["palm_detection_frames"]))
+    mp = result.get("mediapipe")
+    if mp:
+        tot = mp["summary"]["total"]
+        t.add_row("clip 1t", "MediaPipe", f"{tot['median']:.1f} ({tot['p10']:.0f}-{tot['p90']:.0f})", *[""] * 7)
+    Console(width=max(140, shutil.get_terminal_size().columns)).print(t)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pysparse.bench.demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=60, help="frames per run (default 60)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--modes", nargs="+", choices=("file", "camera"), default=["file", "camera"])
+    ap.add_argument("--sparsity", type=int, choices=(70, 80, 90), default=80)
+    ap.add_argument("--no-mediapipe", action="store_true", help="skip the MediaPipe Hands reference")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--no-copy", action="store_true", help=f"do not copy the chart to {CHART_COPY.relative_to(ROOT)}")
+    args = ap.parse_args(argv)
+    if args.frames <= WARMUP:
+        ap.error(f"--frames must be more than {WARMUP}")
+
+    from playwright.sync_api import sync_playwright
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .. import demo_assets
+    demo_assets.main(["--quiet"])
+    camera_file = demo_assets.ASSETS_OUT / "clip.y4m"
+    result = {"frames": args.frames, "sparsity": args.sparsity, "warmup": WARMUP, "runs": [],
+              "chromium": None, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    sources = {"file": "clip", "camera": "camera"}
+    with serve() as base, sync_playwright() as pw, Progress(
+            TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
+        for i, threads in enumerate(args.threads):
+            browser = launch(pw, camera_file)
+            result["chromium"] = browser.version
+            try:
+                page = browser.new_page()
+                for mode in args.modes:
+                    task = progress.add_task(f"{mode}, {threads} thread(s)", total=args.frames)
+                    data = run_demo(page, base, sources[mode], threads, args.sparsity, args.frames, progress, task)
+                    result["runs"].append({"mode": mode, "threads": threads, "info": data["info"],
+                                           "timings": data["timings"], "summary": summarize_demo(data["timings"])})
+                if i == 0 and not args.no_mediapipe:
+                    task = progress.add_task("MediaPipe Hands (reference)", total=args.frames)
+                    data = run_mediapipe(page, base, args.frames, progress, task)
+                    result["mediapipe"] = {**data, "summary": summarize_mediapipe(data["timings"])}
+            finally:
+                browser.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "demo.json").write_text(json.dumps(result, indent=1))
+    chart(result, args.out / "demo.png")
+    if not args.no_copy:
+        CHART_COPY.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.out / "demo.png", CHART_COPY)
+    _print_table(result)
+    print(f"wrote {args.out / 'demo.json'} and {args.out / 'demo.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
