@@ -18,11 +18,7 @@ const COLORS = { dense: "#34d399", sparse: "#f59e0b" };
 const STAGE_NAMES = { preprocess: "preprocess", palm: "palm detection", landmarks: "landmarks", postprocess: "postprocess", draw: "draw" };
 
 const isolated = globalThis.crossOriginIsolated === true;
-// 4 threads stay off for now: the page's three models would need 9 engine threads, more
-// than the threaded build's pre-started pool of 4, and a pool thread started later never
-// runs while the worker is blocked in run() (see docs/demo.md).
-const THREADS_SUPPORTED = [1, 2];
-const threadChoices = isolated ? THREADS_SUPPORTED : [1];
+const threadChoices = isolated ? [1, 2, 4] : [1];
 const settings = {
   threads: Number(params.get("threads") ?? (isolated ? Math.min(2, navigator.hardwareConcurrency || 1) : 1)),
   sparsity: Number(params.get("sparsity") ?? 80),
@@ -250,8 +246,7 @@ function syncControls() {
 }
 
 $("threads").innerHTML = [1, 2, 4].map((n) => `<option value="${n}" ${threadChoices.includes(n) ? "" : "disabled"}>${n}</option>`).join("");
-$("threads").title = isolated ? "4 threads: not yet (see docs/demo.md)"
-  : "more threads need a cross-origin-isolated page (pysparse serve sets the headers)";
+if (!isolated) $("threads").title = "more threads need a cross-origin-isolated page (pysparse serve sets the headers)";
 $("threads").onchange = (e) => queue({ threads: Number(e.target.value) });
 $("sparsity").onchange = (e) => queue({ sparsity: Number(e.target.value) });
 $("source").onchange = (e) => {

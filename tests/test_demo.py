@@ -190,8 +190,11 @@ def test_threads_and_sparsity_switch(browser, base_url):
     wait_for(page, "(pysparseDemo.done && pysparseDemo.timings.length >= 4) || pysparseDemo.error", timeout=120)
     assert page.evaluate("pysparseDemo.info.threads") == 2
     assert page.evaluate("pysparseDemo.timings.at(-1).threads") == 2
-    page.evaluate("pysparseDemo.setSparsity(90)")
+    page.evaluate("pysparseDemo.setThreads(4)")
     wait_for(page, "(pysparseDemo.done && pysparseDemo.timings.length >= 6) || pysparseDemo.error", timeout=120)
+    assert page.evaluate("pysparseDemo.info.threads") == 4
+    page.evaluate("pysparseDemo.setSparsity(90)")
+    wait_for(page, "(pysparseDemo.done && pysparseDemo.timings.length >= 8) || pysparseDemo.error", timeout=120)
     assert page.evaluate("pysparseDemo.info.models.sparse.sparsity") == 90
     assert page.evaluate("pysparseDemo.timings.at(-1).sparsity") == 90
     assert "90%" in page.inner_text("#label-sparse")
