@@ -4,7 +4,7 @@
 // Drawable sources (canvas, video, image, ImageBitmap, VideoFrame) go through a 2-D canvas
 // (the browser crops and resizes bilinearly); ImageData (or any {data, width, height} RGBA
 // object) is converted here in plain JS, so it also works in Node and in workers without
-// canvas support.
+// canvas support. Either way, a crop may reach outside the source: that part is black.
 
 const DRAWABLE_TYPES = ['HTMLCanvasElement', 'OffscreenCanvas', 'HTMLVideoElement', 'HTMLImageElement',
   'SVGImageElement', 'ImageBitmap', 'VideoFrame'];
@@ -75,7 +75,8 @@ function rgbaToPlanes(rgba, width, height, [lo, hi], out) {
   return out;
 }
 
-// Bilinear crop + resize of RGBA bytes with pixel-centre alignment; edges clamp.
+// Bilinear crop + resize of RGBA bytes, sampling at pixel centres. Like drawing through a
+// canvas, what lies outside the source is transparent black; inside, edges clamp.
 function resampleRGBA(img, crop, width, height) {
   const { data, width: sw, height: sh } = img;
   if (crop.x === 0 && crop.y === 0 && crop.width === sw && crop.height === sh && sw === width && sh === height) {
@@ -85,15 +86,19 @@ function resampleRGBA(img, crop, width, height) {
   const sx = crop.width / width;
   const sy = crop.height / height;
   for (let y = 0; y < height; y++) {
-    const fy = Math.min(Math.max(crop.y + (y + 0.5) * sy - 0.5, 0), sh - 1);
-    const y0 = Math.floor(fy);
+    const fy = crop.y + (y + 0.5) * sy - 0.5;
+    if (fy < -0.5 || fy > sh - 0.5) continue;
+    const cy = Math.min(Math.max(fy, 0), sh - 1);
+    const y0 = Math.floor(cy);
     const y1 = Math.min(y0 + 1, sh - 1);
-    const wy = fy - y0;
+    const wy = cy - y0;
     for (let x = 0; x < width; x++) {
-      const fx = Math.min(Math.max(crop.x + (x + 0.5) * sx - 0.5, 0), sw - 1);
-      const x0 = Math.floor(fx);
+      const fx = crop.x + (x + 0.5) * sx - 0.5;
+      if (fx < -0.5 || fx > sw - 0.5) continue;
+      const cx = Math.min(Math.max(fx, 0), sw - 1);
+      const x0 = Math.floor(cx);
       const x1 = Math.min(x0 + 1, sw - 1);
-      const wx = fx - x0;
+      const wx = cx - x0;
       const a = (y0 * sw + x0) * 4, b = (y0 * sw + x1) * 4, c = (y1 * sw + x0) * 4, d = (y1 * sw + x1) * 4;
       const o = (y * width + x) * 4;
       for (let k = 0; k < 4; k++) {

@@ -142,8 +142,8 @@ export class Model {
     return { ...this.#info, threads: this.#ptr ? this.#m._spnn_get_num_threads(this.#ptr) : this.#info.threads };
   }
 
-  /** Converts one input (tensor or pixels) to the Float32Array the engine reads. */
-  toTensor(input, spec, opts = {}) {
+  // One input (tensor or pixels) as the Float32Array the engine reads.
+  #toTensor(input, spec, opts) {
     if (isPixelSource(input)) return pixelsToTensor(input, spec.shape, this.#range, opts.crop);
     if (input instanceof Float32Array) return input;
     if (ArrayBuffer.isView(input) || Array.isArray(input)) {
@@ -182,7 +182,7 @@ export class Model {
     const named = this.#namedInputs(input);
     for (const spec of this.#inputs) {
       if (!(spec.name in named)) throw new Error(`missing input '${spec.name}'`);
-      const tensor = this.toTensor(named[spec.name], spec, opts);
+      const tensor = this.#toTensor(named[spec.name], spec, opts);
       const expected = product(spec.shape);
       if (tensor.length !== expected) {
         throw new Error(`input '${spec.name}' has ${tensor.length} values; the model expects ` +
