@@ -4,21 +4,23 @@ Checks that the page tracks the hand in the bundled clip with both pipelines and
 every frame's timings; that the landmarks it computes are what pysparse's numpy reference
 (and LiteRT) give on the very crop the page fed the engine; that the whole pipeline
 (preprocessing, anchors, ROI, projection) agrees with MediaPipe's own web solution on a
-real photo; and that threads and sparsity switch. Writes docs/images/demo.png.
+real photo; that the webcam path works (Chromium's fake camera); and that threads and
+sparsity switch. Writes docs/images/demo.png. The pipeline's arithmetic alone is tested
+under Node (tests/demo/*.test.mjs).
 """
 from __future__ import annotations
 
 import base64
 import math
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pysparse import demo_assets
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "docs" / "images" / "demo.png"
@@ -33,6 +35,15 @@ LITERT_TOLERANCE_PX = 0.5
 # of the hand's size (wrist to middle-finger base). Measured: under 0.01 px in a 191 px hand
 # (the same crops, the same model); 1% leaves room for other engine builds' rounding.
 MEDIAPIPE_TOLERANCE = 0.01
+
+
+def test_pipeline_arithmetic_in_node():
+    """demo/palm.mjs and demo/landmarks.mjs on closed-form cases (tests/demo/*.test.mjs)."""
+    node = shutil.which("node")
+    assert node, "node is part of the set-up"
+    tests = sorted(str(p) for p in (ROOT / "tests" / "demo").glob("*.test.mjs"))
+    r = subprocess.run([node, "--test", *tests], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +103,7 @@ def clip_run(browser, base_url):
     page.close()
 
 
+@pytest.mark.slow
 def test_page_tracks_the_clip_and_times_every_frame(clip_run):
     page, errors = clip_run
     assert errors == []
@@ -123,6 +135,7 @@ def page_crop(page, name: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.float32).reshape(1, 3, 224, 224)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["dense", "sparse"])
 def test_landmarks_equal_the_reference_on_the_page_crop(clip_run, built, pipeline):
     from pysparse import reference
@@ -142,6 +155,7 @@ def test_landmarks_equal_the_reference_on_the_page_crop(clip_run, built, pipelin
     assert raw["handedness"] == pytest.approx(float(out["Identity_2"].ravel()[0]), abs=1e-3)
 
 
+@pytest.mark.slow
 def test_dense_landmarks_equal_litert_on_the_page_crop(clip_run):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -158,6 +172,7 @@ def test_dense_landmarks_equal_litert_on_the_page_crop(clip_run):
     assert np.abs(got - want).max() < LITERT_TOLERANCE_PX
 
 
+@pytest.mark.slow
 def test_pipeline_agrees_with_mediapipe_on_a_photo(browser, base_url):
     """The page's landmarks on a real photo against MediaPipe's own web solution's."""
     page, errors = demo_page(browser, base_url, "source=still:0&frames=3&pace=0&threads=1")
@@ -180,6 +195,19 @@ def test_pipeline_agrees_with_mediapipe_on_a_photo(browser, base_url):
     assert ours["dense"]["hand"]["label"] == theirs["hand"]["handedness"]["label"]
 
 
+@pytest.mark.slow
+def test_camera_source(browser, base_url):
+    """The webcam path, fed by Chromium's fake camera playing the clip's .y4m."""
+    page, errors = demo_page(browser, base_url, "source=camera&frames=3&pace=0&threads=1")
+    timings = page.evaluate("pysparseDemo.timings")
+    assert [t["source"] for t in timings] == ["camera"] * 3
+    assert (timings[0]["width"], timings[0]["height"]) == (640, 480)
+    assert page.evaluate("pysparseDemo.last.dense.hand") is not None
+    page.close()
+    assert errors == []
+
+
+@pytest.mark.slow
 def test_threads_and_sparsity_switch(browser, base_url):
     from pysparse.bench.demo import wait_for
     page, errors = demo_page(browser, base_url, "source=clip&frames=2&pace=0&threads=1&sparsity=80")
@@ -203,6 +231,7 @@ def test_threads_and_sparsity_switch(browser, base_url):
     assert errors == []
 
 
+@pytest.mark.slow
 def test_screenshot(browser, base_url):
     """docs/images/demo.png: the page on the clip's one-finger photo, overlays drawn."""
     page, errors = demo_page(browser, base_url, "source=clip&start=44&frames=12&pace=0&threads=1")
