@@ -1,12 +1,10 @@
 """pysparse.prune: schedule, masks, blocks, exclusion rules, finalize, one-shot on the IR."""
-import fnmatch
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from pysparse import opset, reference
+from pysparse import reference
 from pysparse.ir import Graph
 from pysparse.prune import GradualPruner, LayerInfo, PolynomialSchedule, exclusion, ir_report, oneshot
 from pysparse.prune import masks as M
@@ -353,3 +351,50 @@ def test_sensitivity_command(tmp_path, capsys):
     assert np.mean([l["mean_error"]["0.9"] for l in report["layers"]]) > np.mean(
         [l["mean_error"]["0.5"] for l in report["layers"]])
     assert "conv_landmarks/MatMul" in capsys.readouterr().out
+
+
+# -- distillation pieces (the training itself is run by `python -m pysparse.distill`) ----------
+
+def test_distill_splits_are_disjoint_and_crops_are_square():
+    from pysparse import distill as D
+    train_names = [n for n, _ in D.source_images("train")]
+    eval_names = [n for n, _ in D.source_images("eval")]
+    assert len(train_names) == 2 + 32 and len(eval_names) == 1 + 7
+    assert not set(train_names) & set(eval_names)
+    frames = lambda names: {int(n.split("#")[1]) for n in names if "#" in n}
+    assert max(frames(train_names)) + 4 <= min(frames(eval_names))  # a gap between the two
+    from PIL import Image
+    yy, xx = np.mgrid[0:100, 0:120]
+    img = Image.fromarray(np.stack([2 * xx, 2 * yy, np.zeros_like(xx)], axis=2).astype(np.uint8))  # R = 2x, G = 2y
+    c = D.crop(img, 60.0, 50.0, 40.0)
+    assert c.size == (D.SIZE, D.SIZE)
+    # the crop's centre is the source's (60, 50), its width 40 source pixels; a flip mirrors x
+    a = np.asarray(c).astype(int)
+    assert abs(a[112, 112, 0] - 120) <= 2 and abs(a[112, 112, 1] - 100) <= 2
+    assert abs(a[112, 0, 0] - 80) <= 2 and abs(a[112, 223, 0] - 160) <= 2
+    f = np.asarray(D.crop(img, 60.0, 50.0, 40.0, 0, True)).astype(int)
+    assert abs(f[112, 0, 0] - 160) <= 2 and abs(f[112, 223, 0] - 80) <= 2
+    rng = np.random.default_rng(0)
+    lm = np.stack([np.linspace(60, 160, 21), np.linspace(40, 190, 21), np.zeros(21)], axis=1)
+    out = D.augment(rng, img, (60.0, 50.0, 40.0), [], lm)
+    assert out.shape == (D.SIZE, D.SIZE, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.slow
+def test_distill_loss_and_evaluation_agree_with_themselves():
+    from pysparse import assets
+    from pysparse import distill as D
+    from pysparse.importers import load_model
+    g = load_model(assets.model_path("hand_landmark_lite.tflite"))
+    teacher = D.Teacher(g)
+    images = np.stack([np.asarray(D.crop(D.source_images("eval")[0][1], 240.0, 380.0, 420.0))])
+    t = teacher(D.to_input(images))
+    out = teacher.module(torch.from_numpy(D.to_input(images)))
+    target = {k: torch.from_numpy(v) for k, v in t.items()}
+    loss, parts = D.distill_loss(out, target, torch)
+    assert parts["landmarks"] == pytest.approx(0, abs=1e-9) and parts["world"] == pytest.approx(0, abs=1e-9)
+    q = D.evaluate(g, g, D.Dataset(images, t, ["one"]))
+    assert q["mean_landmark_px"] == 0 and q["presence_agreement"] == 1 and q["handedness_agreement"] == 1
+    pruned = oneshot(g, 0.9)
+    q = D.evaluate(g, pruned, D.Dataset(images, t, ["one"]))
+    assert q["mean_landmark_px"] > 0.5  # one-shot 90% moves the landmarks
