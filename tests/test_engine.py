@@ -299,3 +299,19 @@ def test_corruptions_clean_under_sanitizers(base, tmp_path):
             assert got == want, (path.name, line)
         assert got in ("OK", "FORMAT", "UNSUPPORTED"), line
         assert got == "OK" or message, line
+
+
+def test_thread_counts_bit_identical():
+    """A model loaded for 4 threads gives the same bits on 1, 2, 3 and 4 of them."""
+    r = np.random.default_rng(5)
+    g = eg._single("CONV2D", [(1, 48, 40, 40)], (1, 64, 40, 40), [eg._w(r, 64, 48, 1, 1, zero=0.8), eg._w(r, 64)], act=1)
+    data = pack(g, sparse=True)
+    x = eg.random_inputs(g)["x0"]
+    with NativeModel(data, threads=4) as m:
+        outs = []
+        for t in (1, 2, 3, 4, 1):
+            m.set_threads(t)
+            outs.append(m.run([x])[0])
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0])
+    assert close(outs[0], reference.run(g, {"x0": x})["y"])

@@ -70,6 +70,7 @@ struct spnn_threadpool {
   atomic_int stop;
   atomic_int hot;
   atomic_int started;       /* workers running (a browser starts them asynchronously) */
+  atomic_int active;        /* threads the current job may use; workers at or above sit out */
   /* the current job; written before `next` and `generation` publish it */
   spnn_task_fn fn;
   void* ctx;
@@ -78,6 +79,7 @@ struct spnn_threadpool {
 
 typedef struct worker_arg {
   spnn_threadpool* pool;
+  int index; /* 1 .. size-1; the caller is 0 */
 } worker_arg;
 
 /* Claims and runs chunks of job `job` until none is left; returns how many it ran. */
@@ -101,6 +103,7 @@ static size_t work_on(spnn_threadpool* pool, uint32_t job) {
 static void* worker_main(void* p) {
   worker_arg* arg = (worker_arg*)p;
   spnn_threadpool* pool = arg->pool;
+  int index = arg->index;
   free(arg);
   atomic_fetch_add(&pool->started, 1);
   unsigned seen = 0;
@@ -124,7 +127,7 @@ static void* worker_main(void* p) {
     }
     seen = g;
     spins = 0;
-    work_on(pool, g);
+    if (index < atomic_load_explicit(&pool->active, memory_order_relaxed)) work_on(pool, g);
   }
   return NULL;
 }
@@ -146,11 +149,13 @@ spnn_threadpool* spnn_threadpool_create(int size) {
   atomic_init(&pool->stop, 0);
   atomic_init(&pool->hot, 0);
   atomic_init(&pool->started, 0);
+  atomic_init(&pool->active, 0);
   pool->size = 1;
   for (int i = 1; i < size; i++) {
     worker_arg* arg = (worker_arg*)malloc(sizeof *arg);
     if (!arg) break;
     arg->pool = pool;
+    arg->index = i;
     if (pthread_create(&pool->threads[i], NULL, worker_main, arg) != 0) {
       free(arg);
       break;
@@ -201,6 +206,7 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
   pool->n = n;
   pool->align = align;
   atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+  atomic_store_explicit(&pool->active, threads, memory_order_relaxed);
   unsigned job = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
   atomic_store_explicit(&pool->next, (uint64_t)job << 32 | (uint64_t)chunks << 16,
                         memory_order_release);
