@@ -15,7 +15,6 @@ import hashlib
 import secrets
 import tempfile
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -185,6 +184,14 @@ def create_app(root: Path | str = ROOT, models_dir: Path | str | None = None, *,
                                **({"limit": app.config["MAX_CONTENT_LENGTH"]} if e.code == 413 else {}))
         return e
 
+    @app.errorhandler(Exception)
+    def unexpected_error(e: Exception):
+        # A model that trips a bug in an importer must still get a JSON answer, not a page.
+        app.logger.exception("unexpected error on %s", request.path)
+        if request.path.startswith("/api/"):
+            return _json_error(500, f"internal error while handling the model: {type(e).__name__}: {e}")
+        return _json_error(500, "internal error")
+
     @app.get("/")
     def index():
         if (root / "demo" / "index.html").is_file():
@@ -245,8 +252,7 @@ def create_app(root: Path | str = ROOT, models_dir: Path | str | None = None, *,
         token = store.put(filename, blob)
         return jsonify({"summary": summary, "filename": filename, "bytes": len(blob),
                         "sha256": hashlib.sha256(blob).hexdigest(),
-                        "download": f"/api/packed/{token}", "weights": weights, "sparse": sparse,
-                        "created": time.time()})
+                        "download": f"/api/packed/{token}", "weights": weights, "sparse": sparse})
 
     @app.get("/api/packed/<token>")
     def api_packed(token: str):

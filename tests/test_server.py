@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -278,3 +277,17 @@ def test_serve_command_prints_the_demo_url():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_unexpected_errors_are_json_500(client, site, monkeypatch):
+    import pysparse.importers
+
+    def broken(path):
+        assert Path(path).parent.parent == site[2]  # the upload sits in a temp dir under temp_root
+        raise IndexError("a bug in an importer")
+
+    monkeypatch.setattr(pysparse.importers, "load_model", broken)
+    r = _upload(client, onnx_model())
+    assert r.status_code == 500
+    assert "IndexError: a bug in an importer" in r.get_json()["error"]
+    assert list(site[2].iterdir()) == []
