@@ -104,3 +104,21 @@ test('an unknown or unavailable variant is a clear error', async () => {
   await assert.rejects(load(casePath('model.spnn'), { variant: 'avx' }), /unknown variant "avx"/);
   await assert.rejects(load(casePath('model.spnn'), { threads: 0 }), /threads must be/);
 });
+
+test('per-op profile of a run', async () => {
+  const model = await load(casePath('model.spnn'), { variant: 'simd', threads: 1 });
+  try {
+    model.setProfiling(true);
+    model.run(input);
+    const profile = model.profile();
+    assert.ok(profile.length > 10);
+    for (const e of profile) {
+      assert.equal(typeof e.op, 'string');
+      assert.equal(typeof e.kernel, 'string');
+      assert.ok(e.us >= 0);
+    }
+    assert.ok(profile.some((e) => e.op === 'CONV2D'));
+  } finally {
+    model.dispose();
+  }
+});
