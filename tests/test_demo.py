@@ -208,6 +208,22 @@ def test_camera_source(browser, base_url):
 
 
 @pytest.mark.slow
+def test_file_source(browser, base_url):
+    """A user-chosen file (here a photo) replaces the clip."""
+    from pysparse import assets
+    from pysparse.bench.demo import wait_for
+    page, errors = demo_page(browser, base_url, "source=clip&frames=2&pace=0&threads=1")
+    photo = assets.photo_path("hand_halfcurl.jpg")
+    page.set_input_files("#file", str(photo))
+    wait_for(page, "(pysparseDemo.done && pysparseDemo.timings.length >= 4) || pysparseDemo.error", timeout=120)
+    last = page.evaluate("pysparseDemo.timings.at(-1)")
+    assert (last["source"], last["label"], last["width"], last["height"]) == ("still", photo.name, 480, 640)
+    assert page.evaluate("pysparseDemo.last.dense.hand") is not None
+    page.close()
+    assert errors == []
+
+
+@pytest.mark.slow
 def test_threads_and_sparsity_switch(browser, base_url):
     from pysparse.bench.demo import wait_for
     page, errors = demo_page(browser, base_url, "source=clip&frames=2&pace=0&threads=1&sparsity=80")
