@@ -8,12 +8,13 @@ PY := $(VENV)/bin/python
 STAMPS := .stamps
 export NODE_PATH := /usr/share/nodejs
 
-.PHONY: help setup build wheel wasm test test-fast demo bench bench-kernels fuzz clean
+.PHONY: help setup build wheel wasm demo-assets test test-fast demo bench bench-kernels bench-demo fuzz sparse-models clean
 
 help:
 	@echo "make demo    set up, build, and serve the demo on its built-in model"
 	@echo "make test    set up, build, and run every test"
 	@echo "make bench   speed figures (see docs/benchmarks.md)"
+	@echo "make bench-kernels, make bench-demo, make fuzz, make sparse-models: see README.md"
 
 ## ---- set-up -----------------------------------------------------------------
 setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/models
@@ -37,10 +38,13 @@ $(STAMPS)/models: $(STAMPS)/npm $(STAMPS)/venv pysparse/assets.py
 	@mkdir -p $(STAMPS) && touch $@
 
 ## ---- build ------------------------------------------------------------------
-build: setup wasm wheel
+build: setup wasm wheel demo-assets
 
 wasm: setup
 	$(MAKE) -C wasm all
+
+demo-assets: setup
+	$(PY) -m pysparse.demo_assets
 
 wheel: setup
 	rm -rf dist && $(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
@@ -61,6 +65,16 @@ bench: build
 
 bench-kernels: setup
 	$(MAKE) -C wasm bench-kernels
+
+bench-demo: build
+	$(PY) -m pysparse.bench.demo
+
+# Fine-tunes pruned hand landmark models by distillation (long: see docs/pruning.md).
+sparse-models: setup
+	for s in 0.7 0.8 0.9; do \
+	  $(PY) -m pysparse.distill --model hand_landmark_full --sparsity $$s --block 4 \
+	    -o demo/finetuned/hand_landmark_full.s$${s#0.}0.spnn || exit 1; \
+	done
 
 fuzz: setup
 	$(MAKE) -C wasm fuzz FUZZ_SECONDS=600
