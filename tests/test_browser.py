@@ -229,3 +229,22 @@ def test_runtime_page_packs_an_upload_and_runs_it(browser, isolated_url, case):
     assert timing["name"] == "hand_landmark_lite"
     assert timing["info"]["threads"] == 1 and timing["median_run_ms"] > 0
     assert page.errors == []
+
+
+def test_more_threads_than_the_initial_worker_pool(browser, isolated_url, case):
+    """Three models of 3 threads each need 6 workers, more than the build starts with: the
+    runtime readies them before loading, as a blocked main thread could not start them."""
+    page = page_at(browser, isolated_url)
+    page.set_default_timeout(60_000)
+    result = page.evaluate("""async (c) => {
+      const { load } = await import('/web/pysparse.mjs');
+      const { input } = setupCase(c);
+      const models = [];
+      for (let i = 0; i < 3; i++) models.push(await load('/models/model.spnn', { threads: 3 }));
+      const out = models.map((m) => ({ threads: m.info.threads, outputs: plain(m.run(input)) }));
+      models.forEach((m) => m.dispose());
+      return out;
+    }""", case["js"])
+    assert [r["threads"] for r in result] == [3, 3, 3]
+    for r in result:
+        assert_matches_reference(case, r["outputs"])

@@ -246,6 +246,7 @@ export async function load(source, opts = {}) {
   const choice = chooseVariant(features, opts);
   const bytes = await sourceBytes(source);
   const m = await engineFor(choice.variant, opts.locateFile);
+  if (VARIANTS[choice.variant].threads) await readyWorkers(m, choice.threads - 1);
   try {
     return loadInto(m, bytes, choice, features);
   } catch (e) {
@@ -253,6 +254,24 @@ export async function load(source, opts = {}) {
     if (!(e instanceof PysparseError) && !opts.locateFile) engines.delete(choice.variant);
     throw e;
   }
+}
+
+/**
+ * Makes sure `count` idle pthread workers are loaded before the engine starts threads. A
+ * new worker only starts once the page's event loop has seen it load, which cannot happen
+ * while spnn_load blocks the main thread: so more threads than the idle pool would hang.
+ */
+async function readyWorkers(m, count) {
+  const pool = m.PThread;
+  if (!pool) return;
+  const loading = [];
+  while (pool.unusedWorkers.length < count) {
+    pool.allocateUnusedWorker();
+    const worker = pool.unusedWorkers[pool.unusedWorkers.length - 1];
+    loading.push(new Promise((resolve) => pool.loadWasmModuleToWorker(worker, resolve)));
+  }
+  await Promise.all(loading);
+  if (isNode) for (const w of pool.unusedWorkers) w.unref?.(); // idle workers must not keep Node alive
 }
 
 function loadInto(m, bytes, choice, features) {
@@ -273,9 +292,9 @@ function loadInto(m, bytes, choice, features) {
       throw new PysparseError(message, STATUS[status] ?? String(status));
     }
     const ptr = new Int32Array(view.buffer)[outPtr >> 2];
-    if (isNode && VARIANTS[choice.variant].threads) {
-      // Idle pool workers must not keep Node alive; run() blocks on them synchronously.
-      for (const w of [...(m.PThread?.unusedWorkers ?? []), ...(m.PThread?.runningWorkers ?? [])]) w.unref?.();
+    if (isNode && m.PThread) {
+      // Running pool workers must not keep Node alive either: run() waits for them itself.
+      for (const w of m.PThread.runningWorkers) w.unref?.();
     }
     return new Model(m, ptr, { variant: choice.variant, features, fileBytes: bytes.length });
   } finally {
