@@ -39,8 +39,11 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
         for th in threads:
             task = bar.add_task(f"{th} thread(s)", total=None)
 
-            def tick(done, total, what, task=task):
+            def tick(done, total, what, task=task, shown=[0]):
                 bar.update(task, completed=done, total=total, description=f"{th}t {what[:48]}")
+                if console is not None and not console.is_terminal and done * 10 // total > shown[0]:
+                    shown[0] = done * 10 // total  # a line per 10% where no live bar shows
+                    console.print(f"{th} thread(s): {done}/{total} {what}")
 
             with BenchServer(models_dir) as url:
                 result = run_session(url, configs_for(artifacts, th), runs=runs, warmup=warmup,
@@ -57,6 +60,8 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
                     if key in r:
                         row[key] = r[key]
                 rows.append(row)
+            # what is measured so far is kept even if a later session fails
+            report.write_json(out_dir / "results.partial.json", {"runs": runs, "sessions": sessions, "results": rows})
     report.add_speedups(rows)
     record = {"schema_version": report.SCHEMA_VERSION, "pysparse_version": __version__,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": runs, "warmup": warmup,
