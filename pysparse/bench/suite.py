@@ -1,5 +1,5 @@
-"""`pysparse bench`: build every configuration's files, run one browser session per thread
-count, write build/bench/results.json and the charts, print the table.
+"""`pysparse bench`: build every configuration's files, run one browser session per model and
+thread count, write build/bench/results.json and the charts, print the table.
 
     record = run_benchmark(["hand_landmark_lite"], threads=[1], runs=20)
 """
@@ -22,7 +22,8 @@ def configs_for(artifacts, threads: int) -> list[dict]:
 
 def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, sparsities=SPARSITIES,
                   blocks=(1, 4), systems=("pysparse", "tflite", "ort"), out_dir: Path = OUT_DIR,
-                  profile: bool = True, progress_bar: bool = True, console=None) -> dict:
+                  profile: bool = True, progress_bar: bool = True, console=None,
+                  session_timeout_s: float = 900) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .browser import BenchServer, run_session
@@ -37,35 +38,42 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, disable=not progress_bar, transient=True) as bar:
         for th in threads:
-            task = bar.add_task(f"{th} thread(s)", total=None)
+            for model in dict.fromkeys(a.model for a in artifacts):
+                mine = [a for a in artifacts if a.model == model]
+                task = bar.add_task(f"{model} {th}t", total=None)
 
-            def tick(done, total, what, task=task, shown=[0]):
-                bar.update(task, completed=done, total=total, description=f"{th}t {what[:48]}")
-                if console is not None and not console.is_terminal and done * 10 // total > shown[0]:
-                    shown[0] = done * 10 // total  # a line per 10% where no live bar shows
-                    console.print(f"{th} thread(s): {done}/{total} {what}")
+                def tick(done, total, what, task=task, shown=[0], th=th):
+                    bar.update(task, completed=done, total=total, description=f"{th}t {what[:48]}")
+                    if console is not None and not console.is_terminal and done * 10 // total > shown[0]:
+                        shown[0] = done * 10 // total  # a line per 10% where no live bar shows
+                        console.print(f"{th} thread(s): {done}/{total} {what}")
 
-            with BenchServer(models_dir) as url:
-                result = run_session(url, configs_for(artifacts, th), runs=runs, warmup=warmup,
-                                     profile=profile, progress=tick)
-            sessions.append({"threads": th, "environment": result["environment"],
-                             "browser_version": result.get("browser_version"),
-                             "page_errors": result.get("page_errors", [])})
-            for r in result["results"]:
-                a = by_id[r["id"]]
-                row = {"model": a.model, "system": a.system, "label": a.label, "sparsity": a.sparsity,
-                       "block": a.block, "threads": th, "file": a.path.name, "file_bytes": a.path.stat().st_size,
-                       "notes": a.notes}
-                for key in report.TIMES + ("mean_ms", "samples_ms", "layers", "layers_error", "error", "info"):
-                    if key in r:
-                        row[key] = r[key]
-                rows.append(row)
-            # what is measured so far is kept even if a later session fails
-            report.write_json(out_dir / "results.partial.json", {"runs": runs, "sessions": sessions, "results": rows})
+                try:
+                    with BenchServer(models_dir) as url:
+                        result = run_session(url, configs_for(mine, th), runs=runs, warmup=warmup,
+                                             profile=profile, progress=tick, timeout_s=session_timeout_s)
+                except Exception as e:  # a hung or crashed page: record it, go on with the rest
+                    result = {"environment": {}, "page_errors": [str(e)],
+                              "results": [{"id": a.id, "error": f"session failed: {str(e)[:200]}"} for a in mine]}
+                sessions.append({"model": model, "threads": th, "environment": result["environment"],
+                                 "browser_version": result.get("browser_version"),
+                                 "page_errors": result.get("page_errors", [])})
+                for r in result["results"]:
+                    a = by_id[r["id"]]
+                    row = {"model": a.model, "system": a.system, "label": a.label, "sparsity": a.sparsity,
+                           "block": a.block, "threads": th, "file": a.path.name,
+                           "file_bytes": a.path.stat().st_size, "notes": a.notes}
+                    for key in report.TIMES + ("mean_ms", "samples_ms", "layers", "layers_error", "error", "info"):
+                        if key in r:
+                            row[key] = r[key]
+                    rows.append(row)
+                # what is measured so far is kept even if a later session fails
+                report.write_json(out_dir / "results.partial.json", {"runs": runs, "sessions": sessions, "results": rows})
     report.add_speedups(rows)
     record = {"schema_version": report.SCHEMA_VERSION, "pysparse_version": __version__,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": runs, "warmup": warmup,
-              "environment": sessions[0]["environment"] if sessions else {}, "sessions": sessions,
+              "environment": next((x["environment"] for x in sessions if x["environment"]), {}),
+              "sessions": sessions,
               "results": rows}
     report.write_json(out_dir / "results.json", record)
     record["charts"] = [str(p) for p in report.plot(record, out_dir)]
