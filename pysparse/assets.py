@@ -14,8 +14,9 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from .fsutil import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDS_PACKAGE = "@mediapipe/hands"
@@ -53,16 +54,6 @@ def _packed_offsets(loader_js: str) -> dict[str, tuple[int, int]]:
     table = json.loads(m.group(1))
     return {Path(f["filename"]).name: (int(f["start"]), int(f["end"])) for f in table["files"]}
 
-
-def _write_atomic(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dest)
-
-
 def extract(dest: Path | None = None, quiet: bool = False) -> list[Path]:
     dest = dest or models_dir()
     pkg = node_modules() / HANDS_PACKAGE
@@ -85,7 +76,7 @@ def extract(dest: Path | None = None, quiet: bool = False) -> list[Path]:
                 data = f.read(end - start)
         if data[4:8] != TFLITE_MAGIC:
             raise ValueError(f"{name} extracted from {source} is not a TFLite model (no TFL3 magic)")
-        _write_atomic(out, data)
+        write_atomic(out, data)
         written.append(out)
         if not quiet:
             print(f"extracted {out} ({len(data)} bytes)")

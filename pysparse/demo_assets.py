@@ -24,8 +24,9 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
+
+from .fsutil import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo"
@@ -46,15 +47,6 @@ FINETUNED_DIRS = (ROOT / "models" / "sparse", ROOT / "demo" / "finetuned")
 
 
 # -- small helpers ----------------------------------------------------------------------
-
-def _write_atomic(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dest)
-
 
 def _fingerprint(paths: list[Path], extra: str = "") -> str:
     """Hash of the inputs' names, sizes and contents' first and last bytes (cheap, and
@@ -177,20 +169,20 @@ def build_clip(out: Path = ASSETS_OUT, force: bool = False, quiet: bool = False)
         buf = io.BytesIO()
         f.save(buf, "JPEG", quality=90)
         names.append(f"clip/{i:03d}.jpg")
-        _write_atomic(out / names[-1], buf.getvalue())
+        write_atomic(out / names[-1], buf.getvalue())
         mjpeg.write(buf.getvalue())
-    _write_atomic(out / "clip.y4m", _y4m(frames))
-    _write_atomic(out / "clip.mjpeg", mjpeg.getvalue())
+    write_atomic(out / "clip.y4m", _y4m(frames))
+    write_atomic(out / "clip.mjpeg", mjpeg.getvalue())
     stills = []
     for n in STILLS:
         stills.append(f"stills/{n}")
-        _write_atomic(out / stills[-1], assets.photo_path(n).read_bytes())
+        write_atomic(out / stills[-1], assets.photo_path(n).read_bytes())
     meta = {"key": key, "width": CLIP_SIZE[0], "height": CLIP_SIZE[1], "fps": CLIP_FPS,
             "frames": names, "labels": labels, "stills": stills,
             "y4m": "clip.y4m", "mjpeg": "clip.mjpeg",
             "source": "photos of the npm package fingerpose@0.1.0 (MIT)",
             "files": names + stills + ["clip.y4m", "clip.mjpeg"]}
-    _write_atomic(manifest, json.dumps(meta, indent=1).encode())
+    write_atomic(manifest, json.dumps(meta, indent=1).encode())
     if not quiet:
         print(f"built {out}/clip.* ({len(frames)} frames, {CLIP_SIZE[0]}x{CLIP_SIZE[1]})")
     return True
@@ -253,7 +245,7 @@ def build_models(out: Path = MODELS_OUT, force: bool = False, quiet: bool = Fals
         return False
     for entry in plan:
         blob = _pack_one(entry)
-        _write_atomic(out / entry["file"], blob)
+        write_atomic(out / entry["file"], blob)
         entry["bytes"] = len(blob)
         entry["source"] = Path(entry["source"]).name
         if not quiet:
@@ -261,7 +253,7 @@ def build_models(out: Path = MODELS_OUT, force: bool = False, quiet: bool = Fals
     meta = {"key": key, "models": plan, "files": [e["file"] for e in plan],
             "palm": plan[0]["file"], "dense": plan[2]["file"],
             "sparse": {str(e["sparsity"]): e["file"] for e in plan if e["sparsity"]}}
-    _write_atomic(manifest, json.dumps(meta, indent=1).encode())
+    write_atomic(manifest, json.dumps(meta, indent=1).encode())
     return True
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from . import __version__
 from .format import spec, write_spnn
 from .format.costmodel import choose, spmm_problem
+from .fsutil import write_atomic  # noqa: F401  (part of this module's API)
 from .format.sparse import EncodedWeight, encode_dense, encode_sparse, matrix_shape
 from .ir import Graph, Op
 from .passes.memory import plan_memory
@@ -130,24 +130,6 @@ def sha256_file(path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def write_atomic(dst, data: bytes) -> None:
-    """Writes `data` to a temporary file next to dst, then renames it over dst: dst is
-    either untouched or complete."""
-    dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent or ".", prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def same_file(a, b) -> bool:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ModelFormatError
+from ..fsutil import write_atomic
 
 DENSE, SPARSE_CSR = 0, 1  # tflite.DimensionType
 
@@ -282,7 +283,6 @@ def sparsify_tflite(model: bytes, min_sparsity: float = 0.7, block: int = 1, con
 def main(argv=None) -> int:
     import argparse
     import os
-    import tempfile
     ap = argparse.ArgumentParser(prog="python -m pysparse.importers.tflite_sparse",
                                  description="Store a TFLite model's sparse 1x1 convolution weights in TFLite's "
                                              "sparse format (DENSIFY), as XNNPACK's sparse inference expects.")
@@ -299,12 +299,7 @@ def main(argv=None) -> int:
         data = f.read()
     converted: list = []
     out = sparsify_tflite(data, args.min_sparsity, args.block, converted, args.fp16)
-    directory = os.path.dirname(os.path.abspath(args.output))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".sparsify.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(out)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, args.output)
+    write_atomic(args.output, out)
     for name, sparsity in converted:
         print(f"  {name}: {sparsity:.1%} zeros, stored sparse")
     print(f"{args.output}: {len(converted)} weights stored sparse, {len(data)} -> {len(out)} bytes")
