@@ -11,7 +11,7 @@
 KERNEL_SRCS := src/kernels/spmm.c src/kernels/spmm_pack.c src/kernels/gemm.c \
                src/kernels/gemv.c src/kernels/conv.c src/kernels/dwconv.c \
                src/kernels/variant.c
-KERNEL_HEADERS := src/kernels.h src/simd.h
+KERNEL_HEADERS := src/kernels.h src/simd.h src/kernels/tile.h
 
 KROOT := $(abspath ..)
 KBUILD := $(KROOT)/build/kernels

@@ -9,8 +9,7 @@
  */
 #include "../kernels.h"
 #include "../simd.h"
-
-#define SPNN_INLINE static inline __attribute__((always_inline))
+#include "tile.h"
 
 size_t spnn_dwconv_packed_bytes(const spnn_dwconv_shape* s) {
   return (size_t)s->channels * (1 + (size_t)s->kernel_h * s->kernel_w) * sizeof(float);

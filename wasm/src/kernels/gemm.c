@@ -9,8 +9,7 @@
 
 #include "../kernels.h"
 #include "../simd.h"
-
-#define SPNN_INLINE static inline __attribute__((always_inline))
+#include "tile.h"
 
 #ifndef GEMM_MR
 #define GEMM_MR 8
@@ -36,22 +35,6 @@ void spnn_gemm_pack(uint32_t rows, uint32_t cols, const float* weights, const fl
         *out++ = n0 + r < rows ? weights[(size_t)(n0 + r) * cols + k] : 0.0f;
       }
     }
-  }
-}
-
-SPNN_INLINE v128_t tile_load(const float* p, size_t width) {
-  if (width == 2) return wasm_v128_load64_zero(p);
-  if (width == 1) return wasm_v128_load32_zero(p);
-  return wasm_v128_load(p);
-}
-
-SPNN_INLINE void tile_store(float* p, v128_t v, size_t width) {
-  if (width == 2) {
-    wasm_v128_store64_lane(p, v, 0);
-  } else if (width == 1) {
-    wasm_v128_store32_lane(p, v, 0);
-  } else {
-    wasm_v128_store(p, v);
   }
 }
 

@@ -12,26 +12,7 @@
 
 #include "../kernels.h"
 #include "../simd.h"
-
-#define SPNN_INLINE static inline __attribute__((always_inline))
-
-/* Loads and stores of a tile row: `width` pixels (32, 16, 8 or 4 as whole vectors; 2 and
- * 1 in the low lanes of one vector). */
-SPNN_INLINE v128_t tile_load(const float* p, size_t width) {
-  if (width == 2) return wasm_v128_load64_zero(p);
-  if (width == 1) return wasm_v128_load32_zero(p);
-  return wasm_v128_load(p);
-}
-
-SPNN_INLINE void tile_store(float* p, v128_t v, size_t width) {
-  if (width == 2) {
-    wasm_v128_store64_lane(p, v, 0);
-  } else if (width == 1) {
-    wasm_v128_store32_lane(p, v, 0);
-  } else {
-    wasm_v128_store(p, v);
-  }
-}
+#include "tile.h"
 
 /* One pixel tile of `width` pixels through all `num_blocks` blocks of `nr` rows. */
 SPNN_INLINE void spmm_tile(size_t width, size_t nr, size_t num_blocks, const float* input,
