@@ -1,11 +1,13 @@
 /* Depthwise convolution in CHW: each channel plane convolved with its own kernel.
  *
- * The specialised kernels (3x3 and 5x5, stride 1 and 2) compute four output pixels of a
- * row per vector. For each output row only the kernel rows that land inside the input are
- * visited (that is the vertical padding). Horizontally, output pixels whose taps would
- * read outside the row (the left and right padding) are computed one at a time by the
- * scalar path; the rest four at a time with unaligned loads (stride 2: two loads and an
- * even-lane shuffle per tap).
+ * The specialised kernels (3x3 and 5x5, stride 1 and 2) work a row at a time. Each input
+ * row is copied once per channel into a small ring of zero-padded rows (the left and right
+ * padding become real zeros; stride 2 rows are split into their even and odd columns), and
+ * rows above or below the input point at a shared zero row. The inner loop is then free of
+ * branches: every tap of four output pixels is one unaligned vector load from a padded
+ * row. Padding taps add w*0, so the sum runs over the same taps in the same order (bias,
+ * then row by row, left to right) for every pixel, whatever the channel split.
+ * Rows wider than the ring allows fall back to a direct kernel (scalar at the borders).
  */
 #include "../kernels.h"
 #include "../simd.h"
@@ -73,8 +75,8 @@ SPNN_INLINE v128_t load_strided(const float* p, size_t S) {
   return wasm_i32x4_shuffle(wasm_v128_load(p), wasm_v128_load(p + 4), 0, 2, 4, 6);
 }
 
-/* Specialised kernel: square K x K, stride S in both directions, dilation 1. */
-SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c_begin,
+/* Direct kernel for rows too wide for the ring: square K x K, stride S, dilation 1. */
+SPNN_INLINE void dw_kxk_direct(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c_begin,
                         size_t c_end, const float* input, const void* packed, float* output,
                         float out_min, float out_max) {
   const size_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
@@ -121,6 +123,120 @@ SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c
       }
       for (size_t ox = ox_hi; ox < out_w; ox++) {
         orow[ox] = clampf(dw_pixel(s, plane, w, oy, ox), out_min, out_max);
+      }
+    }
+  }
+}
+
+/* Floats in one padded ring row (stride 2: both halves); a row of the zero row's size. */
+#define DW_ROW_MAX 1024
+static const float dw_zero_row[DW_ROW_MAX];
+
+/* Copies input row `src` (in_w floats) into `dst` as the padded row P of `len` floats:
+ * P[x] = src[x - pl] inside the input, 0 outside. With S == 2 `dst` gets P's even columns
+ * then its odd columns (len / 2 each), so each tap of a stride-2 output is one load. */
+SPNN_INLINE void dw_pad_row(size_t S, const float* src, size_t in_w, size_t pl, size_t len,
+                            float* dst, float* tmp) {
+  float* p = S == 1 ? dst : tmp;
+  const size_t left = pl < len ? pl : len;
+  const size_t n = pl < len ? (in_w < len - pl ? in_w : len - pl) : 0;
+  for (size_t x = 0; x < left; x++) p[x] = 0.0f;
+  for (size_t x = 0; x < n; x++) p[left + x] = src[x];
+  for (size_t x = left + n; x < len; x++) p[x] = 0.0f;
+  if (S == 2) {
+    const size_t half = len / 2; /* len is a multiple of 8 */
+    for (size_t j = 0; j < half; j += 4) {
+      const v128_t a = wasm_v128_load(p + 2 * j), b = wasm_v128_load(p + 2 * j + 4);
+      wasm_v128_store(dst + j, wasm_i32x4_shuffle(a, b, 0, 2, 4, 6));
+      wasm_v128_store(dst + half + j, wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
+    }
+  }
+}
+
+/* The first three lanes of v: a vector store of 2 and a lane store of 1. */
+SPNN_INLINE void dw_store_tail(float* p, v128_t v, size_t n) {
+  if (n >= 2) wasm_v128_store64_lane(p, v, 0);
+  if (n == 1) wasm_v128_store32_lane(p, v, 0);
+  if (n == 3) wasm_v128_store32_lane(p + 2, v, 2);
+}
+
+/* One output row, U groups of four pixels at a time: U independent sums hide the add
+ * latency. `rows` holds the K padded input rows; groups past `groups` are computed from
+ * the zero padding and dropped. */
+SPNN_INLINE void dw_row(size_t K, size_t S, size_t U, const float* const* rows, size_t half,
+                        const float* w, size_t groups, size_t tail, v128_t vmin, v128_t vmax,
+                        float* orow) {
+  const v128_t vbias = wasm_v128_load32_splat(w);
+  for (size_t g0 = 0; g0 < groups; g0 += U) {
+    v128_t acc[4];
+    for (size_t u = 0; u < U; u++) acc[u] = vbias;
+    for (size_t ky = 0; ky < K; ky++) {
+      for (size_t kx = 0; kx < K; kx++) {
+        const v128_t wv = wasm_v128_load32_splat(w + 1 + ky * K + kx);
+        /* P[S*ox + kx]: stride 2 reads the even (kx even) or the odd half. */
+        const float* p = S == 1 ? rows[ky] + 4 * g0 + kx
+                                : rows[ky] + (kx & 1) * half + 4 * g0 + kx / 2;
+        for (size_t u = 0; u < U; u++) acc[u] = spnn_madd(acc[u], wasm_v128_load(p + 4 * u), wv);
+      }
+    }
+    for (size_t u = 0; u < U; u++) {
+      const size_t g = g0 + u;
+      const v128_t v = spnn_clamp(acc[u], vmin, vmax);
+      if (g + 1 < groups || (g + 1 == groups && tail == 4)) {
+        wasm_v128_store(orow + 4 * g, v);
+      } else if (g + 1 == groups) {
+        dw_store_tail(orow + 4 * g, v, tail);
+      }
+    }
+  }
+}
+
+/* Specialised kernel: square K x K, stride S in both directions, dilation 1. */
+SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c_begin,
+                        size_t c_end, const float* input, const void* packed, float* output,
+                        float out_min, float out_max) {
+  const size_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
+  const size_t groups = (out_w + 3) / 4;
+  const size_t U = groups > 2 ? 4 : 2; /* groups per step */
+  /* Padded row length: the last step's last tap reads P[4*S*ceil(groups/U)*U + K - 2]. */
+  const size_t len = (4 * S * ((groups + U - 1) / U * U) + K + 7) & ~(size_t)7;
+  if (len > DW_ROW_MAX) {
+    dw_kxk_direct(K, S, s, c_begin, c_end, input, packed, output, out_min, out_max);
+    return;
+  }
+  const size_t in_plane = in_h * in_w, out_plane = out_h * out_w;
+  const long pt = (long)s->pad_top;
+  const size_t pl = s->pad_left, half = len / S, tail = out_w - 4 * (groups - 1);
+  const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
+  float ring[5 * DW_ROW_MAX] __attribute__((aligned(16)));
+  float tmp[DW_ROW_MAX] __attribute__((aligned(16)));
+
+  for (size_t c = c_begin; c < c_end; c++) {
+    const float* w = (const float*)packed + c * (1 + K * K);
+    const float* plane = input + c * in_plane;
+    float* out = output + c * out_plane;
+    long ring_row[5] = {-1, -1, -1, -1, -1}; /* input row held by each ring slot */
+    for (size_t oy = 0; oy < out_h; oy++) {
+      const float* rows[5];
+      for (size_t ky = 0; ky < K; ky++) {
+        const long iy = (long)(oy * S) - pt + (long)ky;
+        if (iy < 0 || iy >= (long)in_h) {
+          rows[ky] = dw_zero_row;
+          continue;
+        }
+        const size_t slot = (size_t)iy % K;
+        float* r = ring + slot * len;
+        if (ring_row[slot] != iy) {
+          dw_pad_row(S, plane + (size_t)iy * in_w, in_w, pl, len, r, tmp);
+          ring_row[slot] = iy;
+        }
+        rows[ky] = r;
+      }
+      float* orow = out + oy * out_w;
+      if (U == 4) {
+        dw_row(K, S, 4, rows, half, w, groups, tail, vmin, vmax, orow);
+      } else {
+        dw_row(K, S, 2, rows, half, w, groups, tail, vmin, vmax, orow);
       }
     }
   }
