@@ -136,21 +136,26 @@ static const float dw_zero_row[DW_ROW_MAX];
  * P[x] = src[x - pl] inside the input, 0 outside. With S == 2 `dst` gets P's even columns
  * then its odd columns (len / 2 each), so each tap of a stride-2 output is one load. */
 SPNN_INLINE void dw_pad_row(size_t S, const float* src, size_t in_w, size_t pl, size_t len,
-                            float* dst, float* tmp) {
-  float* p = S == 1 ? dst : tmp;
+                            float* dst) {
   const size_t left = pl < len ? pl : len;
   const size_t n = pl < len ? (in_w < len - pl ? in_w : len - pl) : 0;
-  for (size_t x = 0; x < left; x++) p[x] = 0.0f;
-  for (size_t x = 0; x < n; x++) p[left + x] = src[x];
-  for (size_t x = left + n; x < len; x++) p[x] = 0.0f;
-  if (S == 2) {
-    const size_t half = len / 2; /* len is a multiple of 8 */
-    for (size_t j = 0; j < half; j += 4) {
-      const v128_t a = wasm_v128_load(p + 2 * j), b = wasm_v128_load(p + 2 * j + 4);
-      wasm_v128_store(dst + j, wasm_i32x4_shuffle(a, b, 0, 2, 4, 6));
-      wasm_v128_store(dst + half + j, wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
-    }
+  if (S == 1) {
+    for (size_t x = 0; x < left; x++) dst[x] = 0.0f;
+    for (size_t x = 0; x < n; x++) dst[left + x] = src[x];
+    for (size_t x = left + n; x < len; x++) dst[x] = 0.0f;
+    return;
   }
+  const size_t half = len / 2;
+  for (size_t x = 0; x < len; x++) dst[x] = 0.0f;
+  size_t x = 0;
+  /* P[left + x] lands in the even or odd half by its parity. */
+  if (left & 1) dst[half + left / 2] = src[x++];
+  for (; x + 1 < n; x += 2) {
+    const size_t j = (left + x) / 2;
+    dst[j] = src[x];
+    dst[half + j] = src[x + 1];
+  }
+  if (x < n) dst[(left + x) / 2] = src[x];
 }
 
 /* The first three lanes of v: a vector store of 2 and a lane store of 1. */
@@ -160,32 +165,44 @@ SPNN_INLINE void dw_store_tail(float* p, v128_t v, size_t n) {
   if (n == 3) wasm_v128_store32_lane(p + 2, v, 2);
 }
 
-/* One output row, U groups of four pixels at a time: U independent sums hide the add
- * latency. `rows` holds the K padded input rows; groups past `groups` are computed from
- * the zero padding and dropped. */
-SPNN_INLINE void dw_row(size_t K, size_t S, size_t U, const float* const* rows, size_t half,
-                        const float* w, size_t groups, size_t tail, v128_t vmin, v128_t vmax,
-                        float* orow) {
+/* NR (1 or 2) output rows, U groups of four pixels each at a time: NR*U independent sums
+ * hide the add latency, and the two rows share their input loads. `rows` holds the
+ * K + S*(NR-1) padded input rows; groups past `groups` are computed from the zero padding
+ * and dropped. */
+SPNN_INLINE void dw_rows(size_t K, size_t S, size_t U, size_t NR, const float* const* rows,
+                         size_t half, const float* w, size_t groups, size_t tail, v128_t vmin,
+                         v128_t vmax, float* orow, size_t out_w) {
   const v128_t vbias = wasm_v128_load32_splat(w);
   for (size_t g0 = 0; g0 < groups; g0 += U) {
-    v128_t acc[4];
-    for (size_t u = 0; u < U; u++) acc[u] = vbias;
-    for (size_t ky = 0; ky < K; ky++) {
+    v128_t acc[2][4];
+    for (size_t r = 0; r < NR; r++)
+      for (size_t u = 0; u < U; u++) acc[r][u] = vbias;
+    /* Input row i feeds kernel row i of output row 0 and kernel row i - S of output row 1;
+     * each sum still runs bias, then kernel rows top down, each left to right. */
+    for (size_t i = 0; i < K + S * (NR - 1); i++) {
       for (size_t kx = 0; kx < K; kx++) {
-        const v128_t wv = wasm_v128_load32_splat(w + 1 + ky * K + kx);
         /* P[S*ox + kx]: stride 2 reads the even (kx even) or the odd half. */
-        const float* p = S == 1 ? rows[ky] + 4 * g0 + kx
-                                : rows[ky] + (kx & 1) * half + 4 * g0 + kx / 2;
-        for (size_t u = 0; u < U; u++) acc[u] = spnn_madd(acc[u], wasm_v128_load(p + 4 * u), wv);
+        const float* p = S == 1 ? rows[i] + 4 * g0 + kx
+                                : rows[i] + (kx & 1) * half + 4 * g0 + kx / 2;
+        v128_t x[4];
+        for (size_t u = 0; u < U; u++) x[u] = wasm_v128_load(p + 4 * u);
+        for (size_t r = 0; r < NR; r++) {
+          if (i < S * r || i - S * r >= K) continue;
+          const v128_t wv = wasm_v128_load32_splat(w + 1 + (i - S * r) * K + kx);
+          for (size_t u = 0; u < U; u++) acc[r][u] = spnn_madd(acc[r][u], x[u], wv);
+        }
       }
     }
-    for (size_t u = 0; u < U; u++) {
-      const size_t g = g0 + u;
-      const v128_t v = spnn_clamp(acc[u], vmin, vmax);
-      if (g + 1 < groups || (g + 1 == groups && tail == 4)) {
-        wasm_v128_store(orow + 4 * g, v);
-      } else if (g + 1 == groups) {
-        dw_store_tail(orow + 4 * g, v, tail);
+    for (size_t r = 0; r < NR; r++) {
+      for (size_t u = 0; u < U; u++) {
+        const size_t g = g0 + u;
+        const v128_t v = spnn_clamp(acc[r][u], vmin, vmax);
+        float* o = orow + r * out_w + 4 * g;
+        if (g + 1 < groups || (g + 1 == groups && tail == 4)) {
+          wasm_v128_store(o, v);
+        } else if (g + 1 == groups) {
+          dw_store_tail(o, v, tail);
+        }
       }
     }
   }
@@ -207,36 +224,45 @@ SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c
   const size_t in_plane = in_h * in_w, out_plane = out_h * out_w;
   const long pt = (long)s->pad_top;
   const size_t pl = s->pad_left, half = len / S, tail = out_w - 4 * (groups - 1);
+  const size_t R = K + S; /* ring slots: the input rows of two output rows */
   const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
-  float ring[5 * DW_ROW_MAX] __attribute__((aligned(16)));
-  float tmp[DW_ROW_MAX] __attribute__((aligned(16)));
+  float ring[7 * DW_ROW_MAX] __attribute__((aligned(16)));
 
   for (size_t c = c_begin; c < c_end; c++) {
     const float* w = (const float*)packed + c * (1 + K * K);
     const float* plane = input + c * in_plane;
     float* out = output + c * out_plane;
-    long ring_row[5] = {-1, -1, -1, -1, -1}; /* input row held by each ring slot */
-    for (size_t oy = 0; oy < out_h; oy++) {
-      const float* rows[5];
-      for (size_t ky = 0; ky < K; ky++) {
-        const long iy = (long)(oy * S) - pt + (long)ky;
+    long ring_row[7] = {-1, -1, -1, -1, -1, -1, -1}; /* input row held by each ring slot */
+    for (size_t oy = 0; oy < out_h; oy += 2) {
+      const size_t NR = oy + 1 < out_h ? 2 : 1;
+      const float* rows[7];
+      for (size_t i = 0; i < K + S * (NR - 1); i++) {
+        const long iy = (long)(oy * S) - pt + (long)i;
         if (iy < 0 || iy >= (long)in_h) {
-          rows[ky] = dw_zero_row;
+          rows[i] = dw_zero_row;
           continue;
         }
-        const size_t slot = (size_t)iy % K;
+        const size_t slot = (size_t)iy % R;
         float* r = ring + slot * len;
         if (ring_row[slot] != iy) {
-          dw_pad_row(S, plane + (size_t)iy * in_w, in_w, pl, len, r, tmp);
+          dw_pad_row(S, plane + (size_t)iy * in_w, in_w, pl, len, r);
           ring_row[slot] = iy;
         }
-        rows[ky] = r;
+        rows[i] = r;
       }
       float* orow = out + oy * out_w;
-      if (U == 4) {
-        dw_row(K, S, 4, rows, half, w, groups, tail, vmin, vmax, orow);
+      if (NR == 2) {
+        if (U == 4) {
+          dw_rows(K, S, 4, 2, rows, half, w, groups, tail, vmin, vmax, orow, out_w);
+        } else {
+          dw_rows(K, S, 2, 2, rows, half, w, groups, tail, vmin, vmax, orow, out_w);
+        }
       } else {
-        dw_row(K, S, 2, rows, half, w, groups, tail, vmin, vmax, orow);
+        if (U == 4) {
+          dw_rows(K, S, 4, 1, rows, half, w, groups, tail, vmin, vmax, orow, out_w);
+        } else {
+          dw_rows(K, S, 2, 1, rows, half, w, groups, tail, vmin, vmax, orow, out_w);
+        }
       }
     }
   }
