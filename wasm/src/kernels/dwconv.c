@@ -145,17 +145,27 @@ SPNN_INLINE void dw_pad_row(size_t S, const float* src, size_t in_w, size_t pl, 
     for (size_t x = left + n; x < len; x++) dst[x] = 0.0f;
     return;
   }
+  /* P[i] goes to dst[(i & 1) * half + i / 2]. */
   const size_t half = len / 2;
-  for (size_t x = 0; x < len; x++) dst[x] = 0.0f;
+  float* even = dst;
+  float* odd = dst + half;
+  for (size_t i = 0; i < left; i++) dst[(i & 1) * half + i / 2] = 0.0f;
+  for (size_t i = left + n; i < len; i++) dst[(i & 1) * half + i / 2] = 0.0f;
   size_t x = 0;
-  /* P[left + x] lands in the even or odd half by its parity. */
-  if (left & 1) dst[half + left / 2] = src[x++];
-  for (; x + 1 < n; x += 2) {
-    const size_t j = (left + x) / 2;
-    dst[j] = src[x];
-    dst[half + j] = src[x + 1];
+  for (; x + 8 <= n; x += 8) {
+    const v128_t a = wasm_v128_load(src + x), b = wasm_v128_load(src + x + 4);
+    const v128_t ev = wasm_i32x4_shuffle(a, b, 0, 2, 4, 6);
+    const v128_t od = wasm_i32x4_shuffle(a, b, 1, 3, 5, 7);
+    const size_t i = left + x;
+    if (i & 1) {
+      wasm_v128_store(odd + i / 2, ev);
+      wasm_v128_store(even + i / 2 + 1, od);
+    } else {
+      wasm_v128_store(even + i / 2, ev);
+      wasm_v128_store(odd + i / 2, od);
+    }
   }
-  if (x < n) dst[(left + x) / 2] = src[x];
+  for (; x < n; x++) dst[((left + x) & 1) * half + (left + x) / 2] = src[x];
 }
 
 /* The first three lanes of v: a vector store of 2 and a lane store of 1. */
