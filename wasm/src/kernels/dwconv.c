@@ -1,13 +1,15 @@
 /* Depthwise convolution in CHW: each channel plane convolved with its own kernel.
  *
- * The specialised kernels (3x3 and 5x5, stride 1 and 2) work a row at a time. Each input
- * row is copied once per channel into a small ring of zero-padded rows (the left and right
- * padding become real zeros; stride 2 rows are split into their even and odd columns), and
- * rows above or below the input point at a shared zero row. The inner loop is then free of
- * branches: every tap of four output pixels is one unaligned vector load from a padded
- * row. Padding taps add w*0, so the sum runs over the same taps in the same order (bias,
- * then row by row, left to right) for every pixel, whatever the channel split.
- * Rows wider than the ring allows fall back to a direct kernel (scalar at the borders).
+ * The specialised kernels (3x3 and 5x5, stride 1 and 2) work two output rows at a time.
+ * Each input row is copied once per channel into a small ring of zero-padded rows (the
+ * left and right padding become real zeros; stride 2 rows are split into their even and
+ * odd columns), and rows above or below the input point at a shared zero row. The inner
+ * loop is then free of branches: every tap of four output pixels is one unaligned vector
+ * load from a padded row, shared by both output rows, and up to eight independent sums
+ * (two rows, four groups of four pixels) keep the adds from waiting on each other.
+ * Padding taps add w*0, so every pixel sums the same taps in the same order (bias, then
+ * row by row, left to right), whatever the channel split. Rows wider than the ring allows
+ * fall back to a direct kernel (scalar at the borders).
  */
 #include "../kernels.h"
 #include "../simd.h"
@@ -168,7 +170,7 @@ SPNN_INLINE void dw_pad_row(size_t S, const float* src, size_t in_w, size_t pl, 
   for (; x < n; x++) dst[((left + x) & 1) * half + (left + x) / 2] = src[x];
 }
 
-/* The first three lanes of v: a vector store of 2 and a lane store of 1. */
+/* The first n (1 to 3) lanes of v: a 2-lane store and/or a 1-lane store. */
 SPNN_INLINE void dw_store_tail(float* p, v128_t v, size_t n) {
   if (n >= 2) wasm_v128_store64_lane(p, v, 0);
   if (n == 1) wasm_v128_store32_lane(p, v, 0);
