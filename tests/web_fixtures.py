@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from pysparse import assets, reference
+from pysparse.bench.browser import CHROMIUM_ARGS, chromium_path
 from pysparse.format import read_spnn, spec
 from pysparse.pack import pack_file
 
@@ -95,9 +96,6 @@ def write_case(out: Path, model: str = "hand_landmark_full.tflite", sparse=None)
 
 
 # -- a real server and a real browser ------------------------------------------------
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @contextlib.contextmanager
@@ -125,7 +123,7 @@ def chromium():
     """Debian's Chromium through Playwright (its own browser downloads do not work here)."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
         try:
             yield browser
         finally:
