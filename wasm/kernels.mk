@@ -7,6 +7,7 @@
 #                  clang-16 is present
 #   bench-kernels  builds bench_kernels.js (+ relaxed) and runs pysparse/bench/kernels.py:
 #                  table on stdout, JSON and PNG under ../build/bench/
+#   bench-kernels-ab   the working tree's SpMM/GEMM kernels against BASELINE's (see below)
 
 KERNEL_SRCS := src/kernels/spmm.c src/kernels/spmm_pack.c src/kernels/gemm.c \
                src/kernels/gemv.c src/kernels/conv.c src/kernels/dwconv.c \
@@ -78,4 +79,22 @@ bench-kernels: $(KERNEL_BENCH_BINS)
 	cd $(KROOT) && $(PYTHON) -m pysparse.bench.kernels --repeats $(BENCH_REPEATS) \
 	  $(addprefix --binary ,$(KERNEL_BENCH_BINS))
 
-.PHONY: kernel-tests bench-kernels
+# bench-kernels-ab BASELINE=<git revision>: the kernels of the working tree against those of
+# BASELINE (default HEAD), both in one binary and timed case by case (simd128 only).
+BASELINE ?= HEAD
+KBASE := $(KBUILD)/baseline
+KBASE_SRCS := spmm.c spmm_pack.c gemm.c
+KBASE_RENAME := $(foreach f,spmm_packed_bytes spmm_pack spmm_run gemm_packed_bytes gemm_pack \
+                  gemm_run f32_spmm_24x1 f32_spmm_16x2 f32_spmm_8x4,-Dspnn_$(f)=base_spnn_$(f))
+bench-kernels-ab:
+	rm -rf $(KBASE) && mkdir -p $(KBASE)
+	git -C $(KROOT) archive $(BASELINE) wasm/src | tar -x -C $(KBASE)
+	cd $(KBASE)/wasm && $(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KBASE_RENAME) -c \
+	  $(addprefix src/kernels/,$(KBASE_SRCS))
+	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 -DSPNN_BENCH_BASELINE $(KERNEL_EM_LINK) \
+	  bench/bench_kernels.c bench/peak_probe.c $(KERNEL_SRCS) \
+	  $(addprefix $(KBASE)/wasm/,$(KBASE_SRCS:.c=.o)) -o $(KBUILD)/bench_kernels_ab.js
+	cd $(KROOT) && $(PYTHON) -m pysparse.bench.kernels --repeats $(BENCH_REPEATS) \
+	  --binary $(KBUILD)/bench_kernels_ab.js --out $(KROOT)/build/bench/ab
+
+.PHONY: kernel-tests bench-kernels bench-kernels-ab

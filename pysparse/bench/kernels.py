@@ -44,13 +44,25 @@ def collect(binaries: list[Path], repeats: int, rounds: int, target_ms: float) -
         for b in binaries:
             print(f"  round {r + 1}/{rounds}: {b.name}", file=sys.stderr)
             d = run_binary(b, repeats, target_ms)
-            v = out.setdefault(d["variant"], {"peak": [], "cases": {}})
+            v = out.setdefault(d["variant"], {"peak": [], "cases": {}, "retries": 0})
             v["peak"] += d["peak_gflops"]
+            v["retries"] += d["preempted_retries"]
             for c in d["cases"]:
                 key = (c["hw"], c["cin"], c["cout"], c["kind"], c["sparsity"])
                 e = v["cases"].setdefault(key, {"flops": c["flops"], "times": []})
                 e["times"] += c["times_ms"]
     return out
+
+
+def base_prefix(kind: str) -> str:
+    """"base_" for the baseline kernels a binary may carry (SPNN_BENCH_BASELINE), else ""."""
+    return "base_" if kind.startswith("base_") else ""
+
+
+def sort_key(key: str):
+    kind, sp = key.split("@")
+    prefix = base_prefix(kind)
+    return (KINDS.index(kind[len(prefix):]), prefix != "", int(sp))
 
 
 def summarise(raw: dict) -> dict:
@@ -67,14 +79,14 @@ def summarise(raw: dict) -> dict:
             s["flops"] += e["flops"]
             s["median_ms"] += med
             s["best_ms"] += best
-        dense = sums["dense@0"]
         totals = {}
         for key, s in sums.items():
+            dense = sums[f"{base_prefix(key)}dense@0"]
             totals[key] = {**s, "gflops_median": s["flops"] / s["median_ms"] / 1e6,
                            "gflops_best": s["flops"] / s["best_ms"] / 1e6,
                            "speedup_vs_dense_median": dense["median_ms"] / s["median_ms"],
                            "speedup_vs_dense_best": dense["best_ms"] / s["best_ms"]}
-        result[variant] = {"peak_gflops_median": statistics.median(v["peak"]),
+        result[variant] = {"preempted_retries": v["retries"], "peak_gflops_median": statistics.median(v["peak"]),
                            "peak_gflops_best": max(v["peak"]), "totals": totals,
                            "layers": layers}
     return result
@@ -82,17 +94,18 @@ def summarise(raw: dict) -> dict:
 
 def print_table(summary: dict) -> None:
     for variant, s in summary.items():
+        peak_med, peak_best = s["peak_gflops_median"], s["peak_gflops_best"]
         print(f"\n{variant}: SIMD peak (mul+add probe{', FMA' if 'relaxed' in variant else ''}) "
-              f"median {s['peak_gflops_median']:.1f} GFLOP/s, best {s['peak_gflops_best']:.1f}")
-        print(f"  {'system':<22}{'time ms (median)':>18}{'GFLOP/s med':>13}{'best':>8}"
-              f"{'x dense med':>13}{'best':>8}")
-        for key, t in sorted(s["totals"].items(), key=lambda kv: (KINDS.index(kv[0].split('@')[0]),
-                                                               int(kv[0].split('@')[1]))):
+              f"median {peak_med:.1f} GFLOP/s, best {peak_best:.1f}")
+        print(f"  {'system':<24}{'time ms (median)':>18}{'GFLOP/s med':>13}{'best':>8}"
+              f"{'% peak med':>12}{'best':>7}{'x dense med':>13}{'best':>8}")
+        for key, t in sorted(s["totals"].items(), key=lambda kv: sort_key(kv[0])):
             kind, sp = key.split("@")
-            label = "dense GEMM" if kind == "dense" else f"{kind} {sp}%"
-            print(f"  {label:<22}{t['median_ms']:>18.3f}{t['gflops_median']:>13.1f}"
-                  f"{t['gflops_best']:>8.1f}{t['speedup_vs_dense_median']:>13.2f}"
-                  f"{t['speedup_vs_dense_best']:>8.2f}")
+            label = kind.replace("dense", "dense GEMM") if kind.endswith("dense") else f"{kind} {sp}%"
+            print(f"  {label:<24}{t['median_ms']:>18.3f}{t['gflops_median']:>13.1f}"
+                  f"{t['gflops_best']:>8.1f}{100 * t['gflops_median'] / peak_med:>12.0f}"
+                  f"{100 * t['gflops_best'] / peak_best:>7.0f}"
+                  f"{t['speedup_vs_dense_median']:>13.2f}{t['speedup_vs_dense_best']:>8.2f}")
 
 
 def plot(summary: dict, path: Path) -> None:

@@ -17,13 +17,71 @@
 #ifdef __EMSCRIPTEN__
 #include <emscripten.h>
 static double now_ms(void) { return emscripten_get_now(); }
+/* Milliseconds this thread has spent runnable but not running (Linux schedstat), or -1
+ * where unknown. */
+EM_JS(double, wait_ms, (void), {
+  try {
+    const f = require("fs").readFileSync("/proc/thread-self/schedstat", "utf8");
+    return Number(f.split(" ")[1]) / 1e6;
+  } catch (e) {
+    return -1;
+  }
+});
 #else
 static double now_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
+static double wait_ms(void) {
+  FILE* f = fopen("/proc/thread-self/schedstat", "r");
+  unsigned long long run = 0, wait = 0;
+  const int ok = f != NULL && fscanf(f, "%llu %llu", &run, &wait) == 2;
+  if (f != NULL) fclose(f);
+  return ok ? wait / 1e6 : -1.0;
+}
 #endif
+
+/* The kernels under test, and optionally a second copy of them (another revision, built
+ * with its symbols prefixed base_, see SPNN_BENCH_BASELINE in kernels.mk) timed in the
+ * same run, interleaved case by case: on a shared machine only such a comparison is fair. */
+typedef struct kernel_set {
+  const char* prefix; /* of the system kinds */
+  size_t (*spmm_packed_bytes)(uint32_t rows, uint32_t block, uint32_t num_columns);
+  int (*spmm_pack)(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t* counts,
+                   const uint32_t* columns, const float* values, const float* bias,
+                   uint32_t pixels, void* buffer, spnn_spmm_weights* out);
+  void (*spmm_run)(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
+                   const float* input, float* output, float out_min, float out_max);
+  size_t (*gemm_packed_bytes)(uint32_t rows, uint32_t cols);
+  void (*gemm_pack)(uint32_t rows, uint32_t cols, const float* weights, const float* bias,
+                    void* buffer);
+  void (*gemm_run)(uint32_t rows, uint32_t cols, const void* packed, size_t pixel_begin,
+                   size_t pixel_end, const float* input, size_t input_stride, float* output,
+                   size_t output_stride, float out_min, float out_max);
+} kernel_set;
+
+#ifdef SPNN_BENCH_BASELINE
+size_t base_spnn_spmm_packed_bytes(uint32_t, uint32_t, uint32_t);
+int base_spnn_spmm_pack(uint32_t, uint32_t, uint32_t, const uint32_t*, const uint32_t*,
+                        const float*, const float*, uint32_t, void*, spnn_spmm_weights*);
+void base_spnn_spmm_run(const spnn_spmm_weights*, size_t, size_t, const float*, float*,
+                        float, float);
+size_t base_spnn_gemm_packed_bytes(uint32_t, uint32_t);
+void base_spnn_gemm_pack(uint32_t, uint32_t, const float*, const float*, void*);
+void base_spnn_gemm_run(uint32_t, uint32_t, const void*, size_t, size_t, const float*, size_t,
+                        float*, size_t, float, float);
+#endif
+
+static const kernel_set kSets[] = {
+    {"", spnn_spmm_packed_bytes, spnn_spmm_pack, spnn_spmm_run, spnn_gemm_packed_bytes,
+     spnn_gemm_pack, spnn_gemm_run},
+#ifdef SPNN_BENCH_BASELINE
+    {"base_", base_spnn_spmm_packed_bytes, base_spnn_spmm_pack, base_spnn_spmm_run,
+     base_spnn_gemm_packed_bytes, base_spnn_gemm_pack, base_spnn_gemm_run},
+#endif
+};
+#define NUM_SETS (sizeof(kSets) / sizeof(kSets[0]))
 
 typedef struct layer_shape { int hw, cin, cout; } layer_shape;
 
@@ -62,8 +120,8 @@ typedef struct sparse_case {
   size_t nnz;
 } sparse_case;
 
-static void make_sparse(int rows, int cols, int block, int sparsity, int pixels,
-                        const float* bias, sparse_case* out) {
+static void make_sparse(const kernel_set* ks, int rows, int cols, int block, int sparsity,
+                        int pixels, const float* bias, sparse_case* out) {
   const int grid_rows = rows / block;
   const size_t cells = (size_t)grid_rows * cols;
   const size_t keep = (size_t)llround((double)cells * (100 - sparsity) / 100.0);
@@ -90,8 +148,8 @@ static void make_sparse(int rows, int cols, int block, int sparsity, int pixels,
     }
   }
   out->nnz = nv;
-  out->buffer = xalloc(spnn_spmm_packed_bytes(rows, block, (uint32_t)nc));
-  if (spnn_spmm_pack(rows, cols, block, counts, columns, values, bias, pixels, out->buffer,
+  out->buffer = xalloc(ks->spmm_packed_bytes(rows, block, (uint32_t)nc));
+  if (ks->spmm_pack(rows, cols, block, counts, columns, values, bias, pixels, out->buffer,
                      &out->w) != 0) {
     fprintf(stderr, "pack failed\n");
     exit(1);
@@ -105,7 +163,8 @@ static void make_sparse(int rows, int cols, int block, int sparsity, int pixels,
 
 /* One benchmarked system on one layer. */
 typedef struct system {
-  char kind[16]; /* "dense", "spmm", "spmm_block4" */
+  char kind[24]; /* "dense", "spmm", "spmm_block4", prefixed by the kernel set's */
+  const kernel_set* ks;
   int sparsity;
   double flops;  /* effective: 2 x pixels x nonzeros (sparse), 2 x pixels x rows x cols */
   int iters;
@@ -119,15 +178,15 @@ typedef struct layer {
   int pixels;
   float *input, *output, *bias;
   int num_systems;
-  system_t systems[1 + 2 * NUM_SPARSITIES];
+  system_t systems[NUM_SETS * (1 + 2 * NUM_SPARSITIES)];
 } layer;
 
 static void run_system(const layer* l, const system_t* s) {
   if (s->dense_packed != NULL) {
-    spnn_gemm_run(l->shape.cout, l->shape.cin, s->dense_packed, 0, l->pixels, l->input,
+    s->ks->gemm_run(l->shape.cout, l->shape.cin, s->dense_packed, 0, l->pixels, l->input,
                   l->pixels, l->output, l->pixels, 0.0f, 6.0f);
   } else {
-    spnn_spmm_run(&s->sparse.w, 0, l->pixels, l->input, l->output, 0.0f, 6.0f);
+    s->ks->spmm_run(&s->sparse.w, 0, l->pixels, l->input, l->output, 0.0f, 6.0f);
   }
 }
 
@@ -137,8 +196,30 @@ static double time_system(const layer* l, const system_t* s, int iters) {
   return (now_ms() - t0) / iters;
 }
 
-/* The machine's SIMD128 peak in GFLOP/s (bench/peak_probe.c, built like the kernels). */
-double spnn_bench_peak_gflops(double (*now)(void), double target_ms);
+/* One sample of `iters` runs the scheduler did not interrupt: on a shared machine a
+ * sample about as long as a time slice is often preempted by another process, which
+ * measures the machine's load, not the kernel. A sample during which this thread waited
+ * on the run queue for more than 1% of it is taken again (up to kMaxRetries times; the
+ * retries are counted). */
+enum { kMaxRetries = 20 };
+static int total_retries;
+static double time_system_unpreempted(const layer* l, const system_t* s, int iters) {
+  double ms = 0.0;
+  for (int attempt = 0; attempt <= kMaxRetries; attempt++) {
+    const double w0 = wait_ms();
+    ms = time_system(l, s, iters);
+    const double w1 = wait_ms();
+    if (w0 < 0 || w1 - w0 <= 0.01 * ms * iters) break;
+    total_retries++;
+  }
+  return ms;
+}
+
+/* Samples of the machine's SIMD128 peak in GFLOP/s (bench/peak_probe.c, built like the
+ * kernels). */
+int spnn_bench_peak_samples(double (*now_ms)(void), double (*wait_ms)(void),
+                            double target_ms, double* samples, int num_samples);
+enum { kPeakSamplesPerRepeat = 8 };
 
 int main(int argc, char** argv) {
   const int repeats = argc > 1 ? atoi(argv[1]) : 7;
@@ -159,25 +240,33 @@ int main(int argc, char** argv) {
     for (int i = 0; i < cin * p; i++) l->input[i] = rng_weight();
     for (int i = 0; i < cout; i++) l->bias[i] = rng_weight();
 
-    system_t* d = &l->systems[l->num_systems++];
-    memset(d, 0, sizeof(*d));
-    strcpy(d->kind, "dense");
     float* w = xalloc(sizeof(float) * cout * cin);
     for (int i = 0; i < cout * cin; i++) w[i] = rng_weight();
-    d->dense_packed = xalloc(spnn_gemm_packed_bytes(cout, cin));
-    spnn_gemm_pack(cout, cin, w, l->bias, d->dense_packed);
-    free(w);
-    d->flops = 2.0 * p * cout * cin;
-    for (int block = 1; block <= 4; block += 3) {
-      for (size_t si = 0; si < NUM_SPARSITIES; si++) {
-        system_t* s = &l->systems[l->num_systems++];
-        memset(s, 0, sizeof(*s));
-        strcpy(s->kind, block == 1 ? "spmm" : "spmm_block4");
-        s->sparsity = kSparsities[si];
-        make_sparse(cout, cin, block, s->sparsity, p, l->bias, &s->sparse);
-        s->flops = 2.0 * p * (double)s->sparse.nnz;
+    const uint64_t rng_start = rng_state;
+    for (size_t k = 0; k < NUM_SETS; k++) {
+      const kernel_set* ks = &kSets[k];
+      rng_state = rng_start; /* the same weights for every kernel set */
+      system_t* d = &l->systems[l->num_systems++];
+      memset(d, 0, sizeof(*d));
+      d->ks = ks;
+      snprintf(d->kind, sizeof(d->kind), "%sdense", ks->prefix);
+      d->dense_packed = xalloc(ks->gemm_packed_bytes(cout, cin));
+      ks->gemm_pack(cout, cin, w, l->bias, d->dense_packed);
+      d->flops = 2.0 * p * cout * cin;
+      for (int block = 1; block <= 4; block += 3) {
+        for (size_t si = 0; si < NUM_SPARSITIES; si++) {
+          system_t* s = &l->systems[l->num_systems++];
+          memset(s, 0, sizeof(*s));
+          s->ks = ks;
+          snprintf(s->kind, sizeof(s->kind), "%s%s", ks->prefix,
+                   block == 1 ? "spmm" : "spmm_block4");
+          s->sparsity = kSparsities[si];
+          make_sparse(ks, cout, cin, block, s->sparsity, p, l->bias, &s->sparse);
+          s->flops = 2.0 * p * (double)s->sparse.nnz;
+        }
       }
     }
+    free(w);
     /* Calibrate: iterations for about target_ms per measurement. */
     for (int si = 0; si < l->num_systems; si++) {
       system_t* s = &l->systems[si];
@@ -192,21 +281,23 @@ int main(int argc, char** argv) {
     }
   }
 
-  double peaks[64];
+  static double peaks[64 * kPeakSamplesPerRepeat];
+  int num_peaks = 0;
   for (int r = 0; r < repeats; r++) {
-    peaks[r] = spnn_bench_peak_gflops(now_ms, target_ms);
+    num_peaks += spnn_bench_peak_samples(now_ms, wait_ms, target_ms, peaks + num_peaks,
+                                         kPeakSamplesPerRepeat);
     for (size_t li = 0; li < NUM_SHAPES; li++) {
       layer* l = &layers[li];
       for (int si = 0; si < l->num_systems; si++) {
         system_t* s = &l->systems[si];
-        s->times_ms[r] = time_system(l, s, s->iters);
+        s->times_ms[r] = time_system_unpreempted(l, s, s->iters);
       }
     }
   }
 
-  printf("{\"variant\": \"%s\", \"repeats\": %d, \"peak_gflops\": [", spnn_kernels_variant(),
-         repeats);
-  for (int r = 0; r < repeats; r++) printf("%s%.3f", r ? ", " : "", peaks[r]);
+  printf("{\"variant\": \"%s\", \"repeats\": %d, \"preempted_retries\": %d, "
+         "\"peak_gflops\": [", spnn_kernels_variant(), repeats, total_retries);
+  for (int r = 0; r < num_peaks; r++) printf("%s%.3f", r ? ", " : "", peaks[r]);
   printf("],\n \"cases\": [\n");
   int first = 1;
   for (size_t li = 0; li < NUM_SHAPES; li++) {
