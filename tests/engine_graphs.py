@@ -97,6 +97,9 @@ def op_graphs() -> dict[str, Graph]:
     gs["prelu_channel"] = _single("PRELU", [(1, 6, 4, 5)], (1, 6, 4, 5), [_w(r, 1, 6, 1, 1)])
     gs["max_pool"] = _single("MAX_POOL2D", [(1, 4, 9, 9)], (1, 4, 5, 5), kernel_h=3, kernel_w=3, stride_h=2,
                              stride_w=2, pad_top=1, pad_left=1, pad_bottom=1, pad_right=1)
+    # 2x2 stride 2 without padding (the vector path), an odd output width for its tail
+    gs["max_pool_2x2"] = _single("MAX_POOL2D", [(1, 3, 10, 19)], (1, 3, 5, 9), kernel_h=2, kernel_w=2,
+                                 stride_h=2, stride_w=2, act=1)
     gs["avg_pool_excl"] = _single("AVG_POOL2D", [(1, 4, 8, 8)], (1, 4, 4, 4), kernel_h=3, kernel_w=3, stride_h=2,
                                   stride_w=2, pad_top=1, pad_left=1, pad_bottom=1, pad_right=1, act=1)
     gs["avg_pool_incl"] = _single("AVG_POOL2D", [(1, 2, 7, 7)], (1, 2, 7, 7), kernel_h=3, kernel_w=3,

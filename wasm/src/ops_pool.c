@@ -1,10 +1,12 @@
 /* Pooling and reductions: MAX_POOL2D, AVG_POOL2D (per plane, threads split planes), MEAN
- * (any axes) and SOFTMAX (any axis). Scalar: these ops are a small share of run time. */
+ * (any axes) and SOFTMAX (any axis). Scalar but for 2x2 stride-2 max pooling without
+ * padding (the common downsampling step), which takes four outputs per vector step. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine.h"
+#include "simd.h"
 
 #define MAX_GEOMETRY (1 << 16)
 
@@ -18,15 +20,45 @@ typedef struct pool_state {
   float lo, hi;
 } pool_state;
 
+/* Whether the vector 2x2 stride-2 max pooling applies (every window inside the input). */
+static int is_max2x2(const pool_state* s) {
+  return s->is_max && s->kh == 2 && s->kw == 2 && s->sh == 2 && s->sw == 2 && s->pt == 0 &&
+         s->pl == 0 && 2 * s->oh <= s->h && 2 * s->ow <= s->w;
+}
+
+/* Outputs [0, ow & ~3) of one row of 2x2 stride-2 max pooling: the two input rows' maxima,
+ * then the maxima of even and odd columns. f32x4.max returns NaN if either input is NaN,
+ * as the scalar path does. */
+static int32_t max2x2_row(const float* r0, const float* r1, float* out, int32_t ow,
+                          v128_t vmin, v128_t vmax) {
+  int32_t ox = 0;
+  for (; ox + 4 <= ow; ox += 4) {
+    const v128_t a = wasm_f32x4_max(wasm_v128_load(r0 + 2 * ox), wasm_v128_load(r1 + 2 * ox));
+    const v128_t b =
+        wasm_f32x4_max(wasm_v128_load(r0 + 2 * ox + 4), wasm_v128_load(r1 + 2 * ox + 4));
+    const v128_t m = wasm_f32x4_max(wasm_i32x4_shuffle(a, b, 0, 2, 4, 6),
+                                    wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
+    wasm_v128_store(out + ox, spnn_clamp(m, vmin, vmax));
+  }
+  return ox;
+}
+
 static void pool_task(void* ctx, size_t p_begin, size_t p_end) {
   const pool_state* s = (const pool_state*)ctx;
+  const int fast = is_max2x2(s);
+  const v128_t vmin = wasm_f32x4_splat(s->lo), vmax = wasm_f32x4_splat(s->hi);
   for (size_t p = p_begin; p < p_end; p++) {
     const float* in = s->in + p * (size_t)s->h * s->w;
     float* out = s->out + p * (size_t)s->oh * s->ow;
     for (int32_t oy = 0; oy < s->oh; oy++) {
       int32_t y0 = oy * s->sh - s->pt, y1 = y0 + s->kh;
       int32_t cy0 = y0 < 0 ? 0 : y0, cy1 = y1 > s->h ? s->h : y1;
-      for (int32_t ox = 0; ox < s->ow; ox++) {
+      int32_t ox_start = 0;
+      if (fast) {
+        const float* r0 = in + (size_t)y0 * s->w;
+        ox_start = max2x2_row(r0, r0 + s->w, out + (size_t)oy * s->ow, s->ow, vmin, vmax);
+      }
+      for (int32_t ox = ox_start; ox < s->ow; ox++) {
         int32_t x0 = ox * s->sw - s->pl, x1 = x0 + s->kw;
         int32_t cx0 = x0 < 0 ? 0 : x0, cx1 = x1 > s->w ? s->w : x1;
         float v;
@@ -89,7 +121,7 @@ spnn_status spnn_prepare_pool(spnn_model* m, spnn_op* op) {
                     a[4].i, a[5].i, is_max, is_max ? 0 : a[SPNN_AVG_POOL2D_COUNT_INCLUDE_PAD].i != 0,
                     x->data, y->data, lo, hi};
   op->macs = (double)y->count * a[0].i * a[1].i;
-  op->kernel = "pool_scalar";
+  op->kernel = is_max2x2(s) ? "maxpool_2x2s2" : "pool_scalar";
   op->run = run_pool;
   return SPNN_OK;
 }
