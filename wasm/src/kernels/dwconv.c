@@ -11,6 +11,8 @@
  * row by row, left to right), whatever the channel split. Rows wider than the ring allows
  * fall back to a direct kernel (scalar at the borders).
  */
+#include <string.h>
+
 #include "../kernels.h"
 #include "../simd.h"
 #include "tile.h"
@@ -134,26 +136,25 @@ SPNN_INLINE void dw_kxk_direct(size_t K, size_t S, const spnn_dwconv_shape* s, s
 #define DW_ROW_MAX 1024
 static const float dw_zero_row[DW_ROW_MAX];
 
-/* Copies input row `src` (in_w floats) into `dst` as the padded row P of `len` floats:
- * P[x] = src[x - pl] inside the input, 0 outside. With S == 2 `dst` gets P's even columns
- * then its odd columns (len / 2 each), so each tap of a stride-2 output is one load. */
-SPNN_INLINE void dw_pad_row(size_t S, const float* src, size_t in_w, size_t pl, size_t len,
-                            float* dst) {
+/* Copies input row `src` (in_w floats) into `dst` as the interior of the padded row P of
+ * `len` floats: P[x] = src[x - pl] inside the input; the zeros around it are already in
+ * place (they never move, so the ring is cleared once per call). With S == 2 `dst` holds
+ * P's even columns then its odd columns (len / 2 each), so each tap of a stride-2 output
+ * is one load. */
+SPNN_INLINE void dw_copy_row(size_t S, const float* src, size_t in_w, size_t pl, size_t len,
+                             float* dst) {
   const size_t left = pl < len ? pl : len;
   const size_t n = pl < len ? (in_w < len - pl ? in_w : len - pl) : 0;
+  size_t x = 0;
   if (S == 1) {
-    for (size_t x = 0; x < left; x++) dst[x] = 0.0f;
-    for (size_t x = 0; x < n; x++) dst[left + x] = src[x];
-    for (size_t x = left + n; x < len; x++) dst[x] = 0.0f;
+    for (; x + 4 <= n; x += 4) wasm_v128_store(dst + left + x, wasm_v128_load(src + x));
+    for (; x < n; x++) dst[left + x] = src[x];
     return;
   }
   /* P[i] goes to dst[(i & 1) * half + i / 2]. */
   const size_t half = len / 2;
   float* even = dst;
   float* odd = dst + half;
-  for (size_t i = 0; i < left; i++) dst[(i & 1) * half + i / 2] = 0.0f;
-  for (size_t i = left + n; i < len; i++) dst[(i & 1) * half + i / 2] = 0.0f;
-  size_t x = 0;
   for (; x + 8 <= n; x += 8) {
     const v128_t a = wasm_v128_load(src + x), b = wasm_v128_load(src + x + 4);
     const v128_t ev = wasm_i32x4_shuffle(a, b, 0, 2, 4, 6);
@@ -239,12 +240,17 @@ SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c
   const size_t R = K + S; /* ring slots: the input rows of two output rows */
   const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
   float ring[7 * DW_ROW_MAX] __attribute__((aligned(16)));
+  memset(ring, 0, R * len * sizeof(float));
+  /* Input row iy lives in slot (iy + pt) % R: a step's rows start at slot `first`, which
+   * moves by 2*S (mod R) per step, so no division per row. */
+  const size_t advance = 2 * S % R;
 
   for (size_t c = c_begin; c < c_end; c++) {
     const float* w = (const float*)packed + c * (1 + K * K);
     const float* plane = input + c * in_plane;
     float* out = output + c * out_plane;
     long ring_row[7] = {-1, -1, -1, -1, -1, -1, -1}; /* input row held by each ring slot */
+    size_t first = 0;
     for (size_t oy = 0; oy < out_h; oy += 2) {
       const size_t NR = oy + 1 < out_h ? 2 : 1;
       const float* rows[7];
@@ -254,14 +260,15 @@ SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c
           rows[i] = dw_zero_row;
           continue;
         }
-        const size_t slot = (size_t)iy % R;
+        const size_t slot = first + i < R ? first + i : first + i - R;
         float* r = ring + slot * len;
         if (ring_row[slot] != iy) {
-          dw_pad_row(S, plane + (size_t)iy * in_w, in_w, pl, len, r);
+          dw_copy_row(S, plane + (size_t)iy * in_w, in_w, pl, len, r);
           ring_row[slot] = iy;
         }
         rows[i] = r;
       }
+      first = first + advance < R ? first + advance : first + advance - R;
       float* orow = out + oy * out_w;
       if (NR == 2) {
         if (U == 4) {
