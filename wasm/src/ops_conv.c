@@ -15,6 +15,14 @@
 
 #define MAX_GEOMETRY (1 << 16) /* strides, dilations, kernel sizes and pads above this are refused */
 
+/* 1x1 layers on planes this small split their output channels, not their pixels, between
+ * threads: a pixel split of a 7x7 plane gives one thread 32 pixels and the other 17. The
+ * channels are cut at load into PARTS sub-matrices, each packed on its own, of about equal
+ * work; they are the same whatever the thread count, so results do not depend on it. */
+#define SPLIT_CHANNELS_BELOW 128 /* pixels */
+#define PARTS 4
+#define PART_MIN_ROWS 16
+
 enum { CONV_SPMM, CONV_GEMM, CONV_DW, CONV_KXK };
 
 typedef struct conv_state {
@@ -29,10 +37,16 @@ typedef struct conv_state {
   float* out;
   float* scratch;
   float lo, hi;
+  /* channel parts (0: split pixels): rows [part_row[k], part_row[k + 1]) */
+  uint32_t parts;
+  uint32_t part_row[PARTS + 1];
+  void* part_packed[PARTS];
+  spnn_spmm_weights part_spmm[PARTS];
 } conv_state;
 
 static void free_conv(void* p) {
   conv_state* s = (conv_state*)p;
+  for (uint32_t k = 0; k < s->parts; k++) spnn_dealloc(s->part_packed[k]);
   spnn_dealloc(s->packed);
   spnn_dealloc(s->scratch);
   free(s);
@@ -47,6 +61,19 @@ static void gemm_task(void* ctx, size_t b, size_t e) {
   size_t p = s->cs.out_h * (size_t)s->cs.out_w;
   spnn_gemm_run(s->rows, s->cols, s->packed, b, e, s->in, p, s->out, p, s->lo, s->hi);
 }
+static void spmm_parts_task(void* ctx, size_t b, size_t e) {
+  conv_state* s = (conv_state*)ctx;
+  size_t p = s->cs.out_h * (size_t)s->cs.out_w;
+  for (size_t k = b; k < e; k++)
+    spnn_spmm_run(&s->part_spmm[k], 0, p, s->in, s->out + s->part_row[k] * p, s->lo, s->hi);
+}
+static void gemm_parts_task(void* ctx, size_t b, size_t e) {
+  conv_state* s = (conv_state*)ctx;
+  size_t p = s->cs.out_h * (size_t)s->cs.out_w;
+  for (size_t k = b; k < e; k++)
+    spnn_gemm_run(s->part_row[k + 1] - s->part_row[k], s->cols, s->part_packed[k], 0, p, s->in, p,
+                  s->out + s->part_row[k] * p, p, s->lo, s->hi);
+}
 static void dw_task(void* ctx, size_t b, size_t e) {
   conv_state* s = (conv_state*)ctx;
   s->dw(&s->ds, b, e, s->in, s->packed, s->out, s->lo, s->hi);
@@ -59,6 +86,11 @@ static void kxk_task(void* ctx, size_t b, size_t e) {
 static void run_conv(spnn_model* m, spnn_op* op) {
   conv_state* s = (conv_state*)op->state;
   size_t pixels = s->cs.out_h * (size_t)s->cs.out_w;
+  if (s->parts) {
+    spnn_parallel(m, op->macs, s->parts, 1, s->kind == CONV_SPMM ? spmm_parts_task : gemm_parts_task,
+                  s);
+    return;
+  }
   switch (s->kind) {
     case CONV_SPMM: spnn_parallel(m, op->macs, pixels, 32, spmm_task, s); break;
     case CONV_GEMM: spnn_parallel(m, op->macs, pixels, 32, gemm_task, s); break;
@@ -100,6 +132,67 @@ static spnn_status alloc_state(spnn_model* m, spnn_op* op, size_t size, void** o
   *out = calloc(1, size);
   if (!*out) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
   op->state = *out;
+  return SPNN_OK;
+}
+
+/* Cuts rows into up to PARTS runs of whole `align`-row units (the rows % align remainder
+ * goes to the last) of about equal `cost` (cost[u]: the work of unit u; NULL: equal).
+ * Returns the number of parts; 0 when there are too few rows to be worth it. */
+static uint32_t cut_parts(uint32_t rows, uint32_t align, const uint32_t* cost,
+                          uint32_t* part_row) {
+  uint32_t units = rows / align, parts = PARTS;
+  while (parts > 1 && rows / parts < PART_MIN_ROWS) parts--;
+  if (parts < 2 || units < parts) return 0;
+  double total = 0, done = 0;
+  for (uint32_t u = 0; u < units; u++) total += cost ? cost[u] : 1;
+  part_row[0] = 0;
+  uint32_t k = 1, u = 0;
+  for (; u < units && k < parts; u++) {
+    done += cost ? cost[u] : 1;
+    /* close part k - 1 after unit u once it holds its share, leaving a unit per later part */
+    if (done >= total * k / parts || units - (u + 1) == parts - k) part_row[k++] = (u + 1) * align;
+  }
+  part_row[parts] = rows;
+  for (uint32_t j = 0; j < parts; j++)
+    if (part_row[j + 1] <= part_row[j]) return 0;
+  return parts;
+}
+
+/* Packs the sparse weight's channel parts (see SPLIT_CHANNELS_BELOW); 0 if not split. */
+static spnn_status pack_spmm_parts(spnn_model* m, conv_state* s, const spnn_sparse* sp,
+                                   const float* bias, uint32_t pixels, size_t* bytes) {
+  s->parts = cut_parts(sp->rows, sp->block, sp->counts, s->part_row);
+  *bytes = 0;
+  for (uint32_t k = 0; k < s->parts; k++) {
+    const uint32_t r0 = s->part_row[k], r1 = s->part_row[k + 1];
+    const uint32_t b0 = r0 / sp->block; /* r0 is a multiple of block */
+    const uint32_t nb = k + 1 < s->parts ? (r1 - r0) / sp->block
+                                         : sp->num_blocks - b0; /* with the remainder rows */
+    size_t first = 0, steps = 0;
+    for (uint32_t b = 0; b < b0; b++) first += sp->counts[b];
+    for (uint32_t b = b0; b < b0 + nb; b++) steps += sp->counts[b];
+    const size_t size = spnn_spmm_packed_bytes(r1 - r0, sp->block, (uint32_t)steps);
+    if (!(s->part_packed[k] = spnn_alloc(size))) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+    if (spnn_spmm_pack(r1 - r0, sp->cols, sp->block, sp->counts + b0, sp->columns + first,
+                       sp->values + first * sp->block, bias ? bias + r0 : NULL, pixels,
+                       s->part_packed[k], &s->part_spmm[k]) != 0)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "sparse weight cannot be packed");
+    *bytes += size;
+  }
+  return SPNN_OK;
+}
+
+static spnn_status pack_gemm_parts(spnn_model* m, conv_state* s, const float* w,
+                                   const float* bias, size_t* bytes) {
+  s->parts = cut_parts(s->rows, 8, NULL, s->part_row);
+  *bytes = 0;
+  for (uint32_t k = 0; k < s->parts; k++) {
+    const uint32_t r0 = s->part_row[k], n = s->part_row[k + 1] - r0;
+    const size_t size = spnn_gemm_packed_bytes(n, s->cols);
+    if (!(s->part_packed[k] = spnn_alloc(size))) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+    spnn_gemm_pack(n, s->cols, w + (size_t)r0 * s->cols, bias ? bias + r0 : NULL, s->part_packed[k]);
+    *bytes += size;
+  }
   return SPNN_OK;
 }
 
@@ -166,19 +259,29 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
     s->kind = CONV_SPMM;
     op->kernel = sp->block == 4 ? "spmm_8x4" : sp->block == 2 ? "spmm_16x2" : "spmm_32x1";
     op->macs = (double)pixels * sp->nnz;
-    bytes = spnn_spmm_packed_bytes(sp->rows, sp->block, sp->num_steps);
-    if (!(s->packed = spnn_alloc(bytes))) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
-    if (spnn_spmm_pack(sp->rows, sp->cols, sp->block, sp->counts, sp->columns, sp->values, bias,
-                       (uint32_t)pixels, s->packed, &s->spmm) != 0)
-      return spnn_fail(m, SPNN_ERROR_FORMAT, "sparse weight %s cannot be packed", w->name);
+    if (pixels < SPLIT_CHANNELS_BELOW) {
+      if ((st = pack_spmm_parts(m, s, sp, bias, (uint32_t)pixels, &bytes))) return st;
+    }
+    if (!s->parts) {
+      bytes = spnn_spmm_packed_bytes(sp->rows, sp->block, sp->num_steps);
+      if (!(s->packed = spnn_alloc(bytes))) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+      if (spnn_spmm_pack(sp->rows, sp->cols, sp->block, sp->counts, sp->columns, sp->values, bias,
+                         (uint32_t)pixels, s->packed, &s->spmm) != 0)
+        return spnn_fail(m, SPNN_ERROR_FORMAT, "sparse weight %s cannot be packed", w->name);
+    }
   } else {
     if ((st = spnn_densify(m, w))) return st;
     if (pointwise) {
       s->kind = CONV_GEMM;
       op->kernel = "gemm";
-      bytes = spnn_gemm_packed_bytes(s->rows, s->cols);
-      if (!(s->packed = spnn_alloc(bytes))) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
-      spnn_gemm_pack(s->rows, s->cols, w->data, bias, s->packed);
+      if (pixels < SPLIT_CHANNELS_BELOW) {
+        if ((st = pack_gemm_parts(m, s, w->data, bias, &bytes))) return st;
+      }
+      if (!s->parts) {
+        bytes = spnn_gemm_packed_bytes(s->rows, s->cols);
+        if (!(s->packed = spnn_alloc(bytes))) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+        spnn_gemm_pack(s->rows, s->cols, w->data, bias, s->packed);
+      }
     } else if (groups == cin && groups == cout && cin_g == 1) {
       spnn_dwconv_shape ds = {(uint32_t)cin, (uint32_t)h, (uint32_t)wd, (uint32_t)want[2],
                               (uint32_t)want[3], (uint32_t)kh, (uint32_t)kw, (uint32_t)sh,
