@@ -5,7 +5,8 @@
 // URL parameters (for tests and benchmarks): source=clip|still:N|camera, threads=N,
 // sparsity=70|80|90, frames=N (stop after N frames), pace=0 (no waiting between clip
 // frames), loop=0 (stop at the clip's end), start=N (first clip frame), crops=1 (keep the
-// landmark crops), variant=simd|simd-threads|relaxed (force an engine build).
+// landmark crops), variant=simd|simd-threads|relaxed (force an engine build),
+// grab=videoframe|canvas (how the worker reads a frame's pixels; default: VideoFrame where it can).
 
 import { drawChart, median, STAGES } from "./chart.mjs";
 import { drawResult } from "./draw.mjs";
@@ -28,6 +29,7 @@ const settings = {
   loop: params.get("loop") !== "0",
   start: Number(params.get("start") ?? 0),
   keepCrops: params.get("crops") === "1",
+  grab: params.get("grab") ?? undefined, // how the worker reads a frame's pixels: videoframe | canvas
   variant: params.get("variant") ?? undefined, // the engine build; default: the best available
 };
 
@@ -116,7 +118,7 @@ async function applyChanges() {
   if (!loaded || loaded.threads !== settings.threads || loaded.sparsity !== settings.sparsity) {
     status(`loading models (${settings.threads} thread${settings.threads > 1 ? "s" : ""}, ${settings.sparsity}% sparse)…`);
     const { info } = await request({ type: "init", threads: settings.threads, sparsity: settings.sparsity,
-      keepCrops: settings.keepCrops, variant: settings.variant });
+      keepCrops: settings.keepCrops, variant: settings.variant, grab: settings.grab });
     loaded = { threads: settings.threads, sparsity: settings.sparsity };
     demo.info = info;
     showInfo(info);
@@ -177,7 +179,7 @@ async function step(frame) {
   const record = {
     frame: demo.processed, source: source.kind, index: frame.index, label: frame.label,
     width: r.width, height: r.height, threads: loaded.threads, sparsity: loaded.sparsity,
-    variant: demo.info.variant, grab: r.grab,
+    variant: demo.info.variant, grab: r.grab, copied: r.copied, grabber: r.grabber,
   };
   for (const p of PIPELINES) {
     const t0 = performance.now();

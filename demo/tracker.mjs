@@ -33,7 +33,9 @@ export class HandTracker {
     this.landmarkOutputs = landmarkOutputs;
     this.keepCrops = keepCrops;
     this.anchors = ssdAnchors();
+    // Model inputs, reused from frame to frame.
     this.palmInput = new Float32Array(3 * PALM_INPUT * PALM_INPUT);
+    this.landmarkInput = new Float32Array(3 * LANDMARK_INPUT * LANDMARK_INPUT);
     this.reset();
   }
 
@@ -83,7 +85,7 @@ export class HandTracker {
     }
     const roi = this.roi;
     let t0 = now();
-    const crop = cropToTensor(frame.rgba, frame.width, frame.height, roi, LANDMARK_INPUT, "replicate");
+    const crop = cropToTensor(frame.rgba, frame.width, frame.height, roi, LANDMARK_INPUT, "replicate", this.landmarkInput);
     t.preprocess += now() - t0;
     t0 = now();
     const out = await this.landmark.run(crop);
@@ -96,7 +98,7 @@ export class HandTracker {
     t.postprocess += now() - t0;
     const result = { hand: hand.presence >= MIN_PRESENCE ? hand : null, presence: hand.presence, roi, palm, detected, timings: t };
     if (this.keepCrops) {
-      result.crop = crop;
+      result.crop = crop.slice(); // a copy: it is transferred to the page
       result.raw = { screen: Array.from(screen), presence: presence[0], handedness: handedness[0] };
     }
     return result;

@@ -3,12 +3,13 @@
 // that the page stays responsive and the two are timed on the same frames under the same
 // conditions.
 //
-// Messages in:  {type: "init", threads, sparsity, keepCrops, variant}   -> {type: "ready", info}
+// Messages in:  {type: "init", threads, sparsity, keepCrops, variant, grab} -> {type: "ready", info}
 //               {type: "frame", id, bitmap | rgba+width+height} -> {type: "result", id, ...}
 //               {type: "reset"}                                  (new source: forget the hands)
 // Errors come back as {type: "error", message, id?}.
 
 import { load } from "../web/pysparse.mjs";
+import { roiPixelRect } from "./landmarks.mjs";
 import { HandTracker } from "./tracker.mjs";
 
 const MODELS = new URL("./models/", import.meta.url);
@@ -28,7 +29,8 @@ function landmarkOutputs(model) {
   return LANDMARK_OUTPUT_NAMES.every((n) => names.includes(n)) ? LANDMARK_OUTPUT_NAMES : null;
 }
 
-async function init({ threads, sparsity, keepCrops, variant }) {
+async function init({ threads, sparsity, keepCrops, variant, grab }) {
+  if (grab === "canvas") videoFrameCopy = false;
   const manifest = await fetchJson(new URL("manifest.json", MODELS));
   const sparseFile = manifest.sparse[String(sparsity)];
   if (!sparseFile) throw new Error(`no ${sparsity}% sparse model; available: ${Object.keys(manifest.sparse).join(", ")}%`);
@@ -68,29 +70,96 @@ async function init({ threads, sparsity, keepCrops, variant }) {
 function describe(entry, model) {
   const layers = model.info.metadata?.layers ?? [];
   const sparseLayers = layers.filter((l) => l.encoding === "sparse").length;
-  return { label: entry?.label ?? "", sparsity: entry?.sparsity ?? 0, finetuned: !!entry?.finetuned,
+  return { label: entry?.label ?? "", sparsity: entry?.sparsity ?? 0, finetuned: !!entry?.finetuned, source: entry?.source ?? "",
     bytes: model.info.fileBytes, layers: layers.length, sparseLayers };
 }
 
-// The frame's RGBA pixels: from an ImageBitmap (drawn on an OffscreenCanvas) or as sent.
-function pixels(msg) {
-  if (msg.rgba) return { rgba: msg.rgba, width: msg.width, height: msg.height };
+// The frame's RGBA pixels, from an ImageBitmap or as sent. The bitmap's pixels are copied
+// into one buffer kept between frames; when both pipelines are tracking a hand, only the
+// rectangle their ROIs read is copied (the crops never look outside it).
+let frameBuffer = null; // {rgba, width, height, padded}
+let videoFrameCopy = typeof VideoFrame === "function"; // false once it failed: canvas readback
+let videoFrameError = null;
+
+function wantedRect(width, height) {
+  let rect = null;
+  for (const t of Object.values(state.trackers)) {
+    const r = t.roi && roiPixelRect(t.roi, width, height);
+    if (!r) return null; // palm detection (or an ROI off the image) needs the whole frame
+    rect = rect ? unionRect(rect, r) : r;
+  }
+  return rect;
+}
+
+async function pixels(msg) {
+  if (msg.rgba) return { rgba: msg.rgba, width: msg.width, height: msg.height, copied: msg.width * msg.height };
   const { bitmap } = msg;
-  if (!canvas || canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
-    canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const { width, height } = bitmap;
+  let rect = null;
+  if (frameBuffer?.width !== width || frameBuffer?.height !== height) {
+    // One spare row: copyTo wants room for whole strides below a rectangle's first pixel.
+    const padded = new Uint8ClampedArray((width * height + width) * 4);
+    frameBuffer = { rgba: padded.subarray(0, width * height * 4), width, height, padded };
+  } else {
+    rect = wantedRect(width, height);
+  }
+  const full = { x: 0, y: 0, width, height };
+  rect ??= full;
+  try {
+    if (videoFrameCopy) {
+      try {
+        await copyWithVideoFrame(bitmap, rect, frameBuffer);
+      } catch (err) {
+        videoFrameCopy = false; // this browser cannot convert to RGBA here
+        videoFrameError = String(err?.message ?? err);
+      }
+    }
+    if (!videoFrameCopy) copyWithCanvas(bitmap, rect, frameBuffer);
+  } finally {
+    bitmap.close();
+  }
+  const { rgba } = frameBuffer;
+  return { rgba, width, height, copied: rect.width * rect.height };
+}
+
+// VideoFrame.copyTo writes the rectangle in place into the full-frame buffer (its layout
+// gives the rectangle's offset and the frame's row stride), converted to RGBA.
+async function copyWithVideoFrame(bitmap, rect, dest) {
+  const vf = new VideoFrame(bitmap, { timestamp: 0 });
+  try {
+    await vf.copyTo(dest.padded, { rect, format: "RGBA",
+      layout: [{ offset: (rect.y * dest.width + rect.x) * 4, stride: dest.width * 4 }] });
+  } finally {
+    vf.close();
+  }
+}
+
+function copyWithCanvas(bitmap, rect, dest) {
+  if (!canvas || canvas.width !== dest.width || canvas.height !== dest.height) {
+    canvas = new OffscreenCanvas(dest.width, dest.height);
   }
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  ctx.drawImage(bitmap, 0, 0);
-  bitmap.close();
-  return { rgba: ctx.getImageData(0, 0, canvas.width, canvas.height).data, width: canvas.width, height: canvas.height };
+  ctx.drawImage(bitmap, rect.x, rect.y, rect.width, rect.height, rect.x, rect.y, rect.width, rect.height);
+  const data = ctx.getImageData(rect.x, rect.y, rect.width, rect.height).data;
+  for (let row = 0; row < rect.height; row++) {
+    const from = row * rect.width * 4;
+    dest.rgba.set(data.subarray(from, from + rect.width * 4), ((rect.y + row) * dest.width + rect.x) * 4);
+  }
+}
+
+function unionRect(a, b) {
+  const x = Math.min(a.x, b.x), y = Math.min(a.y, b.y);
+  return { x, y, width: Math.max(a.x + a.width, b.x + b.width) - x, height: Math.max(a.y + a.height, b.y + b.height) - y };
 }
 
 async function frame(msg) {
   if (!state) throw new Error("the models are not loaded yet");
   const t0 = performance.now();
-  const f = pixels(msg);
+  const f = await pixels(msg);
   const grab = performance.now() - t0;
-  const result = { type: "result", id: msg.id, width: f.width, height: f.height, grab };
+  // copied: how many of the frame's pixels were read this time.
+  const result = { type: "result", id: msg.id, width: f.width, height: f.height, grab,
+    copied: f.copied / (f.width * f.height), grabber: msg.rgba ? "sent" : videoFrameCopy ? "VideoFrame" : `canvas${videoFrameError ? ` (VideoFrame: ${videoFrameError})` : ""}` };
   const transfer = [];
   // Alternate which pipeline goes first, so that neither always runs on a warm cache.
   const order = msg.id % 2 ? ["sparse", "dense"] : ["dense", "sparse"];

@@ -8,7 +8,7 @@ import {
   PALM_DECODE, decodePalms, letterboxRoi, normalizeAngle, palmToHandRoi, ssdAnchors, transformRect,
   uprightRotation, weightedNms,
 } from "../../demo/palm.mjs";
-import { cropToTensor, decodeLandmarks, landmarksToRoi, roiToImage } from "../../demo/landmarks.mjs";
+import { cropToTensor, decodeLandmarks, landmarksToRoi, roiPixelRect, roiToImage } from "../../demo/landmarks.mjs";
 
 const close = (a, b, tol = 1e-6, what = "") => assert.ok(Math.abs(a - b) <= tol, `${what} ${a} != ${b}`);
 
@@ -110,6 +110,76 @@ test("crops: rotation by 90 degrees turns the image; letterbox bars are zero", (
   close(lb[72 + 2 * 6], 7 / 255, 1e-6);
   const rep = cropToTensor(wide, 6, 2, letterboxRoi(6, 2), 6, "replicate");
   close(rep[72], 7 / 255, 1e-6);
+});
+
+// Bilinear sampling written the plain way (one output value at a time, every tap clamped or
+// zeroed): what cropToTensor's row fast paths must reproduce.
+function plainCrop(rgba, width, height, roi, out, border) {
+  const t = new Float32Array(3 * out * out);
+  const step = roi.size / out, c = Math.cos(roi.rotation), s = Math.sin(roi.rotation);
+  const tap = (x, y, ch) => {
+    if (border === "zero" && (x < 0 || x >= width || y < 0 || y >= height)) return 0;
+    x = Math.min(width - 1, Math.max(0, x)); y = Math.min(height - 1, Math.max(0, y));
+    return rgba[4 * (y * width + x) + ch];
+  };
+  for (let j = 0; j < out; j++) {
+    for (let i = 0; i < out; i++) {
+      const u = (i + 0.5 - out / 2) * step, v = (j + 0.5 - out / 2) * step;
+      const x = roi.cx + u * c - v * s - 0.5, y = roi.cy + u * s + v * c - 0.5;
+      const x0 = Math.floor(x), y0 = Math.floor(y), fx = x - x0, fy = y - y0;
+      for (let ch = 0; ch < 3; ch++) {
+        t[ch * out * out + j * out + i] = ((1 - fx) * (1 - fy) * tap(x0, y0, ch) + fx * (1 - fy) * tap(x0 + 1, y0, ch) +
+          (1 - fx) * fy * tap(x0, y0 + 1, ch) + fx * fy * tap(x0 + 1, y0 + 1, ch)) / 255;
+      }
+    }
+  }
+  return t;
+}
+
+function noise(width, height, seed) {
+  const rgba = new Uint8ClampedArray(width * height * 4);
+  let h = seed >>> 0;
+  for (let i = 0; i < rgba.length; i++) { h = (Math.imul(h, 1664525) + 1013904223) >>> 0; rgba[i] = h >>> 24; }
+  return rgba;
+}
+
+const ROIS = [
+  { cx: 30, cy: 25, size: 20, rotation: 0.3 }, // inside: every row on the fast path
+  { cx: 55, cy: 5, size: 30, rotation: -2.1 }, // past two edges
+  { cx: 32, cy: 24, size: 64, rotation: 0 }, // a letterbox: rows wholly outside
+  { cx: -30, cy: 60, size: 20, rotation: 1 }, // wholly outside
+];
+
+test("crops: the row fast paths equal plain bilinear sampling, both borders", () => {
+  const rgba = noise(64, 48, 7);
+  for (const roi of ROIS) {
+    for (const border of ["zero", "replicate"]) {
+      for (const out of [16, 9]) {
+        const want = plainCrop(rgba, 64, 48, roi, out, border);
+        // A reused destination holding stale values must be overwritten everywhere.
+        const got = cropToTensor(rgba, 64, 48, roi, out, border, new Float32Array(3 * out * out).fill(9));
+        for (let k = 0; k < want.length; k++) close(got[k], want[k], 1e-5, `${JSON.stringify(roi)} ${border} ${out} [${k}]`);
+      }
+    }
+  }
+});
+
+test("crops: only the pixels of roiPixelRect are read", () => {
+  const rgba = noise(64, 48, 11);
+  for (const roi of ROIS.slice(0, 3)) {
+    const rect = roiPixelRect(roi, 64, 48);
+    assert.ok(rect && rect.x >= 0 && rect.y >= 0 && rect.x + rect.width <= 64 && rect.y + rect.height <= 48);
+    // Everything outside the rectangle replaced by other values: the crop does not change.
+    const other = noise(64, 48, 99);
+    for (let y = rect.y; y < rect.y + rect.height; y++) {
+      const from = 4 * (y * 64 + rect.x);
+      other.set(rgba.subarray(from, from + 4 * rect.width), from);
+    }
+    const want = cropToTensor(rgba, 64, 48, roi, 24, "replicate");
+    const got = cropToTensor(other, 64, 48, roi, 24, "replicate");
+    assert.deepEqual(got, want, JSON.stringify(roi));
+  }
+  assert.equal(roiPixelRect(ROIS[3], 64, 48), null); // off the image: the caller reads it all
 });
 
 test("landmarks: crop pixels map through the ROI; the ROI of landmarks encloses them", () => {
