@@ -35,6 +35,9 @@ LITERT_TOLERANCE_PX = 0.5
 # of the hand's size (wrist to middle-finger base). Measured: under 0.01 px in a 191 px hand
 # (the same crops, the same model); 1% leaves room for other engine builds' rounding.
 MEDIAPIPE_TOLERANCE = 0.01
+# The page's landmark crop against the same ROI cut from the clip frame in numpy (PIL's JPEG
+# decoding, float64 bilinear), in 0..255 units. Measured: under 1e-5 (the same pixels).
+CROP_TOLERANCE = 1.0
 
 
 def test_pipeline_arithmetic_in_node():
@@ -44,6 +47,31 @@ def test_pipeline_arithmetic_in_node():
     tests = sorted(str(p) for p in (ROOT / "tests" / "demo").glob("*.test.mjs"))
     r = subprocess.run([node, "--test", *tests], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def test_bench_summaries_split_tracked_and_detection_frames():
+    """The benchmark's MediaPipe summary separates palm-detection frames from tracked ones and
+    compares tracked frames; the sparse model's provenance is carried to the result."""
+    from pysparse.bench import demo as bench
+    mp = [{"ms": 100.0, "found": True, "detected": True}] * 3  # warm-up, left out
+    mp += [{"ms": 40.0 + k, "found": True, "detected": False} for k in range(5)]
+    mp += [{"ms": 90.0, "found": True, "detected": True}]
+    s = bench.summarize_mediapipe(mp)
+    assert (s["total"]["n"], s["tracked_frames"]["median"], s["palm_detection_frames"]) == (6, 42.0, 1)
+    assert s["detection_frames"]["median"] == 90.0
+    frame = lambda ms, det: {"preprocess": 1.0, "palm": 0.0, "landmarks": ms - 1, "postprocess": 0.0, "draw": 0.0,  # noqa: E731
+                             "total": ms, "detected": det, "found": True}
+    ours = [{"grab": 1.0, "copied": 0.4, "grabber": "VideoFrame", "dense": frame(30.0, k == 5), "sparse": frame(21.0, k == 5)}
+            for k in range(8)]
+    model = {"file": "hand_landmark_full.s80.spnn", "source": "hand_landmark_full.tflite", "finetuned": False,
+             "label": "80% sparse, one-shot pruned, not fine-tuned", "bytes": 1}
+    result = {"runs": [{"mode": "file", "threads": 1, "info": {"models": {"sparse": model}},
+                        "summary": bench.summarize_demo(ours)}],
+              "mediapipe": {"summary": s}}
+    assert result["runs"][0]["summary"]["sparse"]["palm_detection_frames"] == 1
+    assert bench.compare(result) == {"file 1t dense": pytest.approx(30 / 42), "file 1t sparse": pytest.approx(21 / 42)}
+    sm = bench.sparse_model(result)
+    assert (sm["finetuned"], sm["file"], sm["same_in_every_run"]) == (False, model["file"], True)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +163,42 @@ def page_crop(page, name: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.float32).reshape(1, 3, 224, 224)
 
 
+def numpy_crop(rgb: np.ndarray, roi: dict, out: int = 224) -> np.ndarray:
+    """The ROI of an HxWx3 image sampled bilinearly (edges replicated) as [3, out, out] in
+    [0, 1]: what demo/landmarks.mjs cropToTensor computes, written independently."""
+    h, w = rgb.shape[:2]
+    step, c, s = roi["size"] / out, math.cos(roi["rotation"]), math.sin(roi["rotation"])
+    grid = (np.arange(out) + 0.5 - out / 2) * step
+    u, v = np.meshgrid(grid, grid)
+    x = roi["cx"] + u * c - v * s - 0.5
+    y = roi["cy"] + u * s + v * c - 0.5
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    img = rgb.astype(np.float64)
+    tap = lambda yy, xx: img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # noqa: E731
+    out_img = ((1 - fx) * (1 - fy) * tap(y0, x0) + fx * (1 - fy) * tap(y0, x0 + 1)
+               + (1 - fx) * fy * tap(y0 + 1, x0) + fx * fy * tap(y0 + 1, x0 + 1))
+    return (out_img / 255).transpose(2, 0, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["dense", "sparse"])
+def test_page_crop_is_the_roi_of_the_frame(clip_run, built, pipeline):
+    """The worker's frame read (only the ROIs' rectangle once tracking) and its crop give the
+    ROI's pixels of the clip frame."""
+    from PIL import Image
+    page, _ = clip_run
+    last = page.evaluate("pysparseDemo.last")
+    frame = np.asarray(Image.open(built.ASSETS_OUT / "clip" / f"{last['index']:03d}.jpg").convert("RGB"))
+    want = numpy_crop(frame, last[pipeline]["roi"])
+    got = page_crop(page, pipeline)[0]
+    assert np.abs(got - want).max() * 255 < CROP_TOLERANCE
+    timings = page.evaluate("pysparseDemo.timings")
+    assert timings[0]["copied"] == 1  # palm detection: the whole frame
+    assert all(0 < t["copied"] < 1 for t in timings[1:])  # tracking: the ROIs' rectangle only
+    assert timings[-1]["grabber"] == "VideoFrame"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("pipeline", ["dense", "sparse"])
 def test_landmarks_equal_the_reference_on_the_page_crop(clip_run, built, pipeline):
@@ -193,6 +257,24 @@ def test_pipeline_agrees_with_mediapipe_on_a_photo(browser, base_url):
     print(f"mean landmark distance to MediaPipe: {mean:.4f} of the hand size ({size:.0f} px), max {np.abs(a - b).max():.4f} px")
     assert mean < MEDIAPIPE_TOLERANCE, f"mean landmark distance {mean:.3f} of the hand size"
     assert ours["dense"]["hand"]["label"] == theirs["hand"]["handedness"]["label"]
+
+
+@pytest.mark.slow
+def test_mediapipe_reference_tracks_the_clip(browser, base_url):
+    """The speed reference runs as configured and tracks: palm detection on the first frame
+    only, and the hand found on every frame."""
+    page, errors = open_page(browser, f"{base_url}/demo/reference.html?source=clip&frames=6&loop=0",
+                             "window.mediapipeReference && (mediapipeReference.done || mediapipeReference.error)")
+    ref = page.evaluate("mediapipeReference")
+    page.close()
+    assert ref["error"] is None and errors == []
+    assert ref["options"] == {"maxNumHands": 1, "modelComplexity": 1, "minDetectionConfidence": 0.5,
+                              "minTrackingConfidence": 0.5, "selfieMode": False, "useCpuInference": True}
+    timings = ref["timings"]
+    assert [t["index"] for t in timings] == list(range(6))
+    assert all(t["found"] for t in timings)
+    assert [t["detected"] for t in timings] == [True] + [False] * 5
+    assert all(t["ms"] > 0 for t in timings)
 
 
 @pytest.mark.slow

@@ -108,13 +108,15 @@ def run_demo(page, base: str, source: str, threads: int, sparsity: int, frames: 
 
 
 def run_mediapipe(page, base: str, frames: int, progress=None, task=None) -> dict:
+    # Only hands.send() is timed; palm detection runs on the first frame and after a frame
+    # without a hand (the page's `detected`), otherwise MediaPipe tracks the hand.
     page.goto(f"{base}/demo/reference.html?source=clip&frames={frames}")
     wait_for(page, "window.mediapipeReference && (mediapipeReference.done || mediapipeReference.error)",
              "window.mediapipeReference ? mediapipeReference.timings.length : 0", frames, progress=progress, task=task)
     err = page.evaluate("mediapipeReference.error")
     if err:
         raise RuntimeError(f"the MediaPipe reference page failed: {err}")
-    return page.evaluate("({timings: mediapipeReference.timings, modelComplexity: mediapipeReference.modelComplexity})")
+    return page.evaluate("({timings: mediapipeReference.timings, options: mediapipeReference.options})")
 
 
 # -- summaries ---------------------------------------------------------------------------
@@ -142,6 +144,10 @@ def summarize_demo(timings: list[dict]) -> dict:
             "palm_detection_frames": sum(r["detected"] for r in rows),
             "hand_found_frames": sum(r["found"] for r in rows),
         }
+    # The frame's pixels (counted in both pipelines' preprocess) and how much of it was read.
+    out["grab"] = statistics.median([f["grab"] for f in frames]) if frames else None
+    out["copied_fraction"] = statistics.median([f.get("copied", 1) for f in frames]) if frames else None
+    out["grabber"] = frames[-1].get("grabber") if frames else None
     d, s = out["dense"], out["sparse"]
     if d["total"]["n"] and s["total"]["n"]:
         out["speedup_landmarks"] = d["stages"]["landmarks"] / s["stages"]["landmarks"]
@@ -151,7 +157,25 @@ def summarize_demo(timings: list[dict]) -> dict:
 
 def summarize_mediapipe(timings: list[dict]) -> dict:
     frames = timings[WARMUP:]
-    return {"total": _stats([f["ms"] for f in frames]), "hand_found_frames": sum(f["found"] for f in frames)}
+    return {"total": _stats([f["ms"] for f in frames]),
+            "tracked_frames": _stats([f["ms"] for f in frames if not f["detected"]]),
+            "detection_frames": _stats([f["ms"] for f in frames if f["detected"]]),
+            "palm_detection_frames": sum(f["detected"] for f in frames),
+            "hand_found_frames": sum(f["found"] for f in frames)}
+
+
+def compare(result: dict) -> dict:
+    """Tracked-frame medians of each run against MediaPipe's (same session, same clip frames)."""
+    mp = result.get("mediapipe", {}).get("summary", {}).get("tracked_frames", {})
+    if not mp.get("n"):
+        return {}
+    out = {}
+    for run in result["runs"]:
+        for p in PIPELINES:
+            tr = run["summary"][p]["tracked_frames"]
+            if tr["n"]:
+                out[f"{run['mode']} {run['threads']}t {p}"] = tr["median"] / mp["median"]
+    return out
 
 
 def chart(result: dict, path: Path) -> None:
@@ -200,11 +224,22 @@ def chart(result: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def sparse_model(result: dict) -> dict:
+    """Which sparse landmark model the runs used (fine-tuned or one-shot pruned)."""
+    infos = [run["info"]["models"]["sparse"] for run in result["runs"]]
+    m = infos[0] if infos else {}
+    return {"file": m.get("file"), "source": m.get("source"), "finetuned": m.get("finetuned"), "label": m.get("label"),
+            "bytes": m.get("bytes"), "same_in_every_run": all(i == m for i in infos)}
+
+
 def _print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
-    t = Table(title=f"demo frame times, ms (median of {result['frames'] - WARMUP} frames; p10-p90)")
-    for col in ("run", "pipeline", "total", "tracked frame", *STAGES, "palm runs"):
+    sm = result.get("sparse_model") or {}
+    kind = "fine-tuned" if sm.get("finetuned") else "one-shot pruned"
+    t = Table(title=f"demo frame times, ms (median of {result['frames'] - WARMUP} frames; p10-p90); "
+                    f"sparse = {sm.get('file')} ({kind}, from {sm.get('source')})")
+    for col in ("run", "pipeline", "total", "tracked frame", *STAGES, "palm runs", "frame read (in preprocess)"):
         t.add_column(col, justify="right")
     for run in result["runs"]:
         for p in PIPELINES:
@@ -213,12 +248,23 @@ def _print_table(result: dict) -> None:
             t.add_row(f"{run['mode']} {run['threads']}t", p,
                       f"{tot['median']:.1f} ({tot['p10']:.0f}-{tot['p90']:.0f})",
                       f"{tr['median']:.1f}" if tr["n"] else "-",
-                      *(f"{s['stages'][k]:.1f}" for k in STAGES), str(s["palm_detection_frames"]))
+                      *(f"{s['stages'][k]:.1f}" for k in STAGES), str(s["palm_detection_frames"]),
+                      f"{run['summary']['grab']:.1f} ms, {100 * run['summary']['copied_fraction']:.0f}% of it"
+                      if run["summary"].get("grab") is not None else "-")
     mp = result.get("mediapipe")
     if mp:
-        tot = mp["summary"]["total"]
-        t.add_row("clip 1t", "MediaPipe", f"{tot['median']:.1f} ({tot['p10']:.0f}-{tot['p90']:.0f})", *[""] * 7)
+        s = mp["summary"]
+        tot, tr = s["total"], s["tracked_frames"]
+        t.add_row("file 1t", "MediaPipe", f"{tot['median']:.1f} ({tot['p10']:.0f}-{tot['p90']:.0f})",
+                  f"{tr['median']:.1f}" if tr["n"] else "-", *[""] * len(STAGES), str(s["palm_detection_frames"]), "")
     Console(width=max(140, shutil.get_terminal_size().columns)).print(t)
+    if mp:
+        det = mp["summary"]["detection_frames"]
+        print(f"MediaPipe Hands ({json.dumps(mp.get('options'))}): only hands.send() timed; palm detection ran on "
+              f"{mp['summary']['palm_detection_frames']} of {mp['summary']['total']['n']} summarised frames"
+              + (f" (median {det['median']:.1f} ms)" if det["n"] else "") + ", tracking on the others.")
+    for k, v in result.get("vs_mediapipe_tracked", {}).items():
+        print(f"tracked frame, {k} / MediaPipe: {v:.2f}x")
 
 
 def main(argv=None) -> int:
@@ -263,6 +309,8 @@ def main(argv=None) -> int:
             finally:
                 browser.close()
     result["loadavg_after"] = os.getloadavg()  # other work on the machine skews every figure
+    result["sparse_model"] = sparse_model(result)
+    result["vs_mediapipe_tracked"] = compare(result)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "demo.json").write_text(json.dumps(result, indent=1))
     chart(result, args.out / "demo.png")
