@@ -17,22 +17,16 @@
 #ifdef __EMSCRIPTEN__
 #include <emscripten.h>
 static double now_ms(void) { return emscripten_get_now(); }
-/* Milliseconds this thread has spent runnable but not running (Linux schedstat), or -1
- * where unknown. */
-EM_JS(double, wait_ms, (void), {
-  try {
-    const f = require("fs").readFileSync("/proc/thread-self/schedstat", "utf8");
-    return Number(f.split(" ")[1]) / 1e6;
-  } catch (e) {
-    return -1;
-  }
-});
 #else
 static double now_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
+#endif
+
+/* Milliseconds this thread has spent runnable but not running (Linux schedstat; in Node
+ * through NODERAWFS), or -1 where unknown. */
 static double wait_ms(void) {
   FILE* f = fopen("/proc/thread-self/schedstat", "r");
   unsigned long long run = 0, wait = 0;
@@ -40,7 +34,6 @@ static double wait_ms(void) {
   if (f != NULL) fclose(f);
   return ok ? wait / 1e6 : -1.0;
 }
-#endif
 
 /* The kernels under test, and optionally a second copy of them (another revision, built
  * with its symbols prefixed base_, see SPNN_BENCH_BASELINE in kernels.mk) timed in the
