@@ -96,6 +96,15 @@ void spnn_gemm_run(uint32_t rows, uint32_t cols, const void* packed, size_t pixe
     output += GEMM_MR;
     remaining -= GEMM_MR;
   }
+  if (remaining != 0 && pixel_end - pixel_begin >= GEMM_MR) {
+    /* One more full tile, ending at pixel_end: it recomputes GEMM_MR - remaining pixels of
+     * this range (to the same values: every tile sums in the same order), which costs less
+     * than the narrow tiles, latency-bound on their few accumulators. */
+    const size_t back = GEMM_MR - remaining;
+    gemm_tile(GEMM_MR, rows, cols, w, input - back, input_stride, output - back,
+              output_stride, vmin, vmax);
+    return;
+  }
   _Pragma("clang loop unroll(full)")  /* constant widths: registers */
   for (size_t width = GEMM_MR / 2; width != 0; width /= 2) {
     if (remaining & width) {
