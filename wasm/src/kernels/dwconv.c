@@ -136,6 +136,21 @@ SPNN_INLINE void dw_kxk_direct(size_t K, size_t S, const spnn_dwconv_shape* s, s
 #define DW_ROW_MAX 1024
 static const float dw_zero_row[DW_ROW_MAX];
 
+/* Eight input floats `src` that land at padded columns i .. i+7: to the even and odd
+ * halves with two shuffles. */
+SPNN_INLINE void dw_split8(const float* src, size_t i, float* even, float* odd) {
+  const v128_t a = wasm_v128_load(src), b = wasm_v128_load(src + 4);
+  const v128_t ev = wasm_i32x4_shuffle(a, b, 0, 2, 4, 6);
+  const v128_t od = wasm_i32x4_shuffle(a, b, 1, 3, 5, 7);
+  if (i & 1) {
+    wasm_v128_store(odd + i / 2, ev);
+    wasm_v128_store(even + i / 2 + 1, od);
+  } else {
+    wasm_v128_store(even + i / 2, ev);
+    wasm_v128_store(odd + i / 2, od);
+  }
+}
+
 /* Copies input row `src` (in_w floats) into `dst` as the interior of the padded row P of
  * `len` floats: P[x] = src[x - pl] inside the input; the zeros around it are already in
  * place (they never move, so the ring is cleared once per call). With S == 2 `dst` holds
@@ -148,27 +163,24 @@ SPNN_INLINE void dw_copy_row(size_t S, const float* src, size_t in_w, size_t pl,
   size_t x = 0;
   if (S == 1) {
     for (; x + 4 <= n; x += 4) wasm_v128_store(dst + left + x, wasm_v128_load(src + x));
-    for (; x < n; x++) dst[left + x] = src[x];
+    if (x < n && n >= 4) {
+      /* the last four floats of the row again: no scalar tail, no read past the row */
+      wasm_v128_store(dst + left + n - 4, wasm_v128_load(src + n - 4));
+    } else {
+      for (; x < n; x++) dst[left + x] = src[x];
+    }
     return;
   }
   /* P[i] goes to dst[(i & 1) * half + i / 2]. */
   const size_t half = len / 2;
   float* even = dst;
   float* odd = dst + half;
-  for (; x + 8 <= n; x += 8) {
-    const v128_t a = wasm_v128_load(src + x), b = wasm_v128_load(src + x + 4);
-    const v128_t ev = wasm_i32x4_shuffle(a, b, 0, 2, 4, 6);
-    const v128_t od = wasm_i32x4_shuffle(a, b, 1, 3, 5, 7);
-    const size_t i = left + x;
-    if (i & 1) {
-      wasm_v128_store(odd + i / 2, ev);
-      wasm_v128_store(even + i / 2 + 1, od);
-    } else {
-      wasm_v128_store(even + i / 2, ev);
-      wasm_v128_store(odd + i / 2, od);
-    }
+  for (; x + 8 <= n; x += 8) dw_split8(src + x, left + x, even, odd);
+  if (x < n && n >= 8) {
+    dw_split8(src + n - 8, left + n - 8, even, odd); /* the last eight again */
+  } else {
+    for (; x < n; x++) dst[((left + x) & 1) * half + (left + x) / 2] = src[x];
   }
-  for (; x < n; x++) dst[((left + x) & 1) * half + (left + x) / 2] = src[x];
 }
 
 /* The first n (1 to 3) lanes of v: a 2-lane store and/or a 1-lane store. */
