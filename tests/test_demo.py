@@ -77,6 +77,20 @@ def test_bench_summaries_split_tracked_and_detection_frames():
     assert (sm["finetuned"], sm["file"], sm["same_in_every_run"]) == (False, model["file"], True)
 
 
+def test_finetuned_models_replace_the_one_shot_ones(tmp_path, monkeypatch):
+    """A committed fine-tuned sparse model is used as it is and labelled so; the others stay
+    one-shot pruned."""
+    finetuned = tmp_path / "finetuned"
+    finetuned.mkdir()
+    (finetuned / "hand_landmark_full.s80.spnn").write_bytes(b"fine-tuned model bytes")
+    monkeypatch.setattr(demo_assets, "FINETUNED_DIRS", (tmp_path / "absent", finetuned))
+    plan = {e["file"]: e for e in demo_assets.model_plan()}
+    s80, s90 = plan["hand_landmark_full.s80.spnn"], plan["hand_landmark_full.s90.spnn"]
+    assert s80["finetuned"] and s80["label"] == "80% sparse, fine-tuned"
+    assert demo_assets._pack_one(s80) == b"fine-tuned model bytes"
+    assert not s90["finetuned"] and "one-shot" in s90["label"]
+
+
 @pytest.fixture(scope="module")
 def built():
     demo_assets.main(["--quiet"])
