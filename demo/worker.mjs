@@ -103,8 +103,7 @@ async function pixels(msg) {
   } else {
     rect = wantedRect(width, height);
   }
-  const full = { x: 0, y: 0, width, height };
-  rect ??= full;
+  rect ??= { x: 0, y: 0, width, height };
   try {
     if (videoFrameCopy) {
       try {
@@ -157,9 +156,11 @@ async function frame(msg) {
   const t0 = performance.now();
   const f = await pixels(msg);
   const grab = performance.now() - t0;
-  // copied: how many of the frame's pixels were read this time.
+  // copied: the share of the frame's pixels read this time; grabber: how they were read.
+  const grabber = msg.rgba ? "sent" : videoFrameCopy ? "VideoFrame"
+    : `canvas${videoFrameError ? ` (VideoFrame: ${videoFrameError})` : ""}`;
   const result = { type: "result", id: msg.id, width: f.width, height: f.height, grab,
-    copied: f.copied / (f.width * f.height), grabber: msg.rgba ? "sent" : videoFrameCopy ? "VideoFrame" : `canvas${videoFrameError ? ` (VideoFrame: ${videoFrameError})` : ""}` };
+    copied: f.copied / (f.width * f.height), grabber };
   const transfer = [];
   // Alternate which pipeline goes first, so that neither always runs on a warm cache.
   const order = msg.id % 2 ? ["sparse", "dense"] : ["dense", "sparse"];
