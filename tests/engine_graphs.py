@@ -85,6 +85,8 @@ def op_graphs() -> dict[str, Graph]:
     gs["fc_sparse"] = _single("FULLY_CONNECTED", [(1, 300)], (1, 63), [_w(r, 63, 300, zero=0.85), _w(r, 63)])
     for op in ("ADD", "MUL", "SUB", "DIV"):
         gs[f"{op.lower()}_same"] = _single(op, [(1, 8, 5, 7), (1, 8, 5, 7)], (1, 8, 5, 7), act=1 if op == "ADD" else 0)
+    # big enough to be split between threads (one long row cut into spans), odd length
+    gs["add_same_large"] = _single("ADD", [(1, 16, 50, 51), (1, 16, 50, 51)], (1, 16, 50, 51), act=1)
     gs["add_per_channel"] = _single("ADD", [(1, 12, 6, 6), (1, 12, 1, 1)], (1, 12, 6, 6), act=2)
     gs["mul_scalar_const"] = _single("MUL", [(1, 5, 3, 9)], (1, 5, 3, 9), [np.full((1,), 0.75)])
     gs["sub_bcast_both"] = _single("SUB", [(1, 4, 1, 6), (1, 1, 5, 1)], (1, 4, 5, 6), act=3)

@@ -89,9 +89,20 @@ static void bcast_task(void* ctx, size_t r_begin, size_t r_end) {
   }
 }
 
+/* A plan that is one row (same shapes, or a scalar operand): elements [begin, end) of it.
+ * Threads get spans starting at multiples of 16, so every element falls in the same vector
+ * or scalar step as in one whole-row call and the results do not depend on the split. */
+static void span_task(void* ctx, size_t begin, size_t end) {
+  const bcast_plan* p = (const bcast_plan*)ctx;
+  size_t sa = p->stride_a[0] != 0, sb = p->stride_b[0] != 0;
+  row_for(p->code)(p->a + sa * begin, sa, p->b + sb * begin, sb, p->out + begin, end - begin,
+                   p->lo, p->hi);
+}
+
 static void run_bcast(spnn_model* m, spnn_op* op) {
   bcast_plan* p = (bcast_plan*)op->state;
-  spnn_parallel(m, op->macs, p->rows, 1, bcast_task, p);
+  if (p->rows == 1) spnn_parallel(m, op->macs, p->row_len, 16, span_task, p);
+  else spnn_parallel(m, op->macs, p->rows, 1, bcast_task, p);
 }
 
 /* Plans out = f(a, b) with b broadcast to out (and a too, for binary ops). */
