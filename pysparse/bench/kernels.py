@@ -10,6 +10,13 @@ which is what the machine gives when it is not shared), effective GFLOP/s (2 x p
 nonzeros for sparse, 2 x pixels x rows x cols for dense) summed over the layers, and the
 speedup of the sparse kernels over our dense GEMM. Writes build/bench/kernels.json and
 kernels.png.
+
+Samples the scheduler interrupted are taken again by the binary (their count is reported).
+The SIMD peak probe's samples vary too (on the shared virtual machine here the vector
+units give ~35-40 GFLOP/s most of the time, ~45 in quiet windows): read medians against
+the probe's median and bests against its best (the "% peak" columns). A binary built by
+`make -C wasm bench-kernels-ab BASELINE=<rev>` also carries that revision's kernels
+("base_" rows), timed case by case in the same run.
 """
 from __future__ import annotations
 
