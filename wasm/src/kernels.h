@@ -136,8 +136,6 @@ void spnn_conv_pack(const spnn_conv_shape* s, const float* weights, const float*
  * same layer: each writes only its own pixels' columns):
  * 4 * (in_channels/groups) * kernel_h * kernel_w * out_h * out_w. */
 size_t spnn_conv_scratch_bytes(const spnn_conv_shape* s);
-/* Whether `s` runs the direct kernel (few input channels; no im2col), for profiles. */
-int spnn_conv_is_direct(const spnn_conv_shape* s);
 /* Output pixels [pixel_begin, pixel_end) of out_h*out_w, all output channels. */
 void spnn_conv_run(const spnn_conv_shape* s, const void* packed, size_t pixel_begin,
                    size_t pixel_end, const float* input, float* scratch, float* output,

@@ -95,11 +95,7 @@ static void run_conv(spnn_model* m, spnn_op* op) {
     case CONV_SPMM: spnn_parallel(m, op->macs, pixels, 32, spmm_task, s); break;
     case CONV_GEMM: spnn_parallel(m, op->macs, pixels, 32, gemm_task, s); break;
     case CONV_DW: spnn_parallel(m, op->macs, s->ds.channels, 1, dw_task, s); break;
-    /* the direct kernel copies the input rows of each output row: split by whole rows */
-    default:
-      spnn_parallel(m, op->macs, pixels, spnn_conv_is_direct(&s->cs) ? s->cs.out_w : 32, kxk_task,
-                    s);
-      break;
+    default: spnn_parallel(m, op->macs, pixels, 32, kxk_task, s); break;
   }
 }
 
@@ -299,7 +295,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
       spnn_dwconv_pack(&s->ds, w->data, bias, s->packed);
     } else {
       s->kind = CONV_KXK;
-      op->kernel = spnn_conv_is_direct(&s->cs) ? "conv_direct" : "conv_im2col";
+      op->kernel = "conv_im2col";
       bytes = spnn_conv_packed_bytes(&s->cs);
       size_t scratch = spnn_conv_scratch_bytes(&s->cs);
       if (!(s->packed = spnn_alloc(bytes)) || !(s->scratch = (float*)spnn_alloc(scratch)))
