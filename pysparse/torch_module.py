@@ -293,6 +293,14 @@ class GraphModule(nn.Module):
     def forward(self, *inputs: torch.Tensor):
         """Graph inputs in order ([B, ...] each); returns the graph outputs (a tuple when
         the graph has several)."""
+        values = self.values(inputs)
+        outs = tuple(values[o] for o in self.graph.outputs)
+        return outs[0] if len(outs) == 1 else outs
+
+    def values(self, inputs, wanted=None, known: dict | None = None) -> dict:
+        """Every tensor computed from `inputs` (a sequence of graph inputs), by IR name; with
+        `wanted` (IR names), only the ops up to the last of those are run. `known`: tensors
+        computed before (a previous call's result), whose ops are not run again."""
         g = self.graph
         if len(inputs) != len(g.inputs):
             raise InputShapeError(f"the graph has {len(g.inputs)} inputs ({g.inputs}), got {len(inputs)}")
@@ -304,10 +312,19 @@ class GraphModule(nn.Module):
             values[name] = x
         for name, key in self._key.items():
             values[name] = self.weights[key]
+        values.update(known or {})
+        missing = None if wanted is None else set(wanted) - set(values)
         for fn, ins, out in self._steps:
+            if missing is not None and not missing:
+                break
+            if out in values:
+                continue
             values[out] = fn(*[values[i] if i else None for i in ins])
-        outs = tuple(values[o] for o in g.outputs)
-        return outs[0] if len(outs) == 1 else outs
+            if missing is not None:
+                missing.discard(out)
+        if missing:
+            raise KeyError(f"no tensor named {sorted(missing)} in the graph")
+        return values
 
     def prunable_layers(self) -> list[tuple[LayerInfo, nn.Parameter]]:
         """The graph's conv/FC weights for pysparse.prune, named after their IR constants."""
