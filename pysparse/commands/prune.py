@@ -25,6 +25,13 @@ def add_parser(sub) -> None:
     p.add_argument("--include", action="append", default=[], metavar="PATTERN",
                    help="prune layers matching this glob even where the default rule would not (repeatable)")
     p.add_argument("--weights", choices=("fp32", "fp16"), default="fp32", help="storage of the weights")
+    p.add_argument("--calibrate", action="store_true",
+                   help="choose the zeros from activations on calibration images and refit the kept weights "
+                        "by least squares, layer by layer (much closer to the dense model; needs torch)")
+    p.add_argument("--images", type=Path, nargs="+", default=None,
+                   help="calibration photos (default: the hand photos of pysparse.assets)")
+    p.add_argument("--calibration-size", type=int, default=64,
+                   help="calibration inputs cut from the photos (default 64)")
     p.set_defaults(func=run)
 
 
@@ -61,8 +68,21 @@ def run(args) -> int:
         raise FileNotFoundError(f"output folder {args.output.parent} does not exist")
     graph, source = load_any(args.model)
     rule = dict(exclude=args.exclude, include=args.include)
-    pruned = oneshot(graph, args.sparsity, args.block, scope=args.scope, **rule)
-    meta = {"source": source, "pruning": {"method": "one-shot magnitude", "sparsity": args.sparsity,
+    if args.calibrate:
+        from .. import assets
+        from ..prune.reconstruct import photo_inputs, reconstruct
+        if args.scope != "layer":
+            raise ValueError("--calibrate prunes each layer to the sparsity: use it with --scope layer")
+        if args.calibration_size < 1:
+            raise ValueError(f"--calibration-size must be >= 1, got {args.calibration_size}")
+        photos = args.images or [assets.photo_path(n) for n in assets.PHOTOS]
+        inputs = photo_inputs(graph, photos, args.calibration_size)
+        pruned = reconstruct(graph, inputs, args.sparsity, args.block, **rule)
+        method = "calibrated one-shot (activation-aware masks, least-squares refit)"
+    else:
+        pruned = oneshot(graph, args.sparsity, args.block, scope=args.scope, **rule)
+        method = "one-shot magnitude"
+    meta = {"source": source, "pruning": {"method": method, "sparsity": args.sparsity,
                                           "block": args.block, "scope": args.scope}}
     data = pack(pruned, weights=args.weights, metadata=meta)
     back = read_spnn(data)  # what we write must read back
