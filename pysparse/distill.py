@@ -290,7 +290,10 @@ def distill_loss(student_out, target: dict, torch):
 
 
 def train(graph, data: Dataset, sparsity: float, block: int, steps: int, batch: int, lr: float, seed: int,
-          log_path: Path | None, exclude=()):
+          log_path: Path | None, exclude=(), gradual: bool = True, eval_fn=None, eval_every: int = 0):
+    """Fine-tunes `graph` against the teacher's outputs in `data`. gradual: prune by the
+    polynomial schedule over the first 70% of the steps; otherwise `graph` is already pruned
+    (e.g. by `reconstruct`) and its zeros are kept fixed from the first step."""
     import torch
     from tqdm import tqdm
 
@@ -299,9 +302,12 @@ def train(graph, data: Dataset, sparsity: float, block: int, steps: int, batch: 
     torch.manual_seed(seed)
     student = GraphModule(graph).train().to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
-    prune_end = max(1, int(steps * 0.7))  # the last 30% of the steps recover at full sparsity
+    prune_end = max(1, int(steps * 0.7)) if gradual else 0  # gradual: the last 30% recover at full sparsity
     pruner = GradualPruner(student, target=sparsity, block=block, begin_step=0, end_step=prune_end,
                            frequency=max(1, prune_end // 20), exclude=exclude, optimizer=opt)
+    if not gradual:
+        pruner.update_masks(sparsity)  # the zeros already there (they rank first)
+        pruner.apply_masks()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     rng = np.random.default_rng(seed)
     log = open(log_path, "a") if log_path else None
@@ -322,6 +328,10 @@ def train(graph, data: Dataset, sparsity: float, block: int, steps: int, batch: 
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)  # what counts on a shared machine
         bar.set_postfix(loss=f"{float(loss):.4f}", sparsity=f"{pruner.current_sparsity:.2f}")
+        if eval_fn is not None and eval_every and (step + 1) % eval_every == 0:
+            student.eval()
+            bar.write(f"step {step + 1}: {eval_fn(student)}")
+            student.train()
         if log:
             log.write(json.dumps({"step": step, "loss": float(loss), **parts, "sparsity": pruner.current_sparsity,
                                   "lr": sched.get_last_lr()[0], "seconds": times[-1],
@@ -357,6 +367,12 @@ def evaluate(dense_graph, pruned_graph, data: Dataset) -> dict:
             "presence_agreement": float(np.mean(pres)), "handedness_agreement": float(np.mean(hand))}
 
 
+def quality_line(q: dict) -> str:
+    return (f"held-out images ({len(q['images'])}): mean landmark distance {q['mean_landmark_px']:.2f} px at "
+            f"224x224 = {q['mean_landmark_hand_fraction']:.2%} of hand size; presence agreement "
+            f"{q['presence_agreement']:.0%}, handedness agreement {q['handedness_agreement']:.0%}")
+
+
 # -- command line -------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -371,6 +387,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="layers left dense")
+    ap.add_argument("--init", choices=("calibrated", "gradual"), default="calibrated",
+                    help="calibrated: prune once with activation-aware masks and a least-squares refit "
+                         "(pysparse.prune.reconstruct), then fine-tune with the zeros fixed; gradual: "
+                         "magnitude pruning on a schedule during fine-tuning")
+    ap.add_argument("--calibration", type=int, default=128, help="training images to calibrate on (--init calibrated)")
+    ap.add_argument("--prune-heads", action="store_true",
+                    help="prune the fully connected output heads too (default: the 1x1 convolutions only)")
     ap.add_argument("--cache", type=Path, default=assets.ROOT / "build" / "distill-cache")
     ap.add_argument("-o", "--output", type=Path, required=True, help="the pruned model (.spnn, fp16)")
     ap.add_argument("--smoke", action="store_true", help="a few steps on a few images: check the pipeline, time a step")
@@ -381,7 +404,8 @@ def main(argv=None) -> int:
     from .importers import load_model
     from .pack import pack, write_atomic
     from .passes import optimize
-    from .prune import text_table
+    from .prune import ir_layers, ir_report, text_table
+    from .prune.reconstruct import reconstruct
     if args.smoke:
         args.steps, args.images, args.batch = min(args.steps, 6), min(args.images, 48), min(args.batch, 8)
     if not args.output.parent.is_dir():
@@ -398,12 +422,28 @@ def main(argv=None) -> int:
     held_out = build_eval_set(teacher)
     log_path = args.output.with_suffix(".log.jsonl")
     log_path.unlink(missing_ok=True)
-    trained, layer_report, times, cpu = train(dense, data, args.sparsity, args.block, args.steps, args.batch, args.lr,
-                                         args.seed, log_path, args.exclude)
+    exclude = list(args.exclude)
+    if not args.prune_heads:  # the heads map features to coordinates directly: every weight counts
+        exclude += [layer.name for layer in ir_layers(dense) if layer.kind == "fc"]
+    start, calibrated_quality, t_calib = dense, None, 0.0
+    if args.init == "calibrated":
+        t0 = time.perf_counter()
+        start = reconstruct(dense, to_input(data.images[:args.calibration]), args.sparsity, args.block,
+                            exclude=exclude, seed=args.seed)
+        t_calib = time.perf_counter() - t0
+        calibrated_quality = evaluate(dense, start, held_out)
+        print(f"calibrated pruning ({t_calib:.0f} s): {quality_line(calibrated_quality)}", flush=True)
+    if args.steps > 0:
+        trained, layer_report, times, cpu = train(start, data, args.sparsity, args.block, args.steps, args.batch,
+                                                  args.lr, args.seed, log_path, exclude,
+                                                  gradual=args.init == "gradual")
+    else:
+        trained, layer_report, times, cpu = start, ir_report(start, args.block, exclude=exclude), [0.0], [0.0]
     blob = pack(trained, weights="fp16", metadata={
         "source": {"file": args.model + ".tflite", "format": "tflite"},
         "pruning": {"method": "gradual magnitude + distillation", "sparsity": args.sparsity, "block": args.block,
-                    "steps": args.steps, "batch": args.batch, "images": args.images, "seed": args.seed}})
+                    "init": args.init, "steps": args.steps, "batch": args.batch, "images": args.images,
+                    "seed": args.seed}})
     shipped = read_spnn(blob).graph  # evaluate exactly what is shipped (fp16 weights)
     quality = evaluate(dense, shipped, held_out)
     write_atomic(args.output, blob)
@@ -414,14 +454,12 @@ def main(argv=None) -> int:
               "seconds_per_step": step_s, "cpu_seconds_per_step": step_cpu, "seconds_data": t_data,
               "wall_seconds": time.perf_counter() - t_start, "cpu_seconds": time.process_time() - cpu_start,
               "held_out": {"photos": list(EVAL_PHOTOS), "gif_frames": [EVAL_FRAMES.start, EVAL_FRAMES.stop - 1]},
+              "init": args.init, "seconds_calibration": t_calib, "quality_after_calibration": calibrated_quality,
               "quality": quality, "layers": [r.as_dict() for r in layer_report]}
     report_path = args.output.with_suffix(".report.json")
     write_atomic(report_path, (json.dumps(report, indent=1) + "\n").encode())
     print(text_table(layer_report))
-    q = quality
-    print(f"held-out images ({len(q['images'])}): mean landmark distance {q['mean_landmark_px']:.2f} px at 224x224 "
-          f"= {q['mean_landmark_hand_fraction']:.2%} of hand size; presence agreement "
-          f"{q['presence_agreement']:.0%}, handedness agreement {q['handedness_agreement']:.0%}")
+    print(quality_line(quality))
     print(f"{step_s:.2f} s ({step_cpu:.2f} CPU-s) per step of {args.batch} images; {args.steps} steps took "
           f"{sum(times):.0f} s ({sum(cpu):.0f} CPU-s); "
           f"data {t_data:.0f} s; wrote {args.output} ({len(blob):,} bytes), {report_path}, {log_path}")
