@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../kernels.h"
+#include "../simd.h"
 
 static size_t taps_per_output(const spnn_conv_shape* s) {
   return (size_t)(s->in_channels / s->groups) * s->kernel_h * s->kernel_w;
@@ -33,6 +34,31 @@ size_t spnn_conv_scratch_bytes(const spnn_conv_shape* s) {
   return sizeof(float) * taps_per_output(s) * s->out_h * s->out_w;
 }
 
+/* dst[ox] for ox in [ox0, ox_end): input row `irow` at column ox*stride + kx*dilation -
+ * pad_left, 0 outside the row. Columns inside the row are copied four at a time (stride
+ * 1: one load; stride 2: the even lanes of two loads). */
+static void im2col_row(const spnn_conv_shape* s, const float* irow, size_t kx, size_t ox0,
+                       size_t ox_end, float* dst) {
+  const long sw = (long)s->stride_w, off = (long)(kx * s->dilation_w) - (long)s->pad_left;
+  const long in_w = (long)s->in_w;
+  size_t ox = ox0;
+  for (; ox < ox_end && (long)ox * sw + off < 0; ox++) dst[ox] = 0.0f;
+  if (sw == 1) {
+    for (; ox + 4 <= ox_end && (long)ox + off + 4 <= in_w; ox += 4)
+      wasm_v128_store(dst + ox, wasm_v128_load(irow + (long)ox + off));
+  } else if (sw == 2) {
+    for (; ox + 4 <= ox_end && 2 * (long)ox + off + 8 <= in_w; ox += 4) {
+      const float* p = irow + 2 * (long)ox + off;
+      wasm_v128_store(dst + ox, wasm_i32x4_shuffle(wasm_v128_load(p), wasm_v128_load(p + 4), 0,
+                                                   2, 4, 6));
+    }
+  }
+  for (; ox < ox_end; ox++) {
+    const long ix = (long)ox * sw + off;
+    dst[ox] = ix >= 0 && ix < in_w ? irow[ix] : 0.0f;
+  }
+}
+
 /* Columns [pixel_begin, pixel_end) of the im2col matrix of input channels
  * [c0, c0 + Cin_g). */
 static void im2col(const spnn_conv_shape* s, const float* input, size_t c0,
@@ -53,12 +79,7 @@ static void im2col(const spnn_conv_shape* s, const float* input, size_t c0,
           if (iy < 0 || iy >= (long)s->in_h) {
             memset(row + p, 0, (ox_end - ox0) * sizeof(float));
           } else {
-            const float* irow = plane + (size_t)iy * s->in_w;
-            for (size_t ox = ox0; ox < ox_end; ox++) {
-              const long ix =
-                  (long)(ox * s->stride_w + kx * s->dilation_w) - (long)s->pad_left;
-              row[p + (ox - ox0)] = ix >= 0 && ix < (long)s->in_w ? irow[ix] : 0.0f;
-            }
+            im2col_row(s, plane + (size_t)iy * s->in_w, kx, ox0, ox_end, row + p - ox0);
           }
           p += ox_end - ox0;
         }
