@@ -43,8 +43,9 @@ const char* spnn_kernels_variant(void);
 
 /* A run of blocks of one size, as the kernels walk them. The input pointer moves by
  * precomputed byte increments, one per stored column; the last increment of a segment
- * returns it to the segment's first stored column, so a kernel walks all blocks once per
- * pixel tile and then just steps to the next tile. */
+ * returns it to the segment's first stored column, so after a block's last column the
+ * pointer is ready for the next block (the kernel walks the blocks within cached chunks of
+ * pixels: see kernels/spmm.c). */
 typedef struct spnn_spmm_segment {
   uint32_t block;            /* rows per block: 1, 2 or 4 */
   uint32_t num_blocks;
