@@ -327,13 +327,13 @@ def train(graph, data: Dataset, sparsity: float, block: int, steps: int, batch: 
         sched.step()
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)  # what counts on a shared machine
-        bar.set_postfix(loss=f"{float(loss):.4f}", sparsity=f"{pruner.current_sparsity:.2f}")
+        bar.set_postfix(loss=f"{loss.item():.4f}", sparsity=f"{pruner.current_sparsity:.2f}")
         if eval_fn is not None and eval_every and (step + 1) % eval_every == 0:
             student.eval()
             bar.write(f"step {step + 1}: {eval_fn(student)}")
             student.train()
         if log:
-            log.write(json.dumps({"step": step, "loss": float(loss), **parts, "sparsity": pruner.current_sparsity,
+            log.write(json.dumps({"step": step, "loss": loss.item(), **parts, "sparsity": pruner.current_sparsity,
                                   "lr": sched.get_last_lr()[0], "seconds": times[-1],
                                   "cpu_seconds": cpu[-1]}) + "\n")
             log.flush()
@@ -367,6 +367,22 @@ def evaluate(dense_graph, pruned_graph, data: Dataset) -> dict:
             "presence_agreement": float(np.mean(pres)), "handedness_agreement": float(np.mean(hand))}
 
 
+def held_out_probe(data: Dataset):
+    """A quick check during training: the student's mean landmark distance to the teacher on
+    the held-out crops (torch, float32 weights; the report's figures come from the packed file)."""
+    import torch
+    x = torch.from_numpy(to_input(data.images))
+    t = data.targets["landmarks"][:, :, :2]
+    hand = np.ptp(t, axis=1).max(axis=1)
+
+    def probe(module) -> str:
+        with torch.no_grad():
+            lm = module(x)[0].reshape(-1, 21, 3)[:, :, :2].numpy()
+        d = np.linalg.norm(lm - t, axis=2).mean(axis=1)
+        return f"held-out landmark distance {d.mean():.2f} px = {np.mean(d / hand):.2%} of hand size"
+    return probe
+
+
 def quality_line(q: dict) -> str:
     return (f"held-out images ({len(q['images'])}): mean landmark distance {q['mean_landmark_px']:.2f} px at "
             f"224x224 = {q['mean_landmark_hand_fraction']:.2%} of hand size; presence agreement "
@@ -380,9 +396,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="hand_landmark_full", choices=("hand_landmark_full", "hand_landmark_lite"))
     ap.add_argument("--sparsity", type=float, default=0.8)
     ap.add_argument("--block", type=int, choices=(1, 2, 4), default=1)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--batch", type=int, default=12)
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--images", type=int, default=1536, help="augmented training images (teacher outputs cached)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -391,7 +407,9 @@ def main(argv=None) -> int:
                     help="calibrated: prune once with activation-aware masks and a least-squares refit "
                          "(pysparse.prune.reconstruct), then fine-tune with the zeros fixed; gradual: "
                          "magnitude pruning on a schedule during fine-tuning")
-    ap.add_argument("--calibration", type=int, default=128, help="training images to calibrate on (--init calibrated)")
+    ap.add_argument("--calibration", type=int, default=64, help="training images to calibrate on (--init calibrated)")
+    ap.add_argument("--eval-every", type=int, default=100, metavar="STEPS",
+                    help="print the held-out landmark distance every STEPS steps (0: never)")
     ap.add_argument("--prune-heads", action="store_true",
                     help="prune the fully connected output heads too (default: the 1x1 convolutions only)")
     ap.add_argument("--cache", type=Path, default=assets.ROOT / "build" / "distill-cache")
@@ -436,7 +454,8 @@ def main(argv=None) -> int:
     if args.steps > 0:
         trained, layer_report, times, cpu = train(start, data, args.sparsity, args.block, args.steps, args.batch,
                                                   args.lr, args.seed, log_path, exclude,
-                                                  gradual=args.init == "gradual")
+                                                  gradual=args.init == "gradual", eval_fn=held_out_probe(held_out),
+                                                  eval_every=args.eval_every)
     else:
         trained, layer_report, times, cpu = start, ir_report(start, args.block, exclude=exclude), [0.0], [0.0]
     blob = pack(trained, weights="fp16", metadata={

@@ -74,7 +74,7 @@ def normal_equations(xs: np.ndarray, target: np.ndarray, bias: bool) -> tuple[np
 
 
 def refit(w: np.ndarray, bias: np.ndarray | None, keep: np.ndarray, xs: np.ndarray | None, target: np.ndarray | None,
-          damp: float = 1e-2, equations=None) -> tuple[np.ndarray, np.ndarray | None]:
+          damp: float = 1e-3, equations=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Kept weights (and bias) minimising ||w' xs + b' - target||^2 + ridge, zeros elsewhere.
 
     w, keep: [rows, cols]; xs: [cols, S]; target: [rows, S] (or `equations`, from
@@ -104,7 +104,7 @@ def refit(w: np.ndarray, bias: np.ndarray | None, keep: np.ndarray, xs: np.ndarr
 
 
 def prune_layer(w: np.ndarray, bias: np.ndarray | None, xs: np.ndarray, target: np.ndarray, sparsity: float,
-                block: int = 1, damp: float = 1e-2, rounds: int = 3) -> tuple[np.ndarray, np.ndarray | None]:
+                block: int = 1, damp: float = 1e-3, rounds: int = 6) -> tuple[np.ndarray, np.ndarray | None]:
     """Pruned and refit weights of one 1x1 layer, in `rounds` steps of rising sparsity.
 
     Each step ranks units by what removing them costs the layer's output (the optimal brain
@@ -123,7 +123,7 @@ def prune_layer(w: np.ndarray, bias: np.ndarray | None, xs: np.ndarray, target: 
 
 
 def reconstruct(graph: Graph, inputs: np.ndarray, sparsity: float, block: int = 1, exclude=(), include=(),
-                min_weights: int = MIN_WEIGHTS, pixels: int = 256, damp: float = 1e-2, rounds: int = 3,
+                min_weights: int = MIN_WEIGHTS, pixels: int = 256, damp: float = 1e-3, rounds: int = 6,
                 batch: int = 16, seed: int = 0, progress: bool = True) -> Graph:
     """A copy of `graph` pruned to `sparsity` per layer with calibrated masks and refit weights.
 
