@@ -104,6 +104,6 @@ def test_prune_command_calibrated_on_a_real_model(tmp_path, capsys):
     rows_cal = {r.name: r for r in ir_report(f_cal.graph, block=4)}
     rows_mag = {r.name: r for r in ir_report(f_mag.graph, block=4)}
     assert {n for n, r in rows_cal.items() if r.status == "pruned"} == {n for n, r in rows_mag.items() if r.status == "pruned"}
-    for n, r in rows_cal.items():  # the same layers, each at the target (magnitude pruning also
-        if r.status == "pruned":  # counts the model's own zeros inside kept blocks; the refit fills them)
-            assert 0.7 - 4 / r.weights <= r.sparsity <= rows_mag[n].sparsity + 1e-9, n
+    for n, r in rows_cal.items():  # the same layers, each at the target (beyond it only by the
+        if r.status == "pruned":     # model's own zeros left inside kept blocks, as with magnitude)
+            assert 0.7 - 4 / r.weights <= r.sparsity <= max(0.7, rows_mag[n].sparsity) + 0.01, n
