@@ -70,13 +70,13 @@ bench-demo: build
 	$(PY) -m pysparse.bench.demo
 
 # Fine-tunes pruned hand landmark models by distillation (long: see docs/pruning.md).
-# Block 4 (the demo's: hand_landmark_full.sNN.spnn) and unstructured (hand_landmark_full.sNNb1.spnn).
+# Unstructured (the demo's: hand_landmark_full.sNN.spnn) and block 4 (hand_landmark_full.sNNb4.spnn).
 sparse-models: setup
 	for s in 0.7 0.8 0.9; do \
-	  $(PY) -m pysparse.distill --model hand_landmark_full --sparsity $$s --block 4 \
-	    -o demo/finetuned/hand_landmark_full.s$${s#0.}0.spnn || exit 1; \
 	  $(PY) -m pysparse.distill --model hand_landmark_full --sparsity $$s --block 1 \
-	    -o demo/finetuned/hand_landmark_full.s$${s#0.}0b1.spnn || exit 1; \
+	    -o demo/finetuned/hand_landmark_full.s$${s#0.}0.spnn || exit 1; \
+	  $(PY) -m pysparse.distill --model hand_landmark_full --sparsity $$s --block 4 \
+	    -o demo/finetuned/hand_landmark_full.s$${s#0.}0b4.spnn || exit 1; \
 	done
 
 fuzz: setup
