@@ -345,6 +345,14 @@ def train(graph, data: Dataset, sparsity: float, block: int, steps: int, batch: 
 
 # -- evaluation ---------------------------------------------------------------------------------
 
+def landmark_distance(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: mean distance of the 21 (x, y) landmarks [..., 21, 2] to the reference's, in
+    pixels and as a fraction of hand size (the longer side of the reference landmarks' box)."""
+    dist = np.linalg.norm(pred - ref, axis=-1).mean(axis=-1)
+    hand_size = np.ptp(ref, axis=-2).max(axis=-1)
+    return dist, dist / np.maximum(hand_size, 1e-6)
+
+
 def evaluate(dense_graph, pruned_graph, data: Dataset) -> dict:
     """The pruned model (as packed) against the dense one, both run by the numpy reference."""
     from . import reference
@@ -356,10 +364,9 @@ def evaluate(dense_graph, pruned_graph, data: Dataset) -> dict:
         p = reference.run(pruned_graph, x)
         (dl, dp, dh, _), (pl, pp, ph, _) = ([r[o] for o in dense_graph.outputs] for r in (d, p))
         dl, pl = dl.reshape(21, 3)[:, :2], pl.reshape(21, 3)[:, :2]
-        dist = float(np.linalg.norm(dl - pl, axis=1).mean())
-        hand_size = float(np.ptp(dl, axis=0).max())  # the longer side of the landmarks' box
-        dists.append(dist)
-        rel.append(dist / max(hand_size, 1e-6))
+        dist, fraction = landmark_distance(pl, dl)
+        dists.append(float(dist))
+        rel.append(float(fraction))
         pres.append(bool((dp.item() > 0.5) == (pp.item() > 0.5)))
         hand.append(bool((dh.item() > 0.5) == (ph.item() > 0.5)))
     return {"images": data.names, "landmark_px": dists, "landmark_hand_fraction": rel,
@@ -373,13 +380,12 @@ def held_out_probe(data: Dataset):
     import torch
     x = torch.from_numpy(to_input(data.images))
     t = data.targets["landmarks"][:, :, :2]
-    hand = np.ptp(t, axis=1).max(axis=1)
 
     def probe(module) -> str:
         with torch.no_grad():
             lm = module(x)[0].reshape(-1, 21, 3)[:, :, :2].numpy()
-        d = np.linalg.norm(lm - t, axis=2).mean(axis=1)
-        return f"held-out landmark distance {d.mean():.2f} px = {np.mean(d / hand):.2%} of hand size"
+        dist, fraction = landmark_distance(lm, t)
+        return f"held-out landmark distance {dist.mean():.2f} px = {fraction.mean():.2%} of hand size"
     return probe
 
 

@@ -167,8 +167,9 @@ def reconstruct(graph: Graph, inputs: np.ndarray, sparsity: float, block: int = 
                 v = module.values([xb], wanted={tensor_name}, known=states[id(module)][i])
                 cols.append(_sample(v[tensor_name].numpy(), positions[name][at:at + len(xb)]))
                 at += len(xb)
-                needed = {t for t in _pending_inputs(graph, v)}
-                states[id(module)][i] = {k: v[k] for k in needed if k in v and not graph.tensors[k].is_constant}
+                if i == 0:  # every batch stops at the same op
+                    needed = [k for k in _pending_inputs(graph, v) if k in v and not graph.tensors[k].is_constant]
+                states[id(module)][i] = {k: v[k] for k in needed}
         return np.concatenate(cols, axis=1)
 
     bar = tqdm(order, desc=f"calibrated pruning to {sparsity:.0%} (block {block})", unit="layer", disable=not progress)
@@ -200,24 +201,19 @@ def photo_inputs(graph: Graph, photos, count: int, seed: int = 0) -> np.ndarray:
     of the short side), mirror flips and brightness changes, resized to the model's input and
     mapped to its input range (metadata, or [0, 1])."""
     from PIL import Image, ImageEnhance
+
+    from .sensitivity import photo_to_input
     if not photos:
         raise ValueError("calibration needs at least one photo")
-    shape = graph.tensors[graph.inputs[0]].shape
-    if len(shape) != 4 or shape[1] != 3:
-        raise ValueError(f"photos need an image input [1, 3, H, W]; the model's is {list(shape)}")
-    lo, hi = (graph.metadata.get("input") or {}).get("range", [0.0, 1.0])
     rng = np.random.default_rng(seed)
     images = [Image.open(p).convert("RGB") for p in photos]
-    out = np.empty((count, 3, shape[2], shape[3]), np.float32)
+    out = []
     for i in range(count):
         img = images[i % len(images)]
         side = rng.uniform(0.6, 1.0) * min(img.size)
         x0, y0 = rng.uniform(0, img.width - side), rng.uniform(0, img.height - side)
-        crop = img.crop((x0, y0, x0 + side, y0 + side)).resize((shape[3], shape[2]), Image.BILINEAR)
+        crop = img.crop((x0, y0, x0 + side, y0 + side))
         if rng.integers(2):
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        crop = ImageEnhance.Brightness(crop).enhance(rng.uniform(0.7, 1.3))
-        x = np.asarray(crop, np.float32).transpose(2, 0, 1) / 255.0
-        out[i] = lo + (hi - lo) * x
-    return out
-
+        out.append(photo_to_input(graph, ImageEnhance.Brightness(crop).enhance(rng.uniform(0.7, 1.3))))
+    return np.stack(out)

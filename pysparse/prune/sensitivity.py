@@ -44,20 +44,29 @@ class Sensitivity:
                            for layer in self.layers]}
 
 
+def photo_to_input(graph: Graph, img) -> np.ndarray:
+    """A PIL image as the model's (single) image input [3, H, W]: resized to the input size,
+    RGB mapped to the range the model expects (its metadata, or [0, 1])."""
+    from PIL import Image
+    shape = graph.tensors[graph.inputs[0]].shape
+    if len(shape) != 4 or shape[1] != 3:
+        raise ValueError(f"photos need an image input [1, 3, H, W]; the model's is {list(shape)}")
+    lo, hi = (graph.metadata.get("input") or {}).get("range", [0.0, 1.0])
+    img = img.convert("RGB").resize((shape[3], shape[2]), Image.BILINEAR)
+    x = np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0
+    return (lo + (hi - lo) * x).astype(np.float32)
+
+
 def image_inputs(graph: Graph, photos: list[Path], noise: int, seed: int = 0) -> tuple[list, list[str]]:
-    """The model's input made from each photo (resized to the input size, RGB mapped to the
-    range the model expects, from its metadata or [0, 1]) and from `noise` seeded images."""
+    """The model's input made from each photo (`photo_to_input`) and from `noise` seeded images
+    (uniform over the model's input range)."""
+    from PIL import Image
     name = graph.inputs[0]
     shape = graph.tensors[name].shape
     lo, hi = (graph.metadata.get("input") or {}).get("range", [0.0, 1.0])
     xs, what = [], []
-    if photos and (len(shape) != 4 or shape[1] != 3):
-        raise ValueError(f"photos need an image input [1, 3, H, W]; the model's is {list(shape)}")
-    from PIL import Image
     for p in photos:
-        img = Image.open(p).convert("RGB").resize((shape[3], shape[2]), Image.BILINEAR)
-        x = np.asarray(img, np.float32).transpose(2, 0, 1)[None] / 255.0
-        xs.append({name: (lo + (hi - lo) * x).astype(np.float32)})
+        xs.append({name: photo_to_input(graph, Image.open(p))[None]})
         what.append(Path(p).name)
     for i in range(noise):
         x = np.random.default_rng(seed + i).random(shape, dtype=np.float32)
