@@ -63,8 +63,14 @@ demo: build
 bench: build
 	$(PY) -m pysparse.cli bench
 
-bench-kernels: setup
+bench-kernels: setup $(STAMPS)/bench-node
 	$(MAKE) -C wasm bench-kernels
+
+# The Node.js of the kernel benchmark (a current V8, like current Chromium's): npm's binary
+# package, installed beside the benchmark only when it runs.
+$(STAMPS)/bench-node: wasm/bench/node/package.json wasm/bench/node/package-lock.json
+	npm ci --prefix wasm/bench/node --no-audit --no-fund
+	@mkdir -p $(STAMPS) && touch $@
 
 bench-demo: build
 	$(PY) -m pysparse.bench.demo

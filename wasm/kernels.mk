@@ -25,8 +25,10 @@ export NODE_PATH ?= /usr/share/nodejs
 KERNEL_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Isrc \
                  -ffp-contract=off
 KERNEL_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# Synchronous instantiation: the glue then reads the .wasm from disk, never through fetch()
+# (which newer Node versions always have, and which cannot read a file path).
 KERNEL_EM_LINK := -sENVIRONMENT=node -sNODERAWFS=1 -sALLOW_MEMORY_GROWTH=1 \
-                  -sEXIT_RUNTIME=1 -sINITIAL_MEMORY=67108864
+                  -sEXIT_RUNTIME=1 -sINITIAL_MEMORY=67108864 -sWASM_ASYNC_COMPILATION=0
 # clang-16 compiling for Emscripten's target with its sysroot (LLVM 14's emcc lacks the
 # relaxed-SIMD builtins); binaryen 108 cannot parse relaxed opcodes, so link at -O0 with
 # BigInt integration on (no i64 legalisation pass by binaryen).
@@ -57,13 +59,13 @@ $(KBUILD)/relaxed/%.o: %.c $(KERNEL_HEADERS)
 $(KBUILD)/driver/%.o: %.c $(KERNEL_HEADERS)
 	@mkdir -p $(dir $@)
 	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 -c $< -o $@
-$(KBUILD)/harness_relaxed.js: $(KBUILD)/driver/tests/kernel_harness.o $(KERNEL_RELAXED_OBJS)
-	EMCC_READ_METADATA=python $(EMCC) -O0 -msimd128 -mrelaxed-simd $(KERNEL_EM_LINK) -sWASM_BIGINT=1 $^ -o $@
+$(KBUILD)/harness_relaxed.js: $(KBUILD)/driver/tests/kernel_harness.o $(KERNEL_RELAXED_OBJS) kernels.mk
+	EMCC_READ_METADATA=python $(EMCC) -O0 -msimd128 -mrelaxed-simd $(KERNEL_EM_LINK) -sWASM_BIGINT=1 $(filter %.o,$^) -o $@
 $(KBUILD)/bench_kernels.js: bench/bench_kernels.c bench/peak_probe.c $(KERNEL_DEPS)
 	@mkdir -p $(dir $@)
 	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KERNEL_EM_LINK) bench/bench_kernels.c bench/peak_probe.c $(KERNEL_SRCS) -o $@
-$(KBUILD)/bench_kernels_relaxed.js: $(KBUILD)/driver/bench/bench_kernels.o $(KBUILD)/relaxed/bench/peak_probe.o $(KERNEL_RELAXED_OBJS)
-	EMCC_READ_METADATA=python $(EMCC) -O0 -msimd128 -mrelaxed-simd $(KERNEL_EM_LINK) -sWASM_BIGINT=1 $^ -o $@
+$(KBUILD)/bench_kernels_relaxed.js: $(KBUILD)/driver/bench/bench_kernels.o $(KBUILD)/relaxed/bench/peak_probe.o $(KERNEL_RELAXED_OBJS) kernels.mk
+	EMCC_READ_METADATA=python $(EMCC) -O0 -msimd128 -mrelaxed-simd $(KERNEL_EM_LINK) -sWASM_BIGINT=1 $(filter %.o,$^) -o $@
 
 KERNEL_TEST_BINS := $(KBUILD)/harness_asan $(KBUILD)/harness_asan_relaxed $(KBUILD)/harness.js
 KERNEL_BENCH_BINS := $(KBUILD)/bench_kernels.js

