@@ -183,7 +183,8 @@ async function step(frame) {
   };
   for (const p of PIPELINES) {
     const t0 = performance.now();
-    drawResult(contexts[p], frame.image, r[p], { color: COLORS[p], roi: $("show-roi").checked });
+    drawResult(contexts[p], frame.image, r[p], { color: COLORS[p], roi: $("show-roi").checked,
+      connections: demo.info.landmarks.connections });
     const draw = performance.now() - t0;
     const t = { ...r[p].timings, draw };
     t.total = STAGES.reduce((s, k) => s + t[k], 0);

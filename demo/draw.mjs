@@ -1,7 +1,5 @@
 // Drawing a frame with its hand overlay: landmarks, bones, the tracked ROI and the palm.
 
-import { HAND_CONNECTIONS } from "./landmarks.mjs";
-
 function roiCorners({ cx, cy, size, rotation }) {
   const c = Math.cos(rotation) * size / 2, s = Math.sin(rotation) * size / 2;
   return [[-1, -1], [1, -1], [1, 1], [-1, 1]].map(([u, v]) => [cx + u * c - v * s, cy + u * s + v * c]);
@@ -9,9 +7,10 @@ function roiCorners({ cx, cy, size, rotation }) {
 
 /**
  * Draw `image` scaled to the canvas, then the pipeline result `r` ({hand, roi, palm}) over
- * it. `color` tints the bones; opts.roi draws the region the landmark model saw.
+ * it. `color` tints the bones (`connections`: pairs of landmark indices, from the model's
+ * metadata); opts.roi draws the region the landmark model saw.
  */
-export function drawResult(ctx, image, r, { color = "#34d399", roi = true } = {}) {
+export function drawResult(ctx, image, r, { color = "#34d399", roi = true, connections = [] } = {}) {
   const { width: W, height: H } = ctx.canvas;
   ctx.drawImage(image, 0, 0, W, H);
   if (!r) return;
@@ -43,7 +42,7 @@ export function drawResult(ctx, image, r, { color = "#34d399", roi = true } = {}
     ctx.lineWidth = lw * 1.6;
     ctx.lineCap = "round";
     ctx.beginPath();
-    for (const [a, b] of HAND_CONNECTIONS) {
+    for (const [a, b] of connections) {
       ctx.moveTo(p[a][0], p[a][1]);
       ctx.lineTo(p[b][0], p[b][1]);
     }

@@ -6,24 +6,6 @@
 export const LANDMARK_INPUT = 224;
 export const NUM_LANDMARKS = 21;
 
-// Names of the 21 landmarks and the bones between them (MediaPipe's hand topology); the
-// model's metadata, when it carries them, takes precedence.
-export const LANDMARK_NAMES = [
-  "wrist",
-  "thumb_cmc", "thumb_mcp", "thumb_ip", "thumb_tip",
-  "index_mcp", "index_pip", "index_dip", "index_tip",
-  "middle_mcp", "middle_pip", "middle_dip", "middle_tip",
-  "ring_mcp", "ring_pip", "ring_dip", "ring_tip",
-  "pinky_mcp", "pinky_pip", "pinky_dip", "pinky_tip",
-];
-export const HAND_CONNECTIONS = [
-  [0, 1], [1, 2], [2, 3], [3, 4],
-  [0, 5], [5, 6], [6, 7], [7, 8],
-  [5, 9], [9, 10], [10, 11], [11, 12],
-  [9, 13], [13, 14], [14, 15], [15, 16],
-  [13, 17], [17, 18], [18, 19], [19, 20], [0, 17],
-];
-
 // How landmarks become the next frame's ROI: the rotation from the wrist towards the
 // middle of the palm's finger bases, the box of the palm and finger-base landmarks,
 // grown by `scale` and shifted along the hand (MediaPipe's landmarks -> ROI).

@@ -66,7 +66,8 @@ async function main() {
     ref.timings.push({ frame: n, index: frame.index, ms, found: !!hand, detected: !tracking });
     tracking = !!hand;
     ref.last = { frame: n, index: frame.index, width: w, height: h, hand };
-    drawResult(ctx, frame.image, { hand }, { color: "#60a5fa" });
+    // MediaPipe's own bone list (a global of its hands.js, a Set or array of [a, b] pairs)
+    drawResult(ctx, frame.image, { hand }, { color: "#60a5fa", connections: [...(globalThis.HAND_CONNECTIONS ?? [])] });
     frame.image.close();
     ref.ready = true;
     status(`frame ${n}: ${ms.toFixed(1)} ms`);

@@ -63,6 +63,8 @@ async function init({ threads, sparsity, keepCrops, variant, grab }) {
       dense: { file: manifest.dense, ...describe(entry(manifest.dense), dense) },
       sparse: { file: sparseFile, ...describe(entry(sparseFile), sparse) },
     },
+    // Landmark names and the bones between them, as the packer stored them in the model.
+    landmarks: dense.info.metadata?.landmarks ?? { names: [], connections: [] },
   };
   return state.info;
 }
