@@ -247,9 +247,12 @@ def build_models(out: Path = MODELS_OUT, force: bool = False, quiet: bool = Fals
         blob = _pack_one(entry)
         write_atomic(out / entry["file"], blob)
         entry["bytes"] = len(blob)
-        # Where it came from: the fine-tuned file (relative to the checkout) or the .tflite.
+        # Where it came from: the .tflite by name, a fine-tuned file by its path in the checkout.
         src = Path(entry["source"])
-        entry["source"] = (str(src.relative_to(ROOT)) if src.is_relative_to(ROOT) else str(src)) if entry.get("finetuned") else src.name
+        if not entry.get("finetuned"):
+            entry["source"] = src.name
+        else:
+            entry["source"] = str(src.relative_to(ROOT) if src.is_relative_to(ROOT) else src)
         if not quiet:
             print(f"packed {out / entry['file']} ({len(blob)} bytes, {entry['label']})")
     meta = {"key": key, "models": plan, "files": [e["file"] for e in plan],
