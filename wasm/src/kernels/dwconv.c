@@ -9,8 +9,10 @@
  * (two rows, four groups of four pixels) keep the adds from waiting on each other.
  * Padding taps add w*0, so every pixel sums the same taps in the same order (bias, then
  * row by row, left to right), whatever the channel split. Rows wider than the ring allows
- * fall back to a direct kernel (scalar at the borders).
+ * fall back to a direct kernel (scalar at the borders). Stride 1 on planes of up to 64x64
+ * with same-size output takes the whole plane as one row instead (dw_flat_s1, below).
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "../kernels.h"
@@ -233,10 +235,113 @@ SPNN_INLINE void dw_rows(size_t K, size_t S, size_t U, size_t NR, const float* c
   }
 }
 
+/* Stride 1 on small planes ("same" size out): the plane is treated as one long row. Output
+ * pixel q of the flattened plane sums input q + (ky - pt) * W + (kx - pl) over the taps, so
+ * four pixels are one vector whatever the row width (a 7- or 14-wide row no longer leaves
+ * lanes idle or pays per-row set-up). Taps that would wrap into the row before or after
+ * are cut by a column mask: each kernel column is summed top down, masked (AND, so even a
+ * NaN read across the edge becomes +0), then added; rows above and below the plane read
+ * zeros around a copy of it. Every pixel sums bias, then kernel columns left to right,
+ * each top down, whatever the channel split. */
+#define DW_FLAT_MAX_PIXELS 4096 /* 64 x 64: MobileNet's 56x56 planes and smaller */
+#define DW_FLAT_MAX_W 128
+#ifndef DW_FLAT_U
+#define DW_FLAT_U 4 /* vectors per step */
+#endif
+#define DW_FLAT_EDGE (4 * DW_FLAT_MAX_W + 8 + 4 * DW_FLAT_U)
+
+SPNN_INLINE int dw_flat_fits(size_t K, const spnn_dwconv_shape* s) {
+  return s->out_w == s->in_w && s->out_h == s->in_h && s->in_w <= DW_FLAT_MAX_W &&
+         (size_t)s->in_h * s->in_w <= DW_FLAT_MAX_PIXELS && s->pad_top < K && s->pad_left < K;
+}
+
+/* U output vectors at flattened pixel q; `base` points at the tap (0, 0) of pixel q. */
+SPNN_INLINE void dw_flat_step(size_t K, size_t U, size_t W, size_t pl, const float* base,
+                              const float* w, const uint32_t* masks, size_t m, v128_t vmin,
+                              v128_t vmax, float* out, size_t tail) {
+  v128_t acc[DW_FLAT_U];
+  const v128_t vbias = wasm_v128_load32_splat(w);
+  for (size_t u = 0; u < U; u++) acc[u] = vbias;
+  for (size_t kx = 0; kx < K; kx++) {
+    const float* col = base + kx;
+    if (kx == pl) { /* the centre column never crosses a row edge */
+      for (size_t ky = 0; ky < K; ky++) {
+        const v128_t wv = wasm_v128_load32_splat(w + 1 + ky * K + kx);
+        for (size_t u = 0; u < U; u++)
+          acc[u] = spnn_madd(acc[u], wasm_v128_load(col + ky * W + 4 * u), wv);
+      }
+      continue;
+    }
+    v128_t t[DW_FLAT_U];
+    const v128_t w0 = wasm_v128_load32_splat(w + 1 + kx);
+    for (size_t u = 0; u < U; u++) t[u] = wasm_f32x4_mul(wasm_v128_load(col + 4 * u), w0);
+    for (size_t ky = 1; ky < K; ky++) {
+      const v128_t wv = wasm_v128_load32_splat(w + 1 + ky * K + kx);
+      for (size_t u = 0; u < U; u++)
+        t[u] = spnn_madd(t[u], wasm_v128_load(col + ky * W + 4 * u), wv);
+    }
+    const uint32_t* mk = masks + (kx < pl ? kx : kx - 1) * DW_FLAT_EDGE + m;
+    for (size_t u = 0; u < U; u++)
+      acc[u] = wasm_f32x4_add(acc[u], wasm_v128_and(t[u], wasm_v128_load(mk + 4 * u)));
+  }
+  for (size_t u = 0; u < U; u++) {
+    const v128_t v = spnn_clamp(acc[u], vmin, vmax);
+    if (tail == 4) wasm_v128_store(out + 4 * u, v);
+    else dw_store_tail(out + 4 * u, v, tail);
+  }
+}
+
+SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                            const float* input, const void* packed, float* output,
+                            float out_min, float out_max) {
+  const size_t W = s->in_w, HW = (size_t)s->in_h * s->in_w;
+  const size_t pt = s->pad_top, pl = s->pad_left;
+  const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
+  /* Zeros before the plane cover the taps above row 0 (and left of its first pixel), zeros
+   * after it those below the last row, past the last (partial) vector. */
+  const size_t front = (pt * W + pl + 3) & ~(size_t)3;
+  const size_t back = (K - 1 - pt) * W + (K - 1 - pl) + 4;
+  float buf[DW_FLAT_EDGE + DW_FLAT_MAX_PIXELS + DW_FLAT_EDGE] __attribute__((aligned(16)));
+  memset(buf, 0, front * sizeof(float));
+  memset(buf + front + HW, 0, back * sizeof(float));
+  /* Column masks over one period of the lane pattern (lcm(W, 4) pixels) and one step more,
+   * so a step starting anywhere in the period reads them without wrapping. */
+  const size_t period = W % 4 == 0 ? W : W % 2 == 0 ? 2 * W : 4 * W;
+  uint32_t masks[4 * DW_FLAT_EDGE] __attribute__((aligned(16)));
+  for (size_t kx = 0, j = 0; kx < K; kx++) {
+    if (kx == pl) continue;
+    for (size_t i = 0; i < period + 4 * DW_FLAT_U; i++) {
+      const long x = (long)(i % W) + (long)kx - (long)pl;
+      masks[j * DW_FLAT_EDGE + i] = x >= 0 && x < (long)W ? 0xFFFFFFFFu : 0u;
+    }
+    j++;
+  }
+  for (size_t c = c_begin; c < c_end; c++) {
+    const float* w = (const float*)packed + c * (1 + K * K);
+    float* out = output + c * HW;
+    memcpy(buf + front, input + c * HW, HW * sizeof(float));
+    const float* base = buf + front - pt * W - pl;
+    size_t q = 0, m = 0;
+    for (; q + 4 * DW_FLAT_U <= HW; q += 4 * DW_FLAT_U) {
+      dw_flat_step(K, DW_FLAT_U, W, pl, base + q, w, masks, m, vmin, vmax, out + q, 4);
+      for (m += 4 * DW_FLAT_U; m >= period;) m -= period;
+    }
+    for (; q < HW; q += 4) {
+      dw_flat_step(K, 1, W, pl, base + q, w, masks, m, vmin, vmax, out + q,
+                   HW - q < 4 ? HW - q : 4);
+      if ((m += 4) >= period) m -= period;
+    }
+  }
+}
+
 /* Specialised kernel: square K x K, stride S in both directions, dilation 1. */
 SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c_begin,
                         size_t c_end, const float* input, const void* packed, float* output,
                         float out_min, float out_max) {
+  if (S == 1 && dw_flat_fits(K, s)) {
+    dw_flat_s1(K, s, c_begin, c_end, input, packed, output, out_min, out_max);
+    return;
+  }
   const size_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
   const size_t groups = (out_w + 3) / 4;
   const size_t U = groups > 2 ? 4 : 2; /* groups per step */
