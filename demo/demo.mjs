@@ -5,7 +5,7 @@
 // URL parameters (for tests and benchmarks): source=clip|still:N|camera, threads=N,
 // sparsity=70|80|90, frames=N (stop after N frames), pace=0 (no waiting between clip
 // frames), loop=0 (stop at the clip's end), start=N (first clip frame), crops=1 (keep the
-// landmark crops), variant=simd|simd-threads|relaxed (force an engine build),
+// landmark crops), variant=simd|simd-threads|relaxed|relaxed-threads (force an engine build),
 // grab=videoframe|canvas (how the worker reads a frame's pixels; default: VideoFrame where it can).
 
 import { drawChart, median, STAGES } from "./chart.mjs";

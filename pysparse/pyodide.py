@@ -184,7 +184,8 @@ async def load(source, threads: int | str = 1, variant: str | None = None, runti
     """Loads a .spnn model (a URL, or its bytes) through the JS runtime.
 
     threads: a number or "auto" (more than one needs a cross-origin-isolated page);
-    variant: force "simd", "simd-threads" or "relaxed" (default: the best available).
+    variant: force "simd", "simd-threads", "relaxed" or "relaxed-threads" (default: the best
+        available).
     """
     import js
     from pyodide.ffi import to_js

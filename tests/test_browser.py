@@ -101,7 +101,7 @@ def test_tensor_and_canvas_match_the_reference(browser, isolated_url, case):
     assert page.errors == []
 
 
-@pytest.mark.parametrize("variant", ["simd", "relaxed", "simd-threads"])
+@pytest.mark.parametrize("variant", ["simd", "relaxed", "simd-threads", "relaxed-threads"])
 def test_every_variant_matches_the_reference(browser, isolated_url, case, variant):
     page = page_at(browser, isolated_url)
     result = page.evaluate("""async ([c, variant]) => {
@@ -112,7 +112,7 @@ def test_every_variant_matches_the_reference(browser, isolated_url, case, varian
       return out;
     }""", [case["js"], variant])
     assert result["info"]["variant"] == variant
-    assert result["info"]["threads"] == (2 if variant == "simd-threads" else 1)
+    assert result["info"]["threads"] == (2 if variant.endswith("-threads") else 1)
     assert_matches_reference(case, result["outputs"])
 
 
@@ -131,7 +131,7 @@ def test_isolated_page_uses_threads(browser, isolated_url, case):
     }""", case["js"])
     assert result["isolated"] is True
     assert result["features"]["threads"] is True and result["features"]["simd"] is True
-    assert result["info"]["variant"] == "simd-threads"
+    assert result["info"]["variant"] == ("relaxed-threads" if result["features"]["relaxedSimd"] else "simd-threads")
     assert result["info"]["threads"] == 2
     assert_matches_reference(case, result["two"])
     assert result["two"] == result["one"], "outputs with 2 threads differ from 1 thread"
@@ -170,7 +170,7 @@ def test_worker_mode(browser, isolated_url, case):
       return out;
     }""", case["js"])
     assert result["info"]["worker"] is True
-    assert result["info"]["variant"] == "simd-threads"
+    assert result["info"]["variant"] in ("relaxed-threads", "simd-threads")
     assert result["callerKeepsInput"] == int(np.prod(case["input"]["shape"]))
     assert "has 10 values" in result["wrongSize"]
     assert_matches_reference(case, result["tensor"])

@@ -111,11 +111,11 @@ def test_whole_models_under_sanitizers(cases, tmp_path):
         c.check(outs, "asan")
 
 
-def run_node(variant: str, jobs: list, tmp_path: Path, stem: str | None = None) -> list[dict]:
+def run_node(variant: str, jobs: list, tmp_path: Path) -> list[dict]:
     manifest = tmp_path / f"{variant}.json"
-    manifest.write_text(json.dumps({"variant": variant, "jobs": jobs, "stem": stem}))
+    manifest.write_text(json.dumps({"variant": variant, "jobs": jobs}))
     flags = ["--no-experimental-fetch"]
-    if variant == "relaxed" or (stem or "").startswith("pysparse-relaxed"):
+    if variant.startswith("relaxed"):
         flags.append("--experimental-wasm-relaxed-simd")
     r = subprocess.run(["node", *flags, str(ROOT / "wasm" / "tests" / "run_model.mjs"), str(manifest)],
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
@@ -143,8 +143,6 @@ def test_node_wasm_whole_models(cases, tmp_path, variant, threads, subset):
     stem = {"simd": "pysparse-simd", "simd-threads": "pysparse-simd-threads", "relaxed": "pysparse-relaxed",
             "relaxed-threads": "pysparse-relaxed-threads"}[variant]
     assert (DIST / f"{stem}.wasm").exists(), f"web/dist/{stem}.wasm missing: run make -C wasm all"
-    # the runtime knows no relaxed-threads variant: load that build in simd-threads' place
-    runtime_variant, load_stem = ("simd-threads", stem) if variant == "relaxed-threads" else (variant, None)
     jobs, built = [], []
     for case in subset:
         c = cases(case)
@@ -153,7 +151,7 @@ def test_node_wasm_whole_models(cases, tmp_path, variant, threads, subset):
         c.x.tofile(inp)
         jobs.append({"model": str(model), "input": str(inp), "out": str(tmp_path / c.name), "threads": threads})
         built.append(c)
-    results = run_node(runtime_variant, jobs, tmp_path, load_stem)
+    results = run_node(variant, jobs, tmp_path)
     assert len(results) == len(jobs)
     for c, res in zip(built, results):
         assert res["build"] == {"simd": "simd128", "simd-threads": "simd128-threads", "relaxed": "relaxed-simd",

@@ -22,7 +22,7 @@ NODE_FLAGS = {"relaxed.test.mjs": ["--experimental-wasm-relaxed-simd"]}
 
 @pytest.fixture(scope="module")
 def case_dir(tmp_path_factory) -> Path:
-    require_engine_builds(("simd", "simd-threads", "relaxed"))
+    require_engine_builds(("simd", "simd-threads", "relaxed", "relaxed-threads"))
     out = tmp_path_factory.mktemp("web-case")
     write_case(out, "hand_landmark_full.tflite")
     return out

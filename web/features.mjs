@@ -69,9 +69,10 @@ export function detectFeatures() {
 
 // The engine builds in web/dist/ (see wasm/Makefile): name -> files and needs.
 export const VARIANTS = {
-  'relaxed': { file: 'pysparse-relaxed', threads: false, needs: 'relaxedSimd' },
-  'simd-threads': { file: 'pysparse-simd-threads', threads: true, needs: 'threads' },
-  'simd': { file: 'pysparse-simd', threads: false, needs: 'simd' },
+  'relaxed-threads': { file: 'pysparse-relaxed-threads', threads: true, needs: ['relaxedSimd', 'threads'] },
+  'relaxed': { file: 'pysparse-relaxed', threads: false, needs: ['relaxedSimd'] },
+  'simd-threads': { file: 'pysparse-simd-threads', threads: true, needs: ['threads'] },
+  'simd': { file: 'pysparse-simd', threads: false, needs: ['simd'] },
 };
 
 /** Every file a variant may load, for hosts that relocate them (locateFile). */
@@ -83,7 +84,8 @@ export function variantFiles(variant) {
 /**
  * The variant to load and the thread count to use.
  * `threads`: a number, or 'auto' (the cores, at most 4, where threads are allowed).
- * More than one thread needs the threaded build; otherwise relaxed SIMD beats plain SIMD.
+ * More than one thread needs a threaded build; relaxed SIMD (fused multiply-add) beats plain
+ * SIMD wherever the browser has it.
  */
 export function chooseVariant(features, { threads = 'auto', variant } = {}) {
   if (!features.wasm) throw new Error('pysparse needs WebAssembly, which this environment lacks');
@@ -101,13 +103,16 @@ export function chooseVariant(features, { threads = 'auto', variant } = {}) {
   if (variant !== undefined && variant !== null) {
     const spec = VARIANTS[variant];
     if (!spec) throw new Error(`unknown variant ${JSON.stringify(variant)}; known: ${Object.keys(VARIANTS).join(', ')}`);
-    if (!features[spec.needs]) {
-      throw new Error(`variant ${variant} needs ${spec.needs === 'threads'
-        ? 'threads (a cross-origin-isolated page: COOP same-origin + COEP require-corp)' : spec.needs}, which is not available here`);
+    const missing = spec.needs.find((need) => !features[need]);
+    if (missing) {
+      throw new Error(`variant ${variant} needs ${missing === 'threads'
+        ? 'threads (a cross-origin-isolated page: COOP same-origin + COEP require-corp)' : missing}, which is not available here`);
     }
     return { variant, threads: spec.threads ? wanted : 1 };
   }
-  if (wanted > 1 && features.threads) return { variant: 'simd-threads', threads: wanted };
+  if (wanted > 1 && features.threads) {
+    return { variant: features.relaxedSimd ? 'relaxed-threads' : 'simd-threads', threads: wanted };
+  }
   if (features.relaxedSimd) return { variant: 'relaxed', threads: 1 };
   return { variant: 'simd', threads: 1 };
 }

@@ -1,6 +1,6 @@
 // Type declarations of the pysparse JS runtime (pysparse.mjs).
 
-export type Variant = 'simd' | 'simd-threads' | 'relaxed';
+export type Variant = 'simd' | 'simd-threads' | 'relaxed' | 'relaxed-threads';
 
 export interface Features {
   wasm: boolean;
@@ -116,5 +116,5 @@ export declare function loadInWorker(source: ModelSource, opts?: WorkerLoadOptio
 export declare function detectFeatures(): Features;
 export declare function chooseVariant(features: Features, opts?: LoadOptions): { variant: Variant; threads: number };
 export declare function isPixelSource(value: unknown): boolean;
-export declare const VARIANTS: Record<Variant, { file: string; threads: boolean; needs: keyof Features }>;
+export declare const VARIANTS: Record<Variant, { file: string; threads: boolean; needs: (keyof Features)[] }>;
 export declare const version: string;

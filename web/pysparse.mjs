@@ -238,7 +238,7 @@ export class Model {
  * Loads a .spnn model.
  * @param source URL, path (Node), ArrayBuffer, typed array or Blob
  * @param opts.threads number or 'auto' (default): threads need a cross-origin-isolated page
- * @param opts.variant force 'simd', 'simd-threads' or 'relaxed' (default: the best available)
+ * @param opts.variant force 'simd', 'simd-threads', 'relaxed' or 'relaxed-threads' (default: the best available)
  * @param opts.locateFile (name) => URL of an engine file (default: dist/ next to this module)
  */
 export async function load(source, opts = {}) {

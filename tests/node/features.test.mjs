@@ -15,13 +15,16 @@ test('Node 20 has SIMD and threads', () => {
 
 test('the variant follows the features and the threads asked for', () => {
   assert.deepEqual(chooseVariant(all, { threads: 1 }), { variant: 'relaxed', threads: 1 });
-  assert.deepEqual(chooseVariant(all, { threads: 2 }), { variant: 'simd-threads', threads: 2 });
-  assert.deepEqual(chooseVariant(all), { variant: 'simd-threads', threads: 4 });
+  assert.deepEqual(chooseVariant(all, { threads: 2 }), { variant: 'relaxed-threads', threads: 2 });
+  assert.deepEqual(chooseVariant(all), { variant: 'relaxed-threads', threads: 4 });
+  assert.deepEqual(chooseVariant({ ...all, relaxedSimd: false }, { threads: 2 }), { variant: 'simd-threads', threads: 2 });
+  assert.deepEqual(chooseVariant(all, { variant: 'simd-threads', threads: 2 }), { variant: 'simd-threads', threads: 2 });
   assert.deepEqual(chooseVariant({ ...all, threads: false }, { threads: 4 }), { variant: 'relaxed', threads: 1 });
   assert.deepEqual(chooseVariant({ ...all, threads: false, relaxedSimd: false }), { variant: 'simd', threads: 1 });
   assert.deepEqual(chooseVariant({ ...all, cores: 1 }), { variant: 'relaxed', threads: 1 });
   assert.deepEqual(chooseVariant(all, { variant: 'simd', threads: 3 }), { variant: 'simd', threads: 1 });
   assert.throws(() => chooseVariant({ ...all, threads: false }, { variant: 'simd-threads' }), /cross-origin-isolated/);
+  assert.throws(() => chooseVariant({ ...all, relaxedSimd: false }, { variant: 'relaxed-threads' }), /needs relaxedSimd/);
 });
 
 test('no SIMD is a clear error, not a crash', () => {

@@ -16,3 +16,20 @@ test('relaxed SIMD is detected and preferred for one thread', async () => {
     model.dispose();
   }
 });
+
+test('more than one thread picks the relaxed threaded build; its 1- and 2-thread outputs agree', async () => {
+  const model = await load(casePath('model.spnn'), { threads: 2 });
+  try {
+    assert.equal(model.info.variant, 'relaxed-threads');
+    assert.equal(model.info.buildVariant, 'relaxed-simd-threads');
+    assert.equal(model.info.threads, 2);
+    const two = model.run(input);
+    assertMatchesReference(two);
+    model.setThreads(1);
+    for (const [name, o] of Object.entries(model.run(input))) {
+      assert.deepEqual(o.data, two[name].data, `${name} differs between 1 and 2 threads`);
+    }
+  } finally {
+    model.dispose();
+  }
+});

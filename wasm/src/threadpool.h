@@ -1,6 +1,6 @@
 /* A fixed pool of worker threads created at load: `size - 1` workers plus the caller.
  *
- * Work is split statically into contiguous chunks, one per thread, so which thread
+ * Work is split into a fixed grid of contiguous chunks, a few per thread, so which thread
  * computes an element never changes its arithmetic: outputs are bit-identical whatever the
  * thread count. Without SPNN_THREADS (single-thread builds) there are no workers and no
  * pthreads; every job runs on the caller.

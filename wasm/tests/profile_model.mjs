@@ -5,8 +5,10 @@
 //     --threads N        thread counts 1..N (default 2)
 //     --runs R           timed rounds (default 41); one warm-up round first
 //     --input IN.bin     float32 input (default: a fixed pseudo-random pattern)
-//     --build DIR        a directory holding pysparse-simd-threads.{mjs,wasm,worker.js}
-//                        (repeatable: builds alternate round by round; default web/dist)
+//     --build DIR        a directory holding the engine builds (repeatable: builds alternate
+//                        round by round; default web/dist)
+//     --variant V        the threaded build to run: simd-threads (default) or relaxed-threads
+//                        (repeatable: each build's variants alternate too)
 //     --layers K         per-op table of the K slowest ops (profiling on; adds overhead)
 //     --by-kernel        per-kernel totals (profiling on)
 //
@@ -18,7 +20,7 @@ import { pathToFileURL } from 'node:url';
 import { load } from '../../web/pysparse.mjs';
 
 const argv = process.argv.slice(2);
-const opt = { threads: 2, runs: 41, input: null, builds: [], layers: 0, byKernel: false };
+const opt = { threads: 2, runs: 41, input: null, builds: [], variants: [], layers: 0, byKernel: false };
 const modelPath = argv.shift();
 while (argv.length) {
   const a = argv.shift();
@@ -26,23 +28,28 @@ while (argv.length) {
   else if (a === '--runs') opt.runs = Number(argv.shift());
   else if (a === '--input') opt.input = argv.shift();
   else if (a === '--build') opt.builds.push(argv.shift());
+  else if (a === '--variant') opt.variants.push(argv.shift());
   else if (a === '--layers') opt.layers = Number(argv.shift());
   else if (a === '--by-kernel') opt.byKernel = true;
   else throw new Error(`unknown option ${a}`);
 }
 if (!modelPath) throw new Error('usage: profile_model.mjs MODEL.spnn [options]');
 if (!opt.builds.length) opt.builds.push(null);
+if (!opt.variants.length) opt.variants.push('simd-threads');
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const profiling = opt.layers > 0 || opt.byKernel;
 
 const models = [];
 for (const dir of opt.builds) {
-  const o = { variant: 'simd-threads', threads: opt.threads };
-  if (dir) o.locateFile = (name) => pathToFileURL(resolve(dir, name)).href;
-  const model = await load(readFileSync(modelPath), o);
-  model.setProfiling(profiling);
-  models.push({ name: dir ?? 'web/dist', model });
+  for (const variant of opt.variants) {
+    const o = { variant, threads: opt.threads };
+    if (dir) o.locateFile = (name) => pathToFileURL(resolve(dir, name)).href;
+    const model = await load(readFileSync(modelPath), o);
+    model.setProfiling(profiling);
+    const name = `${dir ?? 'web/dist'}${opt.variants.length > 1 ? ` ${variant}` : ''}`;
+    models.push({ name, model });
+  }
 }
 const spec = models[0].model.inputs[0];
 const count = spec.shape.reduce((a, b) => a * b, 1);

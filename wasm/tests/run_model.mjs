@@ -15,13 +15,8 @@ const args = process.argv.slice(2);
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Runs one model; writes its outputs per thread count; returns the median times. */
-async function runJob(variant, modelPath, maxThreads, inPath, outPrefix, repeat, stem) {
+async function runJob(variant, modelPath, maxThreads, inPath, outPrefix, repeat) {
   const opts = { variant, threads: maxThreads };
-  if (stem) {
-    // Load another build in the variant's place (e.g. pysparse-relaxed-threads, which the
-    // runtime does not pick by itself) through the runtime's locateFile option.
-    opts.locateFile = (name) => new URL(`../../web/dist/${name.replace(/^pysparse-[a-z-]+?(?=\.)/, stem)}`, import.meta.url).href;
-  }
   const model = await load(readFileSync(modelPath), opts);
   const input = readFileSync(inPath);
   const floats = new Float32Array(input.buffer, input.byteOffset, input.byteLength / 4);
@@ -55,10 +50,10 @@ async function runJob(variant, modelPath, maxThreads, inPath, outPrefix, repeat,
 }
 
 if (args.length === 1) {
-  // A manifest: {"variant", "stem"?, "jobs": [{"model", "input", "out", "threads", "repeat"}]}
+  // A manifest: {"variant", "jobs": [{"model", "input", "out", "threads", "repeat"}]}
   const manifest = JSON.parse(readFileSync(args[0], 'utf8'));
   for (const job of manifest.jobs) {
-    const r = await runJob(manifest.variant, job.model, job.threads ?? 1, job.input, job.out, job.repeat ?? 1, manifest.stem);
+    const r = await runJob(manifest.variant, job.model, job.threads ?? 1, job.input, job.out, job.repeat ?? 1);
     console.log(JSON.stringify(r));
   }
 } else {
