@@ -82,13 +82,19 @@ bench-kernels: $(KERNEL_BENCH_BINS)
 	  $(addprefix --binary ,$(KERNEL_BENCH_BINS))
 
 # bench-kernels-ab BASELINE=<git revision>: the kernels of the working tree against those of
-# BASELINE (default HEAD), both in one binary and timed case by case (simd128 only).
+# BASELINE (default HEAD), both in one binary and timed case by case (simd128, and relaxed
+# SIMD where clang-16 is present).
 BASELINE ?= HEAD
 KBASE := $(KBUILD)/baseline
 KBASE_SRCS := spmm.c spmm_pack.c gemm.c
 KBASE_RENAME := $(foreach f,spmm_packed_bytes spmm_pack spmm_run gemm_packed_bytes gemm_pack \
                   gemm_run f32_spmm_24x1 f32_spmm_16x2 f32_spmm_8x4,-Dspnn_$(f)=base_spnn_$(f))
-bench-kernels-ab:
+KBASE_BINS := $(KBUILD)/bench_kernels_ab.js
+ifeq ($(HAVE_CLANG16),1)
+KBASE_BINS += $(KBUILD)/bench_kernels_ab_relaxed.js
+KBASE_RELAXED_DEPS := $(KERNEL_RELAXED_OBJS) $(KBUILD)/relaxed/bench/peak_probe.o
+endif
+bench-kernels-ab: $(KBASE_RELAXED_DEPS)
 	rm -rf $(KBASE) && mkdir -p $(KBASE)
 	git -C $(KROOT) archive $(BASELINE) wasm/src | tar -x -C $(KBASE)
 	cd $(KBASE)/wasm && $(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KBASE_RENAME) -c \
@@ -96,7 +102,18 @@ bench-kernels-ab:
 	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 -DSPNN_BENCH_BASELINE $(KERNEL_EM_LINK) \
 	  bench/bench_kernels.c bench/peak_probe.c $(KERNEL_SRCS) \
 	  $(addprefix $(KBASE)/wasm/,$(KBASE_SRCS:.c=.o)) -o $(KBUILD)/bench_kernels_ab.js
+ifeq ($(HAVE_CLANG16),1)
+	mkdir -p $(KBASE)/relaxed
+	cd $(KBASE)/wasm && for f in $(KBASE_SRCS:.c=); do \
+	  $(CLANG16) $(KERNEL_RELAXED_CFLAGS) $(KBASE_RENAME) -c src/kernels/$$f.c \
+	    -o $(KBASE)/relaxed/$$f.o || exit 1; done
+	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 -DSPNN_BENCH_BASELINE -c bench/bench_kernels.c \
+	  -o $(KBASE)/relaxed/driver.o
+	EMCC_READ_METADATA=python $(EMCC) -O0 -msimd128 -mrelaxed-simd $(KERNEL_EM_LINK) \
+	  -sWASM_BIGINT=1 $(KBASE)/relaxed/driver.o $(KBASE_RELAXED_DEPS) \
+	  $(addprefix $(KBASE)/relaxed/,$(KBASE_SRCS:.c=.o)) -o $(KBUILD)/bench_kernels_ab_relaxed.js
+endif
 	cd $(KROOT) && $(PYTHON) -m pysparse.bench.kernels --repeats $(BENCH_REPEATS) \
-	  --binary $(KBUILD)/bench_kernels_ab.js --out $(KROOT)/build/bench/ab
+	  $(addprefix --binary ,$(KBASE_BINS)) --out $(KROOT)/build/bench/ab
 
 .PHONY: kernel-tests bench-kernels bench-kernels-ab
