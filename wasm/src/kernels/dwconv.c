@@ -9,8 +9,8 @@
  * (two rows, four groups of four pixels) keep the adds from waiting on each other.
  * Padding taps add w*0, so every pixel sums the same taps in the same order (bias, then
  * row by row, left to right), whatever the channel split. Rows wider than the ring allows
- * fall back to a direct kernel (scalar at the borders). Stride 1 on planes of up to 64x64
- * with same-size output takes the whole plane as one row instead (dw_flat_s1, below).
+ * fall back to a direct kernel (scalar at the borders). Planes of up to 64x64 take the
+ * whole output plane as one row instead (dw_flat_*, below).
  */
 #include <stdint.h>
 #include <string.h>
@@ -235,52 +235,106 @@ SPNN_INLINE void dw_rows(size_t K, size_t S, size_t U, size_t NR, const float* c
   }
 }
 
-/* Stride 1 on small planes ("same" size out): the plane is treated as one long row. Output
- * pixel q of the flattened plane sums input q + (ky - pt) * W + (kx - pl) over the taps, so
- * four pixels are one vector whatever the row width (a 7- or 14-wide row no longer leaves
- * lanes idle or pays per-row set-up). Taps that would wrap into the row before or after
- * are cut by a column mask: each kernel column is summed top down, masked (AND, so even a
- * NaN read across the edge becomes +0), then added; rows above and below the plane read
- * zeros around a copy of it. Every pixel sums bias, then kernel columns left to right,
- * each top down, whatever the channel split. */
-#define DW_FLAT_MAX_PIXELS 4096 /* 64 x 64: MobileNet's 56x56 planes and smaller */
-#define DW_FLAT_MAX_W 128
+/* Small planes, stride 1 or 2: the output plane is treated as one long row. Each tap
+ * (ky, kx) of output pixel q reads a prepared source at q + off[tap], so four pixels are
+ * one vector whatever the row width (a 7- or 14-wide row no longer leaves lanes idle or
+ * pays per-row set-up):
+ *   stride 1: the input plane itself (copied between zeros), off = (ky - pt) * W + kx - pl;
+ *   stride 2: the input plane split into its four phases (even/odd rows x even/odd
+ *     columns), each a plane of the output's width, so input (2y + a, 2x + b) sits in
+ *     phase (a, b) at y * Wo + x and every tap is again one offset.
+ * Taps that would wrap into the row before or after are cut by a column mask: each kernel
+ * column is summed top down, masked (AND, so even a NaN read across the edge becomes +0),
+ * then added; rows above and below read zeros. Every pixel sums bias, then kernel columns
+ * left to right, each top down, whatever the channel split. */
+#define DW_FLAT_MAX_PIXELS 4096 /* input plane: 64 x 64, MobileNet's 56x56 planes and smaller */
+#define DW_FLAT_MAX_W 128       /* output row */
 #ifndef DW_FLAT_U
 #define DW_FLAT_U 4 /* vectors per step */
 #endif
-#define DW_FLAT_EDGE (4 * DW_FLAT_MAX_W + 8 + 4 * DW_FLAT_U)
+#define DW_FLAT_EDGE (4 * DW_FLAT_MAX_W + 8 + 4 * DW_FLAT_U) /* zeros around a plane, mask length */
 
-SPNN_INLINE int dw_flat_fits(size_t K, const spnn_dwconv_shape* s) {
-  return s->out_w == s->in_w && s->out_h == s->in_h && s->in_w <= DW_FLAT_MAX_W &&
-         (size_t)s->in_h * s->in_w <= DW_FLAT_MAX_PIXELS && s->pad_top < K && s->pad_left < K;
+typedef struct dw_flat_plan {
+  size_t wo, period;            /* output row; the masks' period, lcm(wo, 4) */
+  ptrdiff_t first;              /* stride 1: tap (0, 0) from the source at pixel q */
+  ptrdiff_t off[25];            /* stride 2: per tap, from the source at pixel q */
+  int dx[5];                    /* per kernel column: output columns it reaches left or right */
+  uint32_t mask[5][DW_FLAT_EDGE]; /* per kernel column with dx != 0: lanes inside the row */
+} dw_flat_plan;
+
+/* floor(a / 2) for small signed a */
+SPNN_INLINE long dw_half_floor(long a) { return a >= 0 ? a / 2 : -((1 - a) / 2); }
+
+/* Stride 2: floats per phase (zeros, the phase rows taps read, zeros), and its first row. */
+#define DW_FLAT_PHASE_MAX (DW_FLAT_MAX_PIXELS / 4 + 4 * DW_FLAT_EDGE)
+SPNN_INLINE size_t dw_phase_front(size_t K, const spnn_dwconv_shape* s) {
+  (void)K;
+  return ((size_t)(-dw_half_floor(-(long)s->pad_top)) * s->out_w +
+          (size_t)(-dw_half_floor(-(long)s->pad_left)) + 3) & ~(size_t)3;
+}
+SPNN_INLINE size_t dw_phase_stride(size_t K, const spnn_dwconv_shape* s) {
+  const size_t rows = s->out_h + (size_t)dw_half_floor((long)K - 1 - (long)s->pad_top);
+  const size_t dx_hi = (size_t)dw_half_floor((long)K - 1 - (long)s->pad_left);
+  return (dw_phase_front(K, s) + rows * s->out_w + dx_hi + 4 + 3) & ~(size_t)3;
 }
 
-/* U output vectors at flattened pixel q; `base` points at the tap (0, 0) of pixel q. */
-SPNN_INLINE void dw_flat_step(size_t K, size_t U, size_t W, size_t pl, const float* base,
-                              const float* w, const uint32_t* masks, size_t m, v128_t vmin,
-                              v128_t vmax, float* out, size_t tail) {
+SPNN_INLINE int dw_flat_fits(size_t K, size_t S, const spnn_dwconv_shape* s) {
+  if ((size_t)s->in_h * s->in_w > DW_FLAT_MAX_PIXELS || s->pad_top >= K || s->pad_left >= K)
+    return 0;
+  if (S == 1) return s->out_w == s->in_w && s->out_h == s->in_h && s->in_w <= DW_FLAT_MAX_W;
+  /* stride 2: every input column lands in a phase column below out_w */
+  return s->in_w <= 2 * s->out_w && s->out_w <= DW_FLAT_MAX_W &&
+         (size_t)s->out_h * s->out_w <= DW_FLAT_MAX_PIXELS &&
+         dw_phase_stride(K, s) <= DW_FLAT_PHASE_MAX;
+}
+
+/* Column masks over one period of the lane pattern and one step more, so a step starting
+ * anywhere in the period reads them without wrapping. */
+SPNN_INLINE void dw_flat_masks(size_t K, dw_flat_plan* p) {
+  p->period = p->wo % 4 == 0 ? p->wo : p->wo % 2 == 0 ? 2 * p->wo : 4 * p->wo;
+  for (size_t kx = 0; kx < K; kx++) {
+    if (p->dx[kx] == 0) continue;
+    for (size_t i = 0; i < p->period + 4 * DW_FLAT_U; i++) {
+      const long x = (long)(i % p->wo) + p->dx[kx];
+      p->mask[kx][i] = x >= 0 && x < (long)p->wo ? 0xFFFFFFFFu : 0u;
+    }
+  }
+}
+
+/* Where tap (ky, kx) of pixel q reads; `src` is the source moved to q. Stride 1 computes it
+ * (row steps of wo), which keeps the table out of the inner loop. */
+SPNN_INLINE const float* dw_flat_tap(size_t K, size_t S, const dw_flat_plan* p,
+                                     const float* src, size_t ky, size_t kx) {
+  if (S == 1) return src + p->first + ky * p->wo + kx;
+  return src + p->off[ky * K + kx];
+}
+
+/* U output vectors at flattened pixel q: `src` is the source moved to q, `m` = q mod period. */
+SPNN_INLINE void dw_flat_step(size_t K, size_t S, size_t U, const dw_flat_plan* p, const float* src,
+                              const float* w, size_t m, v128_t vmin, v128_t vmax, float* out,
+                              size_t tail) {
   v128_t acc[DW_FLAT_U];
   const v128_t vbias = wasm_v128_load32_splat(w);
   for (size_t u = 0; u < U; u++) acc[u] = vbias;
   for (size_t kx = 0; kx < K; kx++) {
-    const float* col = base + kx;
-    if (kx == pl) { /* the centre column never crosses a row edge */
+    if (p->dx[kx] == 0) { /* stays inside the row */
       for (size_t ky = 0; ky < K; ky++) {
+        const float* x = dw_flat_tap(K, S, p, src, ky, kx);
         const v128_t wv = wasm_v128_load32_splat(w + 1 + ky * K + kx);
-        for (size_t u = 0; u < U; u++)
-          acc[u] = spnn_madd(acc[u], wasm_v128_load(col + ky * W + 4 * u), wv);
+        for (size_t u = 0; u < U; u++) acc[u] = spnn_madd(acc[u], wasm_v128_load(x + 4 * u), wv);
       }
       continue;
     }
     v128_t t[DW_FLAT_U];
+    const float* x0 = dw_flat_tap(K, S, p, src, 0, kx);
     const v128_t w0 = wasm_v128_load32_splat(w + 1 + kx);
-    for (size_t u = 0; u < U; u++) t[u] = wasm_f32x4_mul(wasm_v128_load(col + 4 * u), w0);
+    for (size_t u = 0; u < U; u++) t[u] = wasm_f32x4_mul(wasm_v128_load(x0 + 4 * u), w0);
     for (size_t ky = 1; ky < K; ky++) {
+      const float* x = dw_flat_tap(K, S, p, src, ky, kx);
       const v128_t wv = wasm_v128_load32_splat(w + 1 + ky * K + kx);
-      for (size_t u = 0; u < U; u++)
-        t[u] = spnn_madd(t[u], wasm_v128_load(col + ky * W + 4 * u), wv);
+      for (size_t u = 0; u < U; u++) t[u] = spnn_madd(t[u], wasm_v128_load(x + 4 * u), wv);
     }
-    const uint32_t* mk = masks + (kx < pl ? kx : kx - 1) * DW_FLAT_EDGE + m;
+    const uint32_t* mk = p->mask[kx] + m;
     for (size_t u = 0; u < U; u++)
       acc[u] = wasm_f32x4_add(acc[u], wasm_v128_and(t[u], wasm_v128_load(mk + 4 * u)));
   }
@@ -291,12 +345,31 @@ SPNN_INLINE void dw_flat_step(size_t K, size_t U, size_t W, size_t pl, const flo
   }
 }
 
+/* All n output pixels of one channel. */
+SPNN_INLINE void dw_flat_plane(size_t K, size_t S, const dw_flat_plan* p, const float* src,
+                               const float* w, float* out, size_t n, v128_t vmin, v128_t vmax) {
+  size_t q = 0, m = 0;
+  for (; q + 4 * DW_FLAT_U <= n; q += 4 * DW_FLAT_U) {
+    dw_flat_step(K, S, DW_FLAT_U, p, src + q, w, m, vmin, vmax, out + q, 4);
+    for (m += 4 * DW_FLAT_U; m >= p->period;) m -= p->period;
+  }
+  for (; q < n; q += 4) {
+    dw_flat_step(K, S, 1, p, src + q, w, m, vmin, vmax, out + q, n - q < 4 ? n - q : 4);
+    if ((m += 4) >= p->period) m -= p->period;
+  }
+}
+
 SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
                             const float* input, const void* packed, float* output,
                             float out_min, float out_max) {
   const size_t W = s->in_w, HW = (size_t)s->in_h * s->in_w;
   const size_t pt = s->pad_top, pl = s->pad_left;
   const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
+  dw_flat_plan p;
+  p.wo = W;
+  p.first = -(ptrdiff_t)(pt * W + pl);
+  for (size_t kx = 0; kx < K; kx++) p.dx[kx] = (int)kx - (int)pl;
+  dw_flat_masks(K, &p);
   /* Zeros before the plane cover the taps above row 0 (and left of its first pixel), zeros
    * after it those below the last row, past the last (partial) vector. */
   const size_t front = (pt * W + pl + 3) & ~(size_t)3;
@@ -304,33 +377,56 @@ SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin
   float buf[DW_FLAT_EDGE + DW_FLAT_MAX_PIXELS + DW_FLAT_EDGE] __attribute__((aligned(16)));
   memset(buf, 0, front * sizeof(float));
   memset(buf + front + HW, 0, back * sizeof(float));
-  /* Column masks over one period of the lane pattern (lcm(W, 4) pixels) and one step more,
-   * so a step starting anywhere in the period reads them without wrapping. */
-  const size_t period = W % 4 == 0 ? W : W % 2 == 0 ? 2 * W : 4 * W;
-  uint32_t masks[4 * DW_FLAT_EDGE] __attribute__((aligned(16)));
-  for (size_t kx = 0, j = 0; kx < K; kx++) {
-    if (kx == pl) continue;
-    for (size_t i = 0; i < period + 4 * DW_FLAT_U; i++) {
-      const long x = (long)(i % W) + (long)kx - (long)pl;
-      masks[j * DW_FLAT_EDGE + i] = x >= 0 && x < (long)W ? 0xFFFFFFFFu : 0u;
-    }
-    j++;
-  }
   for (size_t c = c_begin; c < c_end; c++) {
-    const float* w = (const float*)packed + c * (1 + K * K);
-    float* out = output + c * HW;
     memcpy(buf + front, input + c * HW, HW * sizeof(float));
-    const float* base = buf + front - pt * W - pl;
-    size_t q = 0, m = 0;
-    for (; q + 4 * DW_FLAT_U <= HW; q += 4 * DW_FLAT_U) {
-      dw_flat_step(K, DW_FLAT_U, W, pl, base + q, w, masks, m, vmin, vmax, out + q, 4);
-      for (m += 4 * DW_FLAT_U; m >= period;) m -= period;
+    dw_flat_plane(K, 1, &p, buf + front, (const float*)packed + c * (1 + K * K),
+                  output + c * HW, HW, vmin, vmax);
+  }
+}
+
+SPNN_INLINE void dw_flat_s2(size_t K, const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                            const float* input, const void* packed, float* output,
+                            float out_min, float out_max) {
+  const size_t H = s->in_h, W = s->in_w, Ho = s->out_h, Wo = s->out_w;
+  const long pt = (long)s->pad_top, pl = (long)s->pad_left;
+  const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
+  /* Tap (ky, kx) reads input row 2 * oy + ky - pt = 2 * (oy + my) + a and column
+   * 2 * ox + kx - pl = 2 * (ox + dx) + b: phase (a, b), my rows and dx columns away. */
+  const size_t rows = Ho + (size_t)dw_half_floor((long)K - 1 - pt); /* phase rows read */
+  const size_t front = dw_phase_front(K, s), stride = dw_phase_stride(K, s);
+  dw_flat_plan p;
+  p.wo = Wo;
+  for (size_t ky = 0; ky < K; ky++) {
+    for (size_t kx = 0; kx < K; kx++) {
+      const long r = (long)ky - pt, c = (long)kx - pl;
+      const long my = dw_half_floor(r), dx = dw_half_floor(c);
+      const size_t phase = (size_t)(r - 2 * my) * 2 + (size_t)(c - 2 * dx);
+      p.off[ky * K + kx] = (ptrdiff_t)(phase * stride) + my * (ptrdiff_t)Wo + dx;
+      if (ky == 0) p.dx[kx] = (int)dx;
     }
-    for (; q < HW; q += 4) {
-      dw_flat_step(K, 1, W, pl, base + q, w, masks, m, vmin, vmax, out + q,
-                   HW - q < 4 ? HW - q : 4);
-      if ((m += 4) >= period) m -= period;
+  }
+  dw_flat_masks(K, &p);
+  /* Four phases, each: zeros, `rows` rows of Wo, zeros. Only the places an input pixel
+   * lands in are rewritten per channel; the rest stays zero. */
+  float buf[4 * DW_FLAT_PHASE_MAX] __attribute__((aligned(16)));
+  memset(buf, 0, 4 * stride * sizeof(float));
+  const size_t in_rows = H < 2 * rows ? H : 2 * rows;
+  for (size_t c = c_begin; c < c_end; c++) {
+    const float* plane = input + c * H * W;
+    for (size_t iy = 0; iy < in_rows; iy++) {
+      const float* src = plane + iy * W;
+      float* even = buf + (iy & 1) * 2 * stride + front + (iy / 2) * Wo;
+      float* odd = even + stride;
+      size_t x = 0;
+      for (; x + 8 <= W; x += 8) {
+        const v128_t a = wasm_v128_load(src + x), b = wasm_v128_load(src + x + 4);
+        wasm_v128_store(even + x / 2, wasm_i32x4_shuffle(a, b, 0, 2, 4, 6));
+        wasm_v128_store(odd + x / 2, wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
+      }
+      for (; x < W; x++) (x & 1 ? odd : even)[x / 2] = src[x];
     }
+    dw_flat_plane(K, 2, &p, buf + front, (const float*)packed + c * (1 + K * K),
+                  output + c * Ho * Wo, Ho * Wo, vmin, vmax);
   }
 }
 
@@ -338,8 +434,9 @@ SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin
 SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c_begin,
                         size_t c_end, const float* input, const void* packed, float* output,
                         float out_min, float out_max) {
-  if (S == 1 && dw_flat_fits(K, s)) {
-    dw_flat_s1(K, s, c_begin, c_end, input, packed, output, out_min, out_max);
+  if (dw_flat_fits(K, S, s)) {
+    if (S == 1) dw_flat_s1(K, s, c_begin, c_end, input, packed, output, out_min, out_max);
+    else dw_flat_s2(K, s, c_begin, c_end, input, packed, output, out_min, out_max);
     return;
   }
   const size_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
