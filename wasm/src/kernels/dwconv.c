@@ -9,8 +9,8 @@
  * (two rows, four groups of four pixels) keep the adds from waiting on each other.
  * Padding taps add w*0, so every pixel sums the same taps in the same order (bias, then
  * row by row, left to right), whatever the channel split. Rows wider than the ring allows
- * fall back to a direct kernel (scalar at the borders). Planes of up to 64x64 take the
- * whole output plane as one row instead (dw_flat_*, below).
+ * fall back to a direct kernel (scalar at the borders). Planes up to 128x128 (3x3) or
+ * 64x64 (5x5) take the whole output plane as one row instead (dw_flat_*, below).
  */
 #include <stdint.h>
 #include <string.h>
@@ -235,7 +235,7 @@ SPNN_INLINE void dw_rows(size_t K, size_t S, size_t U, size_t NR, const float* c
   }
 }
 
-/* Small planes, stride 1 or 2: the output plane is treated as one long row. Each tap
+/* Planes up to 128x128, stride 1 or 2: the output plane is treated as one long row. Each tap
  * (ky, kx) of output pixel q reads a prepared source at q + off[tap], so four pixels are
  * one vector whatever the row width (a 7- or 14-wide row no longer leaves lanes idle or
  * pays per-row set-up):
@@ -246,8 +246,12 @@ SPNN_INLINE void dw_rows(size_t K, size_t S, size_t U, size_t NR, const float* c
  * Taps that would wrap into the row before or after are cut by a column mask: each kernel
  * column is summed top down, masked (AND, so even a NaN read across the edge becomes +0),
  * then added; rows above and below read zeros. Every pixel sums bias, then kernel columns
- * left to right, each top down, whatever the channel split. */
-#define DW_FLAT_MAX_PIXELS 4096 /* input plane: 64 x 64, MobileNet's 56x56 planes and smaller */
+ * left to right, each top down, whatever the channel split.
+ *
+ * Input plane pixels: 3x3 up to 128 x 128 (MobileNet's 112x112 planes); 5x5 up to 64 x 64
+ * (on wider planes the row kernel's loads shared by two output rows win). */
+#define DW_FLAT_MAX_PIXELS 16384
+#define DW_FLAT_MAX_PIXELS_5X5 4096
 #define DW_FLAT_MAX_W 128       /* output row */
 #ifndef DW_FLAT_U
 #define DW_FLAT_U 4 /* vectors per step */
@@ -279,8 +283,8 @@ SPNN_INLINE size_t dw_phase_stride(size_t K, const spnn_dwconv_shape* s) {
 }
 
 SPNN_INLINE int dw_flat_fits(size_t K, size_t S, const spnn_dwconv_shape* s) {
-  if ((size_t)s->in_h * s->in_w > DW_FLAT_MAX_PIXELS || s->pad_top >= K || s->pad_left >= K)
-    return 0;
+  const size_t max_pixels = K <= 3 ? DW_FLAT_MAX_PIXELS : DW_FLAT_MAX_PIXELS_5X5;
+  if ((size_t)s->in_h * s->in_w > max_pixels || s->pad_top >= K || s->pad_left >= K) return 0;
   if (S == 1) return s->out_w == s->in_w && s->out_h == s->in_h && s->in_w <= DW_FLAT_MAX_W;
   /* stride 2: every input column lands in a phase column below out_w */
   return s->in_w <= 2 * s->out_w && s->out_w <= DW_FLAT_MAX_W &&
