@@ -8,6 +8,7 @@
 #   bench-kernels  builds bench_kernels.js (+ relaxed) and runs pysparse/bench/kernels.py:
 #                  table on stdout, JSON and PNG under ../build/bench/
 #   bench-kernels-ab   the working tree's SpMM/GEMM kernels against BASELINE's (see below)
+#   bench-dwconv-ab    the working tree's depthwise kernels against BASELINE's (see below)
 
 KERNEL_SRCS := src/kernels/spmm.c src/kernels/spmm_pack.c src/kernels/gemm.c \
                src/kernels/gemv.c src/kernels/conv.c src/kernels/dwconv.c \
@@ -116,4 +117,22 @@ endif
 	cd $(KROOT) && $(PYTHON) -m pysparse.bench.kernels --repeats $(BENCH_REPEATS) \
 	  $(addprefix --binary ,$(KBASE_BINS)) --out $(KROOT)/build/bench/ab
 
-.PHONY: kernel-tests bench-kernels bench-kernels-ab
+# bench-dwconv-ab BASELINE=<git revision>: the depthwise kernels of the working tree against
+# BASELINE's, alternating round by round in one binary on the plane sizes of MobileNet-style
+# models (simd128; both take the working tree's packed weights). DW_ROUNDS rounds per shape.
+KBASE_DW_RENAME := $(foreach f,dwconv_packed_bytes dwconv_pack dwconv_select f32_dwconv_generic \
+                     f32_dwconv_3x3s1 f32_dwconv_3x3s2 f32_dwconv_5x5s1 f32_dwconv_5x5s2,\
+                     -Dspnn_$(f)=base_spnn_$(f))
+BENCH_NODE ?= $(firstword $(wildcard $(CURDIR)/bench/node/node_modules/.bin/node) node)
+DW_ROUNDS ?= 41
+bench-dwconv-ab:
+	rm -rf $(KBASE) && mkdir -p $(KBASE)
+	git -C $(KROOT) archive $(BASELINE) wasm/src | tar -x -C $(KBASE)
+	cd $(KBASE)/wasm && $(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KBASE_DW_RENAME) -c \
+	  src/kernels/dwconv.c -o dwconv_base.o
+	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 -DSPNN_BENCH_BASELINE $(KERNEL_EM_LINK) \
+	  tests/dwconv_bench.c src/kernels/dwconv.c $(KBASE)/wasm/dwconv_base.o \
+	  -o $(KBUILD)/dwconv_bench_ab.js
+	$(BENCH_NODE) $(KBUILD)/dwconv_bench_ab.js $(DW_ROUNDS)
+
+.PHONY: kernel-tests bench-kernels bench-kernels-ab bench-dwconv-ab

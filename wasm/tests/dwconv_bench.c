@@ -1,17 +1,24 @@
 /* Times the depthwise kernels on the plane sizes of MobileNet-style models (one thread).
  *
- *   emcc -O3 -msimd128 -Isrc -Iinclude wasm/tests/dwconv_bench.c src/kernels/dwconv.c \
- *        -sENVIRONMENT=node -sINITIAL_MEMORY=134217728 -o dwconv_bench.js   (from wasm/)
- *   node dwconv_bench.js [ROUNDS]
+ *   make -C wasm bench-dwconv-ab [BASELINE=REV]   (builds it and runs it on the benchmark Node)
  *
  * Prints per shape the best and the median time of ROUNDS rounds (each round runs the
- * kernel for about 0.3 ms) in microseconds, and GMAC/s from the best.
+ * kernel for about 0.3 ms) in microseconds, and GMAC/s from the best. Built with
+ * SPNN_BENCH_BASELINE, it also times another revision's kernels (symbols prefixed base_),
+ * alternating with the working tree's round by round, and prints their ratio.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "kernels.h"
+
+#ifdef SPNN_BENCH_BASELINE
+spnn_dwconv_ukernel base_spnn_dwconv_select(const spnn_dwconv_shape* s);
+#define NUM_SYSTEMS 2
+#else
+#define NUM_SYSTEMS 1
+#endif
 
 static double now_us(void) {
   struct timespec ts;
@@ -37,7 +44,7 @@ int main(int argc, char** argv) {
       {128, 24, 5, 1}, {256, 12, 5, 1}, {256, 6, 5, 1},  {48, 56, 5, 1},  {96, 28, 5, 2},
       {288, 14, 5, 1}, {288, 7, 5, 1},
   };
-  double times[1000];
+  static double times[NUM_SYSTEMS][1000];
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
     const shape* sh = &shapes[i];
     /* TF SAME padding */
@@ -55,7 +62,13 @@ int main(int argc, char** argv) {
     for (size_t j = 0; j < (size_t)sh->c * sh->k * sh->k; j++) w[j] = (float)(j % 7) * 0.1f - 0.3f;
     for (size_t j = 0; j < sh->c; j++) b[j] = 0.01f * (float)j;
     spnn_dwconv_pack(&s, w, b, packed);
-    spnn_dwconv_ukernel fn = spnn_dwconv_select(&s);
+    spnn_dwconv_ukernel fns[NUM_SYSTEMS] = {
+        spnn_dwconv_select(&s),
+#ifdef SPNN_BENCH_BASELINE
+        base_spnn_dwconv_select(&s),
+#endif
+    };
+    spnn_dwconv_ukernel fn = fns[0];
     int reps = 1;
     for (;;) { /* calibrate: reps per round of about 0.3 ms */
       double t0 = now_us();
@@ -64,14 +77,23 @@ int main(int argc, char** argv) {
       reps *= 2;
     }
     for (int r = 0; r < rounds; r++) {
-      double t0 = now_us();
-      for (int q = 0; q < reps; q++) fn(&s, 0, sh->c, in, packed, o, 0.0f, 6.0f);
-      times[r] = (now_us() - t0) / reps;
+      for (int k = 0; k < NUM_SYSTEMS; k++) {
+        double t0 = now_us();
+        for (int q = 0; q < reps; q++) fns[k](&s, 0, sh->c, in, packed, o, 0.0f, 6.0f);
+        times[k][r] = (now_us() - t0) / reps;
+      }
     }
-    qsort(times, (size_t)rounds, sizeof times[0], cmp_double);
+    for (int k = 0; k < NUM_SYSTEMS; k++) qsort(times[k], (size_t)rounds, sizeof(double), cmp_double);
     const double macs = (double)sh->c * out * out * sh->k * sh->k;
-    printf("%4ux%3ux%-3u k%u s%u  best %8.1f us  median %8.1f us  %5.2f GMAC/s\n", sh->c, sh->h,
-           sh->h, sh->k, sh->s, times[0], times[rounds / 2], macs / times[0] / 1e3);
+    printf("%4ux%3ux%-3u k%u s%u  best %8.1f us  median %8.1f us  %5.2f GMAC/s", sh->c, sh->h,
+           sh->h, sh->k, sh->s, times[0][0], times[0][rounds / 2], macs / times[0][0] / 1e3);
+    if (NUM_SYSTEMS > 1) {
+      printf("  | baseline best %8.1f median %8.1f  speed-up best %.2fx median %.2fx",
+             times[NUM_SYSTEMS - 1][0], times[NUM_SYSTEMS - 1][rounds / 2],
+             times[NUM_SYSTEMS - 1][0] / times[0][0],
+             times[NUM_SYSTEMS - 1][rounds / 2] / times[0][rounds / 2]);
+    }
+    printf("\n");
     free(in);
     free(o);
     free(w);
