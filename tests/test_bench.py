@@ -73,3 +73,17 @@ def test_masked_tflite_copy_has_the_pruned_zeros():
     it = Interpreter(model_content=data)
     it.allocate_tensors()
     it.invoke()  # still a valid model for LiteRT
+
+
+def test_sparse_speedups_are_against_tflite_on_the_same_pruned_weights():
+    rows = [{"model": "m", "threads": 1, "system": sys_, "label": lab, "sparsity": s, "block": b, "median_ms": ms}
+            for sys_, lab, s, b, ms in (("tflite", "tflite dense", 0.0, 1, 20.0),
+                                         ("tflite", "tflite 80% sparse b1", 0.8, 1, 9.0),
+                                         ("tflite", "tflite 80% sparse b4", 0.8, 4, 8.0),
+                                         ("pysparse", "pysparse 80% b1", 0.8, 1, 6.0),
+                                         ("pysparse", "pysparse 80% b4", 0.8, 4, 4.0),
+                                         ("pysparse", "pysparse dense", 0.0, 1, 10.0))]
+    report.add_speedups(rows)
+    got = {r["label"]: r.get("speedup_vs_tflite_sparse") for r in rows}
+    assert got == {"tflite dense": None, "tflite 80% sparse b1": None, "tflite 80% sparse b4": None,
+                   "pysparse 80% b1": 1.5, "pysparse 80% b4": 2.0, "pysparse dense": None}

@@ -1,7 +1,9 @@
 """Benchmark results: the JSON record, the terminal table and the PNG charts.
 
 Speedups are against TFLite-wasm on the dense original (same model, same thread count, same
-browser session), the reference a sparse engine has to beat.
+browser session), the reference a sparse engine has to beat; a pruned pysparse row also gets
+its speedup over TFLite-wasm on the same pruned weights stored sparse (same sparsity and
+pruning block), which is where TFLite takes XNNPACK's own sparse path.
 """
 from __future__ import annotations
 
@@ -23,11 +25,27 @@ def baseline(rows: list[dict], row: dict) -> dict | None:
     return None
 
 
+def same_weights(rows: list[dict], row: dict) -> dict | None:
+    """TFLite's row of the pruned weights a pysparse row runs (same model, threads, sparsity,
+    block)."""
+    if row.get("system") != "pysparse" or not row.get("sparsity"):
+        return None
+    for r in rows:
+        if r.get("system") == "tflite" and "median_ms" in r and all(
+                r.get(k) == row.get(k) for k in ("model", "threads", "sparsity")) \
+                and r.get("block", 1) == row.get("block", 1):
+            return r
+    return None
+
+
 def add_speedups(rows: list[dict]) -> None:
     for r in rows:
         base = baseline(rows, r)
         if base is not None and "median_ms" in r:
             r["speedup_vs_tflite_dense"] = base["median_ms"] / r["median_ms"]
+        twin = same_weights(rows, r)
+        if twin is not None and "median_ms" in r:
+            r["speedup_vs_tflite_sparse"] = twin["median_ms"] / r["median_ms"]
 
 
 def write_json(path: Path, record: dict) -> None:
@@ -70,17 +88,18 @@ def print_table(record: dict, console=None) -> None:
     for model in dict.fromkeys(r["model"] for r in rows):
         for threads in sorted({r["threads"] for r in rows if r["model"] == model}):
             t = Table(title=f"{model}, {threads} thread{'s' if threads > 1 else ''} (ms; median of {record['runs']})")
-            for col in ("system", "load", "first", "median", "min", "max", "× tflite dense", "file KiB"):
+            for col in ("system", "load", "first", "median", "min", "max", "× tflite dense",
+                        "× tflite sparse", "file KiB"):
                 t.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
             for r in rows:
                 if r["model"] != model or r["threads"] != threads:
                     continue
                 if "error" in r:
-                    t.add_row(r["label"], "[red]" + r["error"][:60], *[""] * 6)
+                    t.add_row(r["label"], "[red]" + r["error"][:60], *[""] * 7)
                     continue
-                sp = r.get("speedup_vs_tflite_dense")
-                t.add_row(r["label"], *(f"{r[k]:.1f}" for k in TIMES),
-                          f"{sp:.2f}" if sp else "-", f"{r['file_bytes'] / 1024:.0f}")
+                sp, ss = r.get("speedup_vs_tflite_dense"), r.get("speedup_vs_tflite_sparse")
+                t.add_row(r["label"], *(f"{r[k]:.1f}" for k in TIMES), f"{sp:.2f}" if sp else "-",
+                          f"{ss:.2f}" if ss else "-", f"{r['file_bytes'] / 1024:.0f}")
             console.print(t)
 
 
@@ -124,7 +143,7 @@ def plot(record: dict, out_dir: Path) -> list[Path]:
                           and r["sparsity"] == 0 and r["threads"] == th), None)
             if dense is not None:
                 pts = [(0.0, dense)] + pts
-            name = f"{system}{' b' + str(block) if system == 'pysparse' else ''}, {th}t"
+            name = f"{system} b{block}, {th}t"
             ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], marker="o", label=name)
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_title(model, fontsize=9)
