@@ -20,6 +20,19 @@ def configs_for(artifacts, threads: int) -> list[dict]:
              "input_shape": list(a.input_shape)} for a in artifacts]
 
 
+def sessions_of(artifacts) -> list[tuple[str, list]]:
+    """The browser sessions of one thread count: per model, one per pruning block, the dense
+    files in the first. (A page holding the TFLite files of every block at 2 threads, nine
+    TFLite instances, hangs in tfjs-tflite's thread start-up; five are fine.)"""
+    out = []
+    for model in dict.fromkeys(a.model for a in artifacts):
+        mine = [a for a in artifacts if a.model == model]
+        blocks = list(dict.fromkeys(a.block for a in mine if a.sparsity > 0)) or [1]
+        for k, b in enumerate(blocks):
+            out.append((model, [a for a in mine if (a.sparsity == 0 and k == 0) or (a.sparsity > 0 and a.block == b)]))
+    return out
+
+
 def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, sparsities=SPARSITIES,
                   blocks=(1, 4), systems=("pysparse", "tflite", "ort"), out_dir: Path = OUT_DIR,
                   profile: bool = True, progress_bar: bool = True, console=None,
@@ -38,8 +51,7 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, disable=not progress_bar, transient=True) as bar:
         for th in threads:
-            for model in dict.fromkeys(a.model for a in artifacts):
-                mine = [a for a in artifacts if a.model == model]
+            for model, mine in sessions_of(artifacts):
                 task = bar.add_task(f"{model} {th}t", total=None)
 
                 def tick(done, total, what, task=task, shown=[0], th=th):
