@@ -269,17 +269,17 @@ typedef struct dw_flat_plan {
 /* floor(a / 2) for small signed a */
 SPNN_INLINE long dw_half_floor(long a) { return a >= 0 ? a / 2 : -((1 - a) / 2); }
 
-/* Stride 2: floats per phase (zeros, the phase rows taps read, zeros), and its first row. */
+/* Stride 2: where a phase's first row starts (after the zeros that taps above and left of
+ * it read), and the floats of one phase (those zeros, the rows taps read, zeros after). */
 #define DW_FLAT_PHASE_MAX (DW_FLAT_MAX_PIXELS / 4 + 4 * DW_FLAT_EDGE)
-SPNN_INLINE size_t dw_phase_front(size_t K, const spnn_dwconv_shape* s) {
-  (void)K;
+SPNN_INLINE size_t dw_phase_front(const spnn_dwconv_shape* s) {
   return ((size_t)(-dw_half_floor(-(long)s->pad_top)) * s->out_w +
           (size_t)(-dw_half_floor(-(long)s->pad_left)) + 3) & ~(size_t)3;
 }
 SPNN_INLINE size_t dw_phase_stride(size_t K, const spnn_dwconv_shape* s) {
   const size_t rows = s->out_h + (size_t)dw_half_floor((long)K - 1 - (long)s->pad_top);
   const size_t dx_hi = (size_t)dw_half_floor((long)K - 1 - (long)s->pad_left);
-  return (dw_phase_front(K, s) + rows * s->out_w + dx_hi + 4 + 3) & ~(size_t)3;
+  return (dw_phase_front(s) + rows * s->out_w + dx_hi + 4 + 3) & ~(size_t)3;
 }
 
 SPNN_INLINE int dw_flat_fits(size_t K, size_t S, const spnn_dwconv_shape* s) {
@@ -288,7 +288,6 @@ SPNN_INLINE int dw_flat_fits(size_t K, size_t S, const spnn_dwconv_shape* s) {
   if (S == 1) return s->out_w == s->in_w && s->out_h == s->in_h && s->in_w <= DW_FLAT_MAX_W;
   /* stride 2: every input column lands in a phase column below out_w */
   return s->in_w <= 2 * s->out_w && s->out_w <= DW_FLAT_MAX_W &&
-         (size_t)s->out_h * s->out_w <= DW_FLAT_MAX_PIXELS &&
          dw_phase_stride(K, s) <= DW_FLAT_PHASE_MAX;
 }
 
@@ -397,7 +396,7 @@ SPNN_INLINE void dw_flat_s2(size_t K, const spnn_dwconv_shape* s, size_t c_begin
   /* Tap (ky, kx) reads input row 2 * oy + ky - pt = 2 * (oy + my) + a and column
    * 2 * ox + kx - pl = 2 * (ox + dx) + b: phase (a, b), my rows and dx columns away. */
   const size_t rows = Ho + (size_t)dw_half_floor((long)K - 1 - pt); /* phase rows read */
-  const size_t front = dw_phase_front(K, s), stride = dw_phase_stride(K, s);
+  const size_t front = dw_phase_front(s), stride = dw_phase_stride(K, s);
   dw_flat_plan p;
   p.wo = Wo;
   for (size_t ky = 0; ky < K; ky++) {
