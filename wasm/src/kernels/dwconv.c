@@ -254,7 +254,7 @@ SPNN_INLINE void dw_rows(size_t K, size_t S, size_t U, size_t NR, const float* c
 #define DW_FLAT_MAX_PIXELS_5X5 4096
 #define DW_FLAT_MAX_W 128       /* output row */
 #ifndef DW_FLAT_U
-#define DW_FLAT_U 4 /* vectors per step */
+#define DW_FLAT_U 6 /* vectors per step: 2U + 2 vector registers, under the 16 of x86 */
 #endif
 #define DW_FLAT_EDGE (4 * DW_FLAT_MAX_W + 8 + 4 * DW_FLAT_U) /* zeros around a plane, mask length */
 
