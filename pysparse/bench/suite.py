@@ -20,13 +20,6 @@ def configs_for(artifacts, threads: int) -> list[dict]:
              "input_shape": list(a.input_shape)} for a in artifacts]
 
 
-# Idle pause before each timed run at 2+ threads: onnxruntime-web's thread pool keeps its
-# threads spinning for 20-50 ms after a run, which took the cores from whichever system ran
-# next (MobileNetV2 50% b1 at 2 threads: 25-28 ms right after ORT, 12-16 ms otherwise; a
-# 20 ms pause was not enough, 50 ms was).
-SETTLE_MS = 50
-
-
 def sessions_of(artifacts) -> list[tuple[str, list]]:
     """The browser sessions of one thread count: per model, one per pruning block, the dense
     files in the first. (A page holding the TFLite files of every block at 2 threads, nine
@@ -70,8 +63,7 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
                 try:
                     with BenchServer(models_dir) as url:
                         result = run_session(url, configs_for(mine, th), runs=runs, warmup=warmup,
-                                             profile=profile, progress=tick, timeout_s=session_timeout_s,
-                                             settle_ms=SETTLE_MS if th > 1 else 0)
+                                             profile=profile, progress=tick, timeout_s=session_timeout_s)
                 except Exception as e:  # a hung or crashed page: record it, go on with the rest
                     result = {"environment": {}, "page_errors": [str(e)],
                               "results": [{"id": a.id, "error": f"session failed: {str(e)[:200]}"} for a in mine]}

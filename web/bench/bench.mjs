@@ -111,15 +111,11 @@ const stats = (xs) => {
 
 /**
  * configs: [{id, system: 'pysparse'|'tflite'|'ort', url, threads, input_shape (NCHW)}]
- * opts: {runs, warmup, profileRuns, settleMs, progress(done, total, what)}
- * settleMs: an idle pause before every timed run, so that threads another runtime leaves
- * spinning after its own run (onnxruntime-web's pool does, for milliseconds) have gone
- * quiet and do not take the cores from the next system.
+ * opts: {runs, warmup, profileRuns, progress(done, total, what)}
  * Returns {environment, results: [{id, system, ..., load_ms, first_ms, samples_ms, median_ms, ...} | {id, error}]}
  */
 export async function runBench(configs, opts = {}) {
   const runs = opts.runs ?? 20, warmup = opts.warmup ?? 3, profileRuns = opts.profileRuns ?? 5;
-  const settle = () => (opts.settleMs > 0 ? new Promise((ok) => setTimeout(ok, opts.settleMs)) : null);
   const progress = opts.progress || globalThis.benchProgress || (() => {});
   const total = configs.length * (2 + warmup) + runs * configs.length;
   let done = 0;
@@ -149,7 +145,6 @@ export async function runBench(configs, opts = {}) {
   }
   for (let r = 0; r < runs; r++) {
     for (const { cfg, runner, result } of live) {
-      await settle();
       const t = performance.now();
       await runner.run();
       result.samples_ms.push(performance.now() - t);
