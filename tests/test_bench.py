@@ -89,15 +89,17 @@ def test_sparse_speedups_are_against_tflite_on_the_same_pruned_weights():
                    "pysparse 80% b1": 1.5, "pysparse 80% b4": 2.0, "pysparse dense": None}
 
 
-def test_sessions_split_by_pruning_block_with_the_dense_files_in_the_first():
+def test_sessions_split_by_pruning_block_with_the_dense_files_in_the_first_and_ort_apart():
     from pysparse.bench.runtimes import Artifact
     from pysparse.bench.suite import sessions_of
 
     arts = [Artifact(m, sys_, s, b, Path(f"{m}{sys_}{s}{b}"), (1, 3, 8, 8), f"{sys_} {s} b{b}")
             for m in ("a", "b") for sys_ in ("pysparse", "tflite")
             for s, b in ((0.0, 1), (0.8, 1), (0.8, 4), (0.9, 1), (0.9, 4))]
+    arts.append(Artifact("a", "ort", 0.0, 1, Path("a.onnx"), (1, 3, 8, 8), "ort dense"))
     got = [(m, sorted((a.system, a.sparsity, a.block) for a in mine)) for m, mine in sessions_of(arts)]
     dense = [("pysparse", 0.0, 1), ("tflite", 0.0, 1)]
     b1 = [(sys_, s, 1) for sys_ in ("pysparse", "tflite") for s in (0.8, 0.9)]
     b4 = [(sys_, s, 4) for sys_ in ("pysparse", "tflite") for s in (0.8, 0.9)]
-    assert got == [("a", sorted(dense + b1)), ("a", sorted(b4)), ("b", sorted(dense + b1)), ("b", sorted(b4))]
+    assert got == [("a", sorted(dense + b1)), ("a", sorted(b4)), ("a", [("ort", 0.0, 1)]),
+                   ("b", sorted(dense + b1)), ("b", sorted(b4))]

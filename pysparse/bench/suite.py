@@ -21,15 +21,21 @@ def configs_for(artifacts, threads: int) -> list[dict]:
 
 
 def sessions_of(artifacts) -> list[tuple[str, list]]:
-    """The browser sessions of one thread count: per model, one per pruning block, the dense
-    files in the first. (A page holding the TFLite files of every block at 2 threads, nine
-    TFLite instances, hangs in tfjs-tflite's thread start-up; five are fine.)"""
+    """The browser sessions of one thread count: per model, one per pruning block for
+    pysparse and TFLite, the dense files in the first, and onnxruntime-web in a page of its
+    own. (A page holding the TFLite files of every block at 2 threads, nine TFLite
+    instances, hangs in tfjs-tflite's thread start-up; five are fine. At 2 threads whatever
+    ran right after onnxruntime-web in a round took up to twice its time, for tens of ms
+    after ORT's run, spinning threads or not.)"""
     out = []
     for model in dict.fromkeys(a.model for a in artifacts):
-        mine = [a for a in artifacts if a.model == model]
+        mine = [a for a in artifacts if a.model == model and a.system != "ort"]
         blocks = list(dict.fromkeys(a.block for a in mine if a.sparsity > 0)) or [1]
         for k, b in enumerate(blocks):
             out.append((model, [a for a in mine if (a.sparsity == 0 and k == 0) or (a.sparsity > 0 and a.block == b)]))
+        ort = [a for a in artifacts if a.model == model and a.system == "ort"]
+        if ort:
+            out.append((model, ort))
     return out
 
 
