@@ -121,7 +121,6 @@ def _pointwise_sparsity(graph) -> float:
 def _mediapipe(name: str, out: Path, sparsities, blocks) -> list[Artifact]:
     from .. import assets
     from ..importers import load_model
-    from ..importers.tflite_sparse import sparsify_tflite
     from ..pack import pack
     from ..prune import oneshot
 
@@ -143,17 +142,20 @@ def _mediapipe(name: str, out: Path, sparsities, blocks) -> list[Artifact]:
                                  {"pointwise_sparsity": _pointwise_sparsity(pruned)}))
             # TFLite gets the same zeros, in its own sparse storage.
             masked, n = mask_tflite_weights(original, pruned)
-            converted: list = []
-            data = sparsify_tflite(masked, min_sparsity=max(0.0, s - 0.02), converted=converted)
-            arts.append(_tflite_sparse(name, s, block, blocks, out, data, shape,
-                                       {"masked_weights": n, "stored_sparse": len(converted)}))
+            arts.append(_tflite_sparse(name, s, block, blocks, out, masked, shape, {"masked_weights": n}))
     return arts
 
 
-def _tflite_sparse(name, s, block, blocks, out: Path, data: bytes, shape, notes) -> Artifact:
-    """TFLite's sparse-stored copy of the pysparse S% bB weights. XNNPACK's sparse path on
-    WebAssembly has one-row kernels only, so block-4 zeros run there like any others: the
-    block-4 row shows what the structure gains pysparse alone."""
+def _tflite_sparse(name, s, block, blocks, out: Path, pruned_tflite: bytes, shape, notes) -> Artifact:
+    """TFLite's sparse-stored copy of the pysparse S% bB weights (`pruned_tflite`: the pruned
+    weights, stored dense). XNNPACK's sparse path on WebAssembly has one-row kernels only, so
+    block-4 zeros run there like any others: the block-4 row shows what the structure gains
+    pysparse alone."""
+    from ..importers.tflite_sparse import sparsify_tflite
+
+    converted: list = []
+    data = sparsify_tflite(pruned_tflite, min_sparsity=max(0.0, s - 0.02), converted=converted)
+    notes = {**notes, "stored_sparse": len(converted)}
     tag = f"b{block}" if len(blocks) > 1 else ""
     label = f"tflite {_pct(s)}% sparse" + (f" {tag}" if tag else "")
     return Artifact(name, "tflite", s, block, _write(out / f"{name}.s{_pct(s)}{tag}.sparse.tflite", data),
@@ -166,7 +168,6 @@ def _mobilenet(out: Path, sparsities, blocks, include_ort: bool = True) -> list[
     import torch
 
     from ..exporters import export_tflite
-    from ..importers.tflite_sparse import sparsify_tflite
     from ..importers.torch import export_onnx, from_torch
     from ..pack import pack
     from ..passes import optimize
@@ -191,9 +192,7 @@ def _mobilenet(out: Path, sparsities, blocks, include_ort: bool = True) -> list[
             g = optimize(from_torch(model, x))
             arts.append(Artifact(name, "pysparse", s, block, _write(out / f"{name}.s{_pct(s)}b{block}.spnn", pack(g)),
                                  shape, f"pysparse {_pct(s)}% b{block}", {"pointwise_sparsity": _pointwise_sparsity(g)}))
-            converted: list = []
-            data = sparsify_tflite(export_tflite(g), min_sparsity=max(0.0, s - 0.02), converted=converted)
-            arts.append(_tflite_sparse(name, s, block, blocks, out, data, shape, {"stored_sparse": len(converted)}))
+            arts.append(_tflite_sparse(name, s, block, blocks, out, export_tflite(g), shape, {}))
     return arts
 
 
