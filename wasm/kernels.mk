@@ -95,9 +95,11 @@ ifeq ($(HAVE_CLANG16),1)
 KBASE_BINS += $(KBUILD)/bench_kernels_ab_relaxed.js
 KBASE_RELAXED_DEPS := $(KERNEL_RELAXED_OBJS) $(KBUILD)/relaxed/bench/peak_probe.o
 endif
+# BASELINE's wasm/src under $(KBASE)
+KBASE_CHECKOUT = rm -rf $(KBASE) && mkdir -p $(KBASE) && \
+                 git -C $(KROOT) archive $(BASELINE) wasm/src | tar -x -C $(KBASE)
 bench-kernels-ab: $(KBASE_RELAXED_DEPS)
-	rm -rf $(KBASE) && mkdir -p $(KBASE)
-	git -C $(KROOT) archive $(BASELINE) wasm/src | tar -x -C $(KBASE)
+	$(KBASE_CHECKOUT)
 	cd $(KBASE)/wasm && $(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KBASE_RENAME) -c \
 	  $(addprefix src/kernels/,$(KBASE_SRCS))
 	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 -DSPNN_BENCH_BASELINE $(KERNEL_EM_LINK) \
@@ -123,11 +125,11 @@ endif
 KBASE_DW_RENAME := $(foreach f,dwconv_packed_bytes dwconv_pack dwconv_select f32_dwconv_generic \
                      f32_dwconv_3x3s1 f32_dwconv_3x3s2 f32_dwconv_5x5s1 f32_dwconv_5x5s2,\
                      -Dspnn_$(f)=base_spnn_$(f))
-BENCH_NODE ?= $(firstword $(wildcard $(CURDIR)/bench/node/node_modules/.bin/node) node)
+# the Node the kernel benchmark runs on (pysparse/bench/kernels.py decides)
+BENCH_NODE = $(shell cd $(KROOT) && $(PYTHON) -m pysparse.bench.kernels --which-node)
 DW_ROUNDS ?= 41
 bench-dwconv-ab:
-	rm -rf $(KBASE) && mkdir -p $(KBASE)
-	git -C $(KROOT) archive $(BASELINE) wasm/src | tar -x -C $(KBASE)
+	$(KBASE_CHECKOUT)
 	cd $(KBASE)/wasm && $(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KBASE_DW_RENAME) -c \
 	  src/kernels/dwconv.c -o dwconv_base.o
 	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 -DSPNN_BENCH_BASELINE $(KERNEL_EM_LINK) \

@@ -170,14 +170,21 @@ def plot(summary: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--binary", action="append", type=Path, required=True)
+    ap.add_argument("--binary", action="append", type=Path)
     ap.add_argument("--repeats", type=int, default=9, help="repeats per run (interleaved)")
     ap.add_argument("--rounds", type=int, default=2, help="runs per binary, alternating")
     ap.add_argument("--target-ms", type=float, default=1.0, help="length of one measurement")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     ap.add_argument("--node", default=str(BENCH_NODE) if BENCH_NODE.exists() else "node",
                     help="the node binary (default: wasm/bench/node's when installed, else node)")
+    ap.add_argument("--which-node", action="store_true",
+                    help="print the node the kernel benchmarks run on, and exit")
     args = ap.parse_args(argv)
+    if args.which_node:
+        print(args.node)
+        return 0
+    if not args.binary:
+        ap.error("--binary is required")
 
     versions = node_version(args.node)
     print(f"Node {versions['node']} (V8 {versions['v8']})", file=sys.stderr)
