@@ -359,3 +359,29 @@ def test_spmm_pack_rejects_bad_columns(harnesses, tmp_path):
         proc = subprocess.run([str(harnesses / "harness_asan"), str(tmp_path / "bad.bin"),
                                str(tmp_path / "out.bin")], capture_output=True, text=True)
         assert proc.returncode == 2 and "spmm pack rejected" in proc.stderr, proc.stderr
+
+
+# ---- the kernel benchmark's runner ---------------------------------------------------------
+
+def test_kernel_benchmark_runner_on_the_native_build():
+    """`make -C wasm bench-kernels-native` path: the benchmark driver built natively runs
+    every MobileNetV2 1x1 shape and the runner sums it into the reported totals (this
+    checks the bookkeeping, not speeds)."""
+    from pysparse.bench import kernels as kbench
+
+    binary = BUILD / "bench_kernels_native"
+    subprocess.run(["make", "-C", str(ROOT / "wasm"), str(binary)], check=True,
+                   stdout=subprocess.DEVNULL)
+    summary = kbench.summarise(kbench.collect([], [binary], repeats=1, rounds=1, target_ms=0.02))
+    assert list(summary) == ["native-simd128"]
+    s = summary["native-simd128"]
+    assert s["peak_gflops_median"] > 0
+    shapes = {(l["hw"], l["cin"], l["cout"]) for l in s["layers"]}
+    assert len(shapes) == 13 and (7, 320, 1280) in shapes and (112, 32, 16) in shapes
+    t = s["totals"]
+    assert {"dense@0", "spmm@80", "spmm_block4@80", "spmm@90"} <= set(t)
+    # effective flops count the nonzeros: 80% sparse is a fifth of the dense work
+    assert abs(t["spmm@80"]["flops"] / t["dense@0"]["flops"] - 0.2) < 0.01
+    for v in t.values():
+        assert v["gflops_median"] > 0 and v["best_ms"] <= v["median_ms"]
+        assert v["speedup_vs_dense_median"] > 0

@@ -9,6 +9,8 @@
 #                  table on stdout, JSON and PNG under ../build/bench/
 #   bench-kernels-ab   the working tree's SpMM/GEMM kernels against BASELINE's (see below)
 #   bench-dwconv-ab    the working tree's depthwise kernels against BASELINE's (see below)
+#   bench-kernels-native  the simd128 wasm build against a native x86 build of the same
+#                  sources (SIMDe, 128-bit vectors), alternating in one benchmark run
 
 KERNEL_SRCS := src/kernels/spmm.c src/kernels/spmm_pack.c src/kernels/gemm.c \
                src/kernels/gemv.c src/kernels/conv.c src/kernels/dwconv.c \
@@ -137,4 +139,18 @@ bench-dwconv-ab:
 	  -o $(KBUILD)/dwconv_bench_ab.js
 	$(BENCH_NODE) $(KBUILD)/dwconv_bench_ab.js $(DW_ROUNDS)
 
-.PHONY: kernel-tests bench-kernels bench-kernels-ab bench-dwconv-ab
+# bench-kernels-native: the same kernel sources compiled for this CPU (SIMDe maps each wasm
+# SIMD128 operation onto SSE/AVX with 128-bit vectors; no auto-vectorising, so no wider
+# vectors than the wasm code has), timed in turn with the simd128 wasm build. The gap
+# between the two is what compiling to wasm and V8's code generation cost these kernels.
+# On x86-64, AVX encodings (three operands), as V8 emits for wasm SIMD on this hardware.
+KERNEL_NATIVE_ARCH := $(if $(filter x86_64,$(shell uname -m)),-mavx)
+$(KBUILD)/bench_kernels_native: bench/bench_kernels.c bench/peak_probe.c $(KERNEL_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC_NATIVE) $(KERNEL_CFLAGS) -O3 -DNDEBUG $(KERNEL_NATIVE_ARCH) -fno-vectorize -fno-slp-vectorize \
+	  bench/bench_kernels.c bench/peak_probe.c $(KERNEL_SRCS) -o $@ -lm
+bench-kernels-native: $(KBUILD)/bench_kernels.js $(KBUILD)/bench_kernels_native
+	cd $(KROOT) && $(PYTHON) -m pysparse.bench.kernels --repeats $(BENCH_REPEATS) \
+	  $(addprefix --binary ,$^) --out $(KROOT)/build/bench/native
+
+.PHONY: kernel-tests bench-kernels bench-kernels-ab bench-dwconv-ab bench-kernels-native

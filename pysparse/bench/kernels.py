@@ -16,7 +16,10 @@ The SIMD peak probe's samples vary too (on the shared virtual machine here the v
 units give ~35-40 GFLOP/s most of the time, ~45 in quiet windows): read medians against
 the probe's median and bests against its best (the "% peak" columns). A binary built by
 `make -C wasm bench-kernels-ab BASELINE=<rev>` also carries that revision's kernels
-("base_" rows), timed case by case in the same run.
+("base_" rows), timed case by case in the same run. A binary without the .js suffix is a
+native build of the same C kernels (`make -C wasm bench-kernels-native`, variant
+"native-simd128"), run directly, in turn with the wasm ones: what the kernels cost on this
+CPU when neither the compiler to wasm nor V8 stands in between.
 """
 from __future__ import annotations
 
@@ -55,7 +58,9 @@ def node_command(node: str, versions: dict) -> list[str]:
 def run_binary(node: list[str], binary: Path, repeats: int, target_ms: float) -> dict:
     env = dict(os.environ)
     env.pop("NODE_OPTIONS", None)
-    proc = subprocess.run([*node, str(binary), str(repeats), str(target_ms)],
+    # .js binaries run in Node; others are native builds of the same kernels (a comparison)
+    runner = [*node] if binary.suffix == ".js" else []
+    proc = subprocess.run([*runner, str(binary), str(repeats), str(target_ms)],
                           capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{binary} failed:\n{proc.stderr[-2000:]}")

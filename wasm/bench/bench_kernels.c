@@ -16,8 +16,12 @@
 
 #ifdef __EMSCRIPTEN__
 #include <emscripten.h>
+#define BENCH_TARGET ""
 static double now_ms(void) { return emscripten_get_now(); }
 #else
+/* The same kernels compiled for the host CPU (SIMDe), to tell what the compiler to wasm
+ * and V8 cost from what the kernels themselves cost (make -C wasm bench-kernels-native). */
+#define BENCH_TARGET "native-"
 static double now_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -288,8 +292,8 @@ int main(int argc, char** argv) {
     }
   }
 
-  printf("{\"variant\": \"%s\", \"repeats\": %d, \"preempted_retries\": %d, "
-         "\"peak_gflops\": [", spnn_kernels_variant(), repeats, total_retries);
+  printf("{\"variant\": \"%s%s\", \"repeats\": %d, \"preempted_retries\": %d, "
+         "\"peak_gflops\": [", BENCH_TARGET, spnn_kernels_variant(), repeats, total_retries);
   for (int r = 0; r < num_peaks; r++) printf("%s%.3f", r ? ", " : "", peaks[r]);
   printf("],\n \"cases\": [\n");
   int first = 1;
