@@ -201,6 +201,11 @@ static double time_system(const layer* l, const system_t* s, int iters) {
 enum { kMaxRetries = 20 };
 static int total_retries;
 static double time_system_unpreempted(const layer* l, const system_t* s, int iters) {
+  /* One untimed run first: the system before this one may have worked on another layer's
+   * tensors, and a sample of one or two runs would otherwise time this layer's data coming
+   * back into the caches (it did: the first system of every layer measured up to 1.8x
+   * slower than an identical copy of it run right after). */
+  run_system(l, s);
   double ms = 0.0;
   for (int attempt = 0; attempt <= kMaxRetries; attempt++) {
     const double w0 = wait_ms();
