@@ -204,7 +204,8 @@ def gemm_cases(seed=2) -> list[Case]:
     rng = np.random.default_rng(seed)
     cases = []
     for pixels, cols, rows in [(1, 3, 1), (3, 5, 2), (17, 16, 9), (33, 24, 13), (49, 160, 20),
-                               (196, 64, 7), (3141, 8, 5), (8, 1, 4), (100, 300, 3)]:
+                               (196, 64, 7), (3141, 8, 5), (8, 1, 4), (100, 300, 3),
+                               (57, 96, 37), (49, 1030, 6)]:
         w = rng.uniform(-1, 1, (rows, cols)).astype(np.float32)
         bias = rng.uniform(-1, 1, rows).astype(np.float32) if rng.random() < 0.8 else None
         act = ACTS[int(rng.integers(len(ACTS)))]

@@ -80,6 +80,39 @@ SPNN_INLINE void gemm_tile(size_t width, size_t rows, size_t cols, const float* 
   }
 }
 
+/* Planes whose length is not a multiple of four floats (7x7: 49) leave most channels'
+ * vectors unaligned: a tile's 32 bytes of a channel then often straddle two cache lines, so
+ * with hundreds of channels the tile's pixels overflow L1 and every block of output rows
+ * reads them again from L2. For such planes each full tile is first copied into one
+ * contiguous block (GEMM_MR floats per channel, up to GEMM_PACK_COLS channels, on the
+ * stack), which stays in L1 for all row blocks: 1.3-1.8x on MobileNetV2's 7x7 layers. On
+ * aligned planes the copy costs more than it saves (it takes the tile's cache misses all at
+ * once, with no arithmetic to hide them behind). */
+#ifndef GEMM_PACK_COLS
+#define GEMM_PACK_COLS 1024
+#endif
+
+/* The full tiles of [0, length) (length >= GEMM_MR), each through the packed copy; the last
+ * one overlaps its predecessor as in spnn_gemm_run. */
+__attribute__((noinline)) static void gemm_run_packed(size_t rows, size_t cols, const float* w,
+                                                      size_t length, const float* input,
+                                                      size_t input_stride, float* output,
+                                                      size_t output_stride, v128_t vmin,
+                                                      v128_t vmax) {
+  float x[GEMM_PACK_COLS * GEMM_MR] __attribute__((aligned(16)));
+  for (size_t done = 0; done < length;) {
+    const size_t p = length - done >= GEMM_MR ? done : length - GEMM_MR;
+    const float* in = input + p;
+    float* px = x;
+    for (size_t k = 0; k < cols; k++, in += input_stride, px += GEMM_MR) {
+      _Pragma("clang loop unroll(full)")
+      for (size_t j = 0; j < GEMM_MR / 4; j++) wasm_v128_store(px + 4 * j, wasm_v128_load(in + 4 * j));
+    }
+    gemm_tile(GEMM_MR, rows, cols, w, x, GEMM_MR, output + p, output_stride, vmin, vmax);
+    done = p + GEMM_MR;
+  }
+}
+
 void spnn_gemm_run(uint32_t rows, uint32_t cols, const void* packed, size_t pixel_begin,
                    size_t pixel_end, const float* input, size_t input_stride, float* output,
                    size_t output_stride, float out_min, float out_max) {
@@ -90,6 +123,12 @@ void spnn_gemm_run(uint32_t rows, uint32_t cols, const void* packed, size_t pixe
   size_t remaining = pixel_end - pixel_begin;
   input += pixel_begin;
   output += pixel_begin;
+  if (input_stride % 4 != 0 && rows > GEMM_NR && cols <= GEMM_PACK_COLS &&
+      remaining >= GEMM_MR) {
+    gemm_run_packed(rows, cols, w, remaining, input, input_stride, output, output_stride, vmin,
+                    vmax);
+    return;
+  }
   while (remaining >= GEMM_MR) {
     gemm_tile(GEMM_MR, rows, cols, w, input, input_stride, output, output_stride, vmin, vmax);
     input += GEMM_MR;
