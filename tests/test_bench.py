@@ -31,7 +31,7 @@ def test_smoke_run_is_well_formed(tmp_path):
     # the TFLite row of the pruned model really has its 1x1 weights stored sparse
     sparse_tflite = next(r for r in rows if r["system"] == "tflite" and r["sparsity"])
     assert sparse_tflite["notes"]["stored_sparse"] > 10
-    for name in ("time_hand_landmark_lite.png", "speedup.png"):
+    for name in ("time_hand_landmark_lite.png", "layers_hand_landmark_lite.png", "speedup.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -43,6 +43,21 @@ def test_validate_reports_bad_rows():
     assert report.validate(record) == ["m/x/1t: median_ms = 0.0"]
     record["results"] = [{**row, "median_ms": 1.0, "error": "boom"}]
     assert report.validate(record) == ["m/x/1t: boom"]
+
+
+def test_layer_breakdown_sums_the_profile_by_kind_of_kernel():
+    layers = [{"name": "a", "op": "CONV2D", "kernel": "spmm_24x1", "us": 10},
+              {"name": "b", "op": "CONV2D", "kernel": "spmm_8x4", "us": 5},
+              {"name": "c", "op": "CONV2D", "kernel": "dwconv_3x3s1", "us": 7},
+              {"name": "d", "op": "CONV2D", "kernel": "conv_im2col", "us": 3},
+              {"name": "e", "op": "FULLY_CONNECTED", "kernel": "gemv", "us": 2},
+              {"name": "f", "op": "ADD", "kernel": "rows_vv", "us": 1}]
+    rows = [{"model": "m", "threads": 1, "label": "pysparse 80% b1", "layers": layers},
+            {"model": "m", "threads": 1, "label": "tflite dense"},
+            {"model": "other", "threads": 1, "label": "pysparse dense", "layers": layers}]
+    assert report.layer_breakdown(rows, "m") == {("pysparse 80% b1", 1): {
+        "sparse 1x1 and FC": 15.0, "depthwise": 7.0, "KxK convolution": 3.0,
+        "dense 1x1 and FC": 2.0, "other ops": 1.0}}
 
 
 def test_speedups_are_against_tflite_dense_of_the_same_session():

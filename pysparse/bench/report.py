@@ -103,9 +103,32 @@ def print_table(record: dict, console=None) -> None:
             console.print(t)
 
 
+# Engine kernels grouped for the per-layer chart: the first matching prefix names the group.
+KERNEL_GROUPS = (("spmm", "sparse 1x1 and FC"), ("fc_sparse", "sparse 1x1 and FC"),
+                 ("gemm", "dense 1x1 and FC"), ("gemv", "dense 1x1 and FC"), ("fc", "dense 1x1 and FC"),
+                 ("dwconv", "depthwise"), ("conv", "KxK convolution"))
+
+
+def kernel_group(kernel: str) -> str:
+    return next((name for prefix, name in KERNEL_GROUPS if kernel.startswith(prefix)), "other ops")
+
+
+def layer_breakdown(rows: list[dict], model: str) -> dict:
+    """{(label, threads): {group: microseconds}} from the pysparse rows' per-layer profiles."""
+    out: dict = {}
+    for r in rows:
+        if r["model"] == model and r.get("layers"):
+            groups = out.setdefault((r["label"], r["threads"]), {})
+            for layer in r["layers"]:
+                g = kernel_group(layer.get("kernel") or layer["op"])
+                groups[g] = groups.get(g, 0.0) + layer["us"]
+    return out
+
+
 def plot(record: dict, out_dir: Path) -> list[Path]:
-    """time_<model>.png (median per system and thread count) and speedup.png (speedup over
-    TFLite dense against sparsity)."""
+    """time_<model>.png (median per system and thread count), layers_<model>.png (pysparse's
+    per-layer profile summed by kind of kernel) and speedup.png (speedup over TFLite dense
+    against sparsity)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -129,6 +152,31 @@ def plot(record: dict, out_dir: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         path = out_dir / f"time_{model}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    for model in models:
+        breakdown = layer_breakdown(rows, model)
+        if not breakdown:
+            continue
+        groups = [g for g in dict.fromkeys(name for _, name in KERNEL_GROUPS) if
+                  any(g in v for v in breakdown.values())]
+        groups += sorted({g for v in breakdown.values() for g in v} - set(groups))
+        keys = list(breakdown)
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(keys) + 1.6))
+        left = [0.0] * len(keys)
+        for g in groups:
+            vals = [breakdown[k].get(g, 0.0) / 1000 for k in keys]
+            ax.barh(range(len(keys)), vals, left=left, label=g)
+            left = [a + b for a, b in zip(left, vals)]
+        ax.set_yticks(range(len(keys)))
+        ax.set_yticklabels([f"{label}, {th}t" for label, th in keys], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("ms per inference (profiled runs, summed by kind of kernel)")
+        ax.set_title(f"{model}: where pysparse's time goes")
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        path = out_dir / f"layers_{model}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
