@@ -110,6 +110,7 @@ KERNEL_GROUPS = (("spmm", "sparse 1x1 and FC"), ("fc_sparse", "sparse 1x1 and FC
 
 
 def kernel_group(kernel: str) -> str:
+    """The chart group of an engine kernel name ("other ops" when no prefix matches)."""
     return next((name for prefix, name in KERNEL_GROUPS if kernel.startswith(prefix)), "other ops")
 
 
@@ -159,9 +160,8 @@ def plot(record: dict, out_dir: Path) -> list[Path]:
         breakdown = layer_breakdown(rows, model)
         if not breakdown:
             continue
-        groups = [g for g in dict.fromkeys(name for _, name in KERNEL_GROUPS) if
-                  any(g in v for v in breakdown.values())]
-        groups += sorted({g for v in breakdown.values() for g in v} - set(groups))
+        order = dict.fromkeys([name for _, name in KERNEL_GROUPS] + ["other ops"])
+        groups = [g for g in order if any(g in v for v in breakdown.values())]
         keys = list(breakdown)
         fig, ax = plt.subplots(figsize=(8, 0.35 * len(keys) + 1.6))
         left = [0.0] * len(keys)

@@ -86,8 +86,8 @@ SPNN_INLINE void gemm_tile(size_t width, size_t rows, size_t cols, const float* 
  * reads them again from L2. For such planes each full tile is first copied into one
  * contiguous block (GEMM_MR floats per channel, up to GEMM_PACK_COLS channels, on the
  * stack), which stays in L1 for all row blocks: 1.25-1.4x on MobileNetV2's 7x7 layers. On
- * aligned planes the copy gains nothing (0.77-1.09x per layer: it takes the tile's cache
- * misses all at once, with no arithmetic to hide them behind). */
+ * aligned planes the copy gains nothing (0.77-1.09x per layer; likely because it takes the
+ * tile's cache misses all at once, with no arithmetic to hide them behind). */
 #ifndef GEMM_PACK_COLS
 #define GEMM_PACK_COLS 1024
 #endif
