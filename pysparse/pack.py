@@ -3,6 +3,10 @@ its cheapest encoding, metadata filled in as docs/format.md lists).
 
     data = pack(graph, weights="fp16")                 # bytes
     pack_file("model.tflite", "model.spnn", sparse=True)  # import, pack, write atomically
+
+Without `weights`, the weights keep the source's precision: fp16 when every weight of the
+imported model is exactly a float16 value (as in fp16 TFLite files, whose weights come
+through DEQUANTIZE), else fp32.
 """
 from __future__ import annotations
 
@@ -35,6 +39,24 @@ def dense_macs(graph: Graph, op: Op) -> int:
         x = graph.tensors[op.inputs[0]].shape
         return int(np.prod(w, dtype=np.int64)) * x[0] * x[2] * x[3]
     return w[0] * w[1] * out[0]  # FULLY_CONNECTED
+
+
+def source_precision(graph: Graph) -> str:
+    """"fp16" when every weight of the weight-bearing ops holds only float16 values (so
+    storing them as fp16 loses nothing), else "fp32"."""
+    seen = False
+    for op in graph.ops:
+        if op.type not in WEIGHT_OPS:
+            continue
+        data = graph.tensors[op.inputs[1]].data
+        if data is None:
+            continue
+        seen = True
+        w = np.asarray(data, dtype=np.float32)
+        with np.errstate(over="ignore"):
+            if not np.array_equal(w.astype(np.float16).astype(np.float32), w):
+                return "fp32"
+    return "fp16" if seen else "fp32"
 
 
 def choose_encodings(graph: Graph, weights: str = "fp32", sparse: bool | None = None):
@@ -108,12 +130,15 @@ def build_metadata(graph: Graph, layers: list, arena_bytes: int, extra: dict | N
     return meta
 
 
-def pack(graph: Graph, weights: str = "fp32", sparse: bool | None = None, metadata: dict | None = None,
+def pack(graph: Graph, weights: str | None = None, sparse: bool | None = None, metadata: dict | None = None,
          optimize: bool = True) -> bytes:
     """`.spnn` bytes of `graph` (which is not modified). weights: "fp32", "fp16" or "int8"
-    for the weights of convolutions and fully connected layers (biases stay f32); sparse:
-    None lets the cost model pick per layer, True forces sparse wherever the engine can run
-    it, False forces dense."""
+    for the weights of convolutions and fully connected layers (biases stay f32), or None
+    for the source's precision (`source_precision`, judged before the passes fold anything
+    into the weights); sparse: None lets the cost model pick per layer, True forces sparse
+    wherever the engine can run it, False forces dense."""
+    if weights is None:
+        weights = source_precision(graph)
     g = copy.deepcopy(graph)
     if optimize:
         from .passes import optimize as run_passes
@@ -141,7 +166,7 @@ def same_file(a, b) -> bool:
         return False
 
 
-def pack_file(src, dst, weights: str = "fp32", sparse: bool | None = None, metadata: dict | None = None,
+def pack_file(src, dst, weights: str | None = None, sparse: bool | None = None, metadata: dict | None = None,
               graph_hook=None) -> bytes:
     """Imports the model at `src`, packs it and writes `dst` atomically; returns the bytes.
     Refuses to write over `src`. `graph_hook(graph)` may rewrite the imported graph first."""

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
                    help="leave layers whose weight name matches this glob dense (repeatable)")
     p.add_argument("--include", action="append", default=[], metavar="PATTERN",
                    help="prune layers matching this glob even where the default rule would not (repeatable)")
-    p.add_argument("--weights", choices=("fp32", "fp16"), default="fp32", help="storage of the weights")
+    p.add_argument("--weights", choices=("fp32", "fp16"), default=None,
+                   help="storage of the weights (default: the source's precision, as `pysparse pack`)")
     p.add_argument("--calibrate", action="store_true",
                    help="choose the zeros from activations on calibration images and refit the kept weights "
                         "by least squares, layer by layer (much closer to the dense model; needs torch)")
@@ -58,7 +59,7 @@ def run(args) -> int:
     from rich.console import Console
 
     from ..format.reader import read_spnn
-    from ..pack import pack, same_file, write_atomic
+    from ..pack import pack, same_file, source_precision, write_atomic
     from ..prune import ir_report, oneshot, rich_table
     if not 0.0 <= args.sparsity < 1.0:
         raise ValueError(f"--sparsity must be in [0, 1), got {args.sparsity}")
@@ -67,6 +68,7 @@ def run(args) -> int:
     if not args.output.parent.is_dir():
         raise FileNotFoundError(f"output folder {args.output.parent} does not exist")
     graph, source = load_any(args.model)
+    weights = args.weights or source_precision(graph)  # judged before pruning refits anything
     rule = dict(exclude=args.exclude, include=args.include)
     if args.calibrate:
         from .. import assets
@@ -84,7 +86,7 @@ def run(args) -> int:
         method = "one-shot magnitude"
     meta = {"source": source, "pruning": {"method": method, "sparsity": args.sparsity,
                                           "block": args.block, "scope": args.scope}}
-    data = pack(pruned, weights=args.weights, metadata=meta)
+    data = pack(pruned, weights=weights, metadata=meta)
     back = read_spnn(data)  # what we write must read back
     write_atomic(args.output, data)
     console = Console()
@@ -94,5 +96,5 @@ def run(args) -> int:
     layers = back.metadata.get("layers", [])
     n_sparse = sum(1 for x in layers if x["encoding"] == "sparse")
     console.print(f"wrote {args.output}: {len(data):,} bytes, {n_sparse}/{len(layers)} weights stored sparse "
-                  f"({args.weights})")
+                  f"({weights})")
     return 0
