@@ -26,6 +26,7 @@ $(STAMPS)/apt: scripts/setup-apt.sh
 $(STAMPS)/venv: requirements.lock pyproject.toml $(STAMPS)/apt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip uninstall -q -y pysparse 2>/dev/null || true  # the distribution's former name
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@mkdir -p $(STAMPS) && touch $@
 

@@ -1,10 +1,16 @@
-"""Real models from registry packages, extracted into a local cache at set-up.
+"""Where things are (checkout or installed wheel), and real models from registry packages.
 
 npm's `@mediapipe/hands` carries the hand landmark models as plain files and bundles the
 palm detection models inside `hands_solution_packed_assets.data`, whose offsets are listed
 in the `loadPackage({...})` call of `hands_solution_packed_assets_loader.js`.
 
-    python -m pysparse.assets            # extract into ./models (a no-op when present)
+    python -m pysparse.assets            # extract into the models folder (a no-op when present)
+
+In a checkout the npm packages come from its node_modules/ (`make setup`) and the models go
+to models/. An installed wheel has no checkout: it looks for a node_modules/ folder in the
+current directory, else fetches the pinned npm packages with `npm pack` into its cache
+(`$PYSPARSE_CACHE`, else `$XDG_CACHE_HOME/pysparse` or `~/.cache/pysparse`), and keeps
+models there too. `$PYSPARSE_NODE_MODULES` and `$PYSPARSE_MODELS` override both.
 """
 from __future__ import annotations
 
@@ -13,7 +19,10 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 from .fsutil import write_atomic
@@ -31,20 +40,91 @@ MODELS = {
 }
 
 
+# The npm packages the models and photos come from, at the versions package-lock.json pins.
+NPM_PACKAGES = {HANDS_PACKAGE: "0.4.1675469240", "fingerpose": "0.1.0"}
+# The files a wheel carries besides Python: web/ (runtime and engine builds) and demo/.
+PACKAGE_STATIC = Path(__file__).resolve().parent / "_static"
+
+
+def in_checkout() -> bool:
+    """Whether this package runs from a source checkout (editable install or tests)."""
+    return (ROOT / "pyproject.toml").is_file() and (ROOT / "web" / "pysparse.mjs").is_file()
+
+
+def static_root() -> Path:
+    """The folder holding web/ and demo/: the checkout, else the installed wheel's copy."""
+    return ROOT if in_checkout() or not (PACKAGE_STATIC / "web").is_dir() else PACKAGE_STATIC
+
+
+def cache_dir() -> Path:
+    if os.environ.get("PYSPARSE_CACHE"):
+        return Path(os.environ["PYSPARSE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pysparse"
+
+
 def node_modules() -> Path:
-    return Path(os.environ.get("PYSPARSE_NODE_MODULES", ROOT / "node_modules"))
+    if os.environ.get("PYSPARSE_NODE_MODULES"):
+        return Path(os.environ["PYSPARSE_NODE_MODULES"])
+    if in_checkout():
+        return ROOT / "node_modules"
+    local = Path.cwd() / "node_modules"
+    return local if (local / HANDS_PACKAGE).is_dir() else cache_dir() / "node_modules"
 
 
 def models_dir() -> Path:
-    return Path(os.environ.get("PYSPARSE_MODELS", ROOT / "models"))
+    if os.environ.get("PYSPARSE_MODELS"):
+        return Path(os.environ["PYSPARSE_MODELS"])
+    return ROOT / "models" if in_checkout() else cache_dir() / "models"
+
+
+def _setup_hint() -> str:
+    return "run `make setup`" if in_checkout() else "run `python -m pysparse.assets` (it needs npm)"
 
 
 def model_path(name: str) -> Path:
     """Path of a cached model, e.g. model_path("hand_landmark_full.tflite")."""
     p = models_dir() / name
     if not p.exists():
-        raise FileNotFoundError(f"{p} is missing: run `make setup` (or `python -m pysparse.assets`)")
+        raise FileNotFoundError(f"{p} is missing: {_setup_hint()}")
     return p
+
+
+def fetch_npm_packages(dest: Path | None = None, quiet: bool = False) -> Path:
+    """Unpacks the pinned NPM_PACKAGES from the npm registry (`npm pack`, which checks each
+    tarball's integrity) into `dest` (default: the cache's node_modules/); returns `dest`."""
+    dest = dest or cache_dir() / "node_modules"
+    wanted = [n for n in NPM_PACKAGES if not (dest / n / "package.json").is_file()]
+    if not wanted:
+        return dest
+    npm = shutil.which("npm")
+    if npm is None:
+        raise FileNotFoundError(f"no npm to fetch {', '.join(wanted)} with: install Node.js and npm, "
+                                "or pass your own model files")
+    with tempfile.TemporaryDirectory(prefix="pysparse-npm-") as tmp:
+        specs = [f"{n}@{NPM_PACKAGES[n]}" for n in wanted]
+        if not quiet:
+            print(f"fetching {', '.join(specs)} from the npm registry", flush=True)
+        proc = subprocess.run([npm, "pack", "--silent", "--json", *specs, "--pack-destination", tmp],
+                              capture_output=True, text=True, cwd=tmp)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise OSError(f"npm pack {' '.join(specs)} failed: {last}")
+        for name, entry in zip(wanted, json.loads(proc.stdout)):
+            out = dest / name
+            staging = Path(tmp) / "unpacked" / name
+            with tarfile.open(Path(tmp) / entry["filename"]) as tar:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(staging, filter="data")
+                else:  # older Pythons: refuse members that would land outside `staging`
+                    if any(m.name.startswith(("/", "..")) or "/../" in m.name for m in tar.getmembers()):
+                        raise ValueError(f"{entry['filename']}: unsafe paths in the tarball")
+                    tar.extractall(staging)
+            if out.exists():
+                shutil.rmtree(out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(staging / "package"), out)
+    return dest
 
 
 def _packed_offsets(loader_js: str) -> dict[str, tuple[int, int]]:
@@ -56,9 +136,13 @@ def _packed_offsets(loader_js: str) -> dict[str, tuple[int, int]]:
 
 def extract(dest: Path | None = None, quiet: bool = False) -> list[Path]:
     dest = dest or models_dir()
+    if all((dest / name).exists() for name in MODELS):
+        return []
     pkg = node_modules() / HANDS_PACKAGE
+    if not pkg.is_dir() and not in_checkout() and "PYSPARSE_NODE_MODULES" not in os.environ:
+        pkg = fetch_npm_packages(quiet=quiet) / HANDS_PACKAGE
     if not pkg.is_dir():
-        raise FileNotFoundError(f"{pkg} is missing: run `npm ci` (part of `make setup`)")
+        raise FileNotFoundError(f"{pkg} is missing: {_setup_hint()}")
     offsets = None
     written = []
     for name, (source, packed_name) in MODELS.items():
@@ -94,7 +178,7 @@ PHOTOS = {
 def photo_path(name: str) -> Path:
     p = node_modules() / PHOTOS[name]
     if not p.exists():
-        raise FileNotFoundError(f"{p} is missing: run `make setup`")
+        raise FileNotFoundError(f"{p} is missing: {_setup_hint()}")
     return p
 
 

@@ -13,8 +13,13 @@ import sys
 from . import __version__
 from .errors import PysparseError
 
-COMMANDS = ("pack", "inspect", "run", "serve", "prune", "sensitivity", "bench")
+COMMANDS = ("pack", "inspect", "run", "serve", "prune", "sensitivity", "distill", "evaluate", "bench")
 EXIT_ERROR = 2
+# Optional parts of the package: the top-level module a command may lack -> what to install.
+OPTIONAL = {
+    "torch": "pip install 'pysparse-web[torch]'",
+    "playwright": "pip install 'pysparse-web[bench]' (it drives the system's Chromium)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +38,12 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except (PysparseError, OSError, ValueError) as e:
         print(f"pysparse {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top not in OPTIONAL:
+            raise
+        print(f"pysparse {args.command}: error: this needs {top}: {OPTIONAL[top]}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

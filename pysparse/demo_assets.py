@@ -26,12 +26,16 @@ import os
 import sys
 from pathlib import Path
 
+from . import assets as _assets
 from .fsutil import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "demo"
-MODELS_OUT = DEMO / "models"
-ASSETS_OUT = DEMO / "assets"
+DEMO = _assets.static_root() / "demo"
+# Where the built models and clip go: demo/ in a checkout; an installed wheel's demo/ may
+# not be writable, so there they go to the cache and the server serves them from it.
+BUILD = DEMO if _assets.in_checkout() else _assets.cache_dir() / "demo"
+MODELS_OUT = BUILD / "models"
+ASSETS_OUT = BUILD / "assets"
 
 CLIP_SIZE = (640, 480)
 CLIP_FPS = 15
@@ -43,7 +47,7 @@ STILLS = ("hand_nocurl.jpg", "hand_halfcurl.jpg", "hand_fullcurl.jpg")
 GIF_PHOTO = "fingerpose/assets/fingers-lq.gif"
 # Committed fine-tuned sparse landmark models, looked for in this order; named
 # hand_landmark_full.s{70,80,90}.spnn.
-FINETUNED_DIRS = (ROOT / "models" / "sparse", ROOT / "demo" / "finetuned")
+FINETUNED_DIRS = (ROOT / "models" / "sparse", ROOT / "demo" / "finetuned", DEMO / "finetuned")
 
 
 # -- small helpers ----------------------------------------------------------------------
@@ -216,13 +220,18 @@ def model_plan() -> list[dict]:
     return plan
 
 
-def _pack_one(entry: dict) -> bytes:
+def _source(name: str, sources: Path | None) -> Path:
+    """A source model: from `sources` (the user's folder) when given, else the models cache."""
     from . import assets
+    return sources / name if sources is not None else assets.model_path(name)
+
+
+def _pack_one(entry: dict, sources: Path | None = None) -> bytes:
     if entry.get("finetuned"):
         return Path(entry["source"]).read_bytes()
     from .importers import load_model
     from .pack import pack
-    graph = load_model(assets.model_path(entry["source"]))
+    graph = load_model(_source(entry["source"], sources))
     if entry["sparsity"]:
         from .prune import oneshot
         graph = oneshot(graph, entry["sparsity"] / 100, PRUNE_BLOCK)
@@ -232,10 +241,12 @@ def _pack_one(entry: dict) -> bytes:
     return pack(graph, weights=entry["weights"], sparse=None if entry["sparsity"] else False, metadata=meta)
 
 
-def build_models(out: Path = MODELS_OUT, force: bool = False, quiet: bool = False) -> bool:
-    from . import assets
+def build_models(out: Path = MODELS_OUT, force: bool = False, quiet: bool = False,
+                 source_dir: Path | None = None) -> bool:
+    """Packs the demo's models into `out` from the cached .tflite models (or those in
+    `source_dir`); returns whether anything was rebuilt."""
     plan = model_plan()
-    sources = sorted({Path(e["source"]) if e.get("finetuned") else assets.model_path(e["source"]) for e in plan})
+    sources = sorted({Path(e["source"]) if e.get("finetuned") else _source(e["source"], source_dir) for e in plan})
     # The tool chain's own sources are inputs too: a packer change repacks the models.
     tool_files = sorted(p for d in ("importers", "passes", "prune", "format") for p in (ROOT / "pysparse" / d).glob("*.py"))
     tool_files += [p for p in (ROOT / "pysparse" / "pack.py", ROOT / "pysparse" / "ir.py") if p.is_file()]
@@ -244,7 +255,7 @@ def build_models(out: Path = MODELS_OUT, force: bool = False, quiet: bool = Fals
     if not force and _up_to_date(manifest, key):
         return False
     for entry in plan:
-        blob = _pack_one(entry)
+        blob = _pack_one(entry, source_dir)
         write_atomic(out / entry["file"], blob)
         entry["bytes"] = len(blob)
         # Where it came from: the .tflite by name, a fine-tuned file by its path in the checkout.
@@ -260,6 +271,31 @@ def build_models(out: Path = MODELS_OUT, force: bool = False, quiet: bool = Fals
             "sparse": {str(e["sparsity"]): e["file"] for e in plan if e["sparsity"]}}
     write_atomic(manifest, json.dumps(meta, indent=1).encode())
     return True
+
+
+def prepare(user_models: Path | None = None, quiet: bool = False) -> str | None:
+    """Makes the demo's models and clip where they are missing or stale; returns None when
+    the demo is ready, else one line saying why not.
+
+    The source models are the user's (`user_models` holding PALM_MODEL and LANDMARK_MODEL),
+    else the models cache, filled from npm's @mediapipe/hands (found locally or fetched from
+    the registry); the clip's photos come from npm's fingerpose the same way."""
+    from . import assets
+    source_dir = None
+    if user_models is not None and all((Path(user_models) / m).is_file() for m in (PALM_MODEL, LANDMARK_MODEL)):
+        source_dir = Path(user_models)
+    try:
+        if source_dir is None:
+            assets.extract(quiet=quiet)
+        if not all((assets.node_modules() / p).is_file() for p in assets.PHOTOS.values()) \
+                and not assets.in_checkout() and "PYSPARSE_NODE_MODULES" not in os.environ:
+            assets.fetch_npm_packages(quiet=quiet)
+        build_clip(quiet=quiet)
+        build_models(quiet=quiet, source_dir=source_dir)
+    except (OSError, ValueError) as e:
+        return (f"the demo's models could not be made ({e}); put {LANDMARK_MODEL} and {PALM_MODEL} "
+                f"in the --models folder to make them from your own files")
+    return None
 
 
 def main(argv=None) -> int:

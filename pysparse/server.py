@@ -59,6 +59,7 @@ MIME_TYPES = {
 }
 
 MODEL_SUFFIXES = (".spnn", ".tflite", ".onnx")
+DEMO_BUILT = ("models", "assets")  # demo/ subfolders that pysparse.demo_assets builds
 DEFAULT_MAX_UPLOAD = 64 * 1024 * 1024
 PACKED_STORE_ITEMS = 16
 PACKED_STORE_BYTES = 256 * 1024 * 1024
@@ -135,13 +136,32 @@ def pack_upload(data: bytes, upload_name: str, weights: str, sparse: str, temp_r
     return blob, summary(read_spnn(blob), upload_name)
 
 
-def create_app(root: Path | str = ROOT, models_dir: Path | str | None = None, *,
+def serve_folders(root: Path | str | None = None, dist_dir: Path | str | None = None) -> dict[str, Path]:
+    """The folders the server serves from: web/, demo/, the demo's built models and clip,
+    dist/ and node_modules/. An explicit `root` holds them all; by default they are the
+    checkout's, or an installed wheel's (pysparse/_static/) with the demo's built files in the
+    cache and node_modules/ found as pysparse.assets finds it."""
+    from . import assets, demo_assets
+    if root is not None:
+        base = Path(root).resolve()
+        built, node_modules = base / "demo", base / "node_modules"
+    else:
+        base = assets.static_root().resolve()
+        built, node_modules = demo_assets.BUILD, assets.node_modules()
+    return {"root": base, "web": base / "web", "demo": base / "demo", "demo-built": built,
+            "dist": Path(dist_dir).resolve() if dist_dir else base / "dist", "node_modules": node_modules}
+
+
+def create_app(root: Path | str | None = None, models_dir: Path | str | None = None, *,
                isolation: bool = True, max_upload: int = DEFAULT_MAX_UPLOAD,
                temp_root: str | None = None, dist_dir: Path | str | None = None) -> Flask:
     """The Flask app serving `root`'s web/, demo/, dist/ (or `dist_dir`) and whitelisted
     node_modules/ packages, and `models_dir` under /models/.
+    `root` defaults to the checkout, or to the installed wheel's copy of web/ and demo/ (whose
+    built models and clip then come from the cache, see pysparse.demo_assets).
     `isolation=False` leaves out COOP/COEP (to test pages that are not cross-origin isolated)."""
-    root = Path(root).resolve()
+    folders = serve_folders(root, dist_dir)
+    root = folders["root"]
     models = Path(models_dir).resolve() if models_dir else None
     if models is None:
         from . import assets
@@ -150,8 +170,6 @@ def create_app(root: Path | str = ROOT, models_dir: Path | str | None = None, *,
     app.config["MAX_CONTENT_LENGTH"] = max_upload
     app.config["PYSPARSE_TEMP_ROOT"] = temp_root
     store = PackedStore()
-    folders = {"web": root / "web", "demo": root / "demo",
-               "dist": Path(dist_dir).resolve() if dist_dir else root / "dist"}
 
     def send(folder: Path, path: str, max_age: int | None = None):
         """A file under `folder`; without max_age, `no-cache` (revalidate by ETag/Last-Modified)."""
@@ -201,6 +219,8 @@ def create_app(root: Path | str = ROOT, models_dir: Path | str | None = None, *,
     @app.get("/<any(web, demo, dist):area>/")
     @app.get("/<any(web, demo, dist):area>/<path:path>")
     def static_file(area: str, path: str = "index.html"):
+        if area == "demo" and path.split("/", 1)[0] in DEMO_BUILT:
+            return send(folders["demo-built"], path)
         return send(folders[area], path)
 
     @app.get("/node_modules/<path:path>")
@@ -209,7 +229,7 @@ def create_app(root: Path | str = ROOT, models_dir: Path | str | None = None, *,
             if path.startswith(package + "/"):
                 # Versioned npm packages may be cached; built files change under the same
                 # name during development, so everything else revalidates.
-                return send(root / "node_modules" / package, path[len(package) + 1:], max_age=86400)
+                return send(folders["node_modules"] / package, path[len(package) + 1:], max_age=86400)
         abort(404)
 
     @app.get("/models/<path:path>")

@@ -88,7 +88,7 @@ def test_pyodide_runs_a_hand_model_like_the_js_runtime(tmp_path, wheel_dir):
     if not (PYODIDE / "pyodide.mjs").exists():
         raise FileNotFoundError(f"{PYODIDE} is missing: run `make setup` (npm ci)")
     case = write_case(tmp_path, "hand_landmark_lite.tflite")
-    (wheel,) = wheel_dir.glob("pysparse-*.whl")
+    (wheel,) = wheel_dir.glob("pysparse_web-*.whl")
     with serve(tmp_path, "--dist", str(wheel_dir)) as url, chromium() as browser:
         page = open_page(browser, url + "/web/test/index.html")
         page.set_default_timeout(120_000)

@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import playwright  # noqa: F401  (checked first: without it nothing here can run)
     from rich.console import Console
 
     from ..bench import report
