@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "../include/pysparse.h"
+#include "alloc.h"
 #include "opset.gen.h"
 #include "threadpool.h"
 
@@ -20,16 +21,6 @@
 #define SPNN_MAX_ELEMENTS (1u << 28) /* per tensor, and for all constants together */
 #define SPNN_ABSENT 0xFFFFFFFFu
 #define SPNN_MAX_ATTRS 16
-/* Buffers the engine allocates start at this alignment and carry this much slack at the
- * end, so vector tails may over-read by up to one cache line without leaving the buffer. */
-#define SPNN_ALIGN 64
-#define SPNN_SLACK 64
-
-/* Allocation cap (the fuzz build lowers it so huge declared sizes fail fast as NOMEM). */
-#ifndef SPNN_MAX_ALLOC_BYTES
-#define SPNN_MAX_ALLOC_BYTES ((size_t)-1)
-#endif
-
 enum { SPNN_KIND_ACTIVATION = 0, SPNN_KIND_CONSTANT = 1, SPNN_KIND_INPUT = 2 };
 
 /* A sparse weight matrix decoded from the file: per row block the absolute indices of its
@@ -86,6 +77,8 @@ struct spnn_model {
   char error[SPNN_ERROR_MESSAGE_SIZE];
   char* strings;      /* copy of the STRINGS section, NUL-terminated */
   uint32_t strings_size;
+  uint32_t strings_end; /* offsets up to here name strings that end inside STRINGS */
+  size_t file_size;
   char* metadata;     /* copy of the METADATA section, NUL-terminated */
 
   uint32_t num_tensors, num_ops, num_inputs, num_outputs;
@@ -109,11 +102,6 @@ struct spnn_model {
 };
 
 /* ---- helpers shared by the loader and the op families ----------------------------- */
-
-/* Aligned allocation with slack (see SPNN_ALIGN); NULL if over the cap or out of memory. */
-void* spnn_alloc(size_t bytes);
-void* spnn_calloc(size_t bytes);
-void spnn_dealloc(void* p);
 
 /* Formats into model->error and returns `status`. */
 spnn_status spnn_fail(spnn_model* model, spnn_status status, const char* fmt, ...)

@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "engine.h"
-#include "weights.h"
 
 #ifdef __EMSCRIPTEN__
 #include <emscripten.h>

@@ -74,25 +74,7 @@ int spnn_op_in_place_ok(int code) {
   return code >= 1 && code <= SPNN_OP_MAX_CODE && op_table[code].in_place;
 }
 
-/* ---- allocation and errors --------------------------------------------------------- */
-
-void* spnn_alloc(size_t bytes) {
-  if (bytes > SPNN_MAX_ALLOC_BYTES || bytes > ((size_t)-1) / 2) return NULL;
-  size_t total = (bytes + SPNN_SLACK + SPNN_ALIGN - 1) / SPNN_ALIGN * SPNN_ALIGN;
-  void* p = NULL;
-  if (posix_memalign(&p, SPNN_ALIGN, total) != 0) return NULL;
-  /* The slack is zeroed so vector tails that over-read see defined values. */
-  memset((uint8_t*)p + bytes, 0, total - bytes);
-  return p;
-}
-
-void* spnn_calloc(size_t bytes) {
-  void* p = spnn_alloc(bytes);
-  if (p) memset(p, 0, bytes);
-  return p;
-}
-
-void spnn_dealloc(void* p) { free(p); }
+/* ---- errors and helpers ------------------------------------------------------------ */
 
 spnn_status spnn_fail(spnn_model* model, spnn_status status, const char* fmt, ...) {
   va_list ap;

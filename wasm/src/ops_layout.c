@@ -220,7 +220,7 @@ static void run_resize(spnn_model* m, spnn_op* op) {
 
 static void free_resize(void* p) {
   resize_state* s = (resize_state*)p;
-  free(s->y0);
+  spnn_dealloc(s->y0);
   free(s);
 }
 
@@ -249,7 +249,7 @@ spnn_status spnn_prepare_resize(spnn_model* m, spnn_op* op) {
   s->y = y->data;
   size_t n = (size_t)s->oh + s->ow;
   /* one block: y0 y1 x0 x1 (int32) then fy fx (float), each table sized by its axis */
-  uint8_t* block = (uint8_t*)malloc(n * 2 * 4 + n * 4);
+  uint8_t* block = (uint8_t*)spnn_alloc(n * 2 * 4 + n * 4);
   if (!block) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
   s->y0 = (int32_t*)block;
   s->y1 = s->y0 + s->oh;

@@ -13,14 +13,6 @@
 enum { ENC_DENSE = 0, ENC_SPARSE = 1 };
 enum { VAL_F32 = 0, VAL_F16 = 1, VAL_I8 = 2 };
 
-void spnn_free_sparse(spnn_sparse* s) {
-  if (!s) return;
-  spnn_dealloc(s->counts);
-  spnn_dealloc(s->columns);
-  spnn_dealloc(s->values);
-  free(s);
-}
-
 static void read_values(const uint8_t* p, uint8_t dtype, size_t n, float* out) {
   if (dtype == VAL_F32) {
     memcpy(out, p, n * 4);

@@ -15,6 +15,5 @@ typedef struct spnn_weight {
 /* Decodes the whole section into *out (num_weights entries, allocated here). */
 spnn_status spnn_decode_weights(spnn_model* m, const uint8_t* sec, uint32_t len,
                                 spnn_weight** out, uint32_t* num_weights);
-void spnn_free_sparse(spnn_sparse* s);
 
 #endif
