@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMPS := .stamps
 export NODE_PATH := /usr/share/nodejs
 
-.PHONY: help setup build wheel wasm demo-assets test test-fast demo bench bench-kernels bench-demo fuzz sparse-models clean
+.PHONY: help setup build wheel npm-pack wasm demo-assets test test-fast demo bench bench-kernels bench-demo fuzz sparse-models clean
 
 help:
 	@echo "make demo    set up, build, and serve the demo on its built-in model"
@@ -39,7 +39,7 @@ $(STAMPS)/models: $(STAMPS)/npm $(STAMPS)/venv pysparse/assets.py
 	@mkdir -p $(STAMPS) && touch $@
 
 ## ---- build ------------------------------------------------------------------
-build: setup wasm wheel demo-assets
+build: setup wasm wheel npm-pack demo-assets
 
 wasm: setup
 	$(MAKE) -C wasm all
@@ -47,8 +47,14 @@ wasm: setup
 demo-assets: setup
 	$(PY) -m pysparse.demo_assets
 
-wheel: setup
+# The wheel carries web/, web/dist/ and demo/ (setup.py), so the engine is built first.
+wheel: setup wasm
 	rm -rf dist && $(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+
+# The npm package of the JS runtime, beside the wheel (tests/test_install.py installs both
+# in fresh environments).
+npm-pack: wheel
+	npm pack --silent --pack-destination dist ./web
 
 ## ---- test -------------------------------------------------------------------
 test: build
