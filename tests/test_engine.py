@@ -211,7 +211,8 @@ def corruption_cases(data: bytes) -> dict[str, tuple[bytes, str, str]]:
                                "FORMAT", "before it is written"),
         "op_stride_zero": (edit(data, put("<i", lambda L: conv_op + 12 + 4 * 4, 0)), "FORMAT", "stride_h"),
         "op_act": (edit(data, put("<i", lambda L: conv_op + 12 + 4 * 4 + 36, 7)), "FORMAT", "activation 7"),
-        "op_output_shape": (edit(data, put("<I", lambda L: y_rec + 8, 5)), "FORMAT", "expected [1, 8, 6, 6]"),
+        # same element count, so the arena the plan needs is unchanged
+        "op_output_shape": (edit(data, put("<2I", lambda L: y_rec + 12, 4, 9)), "FORMAT", "expected [1, 8, 6, 6]"),
         "op_groups": (edit(data, put("<i", lambda L: conv_op + 12 + 4 * 4 + 32, 3)), "FORMAT", "groups 3"),
         "weight_index": (edit(data, put("<I", lambda L: L["tensors"] + 40 * struct.unpack_from(
             "<I", data, conv_op + 16)[0] + 32, 77)), "FORMAT", "weight index 77"),

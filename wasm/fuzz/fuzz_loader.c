@@ -1,6 +1,11 @@
 /* libFuzzer target: any bytes through spnn_load, and spnn_run on whatever loads (when the
  * model's work is small enough to keep each input fast).
  *
+ * The engine is built with its real limits. Every heap allocation is watched through the
+ * sanitizer's malloc hooks, whoever makes it: a load whose peak heap exceeds three times the
+ * memory the format lets a file of that length ask for (spnn_memory_limit: the engine's own
+ * budget is twice that, the rest is room for its tables) is a finding.
+ *
  * Each input is tried twice: as it is, and with its CRCs made right again, so mutations
  * reach the checks behind the checksums instead of all stopping at them. */
 #include <stddef.h>
@@ -8,13 +13,47 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sanitizer/allocator_interface.h>
+#include <stdio.h>
+
 #include "../src/engine.h"
+
+static size_t heap_now, heap_peak;
+
+static void on_malloc(const volatile void* p, size_t n) {
+  (void)p;
+  heap_now += n;
+  if (heap_now > heap_peak) heap_peak = heap_now;
+}
+
+static void on_free(const volatile void* p) {
+  if (p) heap_now -= __sanitizer_get_allocated_size((const void*)p);
+}
+
+int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  (void)argc;
+  (void)argv;
+  __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
+  return 0;
+}
+
+static void check_peak(size_t base, size_t size) {
+  uint64_t used = heap_peak - base, bound = 3 * spnn_memory_limit(size);
+  if (used > bound) {
+    fprintf(stderr, "peak heap %llu bytes for a %zu-byte input, over the bound of %llu\n",
+            (unsigned long long)used, size, (unsigned long long)bound);
+    __builtin_trap();
+  }
+}
 
 static void try_load(const uint8_t* data, size_t size) {
   char err[SPNN_ERROR_MESSAGE_SIZE];
   spnn_model* m = NULL;
+  size_t base = heap_now;
+  heap_peak = heap_now;
   spnn_status st = spnn_load(data, size, 1, &m, err, sizeof err);
   if (st != SPNN_OK) {
+    check_peak(base, size);
     if (m != NULL || strlen(err) == 0) __builtin_trap(); /* every failure says why */
     return;
   }
@@ -30,6 +69,7 @@ static void try_load(const uint8_t* data, size_t size) {
     spnn_run(m);
   }
   spnn_free(m);
+  check_peak(base, size);
 }
 
 static void put_u32(uint8_t* p, uint32_t v) { memcpy(p, &v, 4); }

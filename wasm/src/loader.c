@@ -145,8 +145,10 @@ spnn_status spnn_expect_constant(spnn_model* m, const spnn_tensor* t, const char
 
 static spnn_status read_string(spnn_model* m, uint32_t off, const char* what, uint32_t id,
                                const char** out) {
-  /* The copy of STRINGS carries one extra NUL at the end, so a string must end before it. */
-  if (off >= m->strings_size || !memchr(m->strings + off, 0, m->strings_size - off))
+  /* A name starts a string (offset 0 or just after a zero byte) and has its zero byte inside
+   * STRINGS: so distinct offsets name disjoint strings, and reading every name of the file
+   * costs no more than the section's length. */
+  if (off > m->strings_end || (off > 0 && m->strings[off - 1] != 0))
     return spnn_fail(m, SPNN_ERROR_FORMAT, "%s %u: name offset %u is not a string in STRINGS",
                      what, id, off);
   *out = m->strings + off;
@@ -253,6 +255,7 @@ static spnn_status parse_tensors(spnn_model* m, const uint8_t* g, uint32_t arena
     t->count = (uint32_t)count;
     spnn_status st = read_string(m, rd_u32(r + 28), "tensor", i, &t->name);
     if (st) return st;
+    if (!t->name[0]) return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u: empty name", i);
     t->weight = rd_u32(r + 32);
     t->offset = rd_u32(r + 36);
     if (t->kind == SPNN_KIND_CONSTANT) {
@@ -293,7 +296,9 @@ static spnn_status parse_tensors(spnn_model* m, const uint8_t* g, uint32_t arena
   return SPNN_OK;
 }
 
-static spnn_status parse_io(spnn_model* m, const uint8_t* p, uint32_t n, uint32_t* ids, int inputs) {
+/* `mark` has a byte per tensor, zero on entry; it is left set for the listed tensors. */
+static spnn_status parse_io(spnn_model* m, const uint8_t* p, uint32_t n, uint32_t* ids, int inputs,
+                            uint8_t* mark) {
   for (uint32_t i = 0; i < n; i++) {
     uint32_t id = rd_u32(p + 4 * (size_t)i);
     if (id >= m->num_tensors)
@@ -303,14 +308,51 @@ static spnn_status parse_io(spnn_model* m, const uint8_t* p, uint32_t n, uint32_
     if (inputs && kind != SPNN_KIND_INPUT)
       return spnn_fail(m, SPNN_ERROR_FORMAT, "graph input %u: tensor %u is not of kind input", i, id);
     if (!inputs && kind == SPNN_KIND_CONSTANT)
-      return spnn_fail(m, SPNN_ERROR_UNSUPPORTED, "graph output %u: tensor %u is a constant", i, id);
-    for (uint32_t j = 0; j < i; j++)
-      if (ids[j] == id)
-        return spnn_fail(m, SPNN_ERROR_FORMAT, "graph %s tensor %u is listed twice",
-                         inputs ? "input" : "output", id);
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "graph output %u: tensor %u is a constant", i, id);
+    if (mark[id]++)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "graph %s tensor %u is listed twice",
+                       inputs ? "input" : "output", id);
     ids[i] = id;
   }
   return SPNN_OK;
+}
+
+/* Tensor names are unique: the ids sorted by name (a merge sort, so that each name takes
+ * part in a logarithmic number of comparisons), then neighbours compared. */
+static int name_cmp(const spnn_model* m, uint32_t a, uint32_t b) {
+  const char *x = m->tensors[a].name, *y = m->tensors[b].name;
+  return x == y ? 0 : strcmp(x, y);
+}
+
+static spnn_status check_unique_names(spnn_model* m) {
+  uint32_t n = m->num_tensors;
+  uint32_t* a = (uint32_t*)malloc(2 * (size_t)n * sizeof *a + 1);
+  if (!a) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  uint32_t *src = a, *dst = a + n;
+  for (uint32_t i = 0; i < n; i++) src[i] = i;
+  for (uint32_t width = 1; width < n; width *= 2) {
+    for (uint32_t lo = 0; lo < n; lo += 2 * width) {
+      uint32_t mid = lo + width < n ? lo + width : n;
+      uint32_t hi = mid + width < n ? mid + width : n;
+      uint32_t i = lo, j = mid, k = lo;
+      while (i < mid && j < hi) dst[k++] = name_cmp(m, src[j], src[i]) < 0 ? src[j++] : src[i++];
+      while (i < mid) dst[k++] = src[i++];
+      while (j < hi) dst[k++] = src[j++];
+    }
+    uint32_t* t = src;
+    src = dst;
+    dst = t;
+    if (width > n / 2) break; /* the next width would overflow or sort nothing more */
+  }
+  spnn_status st = SPNN_OK;
+  for (uint32_t i = 1; i < n && !st; i++)
+    if (name_cmp(m, src[i - 1], src[i]) == 0) {
+      uint32_t x = src[i - 1] < src[i] ? src[i - 1] : src[i], y = src[i - 1] ^ src[i] ^ x;
+      st = spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u: name %s is used by tensor %u", y,
+                     m->tensors[y].name, x);
+    }
+  free(a);
+  return st;
 }
 
 static spnn_status parse_ops(spnn_model* m, const uint8_t* g, uint32_t len, uint32_t pos) {
@@ -397,32 +439,137 @@ static spnn_status parse_ops(spnn_model* m, const uint8_t* g, uint32_t len, uint
   return SPNN_OK;
 }
 
-/* The memory plan: no tensor may be overwritten while it is still to be read. Exception:
- * an op that works in place may write exactly over an input it reads last (or, for
- * RESHAPE, over any input: the bytes are the same). */
-static spnn_status check_memory_plan(spnn_model* m) {
-  for (uint32_t k = 0; k < m->num_ops; k++) {
-    spnn_op* op = &m->ops[k];
-    spnn_tensor* o = &m->tensors[op->output];
-    uint64_t ob = o->offset, oe = ob + 4ull * o->count;
-    for (uint32_t i = 0; i < m->num_tensors; i++) {
-      spnn_tensor* t = &m->tensors[i];
-      if (t->kind == SPNN_KIND_CONSTANT || t == o) continue;
-      int born = t->kind == SPNN_KIND_INPUT ? -1 : t->producer;
-      if (born < 0 && t->kind == SPNN_KIND_ACTIVATION) continue; /* never written */
-      if (!(born < (int32_t)k && (int32_t)k <= t->last_use)) continue;
-      uint64_t tb = t->offset, te = tb + 4ull * t->count;
-      if (te <= ob || oe <= tb) continue;
-      int reads_it = 0;
-      for (int j = 0; j < op->num_inputs; j++) reads_it |= op->inputs[j] == (int32_t)i;
-      int exact = tb == ob && t->count == o->count;
-      if (reads_it && exact && op->code == SPNN_OP_RESHAPE) continue;
-      if (reads_it && exact && spnn_op_in_place_ok(op->code) && t->last_use == (int32_t)k) continue;
-      return spnn_fail(m, SPNN_ERROR_FORMAT,
-                       "op %u (%s %s): output %s overwrites %s in the arena while it is live", k,
-                       spnn_op_type_name(op->code), op->name, o->name, t->name);
-    }
+/* ---- the memory plan ------------------------------------------------------------------
+ * A tensor is live from the op that writes it (graph inputs: from the start, all together)
+ * to the last op that reads it (graph outputs: to the end); no two tensors live at the same
+ * time may share a byte, and ops never work in place (docs/format.md). The check sweeps the
+ * ops in order keeping the live tensors in a segment tree over the distinct arena offsets:
+ * each leaf holds the live tensor that starts there, each node the one of its leaves that
+ * ends furthest. A new tensor [s, e) overlaps a live one iff, among the live tensors that
+ * start below e, the one ending furthest ends after s: one query, so O(n log n) in all. */
+#define NO_TENSOR 0xFFFFFFFFu
+
+typedef struct live_set {
+  const spnn_model* m;
+  uint32_t leaves;
+  uint32_t* node;   /* [2 * leaves]: tensor ids, NO_TENSOR where empty */
+  uint32_t* starts; /* [leaves]: the distinct arena offsets, increasing */
+} live_set;
+
+static uint64_t tensor_end(const spnn_model* m, uint32_t id) {
+  return id == NO_TENSOR ? 0 : m->tensors[id].offset + 4ull * m->tensors[id].count;
+}
+
+static uint32_t further(const spnn_model* m, uint32_t a, uint32_t b) {
+  return tensor_end(m, a) >= tensor_end(m, b) ? a : b;
+}
+
+/* Number of distinct offsets below `v`. */
+static uint32_t starts_below(const live_set* ls, uint64_t v) {
+  uint32_t lo = 0, hi = ls->leaves;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (ls->starts[mid] < v) lo = mid + 1;
+    else hi = mid;
   }
+  return lo;
+}
+
+static void live_put(live_set* ls, uint32_t id, uint32_t value) {
+  uint32_t i = starts_below(ls, ls->m->tensors[id].offset) + ls->leaves;
+  ls->node[i] = value;
+  for (i >>= 1; i; i >>= 1) ls->node[i] = further(ls->m, ls->node[2 * i], ls->node[2 * i + 1]);
+}
+
+/* The live tensor that `id` would overlap, or NO_TENSOR. */
+static uint32_t live_overlap(const live_set* ls, uint32_t id) {
+  const spnn_tensor* t = &ls->m->tensors[id];
+  uint32_t best = NO_TENSOR;
+  uint32_t lo = ls->leaves, hi = ls->leaves + starts_below(ls, tensor_end(ls->m, id));
+  for (; lo < hi; lo >>= 1, hi >>= 1) {
+    if (lo & 1) best = further(ls->m, best, ls->node[lo++]);
+    if (hi & 1) best = further(ls->m, best, ls->node[--hi]);
+  }
+  return tensor_end(ls->m, best) > t->offset ? best : NO_TENSOR;
+}
+
+static int cmp_u32(const void* a, const void* b) {
+  uint32_t x = *(const uint32_t*)a, y = *(const uint32_t*)b;
+  return x < y ? -1 : x > y;
+}
+
+static spnn_status check_memory_plan(spnn_model* m) {
+  uint32_t n = m->num_tensors, steps = m->num_ops + 1; /* step 0: the start; k + 1: op k */
+  live_set ls = {m, 0, NULL, NULL};
+  /* one block: node[2n], starts[n], dying[steps + 1] (list heads; the last one, graph
+   * outputs, never dies), next[n] */
+  uint32_t* block = (uint32_t*)malloc((4 * (size_t)n + steps + 1) * sizeof(uint32_t));
+  if (!block) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  ls.node = block;
+  ls.starts = block + 2 * (size_t)n;
+  uint32_t* dying = ls.starts + n;
+  uint32_t* next = dying + steps + 1;
+  for (uint32_t i = 0; i < n; i++)
+    if (m->tensors[i].kind != SPNN_KIND_CONSTANT) ls.starts[ls.leaves++] = m->tensors[i].offset;
+  qsort(ls.starts, ls.leaves, sizeof *ls.starts, cmp_u32);
+  uint32_t distinct = 0;
+  for (uint32_t i = 0; i < ls.leaves; i++)
+    if (i == 0 || ls.starts[i] != ls.starts[distinct - 1]) ls.starts[distinct++] = ls.starts[i];
+  ls.leaves = distinct;
+  for (uint32_t i = 0; i < 2 * ls.leaves; i++) ls.node[i] = NO_TENSOR;
+  for (uint32_t k = 0; k <= steps; k++) dying[k] = NO_TENSOR;
+  for (uint32_t i = 0; i < n; i++) {
+    spnn_tensor* t = &m->tensors[i];
+    if (t->kind == SPNN_KIND_CONSTANT) continue;
+    int32_t last = t->last_use > t->producer ? t->last_use : t->producer; /* -1: the start */
+    next[i] = dying[last + 1];
+    dying[last + 1] = i;
+  }
+  spnn_status st = SPNN_OK;
+  for (uint32_t step = 0; step < steps && !st; step++) {
+    /* born now: every graph input at the start, op k's output at step k + 1 */
+    uint32_t nborn = step == 0 ? m->num_inputs : 1;
+    for (uint32_t j = 0; j < nborn && !st; j++) {
+      uint32_t id = step == 0 ? m->inputs[j] : (uint32_t)m->ops[step - 1].output;
+      uint32_t other = live_overlap(&ls, id);
+      if (other != NO_TENSOR) {
+        if (step == 0)
+          st = spnn_fail(m, SPNN_ERROR_FORMAT, "graph inputs %s and %s overlap in the arena",
+                         m->tensors[other].name, m->tensors[id].name);
+        else
+          st = spnn_fail(m, SPNN_ERROR_FORMAT,
+                         "op %u (%s %s): output %s overwrites %s in the arena while it is live",
+                         step - 1, spnn_op_type_name(m->ops[step - 1].code), m->ops[step - 1].name,
+                         m->tensors[id].name, m->tensors[other].name);
+      } else {
+        live_put(&ls, id, id);
+      }
+    }
+    for (uint32_t id = dying[step]; id != NO_TENSOR && !st; id = next[id]) live_put(&ls, id, NO_TENSOR);
+  }
+  free(block);
+  return st;
+}
+
+/* The arena is what the plan needs, no more (its tensors' highest end, rounded up to 64
+ * bytes), and the arena with the constants stays within the file's memory limit. */
+static spnn_status check_arena(spnn_model* m, uint32_t arena_bytes) {
+  uint64_t top = 0, constants = 0;
+  for (uint32_t i = 0; i < m->num_tensors; i++) {
+    const spnn_tensor* t = &m->tensors[i];
+    if (t->kind == SPNN_KIND_CONSTANT) constants += t->count;
+    else if (tensor_end(m, i) > top) top = tensor_end(m, i);
+  }
+  uint64_t need = (top + 63) / 64 * 64;
+  if (arena_bytes > need)
+    return spnn_fail(m, SPNN_ERROR_FORMAT,
+                     "arena_bytes %u is more than the %llu bytes its tensors need", arena_bytes,
+                     (unsigned long long)need);
+  uint64_t total = arena_bytes + 4 * constants, limit = spnn_memory_limit(m->file_size);
+  if (total > limit)
+    return spnn_fail(m, SPNN_ERROR_FORMAT,
+                     "arena and constants take %llu bytes, over the limit of %llu for a %zu-byte "
+                     "file", (unsigned long long)total, (unsigned long long)limit, m->file_size);
   return SPNN_OK;
 }
 
@@ -456,25 +603,27 @@ static spnn_status parse_graph(spnn_model* m, const section* s, spnn_weight* ws,
     return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
   spnn_status st = parse_tensors(m, g, arena_bytes, ws, num_weights);
   if (st) return st;
+  if ((st = check_unique_names(m))) return st;
+  uint8_t* mark = (uint8_t*)calloc(2 * (size_t)m->num_tensors, 1); /* inputs, outputs */
+  if (!mark) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
   const uint8_t* io = g + GRAPH_HEADER_SIZE + (size_t)m->num_tensors * TENSOR_SIZE;
-  if ((st = parse_io(m, io, m->num_inputs, m->inputs, 1))) return st;
-  if ((st = parse_io(m, io + 4 * (size_t)m->num_inputs, m->num_outputs, m->outputs, 0))) return st;
-  for (uint32_t i = 0; i < m->num_tensors; i++) {
-    if (m->tensors[i].kind != SPNN_KIND_INPUT) continue;
-    int listed = 0;
-    for (uint32_t j = 0; j < m->num_inputs; j++) listed |= m->inputs[j] == i;
-    if (!listed)
-      return spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u (%s) is of kind input but not a graph input",
-                       i, m->tensors[i].name);
-  }
+  st = parse_io(m, io, m->num_inputs, m->inputs, 1, mark);
+  if (!st)
+    st = parse_io(m, io + 4 * (size_t)m->num_inputs, m->num_outputs, m->outputs, 0,
+                  mark + m->num_tensors);
+  for (uint32_t i = 0; i < m->num_tensors && !st; i++)
+    if (m->tensors[i].kind == SPNN_KIND_INPUT && !mark[i])
+      st = spnn_fail(m, SPNN_ERROR_FORMAT, "tensor %u (%s) is of kind input but not a graph input",
+                     i, m->tensors[i].name);
+  free(mark);
+  if (st) return st;
   if ((st = parse_ops(m, g, len, (uint32_t)ops_at))) return st;
-  for (uint32_t j = 0; j < m->num_outputs; j++) {
-    spnn_tensor* t = &m->tensors[m->outputs[j]];
-    if (t->kind == SPNN_KIND_ACTIVATION && t->producer < 0)
-      return spnn_fail(m, SPNN_ERROR_FORMAT, "graph output %s is never written", t->name);
-    t->last_use = (int32_t)m->num_ops;
-  }
-  if ((st = check_memory_plan(m))) return st;
+  for (uint32_t i = 0; i < m->num_tensors; i++)
+    if (m->tensors[i].kind == SPNN_KIND_ACTIVATION && m->tensors[i].producer < 0)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "activation tensor %u (%s) is written by no op", i,
+                       m->tensors[i].name);
+  for (uint32_t j = 0; j < m->num_outputs; j++) m->tensors[m->outputs[j]].last_use = (int32_t)m->num_ops;
+  if ((st = check_memory_plan(m)) || (st = check_arena(m, arena_bytes))) return st;
   m->arena_bytes = arena_bytes;
   m->arena = (uint8_t*)spnn_calloc(arena_bytes);
   if (!m->arena) return spnn_fail(m, SPNN_ERROR_NOMEM, "cannot allocate the %u-byte arena", arena_bytes);
@@ -517,11 +666,14 @@ static spnn_status prepare_ops(spnn_model* m) {
 
 static spnn_status load(spnn_model* m, const uint8_t* data, size_t size) {
   section secs[5];
+  m->file_size = size;
   spnn_status st = parse_header(m, data, size, secs);
   if (st) return st;
   if (secs[SEC_STRINGS].len < 1 || secs[SEC_STRINGS].p[0] != 0)
     return spnn_fail(m, SPNN_ERROR_FORMAT, "STRINGS section must start with a zero byte");
   if ((st = copy_text(m, &secs[SEC_STRINGS], &m->strings, &m->strings_size))) return st;
+  m->strings_end = secs[SEC_STRINGS].len - 1;
+  while (m->strings[m->strings_end] != 0) m->strings_end--; /* stops at 0 at the latest */
   if ((st = copy_text(m, &secs[SEC_METADATA], &m->metadata, NULL))) return st;
   spnn_weight* ws = NULL;
   uint32_t num_weights = 0;
@@ -552,8 +704,12 @@ spnn_status spnn_load(const uint8_t* data, size_t size, int num_threads, spnn_mo
     if (error && error_size) snprintf(error, error_size, "out of memory");
     return SPNN_ERROR_NOMEM;
   }
+  /* What the engine takes for this file's buffers: twice what the format lets the file ask
+   * for, room for the weights' packed copies and the kernels' tables. */
+  spnn_budget_begin(2 * spnn_memory_limit(size));
   spnn_status st = data ? load(m, data, size)
                         : spnn_fail(m, SPNN_ERROR_FORMAT, "file is 0 bytes, shorter than the header");
+  spnn_budget_end();
   if (st == SPNN_OK) {
     m->max_threads = num_threads;
     m->num_threads = 1;
