@@ -26,5 +26,10 @@ class ModelFormatError(PysparseError):
     """A source model file (TFLite, ONNX) cannot be parsed."""
 
 
+class ResourceLimitError(PysparseError):
+    """A model asks for more memory than pysparse allows for a file of its size (a densified
+    or folded tensor, an arena, a job on the server)."""
+
+
 class InputShapeError(PysparseError):
     """An input given to a model does not have the shape the model expects."""

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from .. import opset
 from ..errors import SpnnFormatError
 from ..ir import Graph, Op, Tensor
-from ..passes.memory import overlapping_live_pairs
 from . import spec
+from .liveness import arena_need, first_live_overlap
 from .shapes import check_op
 from .sparse import EncodedWeight, check_descriptor, decode, matrix_shape
 
@@ -50,15 +50,30 @@ def read_spnn(data: bytes) -> SpnnFile:
     descriptors = _read_weight_descriptors(sections[spec.SECTION_WEIGHTS])
     g = _GraphReader(sections[spec.SECTION_GRAPH], strings, len(descriptors))
     graph, offsets, arena_bytes, weight_of = g.read()
-    weights = _attach_weights(graph, descriptors, weight_of)
+    users = _check_weights(graph, descriptors, weight_of)
+    pair = first_live_overlap(graph, offsets)
+    if pair:
+        _fail(f"section GRAPH: tensors {pair[0]!r} and {pair[1]!r} are live at the same time "
+              f"and overlap in the arena")
+    _check_memory(graph, offsets, arena_bytes, len(data))
+    weights = _decode_weights(graph, descriptors, users)
     metadata = _read_metadata(sections[spec.SECTION_METADATA])
     graph.metadata = dict(metadata)
-    pairs = overlapping_live_pairs(graph, offsets)
-    if pairs:
-        _fail(f"section GRAPH: tensors {pairs[0][0]!r} and {pairs[0][1]!r} are live at the same time "
-              f"and overlap in the arena")
     order = sorted(weight_of, key=weight_of.get)
     return SpnnFile(graph, metadata, weights, offsets, arena_bytes, version, producer, len(data), order)
+
+
+def _check_memory(graph: Graph, offsets: dict[str, int], arena_bytes: int, file_size: int) -> None:
+    """The arena is what the plan needs, no more; with the constants it stays within the
+    memory a file of this length may ask for (docs/format.md, "Limits")."""
+    need = arena_need(graph, offsets)
+    if arena_bytes > need:
+        _fail(f"section GRAPH: arena_bytes {arena_bytes} is more than the {need} bytes its tensors need")
+    constants = sum(t.size for t in graph.tensors.values() if t.name not in offsets)
+    total, limit = arena_bytes + spec.ELEMENT_BYTES * constants, spec.memory_limit(file_size)
+    if total > limit:
+        _fail(f"section GRAPH: arena and constants take {total} bytes, over the limit of {limit} "
+              f"for a {file_size}-byte file")
 
 
 # -- container -----------------------------------------------------------------------
@@ -118,21 +133,34 @@ def _read_container(data: bytes):
 
 
 class _Strings:
+    """Names in STRINGS. A name starts a string (offset 0, or just after a zero byte) and
+    ends inside the section, so distinct offsets name disjoint strings: decoding each
+    offset once makes reading all names linear in the section's length."""
+
     def __init__(self, blob: bytes):
         if not blob or blob[0] != 0:
             _fail("section STRINGS: must start with a zero byte (the empty string)")
         self.blob = blob
+        self.last_zero = blob.rindex(b"\0")
+        self.cache: dict[int, str] = {0: ""}
 
     def get(self, off: int, where: str) -> str:
+        s = self.cache.get(off)
+        if s is not None:
+            return s
         if off >= len(self.blob):
             _fail(f"{where}: string offset {off} is outside STRINGS ({len(self.blob)} bytes)")
-        end = self.blob.find(b"\0", off)
-        if end < 0:
+        if off > self.last_zero:
             _fail(f"{where}: string at offset {off} has no terminating zero inside STRINGS")
+        if self.blob[off - 1] != 0:
+            _fail(f"{where}: string offset {off} does not start a string")
+        end = self.blob.index(b"\0", off)
         try:
-            return self.blob[off:end].decode("utf-8")
+            s = self.blob[off:end].decode("utf-8")
         except UnicodeDecodeError:
             _fail(f"{where}: string at offset {off} is not UTF-8")
+        self.cache[off] = s
+        return s
 
 
 # -- WEIGHTS -------------------------------------------------------------------------
@@ -165,15 +193,16 @@ def _read_weight_descriptors(sec: bytes) -> list[EncodedWeight]:
     return out
 
 
-def _attach_weights(graph: Graph, descriptors: list[EncodedWeight], weight_of: dict[str, int]):
+def _check_weights(graph: Graph, descriptors: list[EncodedWeight], weight_of: dict[str, int]) -> dict[int, str]:
+    """Each weight used by exactly one constant of its shape; weight index -> tensor name."""
     users: dict[int, str] = {}
     for name, idx in weight_of.items():
         if idx in users:
             _fail(f"section WEIGHTS: weight {idx} is used by tensors {users[idx]!r} and {name!r}")
         users[idx] = name
-    unused = sorted(set(range(len(descriptors))) - set(users))
-    if unused:
-        _fail(f"section WEIGHTS: weight {unused[0]} is used by no tensor")
+    if len(users) < len(descriptors):
+        unused = min(set(range(len(descriptors))) - set(users))
+        _fail(f"section WEIGHTS: weight {unused} is used by no tensor")
     total = 0
     for idx in sorted(users):
         name = users[idx]
@@ -185,6 +214,10 @@ def _attach_weights(graph: Graph, descriptors: list[EncodedWeight], weight_of: d
         total += rows * cols
         if total >= spec.MAX_ELEMENTS:
             _fail(f"section WEIGHTS: constants hold {total} elements or more, the limit is {spec.MAX_ELEMENTS}")
+    return users
+
+
+def _decode_weights(graph: Graph, descriptors: list[EncodedWeight], users: dict[int, str]):
     weights = {}
     for idx in sorted(users):
         name = users[idx]
@@ -286,23 +319,28 @@ class _GraphReader:
                 _fail(f"section GRAPH: {what}: tensor id {tid} is not below num_tensors {n_t}")
             return names[tid]
 
+        if n_in < 1 or n_out < 1:
+            _fail(f"section GRAPH: {n_in} inputs and {n_out} outputs (at least one of each is needed)")
+        listed: set[str] = set()
         for tid in self.u32s(n_in, "inputs"):
             name = tensor_id(tid, "graph input")
             if kinds[tid] != spec.KIND_INPUT:
                 _fail(f"section GRAPH: graph input {name!r} is a {spec.KIND_NAMES[kinds[tid]]} tensor")
-            if name in graph.inputs:
+            if name in listed:
                 _fail(f"section GRAPH: graph input {name!r} is listed twice")
+            listed.add(name)
             graph.inputs.append(name)
-        listed = set(graph.inputs)
         for tid, k in enumerate(kinds):
             if k == spec.KIND_INPUT and names[tid] not in listed:
                 _fail(f"section GRAPH: tensor {tid} ({names[tid]!r}) is an input but not in the inputs list")
+        outputs: set[str] = set()
         for tid in self.u32s(n_out, "outputs"):
             name = tensor_id(tid, "graph output")
             if kinds[tid] == spec.KIND_CONSTANT:
                 _fail(f"section GRAPH: graph output {name!r} is a constant")
-            if name in graph.outputs:
+            if name in outputs:
                 _fail(f"section GRAPH: graph output {name!r} is listed twice")
+            outputs.add(name)
             graph.outputs.append(name)
 
         defined = set(graph.inputs) | set(weight_of)

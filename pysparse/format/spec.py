@@ -54,6 +54,16 @@ MAX_STEP = 0xFFFF
 assert HEADER_SIZE == 32 and TENSOR_RECORD_SIZE == 40 and WEIGHT_DESCRIPTOR_SIZE == 32
 
 
+# Limits: a file's arena plus 4 bytes per constant element may not exceed
+# MEMORY_FLOOR + MEMORY_PER_BYTE * the file's length (docs/format.md, "Limits").
+MEMORY_FLOOR = 256 << 20
+MEMORY_PER_BYTE = 64
+
+
+def memory_limit(file_size: int) -> int:
+    return MEMORY_FLOOR + MEMORY_PER_BYTE * file_size
+
+
 def align_up(n: int, a: int = ALIGN) -> int:
     return (n + a - 1) // a * a
 

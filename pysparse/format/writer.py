@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 
 from .. import __version__, opset
+from ..errors import ResourceLimitError
 from ..ir import Graph
 from ..passes.memory import plan_memory
 from . import spec
@@ -130,8 +131,13 @@ def write_spnn(graph: Graph, encodings: dict[str, EncodedWeight] | None = None,
             gsec += struct.pack("<i" if a.kind == "i" else "<f", v)
 
     meta = json.dumps(metadata or {}, default=_json_default, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    return assemble({spec.SECTION_STRINGS: bytes(strings.blob), spec.SECTION_GRAPH: bytes(gsec),
+    data = assemble({spec.SECTION_STRINGS: bytes(strings.blob), spec.SECTION_GRAPH: bytes(gsec),
                      spec.SECTION_WEIGHTS: bytes(wsec), spec.SECTION_METADATA: meta}, producer)
+    total = arena_bytes + spec.ELEMENT_BYTES * sum(graph.tensors[n].size for n in constants)
+    if total > spec.memory_limit(len(data)):
+        raise ResourceLimitError(f"the model needs {total} bytes of arena and constants, over the limit of "
+                                 f"{spec.memory_limit(len(data))} for its {len(data)}-byte file (docs/format.md, Limits)")
+    return data
 
 
 def assemble(sections: dict[int, bytes], producer: str = __version__) -> bytes:
