@@ -79,28 +79,26 @@ def validate(record: dict) -> list[str]:
     return problems
 
 
-def print_table(record: dict, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def print_table(record: dict, console=None, fmt: str = "auto") -> None:
+    """One table per model and thread count (see pysparse.tables for `fmt`)."""
+    from ..tables import Table, emit
 
-    console = console or Console()
     rows = record["results"]
     for model in dict.fromkeys(r["model"] for r in rows):
         for threads in sorted({r["threads"] for r in rows if r["model"] == model}):
-            t = Table(title=f"{model}, {threads} thread{'s' if threads > 1 else ''} (ms; median of {record['runs']})")
-            for col in ("system", "load", "first", "median", "min", "max", "× tflite dense",
-                        "× tflite sparse", "file KiB"):
-                t.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
+            t = Table(f"{model}, {threads} thread{'s' if threads > 1 else ''} (ms; median of {record['runs']})",
+                      ["system", "load", "first", "median", "min", "max", "× tflite dense", "× tflite sparse",
+                       "file KiB"], right=set(range(1, 9)))
             for r in rows:
                 if r["model"] != model or r["threads"] != threads:
                     continue
                 if "error" in r:
-                    t.add_row(r["label"], "[red]" + r["error"][:60], *[""] * 7)
+                    t.add(r["label"], "error: " + r["error"][:60], *[""] * 7)
                     continue
                 sp, ss = r.get("speedup_vs_tflite_dense"), r.get("speedup_vs_tflite_sparse")
-                t.add_row(r["label"], *(f"{r[k]:.1f}" for k in TIMES), f"{sp:.2f}" if sp else "-",
-                          f"{ss:.2f}" if ss else "-", f"{r['file_bytes'] / 1024:.0f}")
-            console.print(t)
+                t.add(r["label"], *(f"{r[k]:.1f}" for k in TIMES), f"{sp:.2f}" if sp else "-",
+                      f"{ss:.2f}" if ss else "-", f"{r['file_bytes'] / 1024:.0f}")
+            emit(t, fmt, console)
 
 
 # Engine kernels grouped for the per-layer chart: the first matching prefix names the group.

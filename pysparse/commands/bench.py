@@ -1,6 +1,8 @@
 """`pysparse bench`: pysparse against TFLite-wasm and onnxruntime-web in headless Chromium."""
 from __future__ import annotations
 
+from ..tables import add_format_option
+
 
 def _list(kind):
     def parse(text):
@@ -28,6 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--smoke", action="store_true",
                    help="quick check: hand_landmark_lite, 1 thread, 3 runs, 80%% sparsity, pysparse and tflite")
     p.add_argument("--no-profile", action="store_true", help="skip pysparse's per-layer profile")
+    add_format_option(p)
     p.set_defaults(func=run)
 
 
@@ -53,7 +56,7 @@ def run(args) -> int:
     record = run_benchmark(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup,
                            sparsities=args.sparsities, blocks=args.blocks, systems=args.systems,
                            out_dir=args.out, profile=not args.no_profile, console=console)
-    report.print_table(record, console)
+    report.print_table(record, console, args.table)
     console.print(f"results: {args.out}/results.json; charts: {', '.join(record['charts'])}")
     problems = report.validate(record)
     for p in problems:

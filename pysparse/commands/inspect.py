@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..tables import add_format_option
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="show the layers, encodings, sizes and memory of a .spnn file",
@@ -13,6 +15,7 @@ def add_parser(sub) -> None:
                                    "layer and the totals.")
     p.add_argument("file", type=Path, help="a .spnn file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_format_option(p)
     p.set_defaults(func=run)
 
 
@@ -70,44 +73,32 @@ def summary(f, path: Path) -> dict:
     return out
 
 
-def _print_table(s: dict) -> None:
-    import sys
-
-    from rich.console import Console
-    from rich.table import Table
-    # Piped output (files, tests) gets a wide fixed width instead of rich's 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=220)
-    t = Table(title=f"{s['name']} ({s['file']}, format {s['format_version']}, written by pysparse {s['producer']})")
-    t.add_column("#", justify="right")
-    t.add_column("op", no_wrap=True)
-    t.add_column("name", overflow="ellipsis", no_wrap=True, max_width=36)
-    for col in ("input", "weight", "output"):
-        t.add_column(col, no_wrap=True)
-    t.add_column("sparsity", justify="right", no_wrap=True)
-    t.add_column("encoding", no_wrap=True)
-    for col in ("dense MACs", "eff. MACs", "bytes"):
-        t.add_column(col, justify="right", no_wrap=True)
-    fmt = lambda v: "x".join(map(str, v))  # noqa: E731
+def _print_table(s: dict, fmt: str = "auto") -> None:
+    from ..prune.report import short_name
+    from ..tables import Table, emit
+    t = Table(f"{s['name']} ({s['file']}, format {s['format_version']}, written by pysparse {s['producer']})",
+              ["#", "op", "name", "input", "weight", "output", "sparsity", "encoding", "dense MACs", "eff. MACs",
+               "bytes"], right={0, 6, 8, 9, 10})
+    fmt_shape = lambda v: "x".join(map(str, v))  # noqa: E731
     for i, r in enumerate(s["layers"]):
         enc = f"sparse b{r['block']} {r['dtype']}" if r["encoding"] == "sparse" else f"dense {r['dtype']}"
-        t.add_row(str(i), r["op"], r["name"], fmt(r["input"]), fmt(r["weight"]), fmt(r["output"]),
-                  f"{100 * r['sparsity']:.1f}%", enc, f"{r['dense_macs']:,}", f"{r['effective_macs']:,}",
-                  f"{r['bytes']:,}")
-    t.add_section()
-    t.add_row("", "total", f"{len(s['layers'])} layers, {s['sparse_layers']} sparse", "", "", "", "", "",
-              f"{s['dense_macs']:,}", f"{s['effective_macs']:,}", f"{s['weight_bytes']:,}")
-    console.print(t)
+        t.add(i, r["op"], short_name(r["name"]), fmt_shape(r["input"]), fmt_shape(r["weight"]), fmt_shape(r["output"]),
+              f"{100 * r['sparsity']:.1f}%", enc, f"{r['dense_macs']:,}", f"{r['effective_macs']:,}",
+              f"{r['bytes']:,}")
+    t.footer.append(["", "total", f"{len(s['layers'])} layers, {s['sparse_layers']} sparse", "", "", "", "", "",
+                     f"{s['dense_macs']:,}", f"{s['effective_macs']:,}", f"{s['weight_bytes']:,}"])
+    emit(t, fmt)
     src = s["source"]
-    size = f"file size: {s['file_size']:,} bytes"
+    lines = [f"file size: {s['file_size']:,} bytes"]
     if "size_ratio" in s:
-        size += f" ({100 * s['size_ratio']:.1f}% of {src.get('file', 'the source')}, {src['bytes']:,} bytes)"
-    console.print(size, highlight=False)
-    console.print(f"peak activation memory (arena): {s['arena_bytes']:,} bytes", highlight=False)
-    console.print(f"1x1 convolution weight sparsity: {100 * s['conv1x1_sparsity']:.1f}%", highlight=False)
+        lines[0] += f" ({100 * s['size_ratio']:.1f}% of {src.get('file', 'the source')}, {src['bytes']:,} bytes)"
+    lines.append(f"peak activation memory (arena): {s['arena_bytes']:,} bytes")
+    lines.append(f"1x1 convolution weight sparsity: {100 * s['conv1x1_sparsity']:.1f}%")
     if s["dense_macs"]:
-        console.print(f"MACs: {s['dense_macs']:,} dense, {s['effective_macs']:,} effective "
-                      f"({100 * s['effective_macs'] / s['dense_macs']:.1f}%)", highlight=False)
-    console.print(f"ops: {s['ops']}; inputs {s['inputs']}; outputs {s['outputs']}", highlight=False)
+        lines.append(f"MACs: {s['dense_macs']:,} dense, {s['effective_macs']:,} effective "
+                     f"({100 * s['effective_macs'] / s['dense_macs']:.1f}%)")
+    lines.append(f"ops: {s['ops']}; inputs {s['inputs']}; outputs {s['outputs']}")
+    print("\n".join(lines))
 
 
 def run(args) -> int:
@@ -117,5 +108,5 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(s, indent=1))
     else:
-        _print_table(s)
+        _print_table(s, args.table)
     return 0
