@@ -76,7 +76,7 @@ class NativeModel:
         st = L.spnn_load(data, len(data), threads, ctypes.byref(self._m), err, ERROR_SIZE)
         if st != 0:
             self._m = None
-            raise EngineError(st, err.value.decode())
+            raise EngineError(st, err.value.decode(errors="replace"))
 
     def close(self):
         if self._m:

@@ -12,6 +12,7 @@ however many tensors are live together.
 from __future__ import annotations
 
 from bisect import bisect_left
+from math import prod
 
 from ..ir import Graph
 
@@ -20,14 +21,14 @@ ARENA_ALIGN = 64  # the arena a file declares is its tensors' highest end rounde
 
 def arena_need(graph: Graph, offsets: dict[str, int]) -> int:
     """Bytes the arena needs for the tensors placed in it, rounded up to ARENA_ALIGN."""
-    top = max((off + 4 * graph.tensors[n].size for n, off in offsets.items()), default=0)
+    top = max((off + 4 * prod(graph.tensors[n].shape) for n, off in offsets.items()), default=0)
     return -(-top // ARENA_ALIGN) * ARENA_ALIGN
 
 
 def first_live_overlap(graph: Graph, offsets: dict[str, int]) -> tuple[str, str] | None:
     """(live tensor, newer tensor) of the first overlap found in op order, else None."""
     n_ops = len(graph.ops)
-    end = {n: off + 4 * graph.tensors[n].size for n, off in offsets.items()}
+    end = {n: off + 4 * prod(graph.tensors[n].shape) for n, off in offsets.items()}
     last = dict.fromkeys(graph.inputs, -1)
     for k, op in enumerate(graph.ops):
         for n in op.inputs:
@@ -72,8 +73,25 @@ def first_live_overlap(graph: Graph, offsets: dict[str, int]) -> tuple[str, str]
             hi >>= 1
         return best_name if best > offsets[name] else None
 
-    for step in range(n_ops + 1):
-        for n in graph.inputs if step == 0 else graph.ops[step - 1].outputs:
+    # The start: all graph inputs at once, checked in offset order; those read later fill
+    # the tree's leaves, and the nodes above them are made bottom-up.
+    ordered = sorted(graph.inputs, key=offsets.__getitem__)
+    reach, reacher = -1, None
+    for n in ordered:
+        if offsets[n] < reach:
+            return reacher, n
+        if end[n] > reach:
+            reach, reacher = end[n], n
+    for n in graph.inputs:
+        if last[n] >= 0:
+            i = bisect_left(starts, offsets[n]) + size
+            top[i], who[i] = end[n], n
+    for i in range(size - 1, 0, -1):
+        a, b = 2 * i, 2 * i + 1
+        j = a if top[a] >= top[b] else b
+        top[i], who[i] = top[j], who[j]
+    for step in range(1, n_ops + 1):
+        for n in graph.ops[step - 1].outputs:
             other = overlap(n)
             if other is not None:
                 return other, n

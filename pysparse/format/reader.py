@@ -140,6 +140,10 @@ class _Strings:
     def __init__(self, blob: bytes):
         if not blob or blob[0] != 0:
             _fail("section STRINGS: must start with a zero byte (the empty string)")
+        try:
+            blob.decode("utf-8")
+        except UnicodeDecodeError as e:
+            _fail(f"section STRINGS: byte {e.start} is not UTF-8")
         self.blob = blob
         self.last_zero = blob.rindex(b"\0")
         self.cache: dict[int, str] = {0: ""}
@@ -155,10 +159,7 @@ class _Strings:
         if self.blob[off - 1] != 0:
             _fail(f"{where}: string offset {off} does not start a string")
         end = self.blob.index(b"\0", off)
-        try:
-            s = self.blob[off:end].decode("utf-8")
-        except UnicodeDecodeError:
-            _fail(f"{where}: string at offset {off} is not UTF-8")
+        s = self.blob[off:end].decode("utf-8")  # the whole section is UTF-8
         self.cache[off] = s
         return s
 
@@ -231,12 +232,27 @@ def _decode_weights(graph: Graph, descriptors: list[EncodedWeight], users: dict[
 def _read_metadata(sec: bytes) -> dict:
     def no_constant(name):  # NaN and Infinity are not JSON
         raise ValueError(f"{name} is not JSON")
+
+    def number(kind):
+        def parse(token: str):
+            if len(token) > spec.MAX_JSON_NUMBER:
+                raise ValueError(f"a number of {len(token)} characters")
+            return kind(token)
+        return parse
     try:
-        meta = json.loads(sec.decode("utf-8"), parse_constant=no_constant)
+        meta = json.loads(sec.decode("utf-8"), parse_constant=no_constant, parse_int=number(int),
+                          parse_float=number(float))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         _fail(f"section METADATA: not UTF-8 JSON ({e})")
     if not isinstance(meta, dict):
         _fail("section METADATA: the JSON is not an object")
+    level, depth = [meta], 1
+    while level:  # containers nested deeper than the limit
+        if depth > spec.MAX_JSON_DEPTH:
+            _fail(f"section METADATA: JSON nested more than {spec.MAX_JSON_DEPTH} deep")
+        level = [v for c in level for v in (c.values() if isinstance(c, dict) else c)
+                 if isinstance(v, (dict, list))]
+        depth += 1
     return meta
 
 

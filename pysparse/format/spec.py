@@ -54,6 +54,10 @@ MAX_STEP = 0xFFFF
 assert HEADER_SIZE == 32 and TENSOR_RECORD_SIZE == 40 and WEIGHT_DESCRIPTOR_SIZE == 32
 
 
+# METADATA: containers nested at most this deep, numbers at most this many characters.
+MAX_JSON_DEPTH = 64
+MAX_JSON_NUMBER = 64
+
 # Limits: a file's arena plus 4 bytes per constant element may not exceed
 # MEMORY_FLOOR + MEMORY_PER_BYTE * the file's length (docs/format.md, "Limits").
 MEMORY_FLOOR = 256 << 20

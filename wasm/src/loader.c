@@ -211,6 +211,21 @@ static spnn_status parse_header(spnn_model* m, const uint8_t* data, size_t size,
                          section_names[u]);
     }
   }
+  /* The gaps between the table and the sections, and after the last one, are zero bytes. */
+  size_t pos = table_end;
+  int used[5] = {0};
+  for (int done = 0; done < 4; done++) {
+    int next = 0;
+    for (int t = SEC_STRINGS; t <= SEC_METADATA; t++)
+      if (!used[t] && (!next || secs[t].offset < secs[next].offset)) next = t;
+    used[next] = 1;
+    for (; pos < secs[next].offset; pos++)
+      if (data[pos]) return spnn_fail(m, SPNN_ERROR_FORMAT, "nonzero padding before section %s",
+                                      section_names[next]);
+    if ((size_t)secs[next].offset + secs[next].len > pos) pos = (size_t)secs[next].offset + secs[next].len;
+  }
+  for (; pos < size; pos++)
+    if (data[pos]) return spnn_fail(m, SPNN_ERROR_FORMAT, "nonzero bytes after the last section");
   return SPNN_OK;
 }
 
@@ -222,6 +237,136 @@ static spnn_status copy_text(spnn_model* m, const section* s, char** out, uint32
   *out = p;
   if (size) *size = s->len + 1;
   return SPNN_OK;
+}
+
+/* ---- METADATA: UTF-8 JSON with an object at the top (docs/format.md) ------------------
+ * A checker of the JSON grammar (RFC 8259) without recursion: nesting is kept as a stack of
+ * bits, at most MAX_JSON_DEPTH deep; numbers are at most MAX_JSON_NUMBER characters; the
+ * whole section is strict UTF-8 (no overlong forms, no surrogates). */
+#define MAX_JSON_DEPTH 64
+#define MAX_JSON_NUMBER 64
+
+static size_t utf8_char(const uint8_t* p, size_t n) {
+  uint8_t c = p[0];
+  if (c < 0x80) return 1;
+  size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+  if (!len || len > n) return 0;
+  for (size_t i = 1; i < len; i++)
+    if ((p[i] & 0xC0) != 0x80) return 0;
+  if (c == 0xE0 && p[1] < 0xA0) return 0; /* overlong */
+  if (c == 0xED && p[1] >= 0xA0) return 0; /* surrogate */
+  if (c == 0xF0 && p[1] < 0x90) return 0; /* overlong */
+  if (c == 0xF4 && p[1] >= 0x90) return 0; /* above U+10FFFF */
+  return len;
+}
+
+static int json_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static int json_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+
+/* Returns the end of the string starting at p[i] == '"', or 0. */
+static size_t json_string(const uint8_t* p, size_t n, size_t i) {
+  for (i++; i < n;) {
+    uint8_t c = p[i];
+    if (c == '"') return i + 1;
+    if (c < 0x20) return 0;
+    if (c == '\\') {
+      if (i + 1 >= n) return 0;
+      uint8_t e = p[i + 1];
+      if (e == 'u') {
+        if (i + 6 > n) return 0;
+        for (size_t k = i + 2; k < i + 6; k++)
+          if (!json_digit(p[k]) && !((p[k] | 0x20) >= 'a' && (p[k] | 0x20) <= 'f')) return 0;
+        i += 6;
+      } else if (strchr("\"\\/bfnrt", e) && e) {
+        i += 2;
+      } else {
+        return 0;
+      }
+    } else {
+      size_t len = utf8_char(p + i, n - i);
+      if (!len) return 0;
+      i += len;
+    }
+  }
+  return 0;
+}
+
+/* Returns the end of the number starting at p[i], or 0. */
+static size_t json_number(const uint8_t* p, size_t n, size_t i) {
+  size_t start = i;
+  if (i < n && p[i] == '-') i++;
+  if (i < n && p[i] == '0') i++;
+  else if (i < n && json_digit(p[i])) while (i < n && json_digit(p[i])) i++;
+  else return 0;
+  if (i < n && p[i] == '.') {
+    if (++i >= n || !json_digit(p[i])) return 0;
+    while (i < n && json_digit(p[i])) i++;
+  }
+  if (i < n && (p[i] | 0x20) == 'e') {
+    i++;
+    if (i < n && (p[i] == '+' || p[i] == '-')) i++;
+    if (i >= n || !json_digit(p[i])) return 0;
+    while (i < n && json_digit(p[i])) i++;
+  }
+  return i - start <= MAX_JSON_NUMBER ? i : 0;
+}
+
+static int json_object_text(const uint8_t* p, size_t n) {
+  uint64_t is_object = 0; /* bit d: the container at depth d + 1 is an object */
+  int depth = 0;
+  enum { VALUE, AFTER_VALUE, KEY, KEY_OR_END, VALUE_OR_END } want = VALUE;
+  size_t i = 0;
+  while (i < n && json_space(p[i])) i++;
+  if (i >= n || p[i] != '{') return 0;
+  for (;;) {
+    if (want == AFTER_VALUE && depth == 0) break;
+    while (i < n && json_space(p[i])) i++;
+    if (i >= n) return 0;
+    uint8_t c = p[i];
+    if (want == KEY || want == KEY_OR_END) {
+      if (c == '}' && want == KEY_OR_END) goto close;
+      if (c != '"' || !(i = json_string(p, n, i))) return 0;
+      while (i < n && json_space(p[i])) i++;
+      if (i >= n || p[i++] != ':') return 0;
+      want = VALUE;
+      continue;
+    }
+    if (want == AFTER_VALUE) {
+      int obj = (int)((is_object >> (depth - 1)) & 1);
+      if (c == ',') {
+        want = obj ? KEY : VALUE;
+        i++;
+        continue;
+      }
+      if (c != (obj ? '}' : ']')) return 0;
+    close:
+      depth--;
+      i++;
+      want = AFTER_VALUE;
+      continue;
+    }
+    /* a value (or, just after '[', the end of an empty array) */
+    if (c == ']' && want == VALUE_OR_END) goto close;
+    if (c == '{' || c == '[') {
+      if (depth == MAX_JSON_DEPTH) return 0;
+      if (c == '{') is_object |= 1ull << depth;
+      else is_object &= ~(1ull << depth);
+      depth++;
+      i++;
+      want = c == '{' ? KEY_OR_END : VALUE_OR_END;
+      continue;
+    }
+    if (c == '"') i = json_string(p, n, i);
+    else if (c == '-' || json_digit(c)) i = json_number(p, n, i);
+    else if (n - i >= 4 && !memcmp(p + i, "true", 4)) i += 4;
+    else if (n - i >= 5 && !memcmp(p + i, "false", 5)) i += 5;
+    else if (n - i >= 4 && !memcmp(p + i, "null", 4)) i += 4;
+    else return 0;
+    if (!i) return 0;
+    want = AFTER_VALUE;
+  }
+  while (i < n && json_space(p[i])) i++;
+  return i == n;
 }
 
 static spnn_status parse_tensors(spnn_model* m, const uint8_t* g, uint32_t arena_bytes,
@@ -671,9 +816,14 @@ static spnn_status load(spnn_model* m, const uint8_t* data, size_t size) {
   if (st) return st;
   if (secs[SEC_STRINGS].len < 1 || secs[SEC_STRINGS].p[0] != 0)
     return spnn_fail(m, SPNN_ERROR_FORMAT, "STRINGS section must start with a zero byte");
+  for (size_t i = 0, len; i < secs[SEC_STRINGS].len; i += len)
+    if (!(len = utf8_char(secs[SEC_STRINGS].p + i, secs[SEC_STRINGS].len - i)))
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "STRINGS section: byte %zu is not UTF-8", i);
   if ((st = copy_text(m, &secs[SEC_STRINGS], &m->strings, &m->strings_size))) return st;
   m->strings_end = secs[SEC_STRINGS].len - 1;
   while (m->strings[m->strings_end] != 0) m->strings_end--; /* stops at 0 at the latest */
+  if (!json_object_text(secs[SEC_METADATA].p, secs[SEC_METADATA].len))
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "METADATA section is not a UTF-8 JSON object");
   if ((st = copy_text(m, &secs[SEC_METADATA], &m->metadata, NULL))) return st;
   spnn_weight* ws = NULL;
   uint32_t num_weights = 0;
