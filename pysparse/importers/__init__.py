@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ModelFormatError
+from ..errors import ModelFormatError, PysparseError, ResourceLimitError
 from ..ir import Graph
 
 
@@ -32,13 +32,20 @@ def load_model(path_or_bytes) -> Graph:
     data = _read(path_or_bytes)
     name = os.path.basename(os.fspath(path_or_bytes)) if isinstance(path_or_bytes, (str, os.PathLike)) else None
     if len(data) >= 8 and data[4:8] == b"TFL3":
-        from .tflite import load_tflite
-        graph = load_tflite(data)
+        from .tflite import load_tflite as importer
     elif _looks_like_onnx(data):
-        from .onnx import load_onnx  # imported lazily: needs the onnx package
-        graph = load_onnx(data)
+        from .onnx import load_onnx as importer  # imported lazily: needs the onnx package
     else:
         raise ModelFormatError("not a TFLite or ONNX model (unknown file content)")
+    # A damaged or hostile file ends in one of pysparse's errors, whatever it trips over.
+    try:
+        graph = importer(data)
+    except PysparseError:
+        raise
+    except MemoryError:
+        raise ResourceLimitError("out of memory while importing the model") from None
+    except Exception as e:
+        raise ModelFormatError(f"cannot import the model ({type(e).__name__}: {e})") from e
     if name:
         graph.metadata["name"] = os.path.splitext(name)[0]
     return graph

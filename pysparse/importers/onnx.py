@@ -22,6 +22,15 @@ import numpy as np
 from .. import opset
 from ..errors import InputShapeError, ModelFormatError, UnsupportedOpError
 from ..ir import Graph
+from .limits import ElementBudget, finish
+
+# Ops that never make more elements than their inputs hold together: folded on constants
+# even when shape inference has no shape for the output (others then are not folded).
+_NEVER_GROW = {"Identity", "Reshape", "Transpose", "Cast", "CastLike", "Squeeze", "Unsqueeze", "Flatten",
+               "Slice", "Split", "Neg", "Abs", "Sqrt", "Exp", "Log", "Reciprocal", "Relu", "Sigmoid", "Tanh",
+               "Floor", "Ceil", "Round", "Sign", "Not", "Erf", "Sin", "Cos", "Clip", "Softmax", "Shape", "Size",
+               "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2",
+               "GatherElements", "DequantizeLinear", "QuantizeLinear"}
 
 MIN_OPSET = 13  # older models are converted up to this with onnx's version converter
 
@@ -48,7 +57,7 @@ def load_onnx(model, input_shapes: dict | None = None) -> Graph:
     except Exception as e:  # onnx raises several types here; all mean the model is inconsistent
         raise ModelFormatError(f"ONNX shape inference failed: {e}") from e
     try:
-        return _Importer(proto).run()
+        return finish(_Importer(proto).run())
     except (KeyError, IndexError, TypeError, ValueError, ArithmeticError) as e:
         # The checker and shape inference let through some inconsistencies (an unknown
         # element type, an attribute of the wrong kind): report them as a bad model.
@@ -159,6 +168,7 @@ class _Importer:
         self.graph = Graph(metadata={"source_format": "onnx", "producer": proto.producer_name,
                                      "opset": self.opset})
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        self.budget = ElementBudget(proto.ByteSize())  # for constants folded from declared shapes
         self.shapes: dict[str, tuple[int, ...]] = {}
         for v in list(proto.graph.input) + list(proto.graph.value_info) + list(proto.graph.output):
             tt = v.type.tensor_type
@@ -303,6 +313,9 @@ class _Importer:
         from onnx.reference import ReferenceEvaluator
 
         feeds = {i: self.const(i) for i in node.input if i}
+        for o in node.output:
+            if o:
+                self.budget.check(self._fold_size(node, o, feeds), f"{node.op_type} {self.name_of(node)!r}")
         graph = helper.make_graph(
             [node], "fold",
             [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
@@ -315,6 +328,29 @@ class _Importer:
             raise UnsupportedOpError(node.op_type, self.name_of(node), f"could not evaluate on constants: {e}") from e
         for name, value in zip([o for o in node.output if o], results):
             self.consts[name] = np.asarray(value)
+            self.budget.take(self.consts[name].size, f"{node.op_type} {self.name_of(node)!r}")
+
+    def _fold_size(self, node, output: str, feeds: dict) -> int:
+        """Elements of a folded output, known before it is computed: from shape inference,
+        or from the inputs of the ops that build a tensor from a declared shape. An op whose
+        output may be larger than its inputs and whose size is unknown is not folded."""
+        if output in self.shapes:
+            return int(np.prod(self.shapes[output], dtype=object))
+        ins = [feeds.get(i) for i in node.input]
+        t = node.op_type
+        if t == "ConstantOfShape":
+            return int(np.prod([int(v) for v in ins[0].reshape(-1)], dtype=object))
+        if t == "Expand":
+            dims = np.broadcast_shapes(tuple(ins[0].shape), tuple(int(v) for v in ins[1].reshape(-1)))
+            return int(np.prod(dims, dtype=object))
+        if t == "Tile":
+            return ins[0].size * int(np.prod([int(v) for v in ins[1].reshape(-1)], dtype=object))
+        if t == "Range":
+            start, limit, delta = (float(v.reshape(-1)[0]) for v in ins[:3])
+            return max(0, int(np.ceil((limit - start) / delta))) if delta else 0
+        if t not in _NEVER_GROW:
+            raise self.unsupported(node, "folding it on constants needs its output shape, which is not known")
+        return sum(v.size for v in ins if v is not None)
 
     # -- ops ----------------------------------------------------------------------------
     def op_Identity(self, node):

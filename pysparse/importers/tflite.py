@@ -32,6 +32,7 @@ from tflite.utils import BUILTIN_OPCODE2NAME
 from .. import opset
 from ..errors import ModelFormatError, PysparseError, UnsupportedOpError
 from ..ir import Graph
+from .limits import ElementBudget, finish
 from ..reference import conv_output_size, same_padding
 from .tflite_sparse import densify, read_sparsity
 
@@ -70,7 +71,7 @@ def load_tflite(path_or_bytes) -> Graph:
         name, data = "model.tflite", bytes(path_or_bytes)
     graph = _Importer(data).run()
     graph.metadata.setdefault("name", os.path.splitext(name)[0])
-    return graph
+    return finish(graph)
 
 
 def _is_memory_noop(shape, perm) -> bool:
@@ -98,6 +99,7 @@ class _Importer:
         except Exception as e:  # flatbuffers raises assorted errors on garbage
             raise ModelFormatError(f"cannot parse TFLite flatbuffer: {e}") from e
         self.g = Graph()
+        self.budget = ElementBudget(len(data))  # for densified sparse tensors
         self.names: dict[int, str] = {}  # TFLite tensor index -> IR tensor name
         self.consts: dict[int, np.ndarray] = {}  # constant values in TFLite layout
 
@@ -142,7 +144,7 @@ class _Importer:
         shape = self.shape(i)
         sparsity = t.Sparsity()
         if sparsity is not None:
-            return densify(values, shape, read_sparsity(sparsity))
+            return densify(values, shape, read_sparsity(sparsity), self.budget)
         if values.size != int(np.prod(shape, dtype=np.int64)):
             raise ModelFormatError(f"tensor {self.tname(i)!r}: {values.size} values for shape {shape}")
         return values.reshape(shape)

@@ -69,10 +69,27 @@ def read_sparsity(sp) -> Sparsity:
     return Sparsity(order, block_map, dims)
 
 
-def densify(values: np.ndarray, shape: tuple[int, ...], sp: Sparsity) -> np.ndarray:
+def densify(values: np.ndarray, shape: tuple[int, ...], sp: Sparsity, budget=None) -> np.ndarray:
     """The dense tensor of `shape` that the sparse `values` with parameters `sp` describe.
     Vectorised over all paths at each level; every index is checked, so a malformed
-    tensor raises ModelFormatError instead of reading out of bounds."""
+    tensor raises ModelFormatError instead of reading out of bounds.
+
+    `budget` (an importers.limits.ElementBudget) pays for the dense tensor before anything
+    is allocated (ResourceLimitError when it cannot); no level of the walk may visit more
+    paths than the dense tensor has elements, so the walk's memory is a small multiple of
+    that."""
+    if any(int(d) < 0 for d in shape):
+        raise ModelFormatError(f"sparse tensor: negative dimension in {tuple(shape)}")
+    total = 1
+    for d in shape:
+        total *= int(d)
+    if budget is not None:
+        budget.take(total, f"sparse tensor of shape {tuple(shape)}")
+
+    def visit(n: int) -> None:
+        if n > total:
+            raise ModelFormatError(f"sparse tensor: {n} stored positions for a shape of {total} elements")
+
     rank, nblk = len(shape), len(sp.block_map)
     order = sp.traversal_order or list(range(rank))
     if len(order) != rank + nblk or sorted(order) != list(range(rank + nblk)) or len(sp.dims) != len(order):
@@ -86,6 +103,7 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sp: Sparsity) -> np.ndar
             n = d.dense_size
             if n < 0:
                 raise ModelFormatError("sparse tensor: negative dense size")
+            visit(pos.size * n)
             coords = [np.repeat(c, n) for c in coords]
             i = np.tile(np.arange(n, dtype=np.int64), pos.size)
             pos = np.repeat(pos, n) * n + i
@@ -98,6 +116,7 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sp: Sparsity) -> np.ndar
             counts = end - start
             if (counts < 0).any() or (end > idx.size).any():
                 raise ModelFormatError("sparse tensor: bad segment array")
+            visit(int(counts.sum()))
             coords = [np.repeat(c, counts) for c in coords]
             # positions start..end-1 of every path, in order
             offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
