@@ -1,5 +1,6 @@
-// Pixels to a model input: crop, resize to the model's size, map 0..255 to the model's
-// value range, RGB planes (NCHW, batch 1).
+// Pixels to a model input: crop, resize to the model's size (stretched, or letterboxed to
+// keep the aspect ratio), map 0..255 to the model's value range, then subtract a per-channel
+// mean and divide by a per-channel std; RGB planes (NCHW, batch 1).
 //
 // Drawable sources (canvas, video, image, ImageBitmap, VideoFrame) go through a 2-D canvas
 // (the browser crops and resizes bilinearly); ImageData (or any {data, width, height} RGBA
@@ -48,6 +49,53 @@ function checkCrop(crop, size) {
   return c;
 }
 
+const RESIZE_MODES = ['stretch', 'letterbox'];
+
+function channels(value, name, fallback) {
+  if (value === undefined || value === null) return [fallback, fallback, fallback];
+  const list = typeof value === 'number' ? [value] : Array.from(value, Number);
+  if (list.length === 1) list.push(list[0], list[0]);
+  if (list.length !== 3 || !list.every(Number.isFinite)) throw new Error(`${name} must be a number or 3 numbers (R, G, B)`);
+  return list;
+}
+
+/**
+ * How pixels become input values: the `input` entry of the model's metadata (written by
+ * `pysparse pack --input-range/--input-mean/--input-std/--input-resize`), each field
+ * overridden by the same-named run() option.
+ * @returns {{range: number[], mean: number[], std: number[], resize: string}}
+ */
+export function pixelOptions(inputMeta = {}, opts = {}) {
+  const range = opts.range ?? inputMeta?.range ?? [0, 1];
+  if (!Array.isArray(range) || range.length !== 2 || !range.every((v) => Number.isFinite(Number(v)))) {
+    throw new Error('range must be two numbers [lo, hi]: the values pixel 0 and 255 map to');
+  }
+  const mean = channels(opts.mean ?? inputMeta?.mean, 'mean', 0);
+  const std = channels(opts.std ?? inputMeta?.std, 'std', 1);
+  if (std.some((v) => v === 0)) throw new Error('std must not be 0');
+  const resize = opts.resize ?? inputMeta?.resize ?? 'stretch';
+  if (!RESIZE_MODES.includes(resize)) throw new Error(`resize must be 'stretch' or 'letterbox', got ${JSON.stringify(resize)}`);
+  return { range: range.map(Number), mean, std, resize };
+}
+
+/**
+ * The source region that becomes the input: `crop` (default: the whole source), and for
+ * 'letterbox' that region grown about its centre to the input's aspect ratio, so the image
+ * keeps its proportions with black bars on two sides. Map a point of the input back to the
+ * source with x = region.x + u * region.width / inputWidth (likewise y).
+ */
+export function fitCrop(crop, size, width, height, resize = 'stretch') {
+  const c = checkCrop(crop, size);
+  if (resize !== 'letterbox') return c;
+  const aspect = width / height;
+  if (c.width / c.height > aspect) {
+    const h = c.width / aspect;
+    return { x: c.x, y: c.y - (h - c.height) / 2, width: c.width, height: h };
+  }
+  const w = c.height * aspect;
+  return { x: c.x - (w - c.width) / 2, y: c.y, width: w, height: c.height };
+}
+
 let scratch = null; // one canvas reused across calls
 
 function scratchContext(width, height) {
@@ -63,14 +111,17 @@ function scratchContext(width, height) {
   return ctx;
 }
 
-// RGBA bytes (width x height) -> planar RGB floats, v = lo + p * (hi - lo) / 255.
-function rgbaToPlanes(rgba, width, height, [lo, hi], out) {
+// RGBA bytes (width x height) -> planar RGB floats, v = (lo + p * (hi - lo) / 255 - mean) / std,
+// computed as p * a + b per channel.
+function rgbaToPlanes(rgba, width, height, { range: [lo, hi], mean, std }, out) {
   const plane = width * height;
   const scale = (hi - lo) / 255;
+  const [ar, ag, ab] = std.map((s) => scale / s);
+  const [br, bg, bb] = std.map((s, c) => (lo - mean[c]) / s);
   for (let i = 0, p = 0; i < plane; i++, p += 4) {
-    out[i] = lo + rgba[p] * scale;
-    out[plane + i] = lo + rgba[p + 1] * scale;
-    out[2 * plane + i] = lo + rgba[p + 2] * scale;
+    out[i] = rgba[p] * ar + br;
+    out[plane + i] = rgba[p + 1] * ag + bg;
+    out[2 * plane + i] = rgba[p + 2] * ab + bb;
   }
   return out;
 }
@@ -115,21 +166,22 @@ function resampleRGBA(img, crop, width, height) {
  * A pixel source as the model's input tensor.
  * @param src ImageData-like or drawable source
  * @param shape the model input shape [1, 3, H, W]
- * @param range [lo, hi] the values 0 and 255 map to
+ * @param prep pixelOptions() (or just [lo, hi], the values 0 and 255 map to)
  * @param crop optional {x, y, width, height} in source pixels
  * @param out optional Float32Array of 3*H*W to write into
  */
-export function pixelsToTensor(src, shape, range, crop, out) {
+export function pixelsToTensor(src, shape, prep, crop, out) {
   if (shape.length !== 4 || shape[0] !== 1 || shape[1] !== 3) {
     throw new Error(`pixel inputs need a model input of shape [1, 3, H, W]; this model's is [${shape.join(', ')}]`);
   }
+  const options = Array.isArray(prep) ? pixelOptions({ range: prep }) : prep;
   const [, , height, width] = shape;
   out ??= new Float32Array(3 * height * width);
   const size = sourceSize(src);
-  const c = checkCrop(crop, size);
-  if (isImageDataLike(src)) return rgbaToPlanes(resampleRGBA(src, c, width, height), width, height, range, out);
+  const c = fitCrop(crop, size, width, height, options.resize);
+  if (isImageDataLike(src)) return rgbaToPlanes(resampleRGBA(src, c, width, height), width, height, options, out);
   const ctx = scratchContext(width, height);
   ctx.clearRect(0, 0, width, height);
   ctx.drawImage(src, c.x, c.y, c.width, c.height, 0, 0, width, height);
-  return rgbaToPlanes(ctx.getImageData(0, 0, width, height).data, width, height, range, out);
+  return rgbaToPlanes(ctx.getImageData(0, 0, width, height).data, width, height, options, out);
 }

@@ -52,9 +52,28 @@ export type PixelSource =
 /** A Float32Array in the model's NCHW layout, or pixels (RGB, resized, 0..255 mapped to the model's range). */
 export type Input = Float32Array | PixelSource;
 
-export interface RunOptions {
+export interface Rect {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+/** How pixel inputs become values; the model's metadata (`input`) gives the defaults. */
+export interface PixelOptions {
+  /** 'stretch' fills the input with the crop; 'letterbox' keeps its aspect ratio, with black bars. */
+  resize?: 'stretch' | 'letterbox';
+  /** The values pixel 0 and 255 map to (then less mean, over std). */
+  range?: [number, number];
+  /** Subtracted per channel (R, G, B) after the range mapping; one number for all three. */
+  mean?: number | [number, number, number];
+  /** Divides per channel after the mean; one number for all three. */
+  std?: number | [number, number, number];
+}
+
+export interface RunOptions extends PixelOptions {
   /** For pixel inputs: the region of the source to use, in source pixels. */
-  crop?: { x: number; y: number; width: number; height: number };
+  crop?: Rect;
   /** loadInWorker models only: hand the caller's Float32Arrays to the worker instead of copying them. */
   transfer?: boolean;
 }
@@ -62,6 +81,10 @@ export interface RunOptions {
 export interface ModelInfo {
   variant: Variant;
   threads: number;
+  /** The `threads` given to load() ('auto' when none). */
+  threadsRequested: number | 'auto';
+  /** Why fewer threads run than were asked for (e.g. a page that is not cross-origin isolated); '' otherwise. */
+  threadsNote: string;
   features: Features;
   engineVersion: string;
   /** The compiled build: 'simd128', 'simd128-threads' or 'relaxed-simd'. */
@@ -116,5 +139,13 @@ export declare function loadInWorker(source: ModelSource, opts?: WorkerLoadOptio
 export declare function detectFeatures(): Features;
 export declare function chooseVariant(features: Features, opts?: LoadOptions): { variant: Variant; threads: number };
 export declare function isPixelSource(value: unknown): boolean;
+/** The pixel preprocessing of a model: its metadata's `input` entry, overridden by `opts`. */
+export declare function pixelOptions(inputMeta?: Record<string, any>, opts?: PixelOptions):
+  { range: [number, number]; mean: number[]; std: number[]; resize: 'stretch' | 'letterbox' };
+/** The source region that becomes the input (a letterboxed crop grows to the input's aspect ratio). */
+export declare function fitCrop(crop: Rect | undefined, size: { width: number; height: number },
+  width: number, height: number, resize?: 'stretch' | 'letterbox'): Rect;
+export declare function threadsNote(requested: number | 'auto' | undefined, running: number,
+  choice: { variant: Variant; threads: number }, features: Features): string;
 export declare const VARIANTS: Record<Variant, { file: string; threads: boolean; needs: (keyof Features)[] }>;
 export declare const version: string;

@@ -8,10 +8,10 @@
 
 import { chooseVariant, detectFeatures, isNode, VARIANTS } from './features.mjs';
 import { defaultLocateFile, fetchBytes, instantiate } from './engine.mjs';
-import { isPixelSource, pixelsToTensor } from './pixels.mjs';
+import { isPixelSource, pixelOptions, pixelsToTensor } from './pixels.mjs';
 
 export { detectFeatures, chooseVariant, VARIANTS } from './features.mjs';
-export { isPixelSource } from './pixels.mjs';
+export { fitCrop, isPixelSource, pixelOptions } from './pixels.mjs';
 export { loadInWorker } from './worker-client.mjs';
 
 export const version = '0.1.0';
@@ -72,7 +72,8 @@ export class Model {
   #inputs;
   #outputs;
   #info;
-  #range;
+  #inputMeta; // the metadata's `input` entry: range, mean, std, resize of pixel inputs
+  #pixels; // pixelOptions() from it alone
 
   constructor(engine, ptr, info) {
     this.#m = engine;
@@ -86,8 +87,12 @@ export class Model {
     } catch {
       metadata = {};
     }
-    const range = metadata.input?.range;
-    this.#range = Array.isArray(range) && range.length === 2 ? range.map(Number) : [0, 1];
+    this.#inputMeta = metadata.input && typeof metadata.input === 'object' ? metadata.input : {};
+    try {
+      this.#pixels = pixelOptions(this.#inputMeta);
+    } catch {
+      this.#pixels = pixelOptions({}); // a file with odd preprocessing fields: plain 0..1 pixels
+    }
     this.#info = Object.freeze({
       ...info,
       threads: engine._spnn_get_num_threads(ptr),
@@ -137,14 +142,21 @@ export class Model {
     return this.#outputs.map(({ name, shape }) => ({ name, shape: [...shape] }));
   }
 
-  /** {variant, threads, features, engineVersion, buildVariant, arenaBytes, weightBytes, fileBytes, metadata}. */
+  /**
+   * {variant, threads, threadsRequested, threadsNote, features, engineVersion, buildVariant,
+   * arenaBytes, weightBytes, fileBytes, metadata}; threadsNote says why fewer threads run
+   * than were asked for ('' when as asked).
+   */
   get info() {
     return { ...this.#info, threads: this.#ptr ? this.#m._spnn_get_num_threads(this.#ptr) : this.#info.threads };
   }
 
   // One input (tensor or pixels) as the Float32Array the engine reads.
   #toTensor(input, spec, opts) {
-    if (isPixelSource(input)) return pixelsToTensor(input, spec.shape, this.#range, opts.crop);
+    if (isPixelSource(input)) {
+      const custom = ['range', 'mean', 'std', 'resize'].some((k) => opts[k] !== undefined);
+      return pixelsToTensor(input, spec.shape, custom ? pixelOptions(this.#inputMeta, opts) : this.#pixels, opts.crop);
+    }
     if (input instanceof Float32Array) return input;
     if (ArrayBuffer.isView(input) || Array.isArray(input)) {
       throw new TypeError(`input '${spec.name}' must be a Float32Array (got ${input.constructor.name}) or an image source`);
@@ -172,8 +184,10 @@ export class Model {
 
   /**
    * Runs the model. `input`: a Float32Array (NCHW, the model's input size), an image source
-   * (resized to the input size, 0..255 mapped to the model's range), or {name: value}.
-   * opts.crop = {x, y, width, height} crops image sources first.
+   * (resized to the input size, 0..255 mapped to the model's range, less mean, over std),
+   * or {name: value}. opts.crop = {x, y, width, height} crops image sources first;
+   * opts.resize ('stretch' or 'letterbox'), opts.range, opts.mean and opts.std override
+   * what the model's metadata says.
    * Returns {outputName: {data: Float32Array, shape: number[]}} (fresh arrays).
    */
   run(input, opts = {}) {
@@ -248,7 +262,7 @@ export async function load(source, opts = {}) {
   const m = await engineFor(choice.variant, opts.locateFile);
   if (VARIANTS[choice.variant].threads) await readyWorkers(m, choice.threads - 1);
   try {
-    return loadInto(m, bytes, choice, features);
+    return loadInto(m, bytes, choice, features, opts.threads);
   } catch (e) {
     // Anything but a reported error (a trap, an abort) leaves the instance unusable.
     if (!(e instanceof PysparseError) && !opts.locateFile) engines.delete(choice.variant);
@@ -274,7 +288,23 @@ async function readyWorkers(m, count) {
   if (isNode) for (const w of pool.unusedWorkers) w.unref?.(); // idle workers must not keep Node alive
 }
 
-function loadInto(m, bytes, choice, features) {
+/** Why `running` threads are fewer than the number asked for ('' when they are not). */
+export function threadsNote(requested, running, choice, features) {
+  const asked = Number(requested);
+  if (requested === 'auto' || requested === undefined || requested === null || !(running < asked)) return '';
+  const lead = `${asked} threads asked for, ${running} running: `;
+  if (!VARIANTS[choice.variant].threads) {
+    if (!features.crossOriginIsolated) {
+      return lead + 'threads need a cross-origin-isolated page (serve it with Cross-Origin-Opener-Policy: ' +
+        'same-origin and Cross-Origin-Embedder-Policy: require-corp, as `pysparse serve` does)';
+    }
+    if (!features.threads) return lead + 'this browser has no shared WebAssembly memory (SharedArrayBuffer)';
+    return lead + `the ${choice.variant} build runs one thread`;
+  }
+  return lead + `the engine runs at most ${running} threads`;
+}
+
+function loadInto(m, bytes, choice, features, requested) {
   const dataPtr = m._malloc(Math.max(1, bytes.length));
   const errPtr = m._malloc(ERROR_MESSAGE_SIZE + 4);
   const outPtr = errPtr + ERROR_MESSAGE_SIZE;
@@ -296,7 +326,9 @@ function loadInto(m, bytes, choice, features) {
       // Running pool workers must not keep Node alive either: run() waits for them itself.
       for (const w of m.PThread.runningWorkers) w.unref?.();
     }
-    return new Model(m, ptr, { variant: choice.variant, features, fileBytes: bytes.length });
+    const running = m._spnn_get_num_threads(ptr);
+    return new Model(m, ptr, { variant: choice.variant, features, fileBytes: bytes.length,
+      threadsRequested: requested ?? 'auto', threadsNote: threadsNote(requested, running, choice, features) });
   } finally {
     m._free(dataPtr);
     m._free(errPtr);

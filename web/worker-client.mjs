@@ -4,7 +4,7 @@
 // way, and outputs come back transferred.
 
 import { isNode, VARIANTS, variantFiles } from './features.mjs';
-import { isImageDataLike, isPixelSource, sourceSize } from './pixels.mjs';
+import { fitCrop, isImageDataLike, isPixelSource, pixelOptions, sourceSize } from './pixels.mjs';
 
 const nodeModules = isNode
   ? { threads: await import('node:worker_threads'), url: await import('node:url') }
@@ -40,16 +40,16 @@ function startWorker(url) {
 }
 
 // One input value -> [value to post, buffers to transfer].
-async function packInput(value, spec, opts) {
+async function packInput(value, spec, opts, inputMeta) {
   if (value instanceof Float32Array) {
     const data = opts.transfer ? value : value.slice();
     return [data, [data.buffer]];
   }
   if (isPixelSource(value) && !isImageDataLike(value) && typeof createImageBitmap === 'function') {
-    // Crop and resize to the model's input size here, then hand the small bitmap over.
-    const size = sourceSize(value);
-    const c = opts.crop ?? { x: 0, y: 0, width: size.width, height: size.height };
+    // Crop (letterboxed where asked) and resize to the model's input size here, then hand
+    // the small bitmap over.
     const [, , height, width] = spec.shape;
+    const c = fitCrop(opts.crop, sourceSize(value), width, height, pixelOptions(inputMeta, opts).resize);
     const bitmap = await createImageBitmap(value, c.x, c.y, c.width, c.height,
       { resizeWidth: width, resizeHeight: height, resizeQuality: 'low' });
     return [bitmap, [bitmap]];
@@ -112,12 +112,14 @@ class WorkerModel {
     for (const [name, value] of Object.entries(named)) {
       const spec = specs.find((s) => s.name === name);
       if (!spec) throw new Error(`unknown input '${name}'; the model's inputs are: ${specs.map((s) => s.name).join(', ')}`);
-      const [v, t] = await packInput(value, spec, opts);
+      const [v, t] = await packInput(value, spec, opts, this.#described.info.metadata?.input);
       packed[name] = v;
       transfer.push(...t);
     }
     const cropDone = transfer.some((t) => typeof ImageBitmap === 'function' && t instanceof ImageBitmap);
-    const workerOpts = cropDone ? {} : { crop: opts.crop };
+    const { range, mean, std, resize } = opts;
+    // A bitmap made here is the input's region already: the worker only maps its values.
+    const workerOpts = cropDone ? { range, mean, std } : { crop: opts.crop, range, mean, std, resize };
     return this.call('run', { input: single ? packed[specs[0].name] : packed, opts: workerOpts }, transfer);
   }
 
