@@ -110,7 +110,10 @@ def build_metadata(graph: Graph, layers: list, arena_bytes: int, extra: dict | N
     meta.update({k: v for k, v in graph.metadata.items() if k != "layers"})
     name = (extra or {}).get("name") or meta.get("name") or "model"
     meta.update(_model_info(name))
+    known_input = dict(meta.get("input") or {})
     meta.update(extra or {})
+    if isinstance((extra or {}).get("input"), dict):  # `extra` adds to the input's facts, field by field
+        meta["input"] = {**known_input, **extra["input"]}
     meta["name"] = name
     meta["pysparse_version"] = __version__
     first = graph.inputs[0] if graph.inputs else None
