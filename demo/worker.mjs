@@ -9,8 +9,8 @@
 // Errors come back as {type: "error", message, id?}.
 
 import { load } from "../web/pysparse.mjs";
-import { roiPixelRect } from "./landmarks.mjs";
-import { HandTracker } from "./tracker.mjs";
+import { roiPixelRect } from "../web/hands/landmarks.mjs";
+import { HandTracker } from "../web/hands/tracker.mjs";
 
 const MODELS = new URL("./models/", import.meta.url);
 const LANDMARK_OUTPUT_NAMES = ["Identity", "Identity_1", "Identity_2"]; // screen, presence, handedness

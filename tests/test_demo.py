@@ -41,7 +41,7 @@ CROP_TOLERANCE = 1.0
 
 
 def test_pipeline_arithmetic_in_node():
-    """demo/palm.mjs and demo/landmarks.mjs on closed-form cases (tests/demo/*.test.mjs)."""
+    """web/hands/palm.mjs and web/hands/landmarks.mjs on closed-form cases (tests/demo/*.test.mjs)."""
     node = shutil.which("node")
     assert node, "node is part of the set-up"
     tests = sorted(str(p) for p in (ROOT / "tests" / "demo").glob("*.test.mjs"))
@@ -182,7 +182,7 @@ def page_crop(page, name: str) -> np.ndarray:
 
 def numpy_crop(rgb: np.ndarray, roi: dict, out: int = 224) -> np.ndarray:
     """The ROI of an HxWx3 image sampled bilinearly (edges replicated) as [3, out, out] in
-    [0, 1]: what demo/landmarks.mjs cropToTensor computes, written independently."""
+    [0, 1]: what web/hands/landmarks.mjs cropToTensor computes, written independently."""
     h, w = rgb.shape[:2]
     step, c, s = roi["size"] / out, math.cos(roi["rotation"]), math.sin(roi["rotation"])
     grid = (np.arange(out) + 0.5 - out / 2) * step

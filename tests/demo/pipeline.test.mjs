@@ -1,4 +1,4 @@
-// The demo's pipeline arithmetic (demo/palm.mjs, demo/landmarks.mjs) under `node --test`:
+// The hand pipeline's arithmetic (web/hands/palm.mjs, web/hands/landmarks.mjs) under `node --test`:
 // anchors, decoding, weighted NMS, rotations, crops and ROIs on cases whose answers are
 // known in closed form.
 import assert from "node:assert/strict";
@@ -7,8 +7,8 @@ import test from "node:test";
 import {
   PALM_DECODE, decodePalms, letterboxRoi, normalizeAngle, palmToHandRoi, ssdAnchors, transformRect,
   uprightRotation, weightedNms,
-} from "../../demo/palm.mjs";
-import { cropToTensor, decodeLandmarks, landmarksToRoi, roiPixelRect, roiToImage } from "../../demo/landmarks.mjs";
+} from "../../web/hands/palm.mjs";
+import { cropToTensor, decodeLandmarks, landmarksToRoi, roiPixelRect, roiToImage } from "../../web/hands/landmarks.mjs";
 
 const close = (a, b, tol = 1e-6, what = "") => assert.ok(Math.abs(a - b) <= tol, `${what} ${a} != ${b}`);
 

@@ -155,6 +155,21 @@ export function decodeLandmarks(screen, presence, handedness, roi, inputSize = L
   return { landmarks, presence, handedness, label: handedness > 0.5 ? "Left" : "Right" };
 }
 
+/**
+ * World landmark output (Float32Array(63), metres, in the crop's upright frame) -> [[x, y, z]
+ * * 21] turned back by the ROI's rotation, as MediaPipe projects them.
+ */
+export function decodeWorldLandmarks(world, roi) {
+  if (world.length !== NUM_LANDMARKS * 3) throw new Error(`expected ${NUM_LANDMARKS * 3} world landmark values, got ${world.length}`);
+  const c = Math.cos(roi.rotation), s = Math.sin(roi.rotation);
+  const out = [];
+  for (let k = 0; k < NUM_LANDMARKS; k++) {
+    const x = world[3 * k], y = world[3 * k + 1];
+    out.push([x * c - y * s, x * s + y * c, world[3 * k + 2]]);
+  }
+  return out;
+}
+
 function uprightRotation(x0, y0, x1, y1, target) {
   const a = target - Math.atan2(-(y1 - y0), x1 - x0);
   return a - 2 * Math.PI * Math.floor((a + Math.PI) / (2 * Math.PI));

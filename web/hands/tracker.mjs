@@ -4,7 +4,7 @@
 // model's hand presence drops below the threshold.
 
 import { PALM_INPUT, decodePalms, letterboxRoi, palmToHandRoi, ssdAnchors, weightedNms } from "./palm.mjs";
-import { LANDMARK_INPUT, cropToTensor, decodeLandmarks, landmarksToRoi } from "./landmarks.mjs";
+import { LANDMARK_INPUT, cropToTensor, decodeLandmarks, decodeWorldLandmarks, landmarksToRoi } from "./landmarks.mjs";
 
 export const MIN_PRESENCE = 0.5; // MediaPipe's default min_tracking_confidence
 const now = () => performance.now();
@@ -24,14 +24,16 @@ export function outputsBySize(outputs, sizes) {
 export class HandTracker {
   /**
    * palm, landmark: loaded pysparse models (run(Float32Array NCHW) -> {name: {data, shape}}).
-   * landmarkOutputs: names of the landmark model's [screen landmarks, presence, handedness]
-   * outputs (the first two 63-value outputs are screen then world landmarks otherwise).
+   * landmarkOutputs: names of the landmark model's [screen landmarks, presence, handedness,
+   * world landmarks (optional)] outputs (the first two 63-value outputs are screen then world
+   * landmarks otherwise). minPresence: below it the hand counts as lost.
    */
-  constructor(palm, landmark, { landmarkOutputs = null, keepCrops = false } = {}) {
+  constructor(palm, landmark, { landmarkOutputs = null, keepCrops = false, minPresence = MIN_PRESENCE } = {}) {
     this.palm = palm;
     this.landmark = landmark;
     this.landmarkOutputs = landmarkOutputs;
     this.keepCrops = keepCrops;
+    this.minPresence = minPresence;
     this.anchors = ssdAnchors();
     // Model inputs, reused from frame to frame.
     this.palmInput = new Float32Array(3 * PALM_INPUT * PALM_INPUT);
@@ -58,14 +60,17 @@ export class HandTracker {
     return best ? palmToHandRoi(best, letterbox) : null;
   }
 
+  // [screen, presence, handedness, world or null] of the landmark model's outputs.
   landmarkArrays(out) {
     if (this.landmarkOutputs) {
-      return this.landmarkOutputs.map((n) => {
+      const arrays = this.landmarkOutputs.map((n) => {
         if (!(n in out)) throw new Error(`landmark model has no output ${n}`);
         return out[n].data ?? out[n];
       });
+      return arrays.length > 3 ? arrays : [...arrays, null];
     }
-    return outputsBySize(out, [63, 1, 1]);
+    const sized = Object.values(out).filter((o) => (o.data ?? o).length === 63).length;
+    return sized > 1 ? outputsBySize(out, [63, 1, 1, 63]) : [...outputsBySize(out, [63, 1, 1]), null];
   }
 
   /**
@@ -91,12 +96,14 @@ export class HandTracker {
     const out = await this.landmark.run(crop);
     t.landmarks += now() - t0;
     t0 = now();
-    const [screen, presence, handedness] = this.landmarkArrays(out);
+    const [screen, presence, handedness, world] = this.landmarkArrays(out);
     const hand = decodeLandmarks(screen, presence[0], handedness[0], roi);
+    if (world) hand.world = decodeWorldLandmarks(world, roi);
+    const found = hand.presence >= this.minPresence;
     // Lost: forget the ROI so that the next frame runs palm detection again.
-    this.roi = hand.presence >= MIN_PRESENCE ? landmarksToRoi(hand.landmarks) : null;
+    this.roi = found ? landmarksToRoi(hand.landmarks) : null;
     t.postprocess += now() - t0;
-    const result = { hand: hand.presence >= MIN_PRESENCE ? hand : null, presence: hand.presence, roi, palm, detected, timings: t };
+    const result = { hand: found ? hand : null, presence: hand.presence, roi, palm, detected, timings: t };
     if (this.keepCrops) {
       result.crop = crop.slice(); // a copy: it is transferred to the page
       result.raw = { screen: Array.from(screen), presence: presence[0], handedness: handedness[0] };
