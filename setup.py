@@ -13,7 +13,7 @@ HERE = Path(__file__).resolve().parent
 
 # (folder of the checkout, glob patterns inside it) copied to pysparse/_static/<folder>/.
 STATIC = {
-    "web": ["*.mjs", "*.d.ts", "index.html", "README.md", "package.json", "test/index.html"],
+    "web": ["*.mjs", "*.d.ts", "hands/*.mjs", "index.html", "README.md", "package.json", "test/index.html"],
     "web/dist": ["pysparse-*.mjs", "pysparse-*.wasm", "pysparse-*.worker.js"],
     "demo": ["*.mjs", "*.html", "finetuned/hand_landmark_full.s[0-9][0-9].spnn"],
 }

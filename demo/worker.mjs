@@ -9,24 +9,19 @@
 // Errors come back as {type: "error", message, id?}.
 
 import { load } from "../web/pysparse.mjs";
+import { HandLandmarker } from "../web/hands/index.mjs";
 import { roiPixelRect } from "../web/hands/landmarks.mjs";
-import { HandTracker } from "../web/hands/tracker.mjs";
 
 const MODELS = new URL("./models/", import.meta.url);
-const LANDMARK_OUTPUT_NAMES = ["Identity", "Identity_1", "Identity_2"]; // screen, presence, handedness
 
-let state = null; // {models, trackers: {dense, sparse}, info}
+let state = null; // {models, trackers: {dense, sparse} (HandLandmarkers), info}
+let clock = 0; // the frames' timestamps for detectForVideo
 let canvas = null;
 
 async function fetchJson(url) {
   const r = await fetch(url);
   if (!r.ok) throw new Error(`could not fetch ${url}: HTTP ${r.status} (run \`python -m pysparse.demo_assets\`)`);
   return r.json();
-}
-
-function landmarkOutputs(model) {
-  const names = model.outputs.map((o) => o.name);
-  return LANDMARK_OUTPUT_NAMES.every((n) => names.includes(n)) ? LANDMARK_OUTPUT_NAMES : null;
 }
 
 async function init({ threads, sparsity, keepCrops, variant, grab }) {
@@ -46,9 +41,10 @@ async function init({ threads, sparsity, keepCrops, variant, grab }) {
   const loadMs = performance.now() - t0;
   state = {
     models: { palm, dense, sparse },
+    // Two landmarkers sharing the palm model (the task API, fed this worker's frames).
     trackers: {
-      dense: new HandTracker(palm, dense, { landmarkOutputs: landmarkOutputs(dense), keepCrops }),
-      sparse: new HandTracker(palm, sparse, { landmarkOutputs: landmarkOutputs(sparse), keepCrops }),
+      dense: new HandLandmarker(palm, dense, { keepCrops }),
+      sparse: new HandLandmarker(palm, sparse, { keepCrops }),
     },
   };
   const info = dense.info;
@@ -166,8 +162,9 @@ async function frame(msg) {
   const transfer = [];
   // Alternate which pipeline goes first, so that neither always runs on a warm cache.
   const order = msg.id % 2 ? ["sparse", "dense"] : ["dense", "sparse"];
+  clock++;
   for (const name of order) {
-    const r = await state.trackers[name].process(f);
+    const r = (await state.trackers[name].detectForVideo({ data: f.rgba, width: f.width, height: f.height }, clock)).details;
     r.timings.preprocess += grab; // both pipelines need the frame's pixels
     if (r.crop) transfer.push(r.crop.buffer);
     result[name] = r;

@@ -119,7 +119,7 @@ def test_wheel_carries_the_runtime_engines_and_demo_and_declares_the_cli_needs(w
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     static = "pysparse/_static/"
     assert {static + "web/dist/" + b for b in ENGINE_BUILDS} <= names
-    assert {static + f"web/{f}" for f in ("pysparse.mjs", "engine.mjs", "pysparse.d.ts")} <= names
+    assert {static + f"web/{f}" for f in ("pysparse.mjs", "engine.mjs", "pysparse.d.ts", "hands/index.mjs")} <= names
     assert {static + f"demo/{f}" for f in ("index.html", "demo.mjs", "worker.mjs")} <= names
     requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
     plain = {Requirement(r).name for r in requires if "extra ==" not in r}
@@ -284,7 +284,8 @@ def test_npm_tarball_runs_a_model_in_node(tmp_path):
     assert packed.returncode == 0, packed.stderr[-3000:]
     (info,) = json.loads(packed.stdout)
     files = {f["path"] for f in info["files"]}
-    assert {f"dist/{b}" for b in ENGINE_BUILDS} | {"pysparse.mjs", "pysparse.d.ts", "package.json"} <= files
+    assert {f"dist/{b}" for b in ENGINE_BUILDS} | {"pysparse.mjs", "pysparse.d.ts", "package.json",
+                                                    "hands/index.mjs", "hands/tracker.mjs", "hands.d.ts"} <= files
     app = tmp_path / "app"
     app.mkdir()
     (app / "package.json").write_text(json.dumps({"name": "app", "private": True, "type": "module"}))
