@@ -23,6 +23,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from pysparse import assets
+from web_fixtures import stop
 
 pytestmark = pytest.mark.slow
 
@@ -181,15 +182,6 @@ def serve(fresh, *args, env=None):
             return proc, m.group(1), lines
     proc.wait(timeout=10)
     raise AssertionError(f"pysparse serve did not start (exit {proc.returncode}): {lines}")
-
-
-def stop(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 LOAD_AND_RUN_JS = """async (url) => {

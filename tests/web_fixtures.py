@@ -110,12 +110,17 @@ def serve(models: Path, *extra: str):
             raise RuntimeError(f"pysparse serve did not start: {line!r} (exit code {proc.poll()})")
         yield m.group(1)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc) -> None:
+    """Ends a server process: politely, then by force after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextlib.contextmanager
