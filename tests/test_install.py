@@ -85,23 +85,26 @@ def fresh(tmp_path_factory, wheel) -> dict:
     checkout, and an environment for its commands (its own cache, no npm packages)."""
     base = tmp_path_factory.mktemp("fresh")
     venv = base / "venv"
-    assert run([sys.executable, "-m", "venv", "--without-pip", str(venv)]).returncode == 0
+    # Nothing of this checkout's environment leaks in (PYTHONPATH would show pip this checkout).
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("PYSPARSE_") and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    assert run([sys.executable, "-m", "venv", "--without-pip", str(venv)], env=clean).returncode == 0
     py = venv / "bin" / "python"
     site = Path(run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                    check=True).stdout.strip())
+                    env=clean, check=True).stdout.strip())
     with zipfile.ZipFile(wheel) as z:
         meta_name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         requires = [line.split(":", 1)[1].strip() for line in z.read(meta_name).decode().splitlines()
                     if line.startswith("Requires-Dist:")]
     link_distributions(requirement_closure(requires), base / "deps")
     (site / "_pysparse_test_deps.pth").write_text(str(base / "deps") + "\n")
-    proc = run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-index", str(wheel)])
+    proc = run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-index", str(wheel)],
+               env=clean)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (venv / "bin" / "pysparse").exists(), proc.stdout[-2000:]
     work = base / "work"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PYSPARSE_") and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", PYSPARSE_CACHE=str(base / "cache"),
+    env = dict(clean, PATH=f"{venv / 'bin'}{os.pathsep}{clean.get('PATH', '')}", PYSPARSE_CACHE=str(base / "cache"),
                # no npm packages here, so nothing is fetched: the demo says what it lacks
                PYSPARSE_NODE_MODULES=str(base / "no-node-modules"))
     return {"bin": venv / "bin", "work": work, "env": env, "base": base}
