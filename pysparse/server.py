@@ -152,14 +152,99 @@ def serve_folders(root: Path | str | None = None, dist_dir: Path | str | None = 
             "dist": Path(dist_dir).resolve() if dist_dir else base / "dist", "node_modules": node_modules}
 
 
+# Pack jobs: at most MAX_PACK_JOBS at once (more get 429); each runs in a process of its own
+# whose data segment may grow by at most JOB_MEMORY_FLOOR + JOB_MEMORY_PER_BYTE * upload size,
+# and for at most JOB_SECONDS.
+MAX_PACK_JOBS = 2
+JOB_MEMORY_FLOOR = 1 << 30
+JOB_MEMORY_PER_BYTE = 32
+JOB_SECONDS = 600
+_JOB_PRELOAD = ["pysparse.server", "pysparse.pack", "pysparse.format", "pysparse.importers.tflite",
+                "pysparse.importers.onnx", "pysparse.commands.inspect"]
+_job_context = None
+_job_context_lock = threading.Lock()
+
+
+def _jobs():
+    """The multiprocessing context of pack jobs: a fork server started once, with pysparse
+    and its importers loaded, so a job starts in milliseconds and shares nothing with the
+    server's threads."""
+    global _job_context
+    with _job_context_lock:
+        if _job_context is None:
+            import multiprocessing
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(_JOB_PRELOAD)
+            _job_context = ctx
+        return _job_context
+
+
+def _data_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _pack_job(conn, data, upload_name, weights, sparse, temp_root, memory):
+    """Runs pack_upload in a job process, its data segment capped; sends back ("ok", blob,
+    summary), ("error", class name, message, op) for pysparse's errors, or ("memory",)."""
+    import resource
+
+    from .errors import PysparseError
+    if memory is not None:
+        cap = _data_bytes() + memory
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+    try:
+        blob, summary = pack_upload(data, upload_name, weights, sparse, temp_root)
+        conn.send(("ok", blob, summary))
+    except MemoryError:
+        conn.send(("memory",))
+    except PysparseError as e:
+        conn.send(("error", type(e).__name__, str(e), getattr(e, "op", None)))
+    conn.close()
+
+
+def run_pack_job(data: bytes, upload_name: str, weights: str, sparse: str, temp_root: str | None,
+                 memory: int | None, seconds: float = JOB_SECONDS):
+    """pack_upload in a process of its own (see _pack_job); returns its message. The
+    temporary folder is made and removed here, so nothing is left behind even when the
+    job is killed. Raises RuntimeError when the job dies or runs out of time."""
+    ctx = _jobs()
+    with tempfile.TemporaryDirectory(prefix="pysparse-job-", dir=temp_root) as tmp:
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_pack_job, args=(child, data, upload_name, weights, sparse, tmp, memory),
+                           daemon=True)
+        proc.start()
+        child.close()
+        try:
+            if not parent.poll(seconds):
+                raise RuntimeError(f"pack job ran for more than {seconds} s")
+            return parent.recv()
+        except EOFError:
+            raise RuntimeError(f"pack job ended without an answer (exit code {proc.exitcode})") from None
+        finally:
+            parent.close()
+            proc.join(1)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
 def create_app(root: Path | str | None = None, models_dir: Path | str | None = None, *,
                isolation: bool = True, max_upload: int = DEFAULT_MAX_UPLOAD,
-               temp_root: str | None = None, dist_dir: Path | str | None = None) -> Flask:
+               temp_root: str | None = None, dist_dir: Path | str | None = None,
+               max_pack_jobs: int = MAX_PACK_JOBS, job_memory: int | None = JOB_MEMORY_FLOOR,
+               isolate_jobs: bool = True) -> Flask:
     """The Flask app serving `root`'s web/, demo/, dist/ (or `dist_dir`) and whitelisted
     node_modules/ packages, and `models_dir` under /models/.
     `root` defaults to the checkout, or to the installed wheel's copy of web/ and demo/ (whose
     built models and clip then come from the cache, see pysparse.demo_assets).
-    `isolation=False` leaves out COOP/COEP (to test pages that are not cross-origin isolated)."""
+    `isolation=False` leaves out COOP/COEP (to test pages that are not cross-origin isolated).
+    Pack jobs: at most `max_pack_jobs` at once, each in a process of its own whose memory may
+    grow by `job_memory` + JOB_MEMORY_PER_BYTE per byte of the upload (None: no cap);
+    `isolate_jobs=False` runs them in the server's own thread instead."""
     folders = serve_folders(root, dist_dir)
     root = folders["root"]
     models = Path(models_dir).resolve() if models_dir else None
@@ -170,18 +255,28 @@ def create_app(root: Path | str | None = None, models_dir: Path | str | None = N
     app.config["MAX_CONTENT_LENGTH"] = max_upload
     app.config["PYSPARSE_TEMP_ROOT"] = temp_root
     store = PackedStore()
+    pack_slots = threading.BoundedSemaphore(max_pack_jobs)
 
     def send(folder: Path, path: str, max_age: int | None = None):
         """A file under `folder`; without max_age, `no-cache` (revalidate by ETag/Last-Modified)."""
         if not folder.is_dir():
             abort(404)
-        # send_from_directory joins safely (no "..", no absolute paths) and 404s otherwise.
+        # send_from_directory joins safely (no "..", no absolute paths) and 404s otherwise;
+        # links are resolved first, and a file whose real path leaves the folder is not served.
+        if not inside(folder, folder / path):
+            abort(404)
         response = send_from_directory(folder, path, conditional=True, etag=True, max_age=max_age)
         suffix = Path(path).suffix.lower()
         response.mimetype = MIME_TYPES.get(suffix, "application/octet-stream").split(";")[0]
         if suffix in MIME_TYPES and "charset" in MIME_TYPES[suffix]:
             response.charset = "utf-8"
         return response
+
+    def inside(folder: Path, target: Path) -> bool:
+        try:
+            return target.resolve().is_relative_to(folder.resolve())
+        except (OSError, RuntimeError, ValueError):  # a link loop, a name the system refuses
+            return False
 
     @app.after_request
     def headers(response):
@@ -204,11 +299,11 @@ def create_app(root: Path | str | None = None, models_dir: Path | str | None = N
 
     @app.errorhandler(Exception)
     def unexpected_error(e: Exception):
-        # A model that trips a bug in an importer must still get a JSON answer, not a page.
-        app.logger.exception("unexpected error on %s", request.path)
-        if request.path.startswith("/api/"):
-            return _json_error(500, f"internal error while handling the model: {type(e).__name__}: {e}")
-        return _json_error(500, "internal error")
+        # A model that trips a bug must still get a JSON answer, not a page; what went wrong
+        # goes to the server's log only, under a reference the answer gives.
+        ref = secrets.token_hex(4)
+        app.logger.exception("unexpected error %s on %s", ref, request.path)
+        return _json_error(500, "internal error", ref=ref)
 
     @app.get("/")
     def index():
@@ -241,12 +336,13 @@ def create_app(root: Path | str | None = None, models_dir: Path | str | None = N
     @app.get("/api/models")
     def list_models():
         names = sorted(p.name for p in models.iterdir()
-                       if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES) if models.is_dir() else []
+                       if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES and inside(models, p)) \
+            if models.is_dir() else []
         return jsonify({"models": [{"name": n, "url": f"/models/{n}"} for n in names]})
 
     @app.post("/api/pack")
     def api_pack():
-        from .errors import ModelFormatError, PysparseError, UnsupportedOpError
+        from .errors import ModelFormatError, PysparseError, ResourceLimitError, UnsupportedOpError
 
         upload = request.files.get("file")
         if upload is None:
@@ -260,14 +356,33 @@ def create_app(root: Path | str | None = None, models_dir: Path | str | None = N
         data = upload.read()
         # The client's name only ever labels the result; it never names a file here.
         upload_name = secure_filename(upload.filename or "") or "model"
+        if not pack_slots.acquire(blocking=False):
+            response = _json_error(429, f"busy: {max_pack_jobs} models are being packed; try again shortly")
+            response.headers["Retry-After"] = "5"
+            return response
         try:
-            blob, summary = pack_upload(data, upload_name, weights, sparse, app.config["PYSPARSE_TEMP_ROOT"])
-        except UnsupportedOpError as e:
-            return _json_error(422, str(e), op=e.op)
-        except ModelFormatError as e:
-            return _json_error(400, str(e))
-        except PysparseError as e:
-            return _json_error(422, str(e))
+            if isolate_jobs:
+                memory = None if job_memory is None else job_memory + JOB_MEMORY_PER_BYTE * len(data)
+                answer = run_pack_job(data, upload_name, weights, sparse, app.config["PYSPARSE_TEMP_ROOT"], memory)
+            else:
+                try:
+                    answer = ("ok", *pack_upload(data, upload_name, weights, sparse, app.config["PYSPARSE_TEMP_ROOT"]))
+                except PysparseError as e:
+                    answer = ("error", type(e).__name__, str(e), getattr(e, "op", None))
+        finally:
+            pack_slots.release()
+        if answer[0] == "memory":
+            return _json_error(413, "the model needs more memory to pack than a job may use")
+        if answer[0] == "error":
+            kind, message, op = answer[1:]
+            if kind == UnsupportedOpError.__name__:
+                return _json_error(422, message, op=op)
+            if kind == ModelFormatError.__name__:
+                return _json_error(400, message)
+            if kind == ResourceLimitError.__name__:
+                return _json_error(413, message)
+            return _json_error(422, message)
+        blob, summary = answer[1:]
         filename = Path(upload_name).stem + ".spnn"
         token = store.put(filename, blob)
         return jsonify({"summary": summary, "filename": filename, "bytes": len(blob),

@@ -279,7 +279,8 @@ def test_serve_command_prints_the_demo_url():
         proc.wait(timeout=10)
 
 
-def test_unexpected_errors_are_json_500(client, site, monkeypatch):
+def test_unexpected_errors_are_json_500(site, monkeypatch, caplog):
+    """A bug hit while packing answers a generic 500; the details go to the log only."""
     import pysparse.importers
 
     def broken(path):
@@ -287,7 +288,74 @@ def test_unexpected_errors_are_json_500(client, site, monkeypatch):
         raise IndexError("a bug in an importer")
 
     monkeypatch.setattr(pysparse.importers, "load_model", broken)
+    root, models, uploads = site
+    client = create_app(root=root, models_dir=models, temp_root=str(uploads), isolate_jobs=False).test_client()
     r = _upload(client, onnx_model())
     assert r.status_code == 500
-    assert "IndexError: a bug in an importer" in r.get_json()["error"]
+    body = r.get_json()
+    assert body["error"] == "internal error" and "IndexError" not in r.get_data(as_text=True)
+    assert body["ref"] in caplog.text and "a bug in an importer" in caplog.text
     assert list(site[2].iterdir()) == []
+
+
+def test_links_out_of_the_served_folders_are_not_followed(site):
+    root, models, uploads = site
+    secret = root / "secret.txt"
+    (models / "evil.spnn").symlink_to(secret)
+    (models / "evil_dir").symlink_to(root, target_is_directory=True)
+    (root / "web" / "up").symlink_to(root, target_is_directory=True)
+    (models / "alias.spnn").symlink_to(models / "hand.spnn")  # inside the folder: served
+    client = create_app(root=root, models_dir=models).test_client()
+    for url in ("/models/evil.spnn", "/models/evil_dir/secret.spnn", "/web/up/secret.txt"):
+        r = client.get(url)
+        assert r.status_code == 404 and b"top secret" not in r.data, url
+    assert client.get("/models/alias.spnn").data == b"SPNN"
+    names = [m["name"] for m in client.get("/api/models").get_json()["models"]]
+    assert "evil.spnn" not in names and "alias.spnn" in names
+
+
+def test_pack_jobs_beyond_the_limit_get_429(site, monkeypatch):
+    import threading
+
+    import pysparse.server
+
+    root, models, uploads = site
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def slow_job(*args, **kw):
+        started.release()
+        release.wait(30)
+        return ("error", "ModelFormatError", "not a model", None)
+
+    monkeypatch.setattr(pysparse.server, "run_pack_job", slow_job)
+    app = create_app(root=root, models_dir=models, temp_root=str(uploads), max_pack_jobs=2)
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(_upload(app.test_client(), b"x").status_code))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for _ in threads:
+        assert started.acquire(timeout=30)
+    r = _upload(app.test_client(), onnx_model())
+    assert r.status_code == 429 and r.headers["Retry-After"]
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert answers == [400, 400]
+    assert _upload(app.test_client(), b"x").status_code == 400  # the slots are free again
+
+
+def test_a_job_over_its_memory_gets_413(site):
+    """A job process whose data may grow by only 1 MiB cannot import anything: the server
+    answers 413 and stays up."""
+    root, models, uploads = site
+    client = create_app(root=root, models_dir=models, temp_root=str(uploads), job_memory=1 << 20).test_client()
+    import pysparse.server
+    pysparse.server.JOB_MEMORY_PER_BYTE, saved = 0, pysparse.server.JOB_MEMORY_PER_BYTE
+    try:
+        r = _upload(client, onnx_model())
+    finally:
+        pysparse.server.JOB_MEMORY_PER_BYTE = saved
+    assert r.status_code == 413, r.get_json()
+    assert list(uploads.iterdir()) == []
