@@ -13,7 +13,7 @@ import sys
 from . import __version__
 from .errors import PysparseError
 
-COMMANDS = ("pack", "inspect", "run", "serve", "prune", "sensitivity", "bench")
+COMMANDS = ("pack", "inspect", "run", "serve", "prune", "sensitivity", "distill", "evaluate", "bench")
 EXIT_ERROR = 2
 # Optional parts of the package: the top-level module a command may lack -> what to install.
 OPTIONAL = {

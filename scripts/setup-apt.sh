@@ -3,7 +3,7 @@
 # With EMSDK set (emsdk's environment), Debian's emscripten is not required.
 set -euo pipefail
 
-packages=(chromium libsimde-dev clang-16 lld-16 clang-14 libclang-rt-14-dev nodejs npm)
+packages=(chromium libcairo2 fonts-noto-color-emoji fonts-symbola gnome-backgrounds libsimde-dev clang-16 lld-16 clang-14 libclang-rt-14-dev nodejs npm)
 if [ -z "${EMSDK:-}" ]; then
   packages+=(emscripten binaryen)
 fi

@@ -107,3 +107,15 @@ def test_prune_command_calibrated_on_a_real_model(tmp_path, capsys):
     for n, r in rows_cal.items():  # the same layers, each at the target (beyond it only by the
         if r.status == "pruned":     # model's own zeros left inside kept blocks, as with magnitude)
             assert 0.7 - 4 / r.weights <= r.sparsity <= max(0.7, rows_mag[n].sparsity) + 0.01, n
+
+
+def test_reconstruct_takes_a_sparsity_per_layer():
+    g = net()
+    xs = np.random.default_rng(5).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    pruned = reconstruct(g, xs, {"pw1/w": 0.5, "pw2/w": 0.9}, min_weights=0, progress=False)
+    assert np.mean(pruned.tensors["pw1/w"].data == 0) == pytest.approx(0.5, abs=0.01)
+    assert np.mean(pruned.tensors["pw2/w"].data == 0) == pytest.approx(0.9, abs=0.01)
+    only = reconstruct(g, xs, {"pw2/w": 0.8}, min_weights=0, progress=False)  # a layer not named stays
+    np.testing.assert_array_equal(only.tensors["pw1/w"].data, g.tensors["pw1/w"].data)
+    with pytest.raises(ValueError):
+        reconstruct(g, xs, {"pw1/w": 1.0}, progress=False)

@@ -122,10 +122,12 @@ def prune_layer(w: np.ndarray, bias: np.ndarray | None, xs: np.ndarray, target: 
     return cur, new_b
 
 
-def reconstruct(graph: Graph, inputs: np.ndarray, sparsity: float, block: int = 1, exclude=(), include=(),
+def reconstruct(graph: Graph, inputs: np.ndarray, sparsity, block: int = 1, exclude=(), include=(),
                 min_weights: int = MIN_WEIGHTS, pixels: int = 256, damp: float = 1e-3, rounds: int = 6,
                 batch: int = 16, seed: int = 0, progress: bool = True) -> Graph:
     """A copy of `graph` pruned to `sparsity` per layer with calibrated masks and refit weights.
+    `sparsity`: one fraction for every layer, or {layer name: fraction} (layers not named
+    stay as they are).
 
     inputs: calibration inputs of the graph's (single) input, [N, ...] with the model's shape
     after the batch axis. `pixels`: positions sampled per image and layer; `damp`: ridge, as
@@ -135,12 +137,16 @@ def reconstruct(graph: Graph, inputs: np.ndarray, sparsity: float, block: int = 
 
     from ..torch_module import GraphModule
     M.check_block(block)
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    per_layer = sparsity if isinstance(sparsity, dict) else None
+    for s in (per_layer or {"": sparsity}).values():
+        if not 0.0 <= s < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {s}")
     if len(graph.inputs) != 1:
         raise ValueError("calibrated pruning needs a graph with one input")
     inputs = np.asarray(inputs, dtype=np.float32)
     chosen = [name for name, why in select(graph, exclude, include, min_weights).items() if why is None]
+    if per_layer is not None:
+        chosen = [name for name in chosen if name in per_layer]
     ops = _consumers(graph, set(chosen))
     order = [name for name in chosen if name in ops]
     rng = np.random.default_rng(seed)
@@ -172,8 +178,10 @@ def reconstruct(graph: Graph, inputs: np.ndarray, sparsity: float, block: int = 
                 states[id(module)][i] = {k: v[k] for k in needed}
         return np.concatenate(cols, axis=1)
 
-    bar = tqdm(order, desc=f"calibrated pruning to {sparsity:.0%} (block {block})", unit="layer", disable=not progress)
+    label = "per-layer sparsity" if per_layer else f"{sparsity:.0%}"
+    bar = tqdm(order, desc=f"calibrated pruning to {label} (block {block})", unit="layer", disable=not progress)
     for name in bar:
+        layer_sparsity = per_layer[name] if per_layer else sparsity
         op = ops[name]
         x_name = op.inputs[0]
         bias_name = op.inputs[2] if len(op.inputs) > 2 and op.inputs[2] else None
@@ -184,11 +192,11 @@ def reconstruct(graph: Graph, inputs: np.ndarray, sparsity: float, block: int = 
         xs = capture(student, name, x_name)
         if op.type == "FULLY_CONNECTED" or not _is_pointwise(graph, op):
             rms = np.sqrt(np.mean(np.square(xs, dtype=np.float64), axis=1))
-            new_w, new_b = mat * M.matrix_view(M.layer_mask(mat * rms[None, :], sparsity, block)), b_dense
+            new_w, new_b = mat * M.matrix_view(M.layer_mask(mat * rms[None, :], layer_sparsity, block)), b_dense
         else:
             xd = capture(teacher, name, x_name)
             target = mat @ xd + (0.0 if b_dense is None else b_dense[:, None])
-            new_w, new_b = prune_layer(mat, b_dense, xs, target, sparsity, block, damp, rounds)
+            new_w, new_b = prune_layer(mat, b_dense, xs, target, layer_sparsity, block, damp, rounds)
         with torch.no_grad():
             w_param.copy_(torch.from_numpy(new_w.reshape(w_param.shape).astype(np.float32)))
             if new_b is not None:

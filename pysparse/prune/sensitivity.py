@@ -43,6 +43,12 @@ class Sensitivity:
                 "layers": [dict(layer, mean_error={str(lv): self.error(layer, lv) for lv in self.levels})
                            for layer in self.layers]}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Sensitivity":
+        """The inverse of `as_dict`."""
+        layers = [{k: v for k, v in layer.items() if k != "mean_error"} for layer in d["layers"]]
+        return cls(list(d["levels"]), list(d["inputs"]), list(d["outputs"]), layers)
+
 
 def photo_to_input(graph: Graph, img) -> np.ndarray:
     """A PIL image as the model's (single) image input [3, H, W]: resized to the input size,

@@ -1,0 +1,425 @@
+"""Prune a hand landmark model and distil it from the dense original.
+
+    pysparse distill --sparsity 0.87 -o hand_landmark_full.s87.spnn        # CPU or CUDA
+    pysparse distill --smoke -o /tmp/smoke.spnn                             # a few steps
+
+Recipe:
+1. Per-layer sparsity from sensitivity at a fixed budget of effective multiply-adds
+   (`pysparse.prune.allocate`); `--uniform` prunes every layer to the same fraction.
+2. Calibrated pruning (`pysparse.prune.reconstruct`): activation-aware masks and a
+   least-squares refit, layer by layer.
+3. Fine-tuning with the zeros fixed, against the dense model run on the same batch: its four
+   outputs (landmarks, world landmarks, presence and handedness logits) and its
+   intermediate features (every residual block's output and the pooled features), on a pool
+   of augmented images from the training sources (`pysparse.training.sources`), a fresh
+   mirror or rotation by quarter turns per batch. Checkpoints every few hundred steps;
+   `--resume` goes on from the last one.
+4. The result is packed fp16, read back, and evaluated against the dense model on the
+   validation sources (no person, drawing style or photo of theirs is trained on).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import assets
+from . import augment as A
+from . import sources as S
+from .evaluate import Outputs, compare
+
+POOL_VERSION = 2
+NEGATIVE_SHARE = 0.12  # images without hands in the pool
+DRAWING_SHARE = 0.3  # of the images with hands
+
+
+def device_of(name: str):
+    import torch
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class Teacher:
+    """The dense model as a batched torch module: outputs, logits and features."""
+
+    def __init__(self, graph, device=None):
+        import torch
+
+        from ..torch_module import GraphModule
+        self.torch = torch
+        self.device = device or torch.device("cpu")
+        # channels_last: PyTorch's CPU convolutions (depthwise above all) run 2-3x faster
+        self.module = GraphModule(graph).eval().to(self.device, memory_format=torch.channels_last)
+        self.features = feature_tensors(graph)
+        self.logits = logit_tensors(graph)
+
+    def tensors(self, x):
+        """{name: tensor} of the outputs, logits and features for a float batch (no grad)."""
+        with self.torch.no_grad():
+            v = self.module.values([x])
+        names = list(self.module.graph.outputs) + self.logits + self.features
+        return {n: v[n] for n in names}
+
+    def __call__(self, x: np.ndarray, batch: int = 32) -> dict:
+        """Outputs as numpy arrays (landmarks [N, 21, 3], presence, handedness, world)."""
+        outs = []
+        with self.torch.no_grad():
+            for i in range(0, len(x), batch):
+                xb = self.torch.from_numpy(x[i:i + batch]).to(self.device).contiguous(
+                    memory_format=self.torch.channels_last)
+                outs.append([y.cpu().numpy() for y in self.module(xb)])
+        return Outputs.from_arrays([np.concatenate(o) for o in zip(*outs)]).as_dict()
+
+
+def feature_tensors(graph) -> list[str]:
+    """Every residual block's output and the pooled features: what the student copies."""
+    names = [op.outputs[0] for op in graph.ops if op.type == "ADD"]
+    names += [op.outputs[0] for op in graph.ops if op.type == "MEAN"]
+    return names
+
+
+def logit_tensors(graph) -> list[str]:
+    """The inputs of the output sigmoids (presence and handedness logits)."""
+    by_out = {op.outputs[0]: op for op in graph.ops}
+    return [by_out[o].inputs[0] for o in graph.outputs if o in by_out and by_out[o].type == "SIGMOID"]
+
+
+# -- data ------------------------------------------------------------------------------------
+
+def prepare(teacher, sources) -> list:
+    """(item, roi, plain landmarks or None) for every item with a hand."""
+    out = []
+    for s in sources:
+        if s.kind == "background":
+            continue
+        for item in s.items:
+            roi = A.find_roi(teacher, item.image, item.box)
+            lm = None
+            if item.image.mode == "RGB":
+                lm = teacher(A.to_input(np.asarray(A.crop(item.image, *roi))[None]))["landmarks"][0]
+            out.append((s, item, roi, lm))
+    return out
+
+
+def build_pool(teacher, train_sources, n: int, seed: int, progress: bool = True):
+    """`n` augmented images (uint8 [n, 224, 224, 3]) from the training sources, and the
+    source of each."""
+    from tqdm import tqdm
+    rng = np.random.default_rng(seed)
+    hands = prepare(teacher, train_sources)
+    photos = [it.image for s in train_sources if s.kind in ("background", "photo") for it in s.items]
+    drawings = [h for h in hands if h[0].kind == "drawing"]
+    real = [h for h in hands if h[0].kind == "photo"]
+    images = np.empty((n, A.SIZE, A.SIZE, 3), np.uint8)
+    names = []
+    for i in tqdm(range(n), desc="augmenting", unit="img", disable=not progress):
+        r = rng.random()
+        if r < NEGATIVE_SHARE:
+            images[i] = A.negative(rng, photos)
+            names.append("no hand")
+            continue
+        group = drawings if (r - NEGATIVE_SHARE) / (1 - NEGATIVE_SHARE) < DRAWING_SHARE else real
+        s, item, roi, lm = group[rng.integers(len(group))]
+        images[i] = A.augment(rng, item.image, roi, photos, lm)
+        names.append(f"{s.name}: {item.name}")
+    return images, names
+
+
+def cached_pool(teacher, train_sources, model: str, n: int, seed: int, cache_dir: Path):
+    key = hashlib.sha256(json.dumps([POOL_VERSION, model, n, seed, [(s.name, len(s.items)) for s in train_sources]])
+                         .encode()).hexdigest()[:16]
+    path = cache_dir / f"pool-{model}-{n}-{seed}-{key}.npz"
+    if path.exists():
+        z = np.load(path, allow_pickle=False)
+        return z["images"], [str(s) for s in z["names"]]
+    images, names = build_pool(teacher, train_sources, n, seed)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, images=images, names=np.array(names))
+    tmp.replace(path)
+    return images, names
+
+
+def validation_set(teacher, val_sources):
+    """Crops of every validation item as a tracker frames them: for photos the hand's square,
+    a rotated and tighter one, and a mirrored looser one; for drawings one of the three, on
+    white or grey."""
+    crops, names = [], []
+    for k, (s, item, roi, _) in enumerate(prepare(teacher, val_sources)):
+        cx, cy, side = roi
+        framings = ((0, 1.0, False), (25, 0.8, False), (-20, 1.2, True))
+        if s.kind == "drawing":  # one framing each, on white or grey: drawings are many
+            framings = (framings[k % 3],)
+        for angle, scale, flip in framings:
+            img = A.on_plain(item.image, 255 if k % 2 else 128)
+            crops.append(np.asarray(A.crop(img, cx, cy, side * scale, angle, flip)))
+            names.append(f"{s.name}: {item.name} rot{angle} x{scale}{' flip' if flip else ''}")
+    return np.stack(crops), names
+
+
+# -- sparsity --------------------------------------------------------------------------------
+
+def per_layer_sparsity(dense, images: np.ndarray, target: float, exclude, cache_dir: Path, model: str) -> dict:
+    """{layer: sparsity} at `target`'s budget of effective multiply-adds (cached sensitivity)."""
+    from ..prune import allocate, sensitivity
+    levels = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+    key = hashlib.sha256(json.dumps([model, levels, len(images), list(exclude)]).encode()).hexdigest()[:12]
+    path = cache_dir / f"sensitivity-{model}-{key}.json"
+    if path.exists():
+        result = sensitivity.Sensitivity.from_dict(json.loads(path.read_text()))
+    else:
+        from tqdm import tqdm
+        name = dense.inputs[0]
+        inputs = [{name: A.to_input(img[None])} for img in images]
+        bar = tqdm(desc="sensitivity", unit="run")
+        result = sensitivity.analyse(dense, inputs, levels, exclude=exclude, progress=lambda k: bar.update(k))
+        bar.close()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.as_dict()))
+    return allocate.from_sensitivity(dense, result, target)
+
+
+class FixedMasks:
+    """Keeps a module's zero weights zero through training: gradients masked, and the
+    weights masked again after every optimiser step."""
+
+    def __init__(self, params: dict, optimizer):
+        import torch
+        self.masks = {n: (p.detach() != 0) for n, p in params.items()}
+        self.params = params
+        self.hooks = [p.register_hook(lambda g, m=self.masks[n]: g * m.to(g.dtype)) for n, p in params.items()]
+        self.hooks.append(optimizer.register_step_post_hook(lambda *_: self.apply()))
+        self.torch = torch
+
+    def apply(self):
+        with self.torch.no_grad():
+            for n, p in self.params.items():
+                p.mul_(self.masks[n].to(p.dtype))
+
+    def remove(self):
+        for h in self.hooks:
+            h.remove()
+
+
+# -- the loss --------------------------------------------------------------------------------
+
+def distill_loss(s: dict, t: dict, graph, feature_weight: float, torch) -> tuple:
+    """Landmarks (pixels / 224; depth weighted down), world landmarks (x10: tens of cm),
+    presence and handedness logits, and features (mean squared error relative to the
+    teacher's mean square, per tensor)."""
+    F = torch.nn.functional
+    lm_name, pres_name, hand_name, world_name = graph.outputs
+    b = t[lm_name].shape[0]
+    lm = s[lm_name].reshape(b, 21, 3) / A.SIZE
+    t_lm = t[lm_name].reshape(b, 21, 3) / A.SIZE
+    w = torch.tensor([1.0, 1.0, 0.3], dtype=lm.dtype, device=lm.device)
+    l_lm = (F.smooth_l1_loss(lm, t_lm, reduction="none", beta=0.01) * w).mean() * 3
+    l_world = F.smooth_l1_loss(s[world_name].reshape(b, 21, 3) * 10, t[world_name].reshape(b, 21, 3) * 10, beta=0.01)
+    logits = logit_tensors(graph)
+    l_logit = sum(F.smooth_l1_loss(s[n], t[n].clamp(-12, 12), beta=1.0) for n in logits) / max(1, len(logits))
+    feats = feature_tensors(graph)
+    l_feat = sum(((s[n] - t[n]) ** 2).mean() / ((t[n] ** 2).mean() + 1e-6) for n in feats) / max(1, len(feats))
+    total = l_lm + 0.5 * l_world + 0.05 * l_logit + feature_weight * l_feat
+    return total, {"landmarks": l_lm.item(), "world": l_world.item(), "logits": l_logit.item(),
+                   "features": l_feat.item()}
+
+
+def batch_views(x, rng, torch):
+    """The batch mirrored and/or turned by quarter turns (the teacher labels the new view)."""
+    if rng.random() < 0.5:
+        x = torch.flip(x, dims=[3])
+    k = int(rng.choice(4, p=(0.7, 0.1, 0.1, 0.1)))
+    return torch.rot90(x, k, dims=[2, 3]) if k else x
+
+
+# -- training --------------------------------------------------------------------------------
+
+def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, seed: int, device,
+          feature_weight: float, log_path: Path, checkpoint: Path, checkpoint_every: int, resume: bool,
+          probe=None, probe_every: int = 0):
+    """Fine-tunes the pruned graph `start` with its zeros fixed; returns the trained graph."""
+    import torch
+    from tqdm import tqdm
+
+    from ..torch_module import GraphModule
+    torch.manual_seed(seed)
+    student = GraphModule(start).train().to(device, memory_format=torch.channels_last)
+    graph = student.graph
+    pruned = {info.name: p for info, p in student.prunable_layers() if (p.detach() == 0).any()}
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    warm = min(100, steps // 10 + 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
+    first = 0
+    rng = np.random.default_rng(seed)
+    if resume and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        student.load_state_dict(state["student"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["rng"]
+        first = state["step"]
+        print(f"resumed from {checkpoint} at step {first}", flush=True)
+    masks = FixedMasks(pruned, opt)
+    masks.apply()
+    log = open(log_path, "a")
+    bar = tqdm(range(first, steps), initial=first, total=steps, desc="distilling", unit="step")
+    for step in bar:
+        t0 = time.perf_counter()
+        idx = rng.integers(len(pool), size=batch)
+        x = torch.from_numpy(A.to_input(pool[idx])).to(device)
+        x = batch_views(x, rng, torch).contiguous(memory_format=torch.channels_last)
+        target = teacher.tensors(x)
+        values = student.values([x], wanted=set(target))
+        loss, parts = distill_loss(values, target, graph, feature_weight, torch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}", lm=f"{parts['landmarks']:.4f}", feat=f"{parts['features']:.3f}")
+        log.write(json.dumps({"step": step, "loss": loss.item(), **parts, "lr": sched.get_last_lr()[0],
+                              "seconds": time.perf_counter() - t0}) + "\n")
+        log.flush()
+        done = step + 1
+        if probe is not None and probe_every and done % probe_every == 0:
+            student.eval()
+            bar.write(f"step {done}: {probe(student)}")
+            student.train()
+        if checkpoint_every and (done % checkpoint_every == 0 or done == steps):
+            tmp = checkpoint.with_suffix(".tmp")
+            torch.save({"step": done, "student": student.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "rng": rng.bit_generator.state}, tmp)
+            tmp.replace(checkpoint)
+    log.close()
+    masks.remove()
+    masks.apply()
+    return student.cpu().to_graph()
+
+
+def validation_probe(images: np.ndarray, dense_out: Outputs, device):
+    """The student's agreement with the teacher on the validation crops (torch, float32)."""
+    import torch
+
+    def probe(module) -> str:
+        outs = []
+        with torch.no_grad():
+            for i in range(0, len(images), 32):
+                xb = torch.from_numpy(A.to_input(images[i:i + 32])).to(device)
+                outs.append([y.cpu().numpy() for y in module(xb)])
+        q = compare(dense_out, Outputs.from_arrays([np.concatenate(o) for o in zip(*outs)]))
+        return (f"validation: landmarks {q['mean_landmark_error']:.2%} of hand size (p90 "
+                f"{q['p90_landmark_error']:.2%}), presence {q['presence_agreement']:.0%}, "
+                f"handedness {q['handedness_agreement']:.0%}")
+    return probe
+
+
+def run(args) -> int:
+    """`pysparse distill` (see pysparse/commands/distill.py for the options)."""
+    import torch
+
+    from ..format.reader import read_spnn
+    from ..importers import load_model
+    from ..pack import pack, write_atomic
+    from ..passes import optimize
+    from ..prune import ir_layers, ir_report, text_table
+    from ..prune.reconstruct import reconstruct
+    from .evaluate import run_graph
+    if args.smoke:
+        args.steps, args.pool, args.batch, args.calibration = min(args.steps, 4), min(args.pool, 48), 4, 16
+    if not args.output.parent.is_dir():
+        raise SystemExit(f"output folder {args.output.parent} does not exist")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = device_of(args.device)
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    dense = optimize(load_model(args.dense or assets.model_path(args.model + ".tflite")))
+    teacher = Teacher(dense, device)
+    sources = S.all_sources()
+    train_sources, val_sources = S.split(sources, "train"), S.split(sources, "validation")
+    t0 = time.perf_counter()
+    if args.smoke:
+        pool, _ = build_pool(teacher, train_sources, args.pool, args.seed)
+    else:
+        pool, _ = cached_pool(teacher, train_sources, args.model, args.pool, args.seed, args.cache)
+    val_images, val_names = validation_set(teacher, val_sources)
+    dense_val = run_graph(dense, val_images)
+    t_data = time.perf_counter() - t0
+    exclude = list(args.exclude)
+    if not args.prune_heads:  # the heads map features to coordinates directly: every weight counts
+        exclude += [layer.name for layer in ir_layers(dense) if layer.kind == "fc"]
+    t0 = time.perf_counter()
+    if args.uniform or args.smoke:
+        sparsity = args.sparsity
+    else:
+        sparsity = per_layer_sparsity(dense, pool[:args.sensitivity_images], args.sparsity, exclude, args.cache,
+                                      args.model)
+    t_alloc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    start = reconstruct(dense, A.to_input(pool[:args.calibration]), sparsity, args.block, exclude=exclude,
+                        seed=args.seed)
+    t_calib = time.perf_counter() - t0
+    calibrated = compare(dense_val, run_graph(start, val_images))
+    print(f"calibrated pruning ({t_calib:.0f} s): validation landmarks {calibrated['mean_landmark_error']:.2%} "
+          f"of hand size", flush=True)
+    log_path = args.output.with_suffix(".log.jsonl")
+    checkpoint = args.output.with_suffix(".ckpt.pt")
+    if not args.resume:
+        log_path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    trained = train(start, teacher, pool, args.steps, args.batch, args.lr, args.seed, device, args.feature_weight,
+                    log_path, checkpoint, args.checkpoint_every, args.resume,
+                    validation_probe(val_images, dense_val, device), args.eval_every)
+    t_train = time.perf_counter() - t0
+    report_rows = ir_report(trained, args.block, exclude=exclude)
+    blob = pack(trained, weights="fp16", metadata={
+        "source": {"file": args.model + ".tflite", "format": "tflite"},
+        "pruning": {"method": "sensitivity allocation + calibrated pruning + distillation",
+                    "sparsity": args.sparsity, "per_layer": not args.uniform, "block": args.block,
+                    "steps": args.steps, "batch": args.batch, "pool": args.pool, "seed": args.seed}})
+    shipped = read_spnn(blob).graph  # evaluate exactly what is shipped (fp16 weights)
+    quality = compare(dense_val, run_graph(shipped, val_images), val_names, by_source=True)
+    write_atomic(args.output, blob)
+    report = {"model": args.model, "output": str(args.output), "bytes": len(blob), "sparsity": args.sparsity,
+              "per_layer_sparsity": sparsity if isinstance(sparsity, dict) else None, "block": args.block,
+              "steps": args.steps, "batch": args.batch, "pool_images": args.pool, "lr": args.lr,
+              "feature_weight": args.feature_weight, "device": str(device),
+              "hardware": hardware(device), "seconds_data": t_data, "seconds_allocation": t_alloc,
+              "seconds_calibration": t_calib, "seconds_training": t_train,
+              "wall_seconds": time.perf_counter() - t_start, "cpu_seconds": time.process_time() - cpu_start,
+              "sources": {s.name: {"split": s.split, "kind": s.kind, "licence": s.licence, "items": len(s.items)}
+                          for s in sources},
+              "quality_after_calibration": calibrated, "validation": quality,
+              "layers": [r.as_dict() for r in report_rows]}
+    report_path = args.output.with_suffix(".report.json")
+    write_atomic(report_path, (json.dumps(report, indent=1) + "\n").encode())
+    print(text_table(report_rows))
+    print(f"validation ({len(val_names)} crops of {len(val_sources)} sources never trained on): landmarks "
+          f"{quality['mean_landmark_error']:.2%} of hand size (p90 {quality['p90_landmark_error']:.2%}), presence "
+          f"{quality['presence_agreement']:.0%}, handedness {quality['handedness_agreement']:.0%}")
+    print(f"training {t_train:.0f} s on {report['hardware']}; wrote {args.output} ({len(blob):,} bytes), "
+          f"{report_path}, {log_path}")
+    return 0
+
+
+def hardware(device) -> str:
+    import os
+    import platform
+
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} of {os.cpu_count()} cores"
+

@@ -1,0 +1,159 @@
+"""pysparse.training: hand image sources split by source, augmentation, per-layer sparsity,
+the distillation loss, evaluation against the dense model, and the two commands."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pysparse import assets
+from pysparse.cli import main
+from pysparse.prune import allocate
+from pysparse.training import augment as A
+from pysparse.training import evaluate as E
+from pysparse.training import sources as S
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return S.all_sources()
+
+
+@pytest.fixture(scope="module")
+def lite():
+    from pysparse.importers import load_model
+    from pysparse.passes import optimize
+    return optimize(load_model(assets.model_path("hand_landmark_lite.tflite")))
+
+
+def test_sources_are_split_whole_and_validation_has_other_people_and_styles(sources):
+    S.check_disjoint(sources)
+    train, val = S.split(sources, "train"), S.split(sources, "validation")
+    assert all(s.items for s in sources)
+    assert {s.kind for s in train} == {"photo", "drawing", "background"}
+    assert {s.kind for s in val} == {"photo", "drawing"}
+    # no picture on both sides: the group photos are divided by photo (the people in them)
+    def pictures(ss):
+        return {it.name.split("#")[0] for s in ss for it in s.items}
+    assert not pictures(train) & pictures(val)
+    assert sum(len(s.items) for s in val if s.kind == "photo") >= 15
+    assert all(s.licence for s in sources)
+    noto = next(s for s in sources if s.name == "noto-emoji")
+    assert len(noto.items) >= 100 and all(it.image.mode == "RGBA" for it in noto.items)
+
+
+def test_crops_are_square_and_mirror_as_asked():
+    from PIL import Image
+    yy, xx = np.mgrid[0:100, 0:120]
+    img = Image.fromarray(np.stack([2 * xx, 2 * yy, np.zeros_like(xx)], axis=2).astype(np.uint8))  # R = 2x, G = 2y
+    a = np.asarray(A.crop(img, 60.0, 50.0, 40.0)).astype(int)
+    assert a.shape == (A.SIZE, A.SIZE, 3)
+    # the crop's centre is the source's (60, 50), its width 40 source pixels; a flip mirrors x
+    assert abs(a[112, 112, 0] - 120) <= 2 and abs(a[112, 112, 1] - 100) <= 2
+    assert abs(a[112, 0, 0] - 80) <= 2 and abs(a[112, 223, 0] - 160) <= 2
+    f = np.asarray(A.crop(img, 60.0, 50.0, 40.0, 0, True)).astype(int)
+    assert abs(f[112, 0, 0] - 160) <= 2 and abs(f[112, 223, 0] - 80) <= 2
+
+
+def test_augmentation_of_photos_cutouts_and_images_without_hands(sources):
+    rng = np.random.default_rng(0)
+    fp = next(s for s in sources if s.name == "fingerpose").items[0]
+    noto = next(s for s in sources if s.name == "noto-emoji").items[0]
+    photos = [it.image for it in next(s for s in sources if s.name == "backgrounds").items]
+    lm = np.stack([np.linspace(60, 160, 21), np.linspace(40, 190, 21), np.zeros(21)], axis=1)
+    outs = [A.augment(rng, fp.image, fp.box, photos, lm) for _ in range(4)]
+    outs += [A.augment(rng, noto.image, noto.box, photos, None) for _ in range(4)]
+    outs += [A.negative(rng, photos) for _ in range(2)]
+    for o in outs:
+        assert o.shape == (A.SIZE, A.SIZE, 3) and o.dtype == np.uint8
+    assert len({o.tobytes() for o in outs}) == len(outs)  # every draw differs
+    # the skin tone shift recolours the masked pixels only
+    a = np.full((4, 4, 3), 100.0)
+    mask = np.zeros((4, 4)); mask[:2] = 1
+    b = A.skin_tone(rng, a, mask)
+    assert np.all(b[2:] == 100) and not np.allclose(b[:2], 100)
+
+
+def test_allocation_meets_the_budget_and_keeps_sensitive_layers_denser():
+    macs = {"big": 1000, "small": 100, "touchy": 1000}
+    grid = np.linspace(0, 0.99, 200)
+    curves = {"big": (grid, -np.log1p(-grid)), "small": (grid, -np.log1p(-grid)),
+              "touchy": (grid, 10 * -np.log1p(-grid))}
+    s = allocate.allocate(macs, curves, 0.8, floor=0.5, ceiling=0.97)
+    cost = sum(macs[n] * (1 - s[n]) for n in macs)
+    assert cost <= 0.2 * sum(macs.values()) + 1e-6
+    assert s["touchy"] < s["big"] and all(0.5 <= v <= 0.97 for v in s.values())
+    with pytest.raises(ValueError):
+        allocate.allocate(macs, curves, 0.99, ceiling=0.95)
+    x, y = allocate.damage_curve([0.5, 0.9], [0.3, 0.2])
+    assert list(y) == [0.0, 0.3, 0.3]  # made non-decreasing
+
+
+def test_compare_counts_agreement_and_hand_size_fractions():
+    rng = np.random.default_rng(1)
+    lm = rng.uniform(50, 150, (3, 21, 3)).astype(np.float32)
+    ref = E.Outputs(lm, np.array([0.9, 0.9, 0.1]), np.array([0.8, 0.2, 0.8]), lm)
+    q = E.compare(ref, ref)
+    assert q["mean_landmark_error"] == 0 and q["presence_agreement"] == 1 and q["handedness_agreement"] == 1
+    assert q["crops_with_hand"] == 2
+    moved = lm.copy()
+    moved[..., 0] += 10
+    cand = E.Outputs(moved, np.array([0.9, 0.2, 0.1]), np.array([0.2, 0.2, 0.8]), lm)
+    q = E.compare(ref, cand, ["a: 1", "a: 2", "b: 3"], by_source=True)
+    size = np.ptp(lm[:2, :, :2], axis=1).max(axis=1)
+    assert q["mean_landmark_error"] == pytest.approx(float(np.mean(10 / size)), rel=1e-5)
+    assert q["presence_agreement"] == pytest.approx(2 / 3) and q["handedness_agreement"] == pytest.approx(2 / 3)
+    assert set(q["by_source"]) == {"a", "b"}
+
+
+@pytest.mark.slow
+def test_loss_is_zero_for_the_teacher_and_masks_stay_fixed(lite):
+    from pysparse.prune import oneshot
+    from pysparse.torch_module import GraphModule
+    from pysparse.training import distill as D
+    teacher = D.Teacher(lite)
+    x = torch.from_numpy(A.to_input(np.random.default_rng(0).integers(0, 255, (2, 224, 224, 3), np.uint8)))
+    t = teacher.tensors(x)
+    assert len(D.feature_tensors(lite)) >= 5 and len(D.logit_tensors(lite)) == 2
+    loss, parts = D.distill_loss(t, t, lite, 0.3, torch)
+    assert loss.item() == pytest.approx(0, abs=1e-9)
+    student = GraphModule(oneshot(lite, 0.8)).train()
+    pruned = {info.name: p for info, p in student.prunable_layers() if (p.detach() == 0).any()}
+    zeros = {n: (p.detach() == 0).clone() for n, p in pruned.items()}
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    masks = D.FixedMasks(pruned, opt)
+    loss, _ = D.distill_loss(student.values([x], wanted=set(t)), t, lite, 0.3, torch)
+    assert loss.item() > 0
+    loss.backward()
+    opt.step()
+    masks.remove()
+    for n, p in pruned.items():
+        assert torch.all(p.detach()[zeros[n]] == 0)
+        assert not torch.all(p.detach()[~zeros[n]] == 0)
+
+
+@pytest.mark.slow
+def test_distill_smoke_and_evaluate_commands(tmp_path, capsys, lite):
+    out = tmp_path / "smoke.spnn"
+    assert main(["distill", "--smoke", "--model", "hand_landmark_lite", "--sparsity", "0.7", "--threads", "2",
+                 "--cache", str(tmp_path / "cache"), "-o", str(out)]) == 0
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["validation"]["crops"] > 100 and set(report["validation"]["by_source"]) == {
+        s.name for s in S.split(S.all_sources(), "validation")}
+    assert report["sources"]["fingerpose"]["split"] == "train"
+    assert out.with_suffix(".ckpt.pt").exists() and out.with_suffix(".log.jsonl").exists()
+    capsys.readouterr()
+    # evaluate: a folder of the user's images, a model against itself and the pruned one
+    from PIL import Image
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in S.FINGERPOSE_PHOTOS:
+        Image.open(assets.photo_path(name)).save(folder / name)
+    model = assets.model_path("hand_landmark_lite.tflite")
+    assert main(["evaluate", str(model), str(model), str(out), "--images", str(folder), "--no-yardstick",
+                 "--json", str(tmp_path / "q.json")]) == 0
+    q = json.loads((tmp_path / "q.json").read_text())["results"]
+    same = q[str(model)]
+    assert same["mean_landmark_error"] == 0 and same["presence_agreement"] == 1
+    assert q[str(out)]["crops"] == 3
+    assert "mean landmark error" in capsys.readouterr().out
