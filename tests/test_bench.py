@@ -118,3 +118,27 @@ def test_sessions_split_by_pruning_block_with_the_dense_files_in_the_first_and_o
     b4 = [(sys_, s, 4) for sys_ in ("pysparse", "tflite") for s in (0.8, 0.9)]
     assert got == [("a", sorted(dense + b1)), ("a", sorted(b4)), ("a", [("ort", 0.0, 1)]),
                    ("b", sorted(dense + b1)), ("b", sorted(b4))]
+
+
+@pytest.mark.slow
+def test_users_own_files_share_one_session(tmp_path):
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("needs Debian's chromium")
+    from pysparse import assets
+    from pysparse.cli import main
+    from pysparse.pack import pack
+    from pysparse.prune import oneshot
+    from pysparse.importers import load_model
+    lite = assets.model_path("hand_landmark_lite.tflite")
+    pruned = tmp_path / "lite80.spnn"
+    pruned.write_bytes(pack(oneshot(load_model(lite), 0.8)))
+    out = tmp_path / "bench"
+    assert main(["bench", str(lite), str(pruned), "--threads", "1", "--runs", "2", "--warmup", "0",
+                 "--no-profile", "--out", str(out)]) == 0
+    record = json.loads((out / "results.json").read_text())
+    rows = record["results"]
+    assert {(r["system"], r["label"]) for r in rows} == {
+        ("pysparse", "pysparse hand_landmark_lite.tflite"), ("tflite", "tflite hand_landmark_lite.tflite"),
+        ("pysparse", "pysparse lite80.spnn")}
+    assert len(record["sessions"]) == 1 and all(r["median_ms"] > 0 for r in rows)
+    assert next(r for r in rows if r["file"] == "user.lite80.spnn")["notes"]["pointwise_sparsity"] > 0.75

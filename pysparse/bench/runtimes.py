@@ -196,10 +196,39 @@ def _mobilenet(out: Path, sparsities, blocks, include_ort: bool = True) -> list[
     return arts
 
 
-def prepare(models, out_dir: Path, sparsities=SPARSITIES, blocks=(1, 4), systems=("pysparse", "tflite", "ort")):
+USER_FILES = "your files"  # the benchmark model that groups the user's own files
+
+
+def _user_files(files, out: Path) -> list[Artifact]:
+    """The user's own models, each as given: pysparse runs the `.spnn` (a `.tflite` or `.onnx`
+    packed first, keeping its precision), TFLite-wasm a `.tflite` as it is. All of them share
+    one browser session, so their times are interleaved."""
+    from ..format.reader import read_spnn
+    from ..importers import load_model
+    from ..format.spec import MAGIC as SPNN_MAGIC
+    from ..pack import pack
+    from ..passes import optimize
+
+    arts = []
+    for f in map(Path, files):
+        data = f.read_bytes()
+        graph = read_spnn(data).graph if data[:4] == SPNN_MAGIC else optimize(load_model(f))
+        blob = data if data[:4] == SPNN_MAGIC else pack(graph)
+        shape = graph.tensors[graph.inputs[0]].shape
+        zeros = _pointwise_sparsity(graph)
+        arts.append(Artifact(USER_FILES, "pysparse", zeros, 1, _write(out / f"user.{f.stem}.spnn", blob), shape,
+                             f"pysparse {f.name}", {"pointwise_sparsity": zeros, "source": str(f)}))
+        if f.suffix.lower() == ".tflite":
+            arts.append(Artifact(USER_FILES, "tflite", 0.0, 1, _write(out / f"user.{f.name}", data), shape,
+                                 f"tflite {f.name}", {"source": str(f)}))
+    return arts
+
+
+def prepare(models, out_dir: Path, sparsities=SPARSITIES, blocks=(1, 4), systems=("pysparse", "tflite", "ort"),
+            files=()):
     """Builds (or reuses, when unchanged) every file the benchmark loads, under `out_dir`."""
     out_dir = Path(out_dir)
-    arts: list[Artifact] = []
+    arts: list[Artifact] = _user_files(files, out_dir) if files else []
     for model in models:
         if model in MEDIAPIPE_MODELS:
             arts += _mediapipe(model, out_dir, sparsities, blocks)

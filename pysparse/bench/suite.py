@@ -30,6 +30,9 @@ def sessions_of(artifacts) -> list[tuple[str, list]]:
     out = []
     for model in dict.fromkeys(a.model for a in artifacts):
         mine = [a for a in artifacts if a.model == model and a.system != "ort"]
+        if all(a.notes.get("source") for a in mine):  # the user's files: one session, as given
+            out.append((model, mine))
+            continue
         blocks = list(dict.fromkeys(a.block for a in mine if a.sparsity > 0)) or [1]
         for k, b in enumerate(blocks):
             out.append((model, [a for a in mine if (a.sparsity == 0 and k == 0) or (a.sparsity > 0 and a.block == b)]))
@@ -42,7 +45,7 @@ def sessions_of(artifacts) -> list[tuple[str, list]]:
 def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, sparsities=SPARSITIES,
                   blocks=(1, 4), systems=("pysparse", "tflite", "ort"), out_dir: Path = OUT_DIR,
                   profile: bool = True, progress_bar: bool = True, console=None,
-                  session_timeout_s: float = 900) -> dict:
+                  session_timeout_s: float = 900, files=()) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .browser import BenchServer, run_session
@@ -51,7 +54,7 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
     models_dir = out_dir / "models"
     if console is not None:
         console.print(f"building model files under {models_dir} ...")
-    artifacts = prepare(models, models_dir, sparsities, blocks, systems)
+    artifacts = prepare(models, models_dir, sparsities, blocks, systems, files)
     by_id = {a.id: a for a in artifacts}
     rows, sessions = [], []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

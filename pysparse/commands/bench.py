@@ -1,6 +1,8 @@
 """`pysparse bench`: pysparse against TFLite-wasm and onnxruntime-web in headless Chromium."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..tables import add_format_option
 
 
@@ -16,7 +18,10 @@ def add_parser(sub) -> None:
                        description="Build dense and pruned (one-shot) forms of each model for every system, "
                                    "time them interleaved in one headless Chromium session per thread count, "
                                    "and write build/bench/results.json and PNG charts.")
-    p.add_argument("--models", type=_list(str), default=list(ALL_MODELS),
+    p.add_argument("files", nargs="*", type=Path, metavar="MODEL",
+                   help="your own .spnn/.tflite/.onnx files, timed as given in one session (then only these "
+                        "unless --models is given too)")
+    p.add_argument("--models", type=_list(str), default=None,
                    help=f"comma-separated (default: {','.join(ALL_MODELS)})")
     p.add_argument("--threads", type=_list(int), default=[1, 2], help="comma-separated thread counts (default 1,2)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per configuration (default 20)")
@@ -45,6 +50,11 @@ def run(args) -> int:
     if args.smoke:
         args.models, args.threads, args.runs, args.warmup = ["hand_landmark_lite"], [1], 3, 1
         args.sparsities, args.blocks, args.systems = [0.8], [1], ["pysparse", "tflite"]
+    if args.models is None:
+        args.models = [] if args.files else list(ALL_MODELS)
+    for f in args.files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no such model file")
     unknown = set(args.models) - set(ALL_MODELS)
     if unknown:
         raise ValueError(f"unknown model(s) {sorted(unknown)}; known: {', '.join(ALL_MODELS)}")
@@ -55,7 +65,7 @@ def run(args) -> int:
     console = Console()
     record = run_benchmark(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup,
                            sparsities=args.sparsities, blocks=args.blocks, systems=args.systems,
-                           out_dir=args.out, profile=not args.no_profile, console=console)
+                           out_dir=args.out, profile=not args.no_profile, console=console, files=args.files)
     report.print_table(record, console, args.table)
     console.print(f"results: {args.out}/results.json; charts: {', '.join(record['charts'])}")
     problems = report.validate(record)
