@@ -49,7 +49,7 @@ demo-assets: setup
 
 # The wheel carries web/, web/dist/ and demo/ (setup.py), so the engine is built first.
 wheel: setup wasm
-	rm -rf dist && $(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	rm -rf dist build/lib && $(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
 # The npm package of the JS runtime, beside the wheel (tests/test_install.py installs both
 # in fresh environments).

@@ -3,7 +3,7 @@
 // every frame's timings are recorded in window.pysparseDemo.timings.
 //
 // URL parameters (for tests and benchmarks): source=clip|still:N|camera, threads=N,
-// sparsity=70|80|90, frames=N (stop after N frames), pace=0 (no waiting between clip
+// sparsity=70|80|87|90, frames=N (stop after N frames), pace=0 (no waiting between clip
 // frames), loop=0 (stop at the clip's end), start=N (first clip frame), crops=1 (keep the
 // landmark crops), variant=simd|simd-threads|relaxed|relaxed-threads (force an engine build),
 // grab=videoframe|canvas (how the worker reads a frame's pixels; default: VideoFrame where it can).
@@ -22,7 +22,7 @@ const isolated = globalThis.crossOriginIsolated === true;
 const threadChoices = isolated ? [1, 2, 4] : [1];
 const settings = {
   threads: Number(params.get("threads") ?? (isolated ? Math.min(2, navigator.hardwareConcurrency || 1) : 1)),
-  sparsity: Number(params.get("sparsity") ?? 80),
+  sparsity: Number(params.get("sparsity") ?? 87),
   source: params.get("source") ?? "clip",
   maxFrames: Number(params.get("frames") ?? 0),
   pace: params.get("pace") !== "0",

@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
                                    "1x1 convolutions and fully connected layers (see docs/pruning.md for the "
                                    "rule), print the per-layer sparsity and write OUT.spnn. Without "
                                    "fine-tuning, accuracy falls quickly beyond 50-70%: check with "
-                                   "`pysparse sensitivity`, or fine-tune (python -m pysparse.distill).")
+                                   "`pysparse sensitivity`, or fine-tune (pysparse distill).")
     p.add_argument("model", type=Path, help="source model (.tflite, .onnx, .spnn)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the .spnn file to write")
     p.add_argument("--sparsity", type=float, required=True, help="fraction of each pruned layer's weights to zero")

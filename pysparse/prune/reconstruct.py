@@ -19,7 +19,7 @@ weight (the same layers as `oneshot`):
 
 Fully connected layers see one sample per input, too few to refit: they are pruned by
 |w| x RMS of their inputs, without a refit.
-The result is a good starting point for fine-tuning (`python -m pysparse.distill`) and much
+The result is a good starting point for fine-tuning (`pysparse distill`) and much
 closer to the dense model than magnitude pruning on its own (see docs/pruning.md).
 """
 from __future__ import annotations
