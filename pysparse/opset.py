@@ -103,6 +103,10 @@ OPS: tuple[OpDef, ...] = (
     OpDef(25, "TRANSPOSE", ("x",), tuple(_i(f"perm{i}", i) for i in range(6)),
           "Axis permutation; only the first ndim entries of perm are used."),
     OpDef(26, "SOFTMAX", ("x",), (_i("axis", -1), _f("beta", 1.0)), "softmax(beta * x) along axis."),
+    OpDef(27, "LRN", ("x",), (_i("size"), _f("alpha", 1e-4), _f("beta", 0.75), _f("bias", 1.0)),
+          "Local response normalisation across channels of a 4-D tensor (ONNX LRN): "
+          "x / (bias + alpha / size * sum of x^2 over the channel window) ^ beta."),
+    OpDef(28, "SUM", ("x", "*"), (_ACT,), "act(x0 + x1 + ...); every input has the output's shape."),
 )
 
 BY_NAME = {op.name: op for op in OPS}

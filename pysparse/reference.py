@@ -179,6 +179,20 @@ def mean(x, a):
     return x.astype(np.float64).mean(axis=axes, keepdims=bool(a["keepdims"])).astype(_F32)
 
 
+def lrn(x, a):
+    """ONNX LRN: the window of channel c is c - (size-1)//2 .. c + size//2, cut at the edges."""
+    size = a["size"]
+    sq = np.square(x.astype(np.float64))
+    c = x.shape[1]
+    lo_off, hi_off = (size - 1) // 2, size // 2
+    # prefix sums over channels: window sum = P[hi + 1] - P[lo]
+    prefix = np.concatenate([np.zeros_like(sq[:, :1]), np.cumsum(sq, axis=1)], axis=1)
+    lo = np.clip(np.arange(c) - lo_off, 0, c)
+    hi = np.clip(np.arange(c) + hi_off + 1, 0, c)
+    window = prefix[:, hi] - prefix[:, lo]
+    return (x / (a["bias"] + a["alpha"] / size * window) ** a["beta"]).astype(_F32)
+
+
 def softmax(x, a):
     z = x.astype(np.float64) * a["beta"]
     z = np.exp(z - z.max(axis=a["axis"], keepdims=True))
@@ -186,6 +200,13 @@ def softmax(x, a):
 
 
 # -- data movement --------------------------------------------------------------------
+
+def sum_(xs, a):
+    y = xs[0].astype(_F32)
+    for x in xs[1:]:
+        y = y + x.astype(_F32)
+    return _act(y, a["act"]).astype(_F32)
+
 
 def concat(xs, a):
     return np.concatenate(xs, axis=a["axis"]).astype(_F32)
@@ -288,6 +309,8 @@ def run_op(op_type: str, inputs: list, attrs: dict, out_shape: tuple | None = No
         return prelu(x, xs[1], a)
     if t == "CONCAT":
         return concat(xs, a)
+    if t == "SUM":
+        return sum_(xs, a)
     if t in ("RESIZE_BILINEAR", "RESIZE_NEAREST", "RESHAPE"):
         if out_shape is None:
             raise ValueError(f"{t} needs the output shape")
@@ -302,10 +325,10 @@ _UNARY = {
     "RELU": relu, "CLIP": clip, "SIGMOID": sigmoid, "TANH": tanh, "HARD_SWISH": hard_swish,
     "HARD_SIGMOID": hard_sigmoid, "LEAKY_RELU": leaky_relu, "MAX_POOL2D": max_pool2d,
     "AVG_POOL2D": avg_pool2d, "MEAN": mean, "PAD": pad, "DEPTH_TO_SPACE": depth_to_space,
-    "TRANSPOSE": transpose, "SOFTMAX": softmax,
+    "TRANSPOSE": transpose, "SOFTMAX": softmax, "LRN": lrn,
 }
 assert set(_BINARY) | set(_WITH_SHAPE) | set(_UNARY) | {
-    "CONV2D", "CONV_TRANSPOSE2D", "FULLY_CONNECTED", "PRELU", "CONCAT"} == set(opset.BY_NAME)
+    "CONV2D", "CONV_TRANSPOSE2D", "FULLY_CONNECTED", "PRELU", "CONCAT", "SUM"} == set(opset.BY_NAME)
 
 
 def _run_graph_op(graph: Graph, op: Op, values: dict) -> np.ndarray:

@@ -137,6 +137,30 @@ def _concat(g, op, a):
     return f
 
 
+def _sum(g, op, a):
+    def f(*xs):
+        y = xs[0]
+        for x in xs[1:]:
+            y = y + x
+        return _act(y, a["act"])
+    return f
+
+
+def _lrn(g, op, a):
+    size = a["size"]
+    c = g.tensors[op.inputs[0]].shape[1]
+    # ONNX's window (c - (size-1)//2 .. c + size//2) from prefix sums over channels
+    lo = torch.clamp(torch.arange(c) - (size - 1) // 2, 0, c)
+    hi = torch.clamp(torch.arange(c) + size // 2 + 1, 0, c)
+
+    def f(x):
+        sq = x * x
+        prefix = torch.cat([torch.zeros_like(sq[:, :1]), torch.cumsum(sq, dim=1)], dim=1)
+        window = prefix[:, hi] - prefix[:, lo]
+        return x / (float(a["bias"]) + float(a["alpha"]) / size * window) ** float(a["beta"])
+    return f
+
+
 def _pad(g, op, a):
     ndim = len(g.tensors[op.inputs[0]].shape)
     if a["pad0_begin"] or a["pad0_end"]:
@@ -250,6 +274,8 @@ COMPILERS = {
     "RESHAPE": _reshape,
     "TRANSPOSE": _transpose,
     "SOFTMAX": _unary(lambda x, a: torch.softmax(x * float(a["beta"]), dim=a["axis"])),
+    "LRN": _lrn,
+    "SUM": _sum,
 }
 assert set(COMPILERS) == set(opset.BY_NAME), "every op of the op set needs a torch version"
 

@@ -124,6 +124,9 @@ def op_graphs() -> dict[str, Graph]:
     gs["transpose_3d"] = _single("TRANSPOSE", [(2, 3, 4)], (4, 2, 3), perm0=2, perm1=0, perm2=1)
     gs["softmax_last"] = _single("SOFTMAX", [(2, 10)], (2, 10), beta=1.5)
     gs["softmax_channels"] = _single("SOFTMAX", [(1, 5, 3, 3)], (1, 5, 3, 3), axis=1)
+    gs["lrn_5"] = _single("LRN", [(1, 7, 5, 6)], (1, 7, 5, 6), size=5, alpha=0.3, bias=1.5)
+    gs["lrn_even_beta"] = _single("LRN", [(1, 4, 3, 3)], (1, 4, 3, 3), size=2, alpha=0.5, beta=0.6)
+    gs["sum_3_relu"] = _single("SUM", [(1, 3, 5, 7), (1, 3, 5, 7)], (1, 3, 5, 7), [_w(r, 1, 3, 5, 7)], act=1)
     return gs
 
 

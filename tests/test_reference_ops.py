@@ -228,6 +228,30 @@ def _ort_one_node(node_kwargs, op_type, x, out_shape, extra_inputs=()):
     return sess.run(None, {"x": x})[0]
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8])
+def test_lrn(size):
+    """Odd and even windows (ONNX puts the extra channel after), and windows wider than C."""
+    x = randn(2, 6, 4, 5) * 3
+    for a in (dict(size=size, alpha=0.3, beta=0.75, bias=1.5), dict(size=size, alpha=0.1, beta=0.4, bias=2.0)):
+        ours = reference.run_op("LRN", [x], a)
+        if size % 2:  # onnxruntime takes odd sizes only
+            close(ours, _ort_one_node(a, "LRN", x, x.shape))
+        # the ONNX definition, channel by channel
+        want = np.empty_like(x)
+        for c in range(x.shape[1]):
+            lo, hi = max(0, c - (size - 1) // 2), min(x.shape[1] - 1, c + size // 2)
+            sq = np.square(x[:, lo:hi + 1].astype(np.float64)).sum(axis=1)
+            want[:, c] = x[:, c] / (a["bias"] + a["alpha"] / size * sq) ** a["beta"]
+        close(ours, want)
+
+
+def test_sum():
+    xs = [randn(1, 3, 4, 5, seed=s) for s in range(4)]
+    close(reference.run_op("SUM", xs, {}), T(xs[0]) + T(xs[1]) + T(xs[2]) + T(xs[3]))
+    close(reference.run_op("SUM", xs[:2], dict(act=opset.ACT_RELU)), torch.relu(T(xs[0]) + T(xs[1])))
+    close(reference.run_op("SUM", xs[:1], {}), T(xs[0]))
+
+
 def test_depth_to_space_dcr():
     x = randn(1, 18, 3, 4)
     theirs = _ort_one_node(dict(blocksize=3, mode="DCR"), "DepthToSpace", x, (1, 2, 9, 12))

@@ -54,6 +54,8 @@ def all_ops_graph():
              pad_left=1, pad_right=1, act=opset.ACT_RELU_N1_TO_1)
     c = b.op("CONV2D", [c, b.const(rand(16, 8, 1, 1)), b.const(rand(16))], act=opset.ACT_RELU)
     skip = c
+    c = b.op("LRN", [c], size=4, alpha=0.5, beta=0.75, bias=2.0)
+    c = b.op("SUM", [c, skip, b.const(rand(*b.vals[c].shape))], act=opset.ACT_RELU)
     c = b.op("PRELU", [c, b.const(rand(1, 16, 1, 1))])
     c = b.op("HARD_SWISH", [c])
     c = b.op("ADD", [c, skip])

@@ -139,6 +139,14 @@ def expected_output(op_type: str, a: dict, ins: list[tuple | None], out: tuple) 
         perm = [a[f"perm{i}"] for i in range(len(x))]
         _need(sorted(perm) == list(range(len(x))), f"perm {perm} is not a permutation of 0..{len(x) - 1}")
         return tuple(x[p] for p in perm)
+    if op_type == "SUM":
+        for s in ins:
+            _need(tuple(s) == tuple(x), f"input {s} must have the shape {x} of the first (SUM does not broadcast)")
+        return x
+    if op_type == "LRN":
+        _rank(x, 4, "input")
+        _need(a["size"] >= 1, f"size {a['size']} must be >= 1")
+        return x
     if op_type == "SOFTMAX":
         _need(-len(x) <= a["axis"] < len(x), f"axis {a['axis']} out of range for {len(x)}-D input")
         return x

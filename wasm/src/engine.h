@@ -137,6 +137,8 @@ spnn_status spnn_prepare_prelu(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_pool(spnn_model* m, spnn_op* op);           /* MAX/AVG_POOL2D */
 spnn_status spnn_prepare_mean(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_softmax(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_lrn(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_sum(spnn_model* m, spnn_op* op);           /* n-ary add */
 spnn_status spnn_prepare_concat(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_pad(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_resize(spnn_model* m, spnn_op* op);

@@ -64,6 +64,8 @@ static const op_info op_table[SPNN_OP_MAX_CODE + 1] = {
     OP(RESHAPE, spnn_prepare_reshape, 1),
     OP(TRANSPOSE, spnn_prepare_transpose, 0),
     OP(SOFTMAX, spnn_prepare_softmax, 0),
+    OP(LRN, spnn_prepare_lrn, 0),
+    OP(SUM, spnn_prepare_sum, 1),
 };
 
 const char* spnn_op_type_name(int code) {

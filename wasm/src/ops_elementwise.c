@@ -1,5 +1,5 @@
-/* Elementwise ops: ADD/MUL/SUB/DIV (numpy broadcasting, fused clamp), PRELU (slope
- * broadcast against x) and the activations. SIMD128 on contiguous rows; each element is
+/* Elementwise ops: ADD/MUL/SUB/DIV (numpy broadcasting, fused clamp), SUM (n inputs of
+ * one shape, fused clamp), PRELU (slope broadcast against x) and the activations. SIMD128 on contiguous rows; each element is
  * computed the same way whatever the row split, so threads never change a result.
  *
  * Broadcasting is planned at load: axes where the output is 1 are dropped, and adjacent
@@ -316,5 +316,63 @@ spnn_status spnn_prepare_unary(spnn_model* m, spnn_op* op) {
   op->macs = (double)y->count * (op->code == SPNN_OP_SIGMOID || op->code == SPNN_OP_TANH ? 20 : 1);
   op->kernel = (op->code == SPNN_OP_SIGMOID || op->code == SPNN_OP_TANH) ? "scalar" : "simd128";
   op->run = run_unary;
+  return SPNN_OK;
+}
+
+/* ---- SUM: n inputs of the output's shape ------------------------------------------ */
+
+typedef struct sum_state {
+  float* out;
+  float lo, hi;
+  int n;
+  const float* in[]; /* n input pointers */
+} sum_state;
+
+/* Elements [b, e): inputs added in order, then the clamp; one formula per element whatever
+ * the split (vector steps start at multiples of 4 from b, and spans start at multiples of 16). */
+static void sum_task(void* ctx, size_t b, size_t e) {
+  const sum_state* s = (const sum_state*)ctx;
+  const v128_t vlo = wasm_f32x4_splat(s->lo), vhi = wasm_f32x4_splat(s->hi);
+  size_t i = b;
+  for (; i + 4 <= e; i += 4) {
+    v128_t acc = wasm_v128_load(s->in[0] + i);
+    for (int k = 1; k < s->n; k++) acc = wasm_f32x4_add(acc, wasm_v128_load(s->in[k] + i));
+    wasm_v128_store(s->out + i, wasm_f32x4_min(wasm_f32x4_max(acc, vlo), vhi));
+  }
+  for (; i < e; i++) {
+    float acc = s->in[0][i];
+    for (int k = 1; k < s->n; k++) acc += s->in[k][i];
+    acc = acc < s->lo ? s->lo : acc;
+    s->out[i] = acc > s->hi ? s->hi : acc;
+  }
+}
+
+static void run_sum(spnn_model* m, spnn_op* op) {
+  spnn_parallel(m, op->macs, spnn_out(m, op)->count, 16, sum_task, op->state);
+}
+
+spnn_status spnn_prepare_sum(spnn_model* m, spnn_op* op) {
+  spnn_tensor* y = spnn_out(m, op);
+  float lo, hi;
+  if (!spnn_act_bounds(op->attr[SPNN_SUM_ACT].i, &lo, &hi))
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "unknown fused activation %d", (int)op->attr[SPNN_SUM_ACT].i);
+  spnn_status st;
+  for (int k = 0; k < op->num_inputs; k++) {
+    spnn_tensor* x = spnn_in(m, op, k);
+    if ((st = spnn_expect_dims(m, x, y->ndim, y->dims, "input"))) return st;
+    if ((st = spnn_use_raw(m, x))) return st;
+  }
+  sum_state* s = (sum_state*)calloc(1, sizeof *s + (size_t)op->num_inputs * sizeof s->in[0]);
+  if (!s) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  op->state = s;
+  op->free_state = free;
+  s->n = op->num_inputs;
+  for (int k = 0; k < s->n; k++) s->in[k] = spnn_in(m, op, k)->data;
+  s->out = y->data;
+  s->lo = lo;
+  s->hi = hi;
+  op->macs = (double)y->count * s->n;
+  op->kernel = "sum_simd128";
+  op->run = run_sum;
   return SPNN_OK;
 }

@@ -1,6 +1,7 @@
 /* Pooling and reductions: MAX_POOL2D, AVG_POOL2D (per plane, threads split planes), MEAN
- * (any axes) and SOFTMAX (any axis). Scalar but for 2x2 stride-2 max pooling without
- * padding (the common downsampling step), which takes four outputs per vector step. */
+ * (any axes), SOFTMAX (any axis) and LRN (across channels, threads split planes). Scalar
+ * but for 2x2 stride-2 max pooling without padding (the common downsampling step), which
+ * takes four outputs per vector step, and LRN with beta 0.75 (four pixels per step). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,5 +284,90 @@ spnn_status spnn_prepare_softmax(spnn_model* m, spnn_op* op) {
   op->macs = 20.0 * x->count;
   op->kernel = "softmax_scalar";
   op->run = run_softmax;
+  return SPNN_OK;
+}
+
+/* ---- LRN (ONNX): across channels, per plane ---------------------------------------- */
+
+typedef struct lrn_state {
+  size_t channels, plane; /* C, H*W */
+  int32_t before, after;  /* the window of channel c: c - before .. c + after */
+  float scale, bias, beta; /* scale = alpha / size */
+  int beta_3_4;            /* beta == 0.75: t^beta = sqrt(t) * sqrt(sqrt(t)), in vectors */
+  const float* in;
+  float* out;
+} lrn_state;
+
+static void lrn_task(void* ctx, size_t p_begin, size_t p_end) {
+  const lrn_state* s = (const lrn_state*)ctx;
+  const v128_t vscale = wasm_f32x4_splat(s->scale), vbias = wasm_f32x4_splat(s->bias);
+  for (size_t p = p_begin; p < p_end; p++) { /* p = n * C + c */
+    size_t c = p % s->channels;
+    size_t c0 = c < (size_t)s->before ? 0 : c - (size_t)s->before;
+    size_t c1 = c + (size_t)s->after + 1 > s->channels ? s->channels : c + (size_t)s->after + 1;
+    const float* x = s->in + p * s->plane;
+    const float* first = s->in + (p - c + c0) * s->plane; /* channel c0 of the same image */
+    float* y = s->out + p * s->plane;
+    size_t i = 0;
+    if (s->beta_3_4) {
+      for (; i + 4 <= s->plane; i += 4) {
+        v128_t sum = wasm_f32x4_splat(0.0f);
+        for (size_t k = 0; k < c1 - c0; k++) {
+          v128_t v = wasm_v128_load(first + k * s->plane + i);
+          sum = wasm_f32x4_add(sum, wasm_f32x4_mul(v, v));
+        }
+        v128_t t = wasm_f32x4_add(vbias, wasm_f32x4_mul(vscale, sum));
+        v128_t r = wasm_f32x4_sqrt(t);
+        v128_t d = wasm_f32x4_mul(r, wasm_f32x4_sqrt(r));
+        wasm_v128_store(y + i, wasm_f32x4_div(wasm_v128_load(x + i), d));
+      }
+    }
+    for (; i < s->plane; i++) {
+      float sum = 0.0f;
+      for (size_t k = 0; k < c1 - c0; k++) {
+        float v = first[k * s->plane + i];
+        sum += v * v;
+      }
+      float t = s->bias + s->scale * sum;
+      float d = s->beta_3_4 ? sqrtf(t) * sqrtf(sqrtf(t)) : powf(t, s->beta);
+      y[i] = x[i] / d;
+    }
+  }
+}
+
+static void run_lrn(spnn_model* m, spnn_op* op) {
+  lrn_state* s = (lrn_state*)op->state;
+  spnn_parallel(m, op->macs, spnn_out(m, op)->count / s->plane, 1, lrn_task, s);
+}
+
+spnn_status spnn_prepare_lrn(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* y = spnn_out(m, op);
+  int32_t size = op->attr[SPNN_LRN_SIZE].i;
+  spnn_status st;
+  if ((st = spnn_expect_ndim(m, x, 4, "input"))) return st;
+  if (size < 1 || size > MAX_GEOMETRY)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "LRN size %d (must be 1..%d)", (int)size, MAX_GEOMETRY);
+  if ((st = spnn_expect_dims(m, y, 4, x->dims, "output"))) return st;
+  if ((st = spnn_use_raw(m, x))) return st;
+  lrn_state* s = (lrn_state*)calloc(1, sizeof *s);
+  if (!s) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  op->state = s;
+  op->free_state = free;
+  s->channels = (size_t)x->dims[1];
+  s->plane = (size_t)x->dims[2] * (size_t)x->dims[3];
+  s->before = (size - 1) / 2;
+  s->after = size / 2;
+  s->scale = op->attr[SPNN_LRN_ALPHA].f / (float)size;
+  s->bias = op->attr[SPNN_LRN_BIAS].f;
+  s->beta = op->attr[SPNN_LRN_BETA].f;
+  s->beta_3_4 = s->beta == 0.75f;
+  s->in = x->data;
+  s->out = y->data;
+  if (s->plane == 0 || s->channels == 0) return spnn_fail(m, SPNN_ERROR_FORMAT, "empty LRN input");
+  size_t window = (size_t)size < s->channels ? (size_t)size : s->channels;
+  op->macs = (double)x->count * (double)(window + (s->beta_3_4 ? 4 : 20));
+  op->kernel = s->beta_3_4 ? "lrn_simd128" : "lrn_scalar";
+  op->run = run_lrn;
   return SPNN_OK;
 }

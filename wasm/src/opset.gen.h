@@ -36,9 +36,11 @@ enum spnn_op_code {
   SPNN_OP_RESHAPE = 24,
   SPNN_OP_TRANSPOSE = 25,
   SPNN_OP_SOFTMAX = 26,
+  SPNN_OP_LRN = 27,
+  SPNN_OP_SUM = 28,
 };
 
-#define SPNN_OP_MAX_CODE 26
+#define SPNN_OP_MAX_CODE 28
 
 /* CONV2D: inputs (x, weight, bias?) */
 #define SPNN_OP_CONV2D_NUM_ATTRS 10
@@ -241,5 +243,20 @@ enum spnn_op_code {
 #define SPNN_OP_SOFTMAX_MAX_INPUTS 1
 #define SPNN_SOFTMAX_AXIS 0 /* int32 */
 #define SPNN_SOFTMAX_BETA 1 /* float32 */
+
+/* LRN: inputs (x) */
+#define SPNN_OP_LRN_NUM_ATTRS 4
+#define SPNN_OP_LRN_MIN_INPUTS 1
+#define SPNN_OP_LRN_MAX_INPUTS 1
+#define SPNN_LRN_SIZE 0 /* int32 */
+#define SPNN_LRN_ALPHA 1 /* float32 */
+#define SPNN_LRN_BETA 2 /* float32 */
+#define SPNN_LRN_BIAS 3 /* float32 */
+
+/* SUM: inputs (x, *) */
+#define SPNN_OP_SUM_NUM_ATTRS 1
+#define SPNN_OP_SUM_MIN_INPUTS 1
+#define SPNN_OP_SUM_MAX_INPUTS -1
+#define SPNN_SUM_ACT 0 /* int32 */
 
 #endif
