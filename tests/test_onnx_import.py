@@ -233,6 +233,52 @@ def test_binary_two_activations_broadcast(op):
     assert_matches_ort(model)
 
 
+@pytest.mark.parametrize("size", [3, 5])
+def test_lrn(size):
+    model = make_model([node("LRN", ["x"], ["y"], size=size, alpha=0.2, beta=0.75, bias=2.0)], {"x": X4}, ["y"])
+    graph = assert_matches_ort(model)
+    assert [o.type for o in graph.ops] == ["LRN"]
+
+
+def test_sum_same_shapes_is_one_op_and_relu_fuses():
+    model = make_model([node("Sum", ["x", "z", "c"], ["s"]), node("Relu", ["s"], ["y"])],
+                       {"x": X4, "z": X4}, ["y"], {"c": rand(*X4, seed=3)})
+    graph = assert_matches_ort(model)
+    assert [o.type for o in graph.ops] == ["SUM", "RELU"]
+    assert [o.type for o in passes.optimize(graph).ops] == ["SUM"]
+
+
+def test_sum_broadcast_and_single_input():
+    model = make_model([node("Sum", ["x", "c", "z"], ["y"])], {"x": X4, "z": (1, 1, 5, 1)}, ["y"],
+                       {"c": rand(1, 4, 1, 1, seed=3)})
+    graph = assert_matches_ort(model)
+    assert [o.type for o in graph.ops] == ["ADD", "ADD"]
+    model = make_model([node("Sum", ["x"], ["s"]), node("Relu", ["s"], ["y"])], {"x": X4}, ["y"])
+    assert [o.type for o in assert_matches_ort(model).ops] == ["RELU"]
+
+
+def test_dropout_is_identity_with_a_declared_mask():
+    model = make_model([node("Dropout", ["x"], ["d", "mask"]), node("Relu", ["d"], ["y"])], {"x": X4}, ["y"])
+    assert [o.type for o in assert_matches_ort(model).ops] == ["RELU"]
+    read = make_model([node("Dropout", ["x"], ["d", "mask"]), node("Cast", ["mask"], ["y"], to=TensorProto.FLOAT)],
+                      {"x": X4}, ["y"])
+    with pytest.raises(UnsupportedOpError, match="mask"):
+        load_onnx(read)
+
+
+def test_weights_built_from_a_shape_need_a_raised_element_bound():
+    """ONNX's "light" zoo models make their weights with ConstantOfShape: past the default
+    bound an import refuses them, and max_elements lets a trusted file through."""
+    from pysparse.errors import ResourceLimitError
+    value = numpy_helper.from_array(np.array([0.01], np.float32))
+    nodes = [node("ConstantOfShape", ["wshape"], ["w"], value=value), node("Conv", ["x", "w"], ["y"])]
+    model = make_model(nodes, {"x": (1, 1200, 1, 1)}, ["y"], {"wshape": np.array([4000, 1200, 1, 1], np.int64)})
+    with pytest.raises(ResourceLimitError):
+        load_model(model.SerializeToString())
+    graph = load_model(model.SerializeToString(), max_elements=5_000_000)
+    assert graph.tensors[graph.ops[0].inputs[1]].data.shape == (4000, 1200, 1, 1)
+
+
 # -- reductions and pooling --------------------------------------------------------------
 
 def test_reduce_mean_axes_attribute_and_input():

@@ -27,8 +27,11 @@ def _looks_like_onnx(data: bytes) -> bool:
     return tag >> 3 in range(1, 21) and tag & 7 in (0, 2)
 
 
-def load_model(path_or_bytes) -> Graph:
-    """Imports a TFLite (`TFL3` at byte 4) or ONNX (protobuf) model from a path or bytes."""
+def load_model(path_or_bytes, max_elements: int | None = None) -> Graph:
+    """Imports a TFLite (`TFL3` at byte 4) or ONNX (protobuf) model from a path or bytes.
+
+    max_elements raises the bound on the elements an import may build beyond its file's
+    bytes (importers.limits): for a trusted file whose weights are made at import time."""
     data = _read(path_or_bytes)
     name = os.path.basename(os.fspath(path_or_bytes)) if isinstance(path_or_bytes, (str, os.PathLike)) else None
     if len(data) >= 8 and data[4:8] == b"TFL3":
@@ -39,7 +42,7 @@ def load_model(path_or_bytes) -> Graph:
         raise ModelFormatError("not a TFLite or ONNX model (unknown file content)")
     # A damaged or hostile file ends in one of pysparse's errors, whatever it trips over.
     try:
-        graph = importer(data)
+        graph = importer(data, max_elements=max_elements)
     except PysparseError:
         raise
     except MemoryError:

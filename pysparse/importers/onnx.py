@@ -38,11 +38,12 @@ MIN_OPSET = 13  # older models are converted up to this with onnx's version conv
 _FLOAT_TYPES = {1: "float32"}
 
 
-def load_onnx(model, input_shapes: dict | None = None) -> Graph:
+def load_onnx(model, input_shapes: dict | None = None, max_elements: int | None = None) -> Graph:
     """Import an ONNX model (a path, the file's bytes, or an onnx.ModelProto).
 
     input_shapes gives static shapes to inputs whose dims are symbolic, e.g.
-    {"input": (1, 3, 224, 224)}.
+    {"input": (1, 3, 224, 224)}. max_elements raises the bound on the elements the import
+    may build from constants (importers.limits), for trusted files that need more.
     """
     import onnx
 
@@ -57,7 +58,7 @@ def load_onnx(model, input_shapes: dict | None = None) -> Graph:
     except Exception as e:  # onnx raises several types here; all mean the model is inconsistent
         raise ModelFormatError(f"ONNX shape inference failed: {e}") from e
     try:
-        return finish(_Importer(proto).run())
+        return finish(_Importer(proto, max_elements).run())
     except (KeyError, IndexError, TypeError, ValueError, ArithmeticError) as e:
         # The checker and shape inference let through some inconsistencies (an unknown
         # element type, an attribute of the wrong kind): report them as a bad model.
@@ -160,7 +161,7 @@ def _dims(dims) -> tuple:
 # -- translation ----------------------------------------------------------------------------
 
 class _Importer:
-    def __init__(self, proto):
+    def __init__(self, proto, max_elements: int | None = None):
         from onnx import numpy_helper
 
         self.proto = proto
@@ -168,7 +169,7 @@ class _Importer:
         self.graph = Graph(metadata={"source_format": "onnx", "producer": proto.producer_name,
                                      "opset": self.opset})
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-        self.budget = ElementBudget(proto.ByteSize())  # for constants folded from declared shapes
+        self.budget = ElementBudget(proto.ByteSize(), max_elements)  # for constants folded from declared shapes
         self.shapes: dict[str, tuple[int, ...]] = {}
         for v in list(proto.graph.input) + list(proto.graph.value_info) + list(proto.graph.output):
             tt = v.type.tensor_type
@@ -177,6 +178,7 @@ class _Importer:
         self.alias: dict[str, str] = {}  # outputs of Identity-like nodes -> their input
         self.const_in_graph: dict[str, str] = {}  # constant name -> IR tensor holding it
         # Names of the source model, so that names made up here never collide with one.
+        self.read = {i for n in proto.graph.node for i in n.input}  # names some node reads
         self.taken = set(self.consts) | {o for n in proto.graph.node for o in n.output} | {
             v.name for v in proto.graph.input}
 
@@ -357,8 +359,14 @@ class _Importer:
         self.alias[node.output[0]] = self.src(node.input[0])
 
     def op_Dropout(self, node):
-        if len(node.output) > 1 and node.output[1]:
-            raise self.unsupported(node, "the mask output is used")
+        # Inference: the identity, whatever the ratio. A declared mask output is fine as long
+        # as nothing reads it (it would be all true).
+        mask = node.output[1] if len(node.output) > 1 else ""
+        if mask and (mask in self.read or mask in {v.name for v in self.proto.graph.output}):
+            raise self.unsupported(node, "the mask output is read")
+        training = self.opt_const(node, 2, "training_mode")
+        if training is not None and bool(training.reshape(-1)[0]):
+            raise self.unsupported(node, "training_mode=1")
         self.op_Identity(node)
 
     def op_Cast(self, node):
@@ -532,6 +540,32 @@ class _Importer:
 
     def op_Add(self, node):
         self.binary("ADD", node, True)
+
+    def op_Sum(self, node):
+        ins = [i for i in node.input if i]
+        y = node.output[0]
+        if len(ins) == 1:
+            self.op_Identity(node)
+            return
+        ys = self.inferred(y)
+        if all(self.shape(i) == ys for i in ins):
+            self.emit("SUM", node, [self.tensor(i) for i in ins], [self.out(y)])
+            return
+        # broadcasting: a chain of ADDs, left to right
+        acc = self.tensor(ins[0])
+        for k, i in enumerate(ins[1:], 1):
+            last = k == len(ins) - 1
+            shape = ys if last else np.broadcast_shapes(self.shape(acc), self.shape(i))
+            nxt = self.out(y) if last else self.temp(f"{y}_partial{k}", shape)
+            self.emit("ADD", node, [acc, self.tensor(i)], [nxt])
+            acc = nxt
+
+    def op_LRN(self, node):
+        a = self.attrs(node)
+        if len(self.shape(node.input[0])) != 4:
+            raise self.unsupported(node, f"{len(self.shape(node.input[0]))}-D input; only 4-D is supported")
+        self.unary("LRN", node, size=a["size"], alpha=a.get("alpha", 1e-4), beta=a.get("beta", 0.75),
+                   bias=a.get("bias", 1.0))
 
     def op_Mul(self, node):
         self.binary("MUL", node, True)

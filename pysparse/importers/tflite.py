@@ -61,15 +61,16 @@ _OPTIONS = {  # op name -> options table class
 }
 
 
-def load_tflite(path_or_bytes) -> Graph:
-    """Imports a TFLite model (a path or the file's bytes) into a Graph."""
+def load_tflite(path_or_bytes, max_elements: int | None = None) -> Graph:
+    """Imports a TFLite model (a path or the file's bytes) into a Graph; max_elements raises
+    the bound on what the import may build (importers.limits) for trusted files."""
     if isinstance(path_or_bytes, (str, os.PathLike)):
         name = os.path.basename(os.fspath(path_or_bytes))
         with open(path_or_bytes, "rb") as f:
             data = f.read()
     else:
         name, data = "model.tflite", bytes(path_or_bytes)
-    graph = _Importer(data).run()
+    graph = _Importer(data, max_elements).run()
     graph.metadata.setdefault("name", os.path.splitext(name)[0])
     return finish(graph)
 
@@ -82,7 +83,7 @@ def _is_memory_noop(shape, perm) -> bool:
 
 
 class _Importer:
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, max_elements: int | None = None):
         if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
             raise ModelFormatError("not a TFLite model (no TFL3 identifier at byte 4)")
         self.data = data
@@ -99,7 +100,7 @@ class _Importer:
         except Exception as e:  # flatbuffers raises assorted errors on garbage
             raise ModelFormatError(f"cannot parse TFLite flatbuffer: {e}") from e
         self.g = Graph()
-        self.budget = ElementBudget(len(data))  # for densified sparse tensors
+        self.budget = ElementBudget(len(data), max_elements)  # for densified sparse tensors
         self.names: dict[int, str] = {}  # TFLite tensor index -> IR tensor name
         self.consts: dict[int, np.ndarray] = {}  # constant values in TFLite layout
 
