@@ -6,7 +6,6 @@ Outputs must be within 1e-4 of each output's range and bit-identical for 1 and 2
 """
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from pysparse import reference
 
 import engine_graphs as eg
 from engine_native import ASAN_TOOL, NativeModel
+from web_fixtures import run_node
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "web" / "dist"
@@ -109,18 +109,6 @@ def test_whole_models_under_sanitizers(cases, tmp_path):
             outs.append(flat[pos:pos + ref.size])
             pos += ref.size
         c.check(outs, "asan")
-
-
-def run_node(variant: str, jobs: list, tmp_path: Path) -> list[dict]:
-    manifest = tmp_path / f"{variant}.json"
-    manifest.write_text(json.dumps({"variant": variant, "jobs": jobs}))
-    flags = ["--no-experimental-fetch"]
-    if variant.startswith("relaxed"):
-        flags.append("--experimental-wasm-relaxed-simd")
-    r = subprocess.run(["node", *flags, str(ROOT / "wasm" / "tests" / "run_model.mjs"), str(manifest)],
-                       capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
 def node_outputs(c: Case, prefix: Path, threads: int) -> list:

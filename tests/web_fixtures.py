@@ -35,6 +35,20 @@ def require_engine_builds(variants=("simd", "simd-threads")) -> None:
         raise FileNotFoundError(f"web/dist lacks {', '.join(missing)}: run `make -C wasm all` first")
 
 
+def run_node(variant: str, jobs: list, tmp_path: Path) -> list[dict]:
+    """Runs .spnn models on a wasm build in one Node process (wasm/tests/run_model.mjs):
+    jobs are {"model", "input", "out", "threads", "repeat"}; returns one result per job."""
+    manifest = tmp_path / f"{variant}.json"
+    manifest.write_text(json.dumps({"variant": variant, "jobs": jobs}))
+    flags = ["--no-experimental-fetch"]
+    if variant.startswith("relaxed"):
+        flags.append("--experimental-wasm-relaxed-simd")
+    r = subprocess.run(["node", *flags, str(ROOT / "wasm" / "tests" / "run_model.mjs"), str(manifest)],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+
 def photo_rgba(width: int, height: int, name: str = "hand_nocurl.jpg") -> np.ndarray:
     """A real hand photo resized to width x height, as RGBA uint8 (H, W, 4)."""
     img = Image.open(assets.photo_path(name)).convert("RGB").resize((width, height), Image.BILINEAR)
