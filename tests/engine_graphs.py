@@ -55,12 +55,12 @@ def op_graphs() -> dict[str, Graph]:
     gs: dict[str, Graph] = {}
 
     def conv(name, cin, h, w, cout, k, stride=1, pad=(0, 0, 0, 0), groups=1, dil=1, act=0, bias=True,
-             zero=0.0, kw=None):
+             zero=0.0, kw=None, batch=1):
         kw = kw or k
         oh = (h + pad[0] + pad[2] - dil * (k - 1) - 1) // stride + 1
         ow = (w + pad[1] + pad[3] - dil * (kw - 1) - 1) // stride + 1
         consts = [_w(r, cout, cin // groups, k, kw, zero=zero), _w(r, cout) if bias else None]
-        gs[name] = _single("CONV2D", [(1, cin, h, w)], (1, cout, oh, ow), consts, stride_h=stride, stride_w=stride,
+        gs[name] = _single("CONV2D", [(batch, cin, h, w)], (batch, cout, oh, ow), consts, stride_h=stride, stride_w=stride,
                            dilation_h=dil, dilation_w=dil, pad_top=pad[0], pad_left=pad[1], pad_bottom=pad[2],
                            pad_right=pad[3], groups=groups, act=act)
 
@@ -77,10 +77,18 @@ def op_graphs() -> dict[str, Graph]:
     conv("dwconv_5x5_s1", 8, 11, 9, 8, 5, pad=(2, 2, 2, 2), groups=8, act=2)
     conv("dwconv_5x5_s2", 8, 16, 16, 8, 5, stride=2, pad=(1, 1, 2, 2), groups=8)
     conv("dwconv_7x7", 4, 10, 10, 4, 7, pad=(3, 3, 3, 3), groups=4)
+    # batches: N images one after another, every kernel kind
+    conv("conv_1x1_sparse_batch3", 64, 7, 13, 37, 1, zero=0.8, act=1, batch=3)
+    conv("conv_1x1_sparse_batch2_large", 16, 12, 12, 20, 1, zero=0.7, batch=2)
+    conv("conv_1x1_dense_batch2", 24, 12, 12, 40, 1, act=2, batch=2)
+    conv("conv_3x3_batch2", 3, 11, 10, 8, 3, stride=2, pad=(1, 1, 1, 1), batch=2)
+    conv("dwconv_3x3_s1_batch2", 16, 14, 14, 16, 3, pad=(1, 1, 1, 1), groups=16, act=1, batch=2)
 
     gs["conv_transpose"] = _single("CONV_TRANSPOSE2D", [(1, 6, 5, 7)], (1, 4, 10, 14),
                                    [_w(r, 6, 4, 4, 4), _w(r, 4)], stride_h=2, stride_w=2, pad_top=1,
                                    pad_left=1, pad_bottom=1, pad_right=1, act=1)
+    gs["conv_transpose_batch2"] = _single("CONV_TRANSPOSE2D", [(2, 3, 4, 5)], (2, 4, 8, 10),
+                                          [_w(r, 3, 4, 2, 2), _w(r, 4)], stride_h=2, stride_w=2)
     gs["fc_dense"] = _single("FULLY_CONNECTED", [(2, 50)], (2, 21), [_w(r, 21, 50), _w(r, 21)], act=0)
     gs["fc_sparse"] = _single("FULLY_CONNECTED", [(1, 300)], (1, 63), [_w(r, 63, 300, zero=0.85), _w(r, 63)])
     for op in ("ADD", "MUL", "SUB", "DIV"):
@@ -125,6 +133,7 @@ def op_graphs() -> dict[str, Graph]:
     gs["softmax_last"] = _single("SOFTMAX", [(2, 10)], (2, 10), beta=1.5)
     gs["softmax_channels"] = _single("SOFTMAX", [(1, 5, 3, 3)], (1, 5, 3, 3), axis=1)
     gs["lrn_5"] = _single("LRN", [(1, 7, 5, 6)], (1, 7, 5, 6), size=5, alpha=0.3, bias=1.5)
+    gs["lrn_batch2"] = _single("LRN", [(2, 6, 3, 5)], (2, 6, 3, 5), size=3, alpha=0.4)
     gs["lrn_even_beta"] = _single("LRN", [(1, 4, 3, 3)], (1, 4, 3, 3), size=2, alpha=0.5, beta=0.6)
     gs["sum_3_relu"] = _single("SUM", [(1, 3, 5, 7), (1, 3, 5, 7)], (1, 3, 5, 7), [_w(r, 1, 3, 5, 7)], act=1)
     return gs

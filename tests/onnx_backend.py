@@ -99,7 +99,7 @@ def reason_kind(reason: str) -> str:
         op = words[2] if len(words) > 2 and words[:2] == ["unsupported", "op"] else words[0]
         detail = rest.split("): ", 1)[1] if "): " in rest else ""
         return f"{op}" + (f" ({detail})" if detail else "")
-    return kind
+    return f"{kind}: {rest.split(':')[0]}"
 
 
 def random_weights(path: Path, seed: int = 0):

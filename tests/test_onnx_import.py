@@ -477,9 +477,14 @@ def test_dynamic_input_dim_needs_input_shapes():
         load_onnx(model, input_shapes={"nope": (1, 4, 5, 6)})
 
 
-def test_batch_other_than_one_is_rejected():
-    with pytest.raises(InputShapeError, match="batch"):
-        load_onnx(make_model([node("Relu", ["x"], ["y"])], {"x": (2, 4, 5, 6)}, ["y"]))
+def test_batch_of_several_images():
+    model = make_model([node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["r"]),
+                        node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+                        node("Flatten", ["p"], ["f"]), node("Gemm", ["f", "fc"], ["y"], transB=1)],
+                       {"x": (3, 4, 6, 6)}, ["y"],
+                       {"w": rand(5, 4, 3, 3), "b": rand(5, seed=2), "fc": rand(7, 45, seed=3)})
+    graph = assert_matches_ort(model)
+    assert graph.tensors["y"].shape == (3, 7)
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00" * 16, b"garbage bytes, not a protobuf \xff\xfe", bytes(range(256)) * 4])

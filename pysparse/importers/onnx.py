@@ -1,7 +1,7 @@
 """ONNX -> graph IR.
 
 A translator: each ONNX node becomes the IR op(s) with the same meaning. Shapes come from
-ONNX shape inference (inputs must be static, batch 1). Nodes whose inputs are all known at
+ONNX shape inference (inputs must be static; the batch N >= 1 is part of the shape). Nodes whose inputs are all known at
 import time (initializers, Constant, Shape of a static tensor, and whatever is computed from
 those: the Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains that PyTorch emits for a
 flatten) are evaluated here with onnx's reference evaluator and never reach the IR.
@@ -125,7 +125,7 @@ def _graph_inputs(proto):
 
 
 def _fix_input_shapes(proto, input_shapes: dict) -> None:
-    """Writes the given shapes into the model's inputs; every input must end up static, batch 1."""
+    """Writes the given shapes into the model's inputs; every input must end up static."""
     inputs = _graph_inputs(proto)
     unknown = set(input_shapes) - {v.name for v in inputs}
     if unknown:
@@ -150,8 +150,6 @@ def _fix_input_shapes(proto, input_shapes: dict) -> None:
             raise InputShapeError(
                 f"input {v.name!r} has dynamic shape {_dims(dims) if tt.HasField('shape') else '(unknown rank)'}; "
                 f"give a static one, e.g. load_onnx(..., input_shapes={{{v.name!r}: (1, 3, 224, 224)}})")
-        if len(dims) and dims[0].dim_value != 1:
-            raise InputShapeError(f"input {v.name!r} has batch {dims[0].dim_value}; pysparse runs batch 1")
 
 
 def _dims(dims) -> tuple:

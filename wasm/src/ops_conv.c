@@ -6,6 +6,7 @@
  *   1x1, stride 1, no padding, groups 1, dense weights   -> GEMM
  *   depthwise (groups == Cin == Cout)                     -> depthwise kernel
  *   anything else                                         -> KxK convolution (im2col + GEMM)
+ * A batch of N images runs image by image on the same packed weights.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +34,12 @@ typedef struct conv_state {
   spnn_dwconv_shape ds;
   spnn_dwconv_ukernel dw;
   uint32_t rows, cols;
-  const float* in;
+  const float* in;  /* the image being run */
   float* out;
+  const float* batch_in; /* image 0; a batch is N CHW images one after another */
+  float* batch_out;
+  uint32_t batch;
+  size_t in_image, out_image; /* floats per image */
   float* scratch;
   float lo, hi;
   /* channel parts (0: split pixels): rows [part_row[k], part_row[k + 1]) */
@@ -83,19 +88,27 @@ static void kxk_task(void* ctx, size_t b, size_t e) {
   spnn_conv_run(&s->cs, s->packed, b, e, s->in, s->scratch, s->out, s->lo, s->hi);
 }
 
-static void run_conv(spnn_model* m, spnn_op* op) {
-  conv_state* s = (conv_state*)op->state;
+/* One image of the batch: the packed weights serve every image. */
+static void run_conv_image(spnn_model* m, conv_state* s, double macs) {
   size_t pixels = s->cs.out_h * (size_t)s->cs.out_w;
   if (s->parts) {
-    spnn_parallel(m, op->macs, s->parts, 1, s->kind == CONV_SPMM ? spmm_parts_task : gemm_parts_task,
-                  s);
+    spnn_parallel(m, macs, s->parts, 1, s->kind == CONV_SPMM ? spmm_parts_task : gemm_parts_task, s);
     return;
   }
   switch (s->kind) {
-    case CONV_SPMM: spnn_parallel(m, op->macs, pixels, 32, spmm_task, s); break;
-    case CONV_GEMM: spnn_parallel(m, op->macs, pixels, 32, gemm_task, s); break;
-    case CONV_DW: spnn_parallel(m, op->macs, s->ds.channels, 1, dw_task, s); break;
-    default: spnn_parallel(m, op->macs, pixels, 32, kxk_task, s); break;
+    case CONV_SPMM: spnn_parallel(m, macs, pixels, 32, spmm_task, s); break;
+    case CONV_GEMM: spnn_parallel(m, macs, pixels, 32, gemm_task, s); break;
+    case CONV_DW: spnn_parallel(m, macs, s->ds.channels, 1, dw_task, s); break;
+    default: spnn_parallel(m, macs, pixels, 32, kxk_task, s); break;
+  }
+}
+
+static void run_conv(spnn_model* m, spnn_op* op) {
+  conv_state* s = (conv_state*)op->state;
+  for (uint32_t n = 0; n < s->batch; n++) {
+    s->in = s->batch_in + n * s->in_image;
+    s->out = s->batch_out + n * s->out_image;
+    run_conv_image(m, s, op->macs / s->batch);
   }
 }
 
@@ -202,8 +215,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
   if ((st = spnn_expect_ndim(m, w, 4, "weight"))) return st;
   if ((st = spnn_expect_constant(m, w, "weight"))) return st;
   if ((st = spnn_use_raw(m, x))) return st;
-  if (x->dims[0] != 1)
-    return spnn_fail(m, SPNN_ERROR_UNSUPPORTED, "batch %d (the engine runs batch 1)", x->dims[0]);
+  if (x->dims[0] < 1) return spnn_fail(m, SPNN_ERROR_FORMAT, "batch %d", x->dims[0]);
   static const char* const names[] = {"stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top",
                                       "pad_left", "pad_bottom", "pad_right", "groups"};
   for (int i = 0; i < 9; i++)
@@ -226,7 +238,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
   if (ph < 0 || pw < 0)
     return spnn_fail(m, SPNN_ERROR_FORMAT, "the %dx%d window does not fit the padded %dx%d input", kh,
                      kw, h, wd);
-  int32_t want[4] = {1, cout, (int32_t)(ph / sh + 1), (int32_t)(pw / sw + 1)};
+  int32_t want[4] = {x->dims[0], cout, (int32_t)(ph / sh + 1), (int32_t)(pw / sw + 1)};
   if ((st = spnn_expect_dims(m, y, 4, want, "output"))) return st;
   const float* bias;
   if ((st = get_bias(m, op, cout, &bias))) return st;
@@ -234,8 +246,11 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
   conv_state* s;
   if ((st = alloc_state(m, op, sizeof *s, (void**)&s))) return st;
   op->free_state = free_conv;
-  s->in = x->data;
-  s->out = y->data;
+  s->in = s->batch_in = x->data;
+  s->out = s->batch_out = y->data;
+  s->batch = (uint32_t)x->dims[0];
+  s->in_image = x->count / s->batch;
+  s->out_image = y->count / s->batch;
   s->lo = lo;
   s->hi = hi;
   s->rows = (uint32_t)cout;
@@ -305,6 +320,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
     }
   }
   op->state_bytes = bytes;
+  op->macs *= s->batch;
   op->run = run_conv;
   return SPNN_OK;
 }
@@ -313,6 +329,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
 
 typedef struct deconv_state {
   int32_t cin, h, w, cout, kh, kw, sh, sw, pt, pl, oh, ow;
+  int32_t batch;
   const float* in;
   const float* weight; /* [cin, cout, kh, kw] */
   const float* bias;
@@ -320,15 +337,18 @@ typedef struct deconv_state {
   float lo, hi;
 } deconv_state;
 
+/* Tasks are (image, output channel) pairs. */
 static void deconv_task(void* ctx, size_t c_begin, size_t c_end) {
   const deconv_state* s = (const deconv_state*)ctx;
   size_t plane = (size_t)s->oh * s->ow;
-  for (size_t co = c_begin; co < c_end; co++) {
-    float* out = s->out + co * plane;
+  for (size_t t = c_begin; t < c_end; t++) {
+    size_t n = t / (size_t)s->cout, co = t % (size_t)s->cout;
+    float* out = s->out + t * plane;
+    const float* image = s->in + n * (size_t)s->cin * s->h * s->w;
     float b = s->bias ? s->bias[co] : 0.0f;
     for (size_t i = 0; i < plane; i++) out[i] = b;
     for (int32_t ci = 0; ci < s->cin; ci++) {
-      const float* in = s->in + (size_t)ci * s->h * s->w;
+      const float* in = image + (size_t)ci * s->h * s->w;
       const float* wk = s->weight + ((size_t)ci * s->cout + co) * s->kh * s->kw;
       for (int32_t i = 0; i < s->kh; i++) {
         for (int32_t y = 0; y < s->h; y++) {
@@ -354,7 +374,7 @@ static void deconv_task(void* ctx, size_t c_begin, size_t c_end) {
 
 static void run_deconv(spnn_model* m, spnn_op* op) {
   deconv_state* s = (deconv_state*)op->state;
-  spnn_parallel(m, op->macs, (size_t)s->cout, 1, deconv_task, s);
+  spnn_parallel(m, op->macs, (size_t)s->batch * s->cout, 1, deconv_task, s);
 }
 
 spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op) {
@@ -366,8 +386,7 @@ spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op) {
   if ((st = spnn_expect_ndim(m, x, 4, "input"))) return st;
   if ((st = spnn_expect_ndim(m, w, 4, "weight"))) return st;
   if ((st = spnn_expect_constant(m, w, "weight"))) return st;
-  if (x->dims[0] != 1)
-    return spnn_fail(m, SPNN_ERROR_UNSUPPORTED, "batch %d (the engine runs batch 1)", x->dims[0]);
+  if (x->dims[0] < 1) return spnn_fail(m, SPNN_ERROR_FORMAT, "batch %d", x->dims[0]);
   static const char* const names[] = {"stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
                                       "pad_right"};
   for (int i = 0; i < 6; i++)
@@ -382,7 +401,7 @@ spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op) {
   if (oh < 1 || ow < 1) return spnn_fail(m, SPNN_ERROR_FORMAT, "padding leaves no output");
   if (oh >= SPNN_MAX_ELEMENTS || ow >= SPNN_MAX_ELEMENTS)
     return spnn_fail(m, SPNN_ERROR_FORMAT, "output too large");
-  int32_t want[4] = {1, w->dims[1], (int32_t)oh, (int32_t)ow};
+  int32_t want[4] = {x->dims[0], w->dims[1], (int32_t)oh, (int32_t)ow};
   if ((st = spnn_expect_dims(m, y, 4, want, "output"))) return st;
   const float* bias;
   if ((st = get_bias(m, op, w->dims[1], &bias))) return st;
@@ -392,7 +411,7 @@ spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op) {
   if ((st = alloc_state(m, op, sizeof *s, (void**)&s))) return st;
   op->free_state = free;
   *s = (deconv_state){x->dims[1], x->dims[2], x->dims[3], w->dims[1], w->dims[2], w->dims[3],
-                      a[0].i, a[1].i, a[2].i, a[3].i, (int32_t)oh, (int32_t)ow,
+                      a[0].i, a[1].i, a[2].i, a[3].i, (int32_t)oh, (int32_t)ow, x->dims[0],
                       x->data, w->data, bias, y->data, lo, hi};
   op->macs = (double)x->count * w->dims[1] * w->dims[2] * w->dims[3];
   op->kernel = "deconv_scalar";
