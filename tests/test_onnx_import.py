@@ -279,6 +279,27 @@ def test_weights_built_from_a_shape_need_a_raised_element_bound():
     assert graph.tensors[graph.ops[0].inputs[1]].data.shape == (4000, 1200, 1, 1)
 
 
+@pytest.mark.parametrize("attrs", [dict(pads=[1, 2]), dict(strides=[2], dilations=[2]), dict(auto_pad="SAME_UPPER")])
+def test_conv_1d_as_2d(attrs):
+    model = make_model([node("Conv", ["x", "w", "b"], ["y"], group=2, **attrs)], {"x": (2, 4, 11)}, ["y"],
+                       {"w": rand(6, 2, 3), "b": rand(6, seed=2)})
+    graph = assert_matches_ort(model)
+    assert [o.type for o in graph.ops] == ["RESHAPE", "CONV2D", "RESHAPE"]
+
+
+@pytest.mark.parametrize("op,attrs", [("MaxPool", dict(kernel_shape=[3], strides=[2], pads=[1, 1])),
+                                      ("AveragePool", dict(kernel_shape=[2], pads=[0, 1]))])
+def test_pool_1d_as_2d(op, attrs):
+    assert_matches_ort(make_model([node(op, ["x"], ["y"], **attrs)], {"x": (3, 2, 9)}, ["y"]))
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_reduce_sum_and_neg(keepdims):
+    model = make_model([node("ReduceSum", ["x", "axes"], ["s"], keepdims=keepdims), node("Neg", ["s"], ["y"])],
+                       {"x": X4}, ["y"], {"axes": np.array([1, 3], np.int64)}, opset=13)
+    assert_matches_ort(model)
+
+
 # -- reductions and pooling --------------------------------------------------------------
 
 def test_reduce_mean_axes_attribute_and_input():
@@ -544,8 +565,8 @@ def test_load_model_dispatches_to_onnx(tmp_path):
 UNSUPPORTED_CASES = {
     "conv_runtime_weight": (make_model([node("Conv", ["x", "w"], ["y"])], {"x": (1, 3, 5, 5), "w": (1, 3, 3, 3)}, ["y"]),
                             "Conv", "weight must be a constant"),
-    "conv_1d": (make_model([node("Conv", ["x", "w"], ["y"])], {"x": (1, 3, 9)}, ["y"], {"w": rand(4, 3, 3)}),
-                "Conv", "1-D"),
+    "conv_3d": (make_model([node("Conv", ["x", "w"], ["y"])], {"x": (1, 3, 5, 5, 5)}, ["y"], {"w": rand(4, 3, 3, 3, 3)}),
+                "Conv", "3-D"),
     "conv_transpose_groups": (make_model([node("ConvTranspose", ["x", "w"], ["y"], group=2)], {"x": (1, 4, 5, 5)}, ["y"],
                                          {"w": rand(4, 2, 3, 3)}), "ConvTranspose", "group=2"),
     "conv_transpose_output_padding": (make_model(

@@ -373,23 +373,50 @@ class _Importer:
             raise self.unsupported(node, f"cast of a run-time tensor to element type {to}")
         self.op_Identity(node)
 
+    def lift_1d(self, node, a: dict):
+        """A 1-D convolution or pooling as its 2-D form over a [N, C, 1, L] view: the input
+        reshaped, the attributes given a leading axis of size 1, the output reshaped back.
+        Returns (the 2-D input, the 2-D attributes, the 2-D output, shapes (in, out))."""
+        x, y = node.input[0], node.output[0]
+        xs, ys = self.shape(x), self.inferred(y)
+        a2 = dict(a)
+        for key, one in (("strides", 1), ("dilations", 1)):
+            if key in a:
+                a2[key] = [one] + list(a[key])
+        if "pads" in a:
+            a2["pads"] = [0, a["pads"][0], 0, a["pads"][1]]
+        if "kernel_shape" in a:
+            a2["kernel_shape"] = [1] + list(a["kernel_shape"])
+        x2 = self.temp(x + "_2d", (xs[0], xs[1], 1, xs[2]))
+        self.emit("RESHAPE", node, [self.tensor(x)], [x2])
+        y2 = self.temp(y + "_2d", (ys[0], ys[1], 1, ys[2]))
+        return x2, a2, y2, ((1, xs[2]), (1, ys[2]))
+
     def op_Conv(self, node):
         a = self.attrs(node)
         w = self.need_const(node, 1, "the weight")
-        if w.ndim != 4:
-            raise self.unsupported(node, f"{w.ndim - 2}-D convolution; only 2-D is supported")
+        if w.ndim not in (3, 4):
+            raise self.unsupported(node, f"{w.ndim - 2}-D convolution; only 1-D and 2-D are supported")
         b = self.opt_const(node, 2, "the bias")
         x, y = node.input[0], node.output[0]
-        in_hw, out_hw = self.shape(x)[2:], self.inferred(y)[2:]
-        k = w.shape[2:]
+        if w.ndim == 3:  # 1-D: a 2-D convolution with a 1 x K kernel
+            x_in, a, y_out, (in_hw, out_hw) = self.lift_1d(node, a)
+            weight = self.add_const(node.input[1] + "_2d", w.reshape(w.shape[0], w.shape[1], 1, w.shape[2]))
+        else:
+            x_in, y_out = self.tensor(x), self.out(y)
+            in_hw, out_hw = self.shape(x)[2:], self.inferred(y)[2:]
+            weight = self.tensor(node.input[1])
+        k = (1, w.shape[2]) if w.ndim == 3 else w.shape[2:]
         s = a.get("strides", [1, 1])
         d = a.get("dilations", [1, 1])
         pads = _pads(self, node, a, in_hw, out_hw, k, s, d)
-        inputs = [self.tensor(x), self.tensor(node.input[1])]
+        inputs = [x_in, weight]
         if b is not None:
             inputs.append(self.tensor(node.input[2]))
-        self.emit("CONV2D", node, inputs, [self.out(y)], stride_h=s[0], stride_w=s[1],
+        self.emit("CONV2D", node, inputs, [y_out], stride_h=s[0], stride_w=s[1],
                   dilation_h=d[0], dilation_w=d[1], groups=a.get("group", 1), **pads)
+        if w.ndim == 3:
+            self.emit("RESHAPE", node, [y_out], [self.out(y)])
 
     def op_ConvTranspose(self, node):
         a = self.attrs(node)
@@ -585,7 +612,8 @@ class _Importer:
             raise self.unsupported(node, f"{len(xs)}-D input; only 4-D is supported")
         self.unary("MAX_POOL2D", node, kernel_h=xs[2], kernel_w=xs[3])
 
-    def op_ReduceMean(self, node):
+    def reduce_mask(self, node):
+        """The axes_mask of a Reduce* node, or None when it reduces nothing (the identity)."""
         a = self.attrs(node)
         rank = len(self.shape(node.input[0]))
         axes = a.get("axes")
@@ -593,25 +621,53 @@ class _Importer:
             axes = self.need_const(node, 1, "axes").tolist()
         if not axes:
             if a.get("noop_with_empty_axes", 0):
-                self.op_Identity(node)
-                return
+                return None
             axes = list(range(rank))
-        mask = sum(1 << (ax % rank) for ax in axes)
-        self.unary("MEAN", node, axes_mask=mask, keepdims=a.get("keepdims", 1))
+        return sum(1 << (ax % rank) for ax in axes)
+
+    def op_ReduceMean(self, node):
+        mask = self.reduce_mask(node)
+        if mask is None:
+            self.op_Identity(node)
+            return
+        self.unary("MEAN", node, axes_mask=mask, keepdims=self.attrs(node).get("keepdims", 1))
+
+    def op_ReduceSum(self, node):
+        """The mean times the count of reduced elements."""
+        mask = self.reduce_mask(node)
+        if mask is None:
+            self.op_Identity(node)
+            return
+        xs, y = self.shape(node.input[0]), node.output[0]
+        count = int(np.prod([d for i, d in enumerate(xs) if mask >> i & 1]))
+        mean = self.temp(y + "_mean", self.inferred(y))
+        self.emit("MEAN", node, [self.tensor(node.input[0])], [mean], axes_mask=mask,
+                  keepdims=self.attrs(node).get("keepdims", 1))
+        self.emit("MUL", node, [mean, self.add_const(y + "_count", np.array([count]))], [self.out(y)])
+
+    def op_Neg(self, node):
+        self.emit("MUL", node, [self.tensor(node.input[0]), self.add_const(node.output[0] + "_minus_one",
+                                                                            np.array([-1.0]))],
+                  [self.out(node.output[0])])
 
     def pool(self, type: str, node, **extra):
         a = self.attrs(node)
         if len(node.output) > 1 and node.output[1]:
             raise self.unsupported(node, "the indices output is used")
         k = a["kernel_shape"]
-        if len(k) != 2:
-            raise self.unsupported(node, f"{len(k)}-D pooling; only 2-D is supported")
-        d = a.get("dilations", [1, 1])
+        if len(k) not in (1, 2):
+            raise self.unsupported(node, f"{len(k)}-D pooling; only 1-D and 2-D are supported")
+        d = a.get("dilations", [1] * len(k))
         if any(v != 1 for v in d):
             raise self.unsupported(node, f"dilations={d}; only 1 is supported")
+        one_d = len(k) == 1
+        if one_d:  # a 2-D pooling with a 1 x K window
+            x_in, a, y_out, (in_hw, out_hw) = self.lift_1d(node, a)
+            k, d = a["kernel_shape"], [1, 1]
+        else:
+            x_in, y_out = self.tensor(node.input[0]), self.out(node.output[0])
+            in_hw, out_hw = self.shape(node.input[0])[2:], self.inferred(node.output[0])[2:]
         s = a.get("strides", [1, 1])
-        x, y = node.input[0], node.output[0]
-        in_hw, out_hw = self.shape(x)[2:], self.inferred(y)[2:]
         pads = _pads(self, node, a, in_hw, out_hw, k, s, d)
         if a.get("ceil_mode", 0):
             # The windows that ceil mode adds read past the end: for max pooling that is extra
@@ -619,8 +675,10 @@ class _Importer:
             for i, (b_key, e_key) in enumerate((("pad_top", "pad_bottom"), ("pad_left", "pad_right"))):
                 need = (out_hw[i] - 1) * s[i] + k[i] - in_hw[i] - pads[b_key]
                 pads[e_key] = max(pads[e_key], need)
-        self.emit(type, node, [self.tensor(x)], [self.out(y)], kernel_h=k[0], kernel_w=k[1],
+        self.emit(type, node, [x_in], [y_out], kernel_h=k[0], kernel_w=k[1],
                   stride_h=s[0], stride_w=s[1], **pads, **extra)
+        if one_d:
+            self.emit("RESHAPE", node, [y_out], [self.out(node.output[0])])
 
     def op_MaxPool(self, node):
         if self.attrs(node).get("storage_order", 0):
