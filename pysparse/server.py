@@ -193,16 +193,20 @@ def _pack_job(conn, data, upload_name, weights, sparse, temp_root, memory):
     import resource
 
     from .errors import PysparseError
+    reserve = bytearray(16 << 20)  # given back on MemoryError, so that the answer can be sent
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
     if memory is not None:
         cap = _data_bytes() + memory
-        resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+        resource.setrlimit(resource.RLIMIT_DATA, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
     try:
-        blob, summary = pack_upload(data, upload_name, weights, sparse, temp_root)
-        conn.send(("ok", blob, summary))
+        answer = ("ok", *pack_upload(data, upload_name, weights, sparse, temp_root))
     except MemoryError:
-        conn.send(("memory",))
+        answer = ("memory",)
     except PysparseError as e:
-        conn.send(("error", type(e).__name__, str(e), getattr(e, "op", None)))
+        answer = ("error", type(e).__name__, str(e), getattr(e, "op", None))
+    del reserve
+    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+    conn.send(answer)
     conn.close()
 
 

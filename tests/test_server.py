@@ -347,15 +347,27 @@ def test_pack_jobs_beyond_the_limit_get_429(site, monkeypatch):
 
 
 def test_a_job_over_its_memory_gets_413(site):
-    """A job process whose data may grow by only 1 MiB cannot import anything: the server
-    answers 413 and stays up."""
+    """A job process whose data may grow by only 1 MiB (beyond the free heap it starts with)
+    cannot import a model of 4 MB of weights: the server answers 413, and serves the next
+    job as usual."""
     root, models, uploads = site
-    client = create_app(root=root, models_dir=models, temp_root=str(uploads), job_memory=1 << 20).test_client()
+    w = np.ones((1000, 1000), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)], "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1000])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1000])], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
     import pysparse.server
-    pysparse.server.JOB_MEMORY_PER_BYTE, saved = 0, pysparse.server.JOB_MEMORY_PER_BYTE
+    saved = pysparse.server.JOB_MEMORY_PER_BYTE
+    pysparse.server.JOB_MEMORY_PER_BYTE = 0
     try:
-        r = _upload(client, onnx_model())
+        client = create_app(root=root, models_dir=models, temp_root=str(uploads), job_memory=1 << 20,
+                            max_upload=64 << 20).test_client()
+        r = _upload(client, model.SerializeToString())
     finally:
         pysparse.server.JOB_MEMORY_PER_BYTE = saved
     assert r.status_code == 413, r.get_json()
     assert list(uploads.iterdir()) == []
+    assert _upload(create_app(root=root, models_dir=models, temp_root=str(uploads)).test_client(),
+                   onnx_model()).status_code == 200
