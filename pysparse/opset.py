@@ -107,6 +107,16 @@ OPS: tuple[OpDef, ...] = (
           "Local response normalisation across channels of a 4-D tensor (ONNX LRN): "
           "x / (bias + alpha / size * sum of x^2 over the channel window) ^ beta."),
     OpDef(28, "SUM", ("x", "*"), (_ACT,), "act(x0 + x1 + ...); every input has the output's shape."),
+    OpDef(29, "ABS", ("x",), (), "|x|."),
+    OpDef(30, "EXP", ("x",), (), "exp(x)."),
+    OpDef(31, "SQRT", ("x",), (), "sqrt(x) (NaN below 0)."),
+    OpDef(32, "ELU", ("x",), (_f("alpha", 1.0), _f("scale", 1.0)),
+          "scale * (x if x > 0 else alpha * (exp(x) - 1)); SELU is ELU with its alpha and scale."),
+    OpDef(33, "SOFTPLUS", ("x",), (), "log(1 + exp(x))."),
+    OpDef(34, "LOG_SOFTMAX", ("x",), (_i("axis", -1),), "log(softmax(x)) along axis."),
+    OpDef(35, "MAX", ("a", "b"), (_ACT,), "Elementwise maximum with numpy broadcasting (NaN wins)."),
+    OpDef(36, "MIN", ("a", "b"), (_ACT,), "Elementwise minimum with numpy broadcasting (NaN wins)."),
+    OpDef(37, "POW", ("a", "b"), (_ACT,), "Elementwise a ** b with numpy broadcasting."),
 )
 
 BY_NAME = {op.name: op for op in OPS}

@@ -116,7 +116,8 @@ def fully_connected(x, weight, bias, a):
 
 def _binary(fn):
     def op(x, y, a):
-        return _act(fn(x.astype(_F32), y.astype(_F32)), a["act"]).astype(_F32)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/inf as float32 gives them
+            return _act(fn(x.astype(_F32), y.astype(_F32)), a["act"]).astype(_F32)
     return op
 
 
@@ -148,6 +149,30 @@ def hard_sigmoid(x, a):
 
 def leaky_relu(x, a):
     return np.where(x >= 0, x, _F32(a["alpha"]) * x).astype(_F32)
+
+
+def abs_(x, a):
+    return np.abs(x).astype(_F32)
+
+
+def exp(x, a):
+    with np.errstate(over="ignore"):
+        return np.exp(x.astype(np.float64)).astype(_F32)
+
+
+def sqrt(x, a):
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(x.astype(np.float64)).astype(_F32)
+
+
+def elu(x, a):
+    x64 = x.astype(np.float64)
+    return (a["scale"] * np.where(x64 > 0, x64, a["alpha"] * np.expm1(np.minimum(x64, 0)))).astype(_F32)
+
+
+def softplus(x, a):
+    x64 = x.astype(np.float64)  # log(1 + exp(x)) without overflow
+    return (np.maximum(x64, 0) + np.log1p(np.exp(-np.abs(x64)))).astype(_F32)
 
 
 def prelu(x, slope, a):
@@ -191,6 +216,12 @@ def lrn(x, a):
     hi = np.clip(np.arange(c) + hi_off + 1, 0, c)
     window = prefix[:, hi] - prefix[:, lo]
     return (x / (a["bias"] + a["alpha"] / size * window) ** a["beta"]).astype(_F32)
+
+
+def log_softmax(x, a):
+    z = x.astype(np.float64)
+    z = z - z.max(axis=a["axis"], keepdims=True)
+    return (z - np.log(np.exp(z).sum(axis=a["axis"], keepdims=True))).astype(_F32)
 
 
 def softmax(x, a):
@@ -319,13 +350,15 @@ def run_op(op_type: str, inputs: list, attrs: dict, out_shape: tuple | None = No
 
 
 _BINARY = {"ADD": _binary(np.add), "MUL": _binary(np.multiply),
-           "SUB": _binary(np.subtract), "DIV": _binary(np.divide)}
+           "SUB": _binary(np.subtract), "DIV": _binary(np.divide),
+           "MAX": _binary(np.maximum), "MIN": _binary(np.minimum), "POW": _binary(np.power)}
 _WITH_SHAPE = {"RESIZE_BILINEAR": resize_bilinear, "RESIZE_NEAREST": resize_nearest, "RESHAPE": reshape}
 _UNARY = {
     "RELU": relu, "CLIP": clip, "SIGMOID": sigmoid, "TANH": tanh, "HARD_SWISH": hard_swish,
     "HARD_SIGMOID": hard_sigmoid, "LEAKY_RELU": leaky_relu, "MAX_POOL2D": max_pool2d,
     "AVG_POOL2D": avg_pool2d, "MEAN": mean, "PAD": pad, "DEPTH_TO_SPACE": depth_to_space,
-    "TRANSPOSE": transpose, "SOFTMAX": softmax, "LRN": lrn,
+    "TRANSPOSE": transpose, "SOFTMAX": softmax, "LRN": lrn, "ABS": abs_, "EXP": exp, "SQRT": sqrt,
+    "ELU": elu, "SOFTPLUS": softplus, "LOG_SOFTMAX": log_softmax,
 }
 assert set(_BINARY) | set(_WITH_SHAPE) | set(_UNARY) | {
     "CONV2D", "CONV_TRANSPOSE2D", "FULLY_CONNECTED", "PRELU", "CONCAT", "SUM"} == set(opset.BY_NAME)

@@ -276,6 +276,13 @@ COMPILERS = {
     "SOFTMAX": _unary(lambda x, a: torch.softmax(x * float(a["beta"]), dim=a["axis"])),
     "LRN": _lrn,
     "SUM": _sum,
+    "ABS": _unary(lambda x, a: torch.abs(x)),
+    "EXP": _unary(lambda x, a: torch.exp(x)),
+    "SQRT": _unary(lambda x, a: torch.sqrt(x)),
+    "ELU": _unary(lambda x, a: float(a["scale"]) * F.elu(x, float(a["alpha"]))),
+    "SOFTPLUS": _unary(lambda x, a: F.softplus(x)),
+    "LOG_SOFTMAX": _unary(lambda x, a: torch.log_softmax(x, dim=a["axis"])),
+    "MAX": _binary(torch.maximum), "MIN": _binary(torch.minimum), "POW": _binary(torch.pow),
 }
 assert set(COMPILERS) == set(opset.BY_NAME), "every op of the op set needs a torch version"
 

@@ -133,6 +133,18 @@ def op_graphs() -> dict[str, Graph]:
     gs["softmax_last"] = _single("SOFTMAX", [(2, 10)], (2, 10), beta=1.5)
     gs["softmax_channels"] = _single("SOFTMAX", [(1, 5, 3, 3)], (1, 5, 3, 3), axis=1)
     gs["lrn_5"] = _single("LRN", [(1, 7, 5, 6)], (1, 7, 5, 6), size=5, alpha=0.3, bias=1.5)
+    for op in ("ABS", "EXP", "SOFTPLUS"):
+        gs[op.lower()] = _single(op, [(1, 5, 7, 9)], (1, 5, 7, 9))
+    g = _single("ABS", [(1, 5, 7, 9)], (1, 5, 7, 9))  # then SQRT of what is never negative
+    g.add_tensor("root", (1, 5, 7, 9))
+    g.add_op("SQRT", ["y"], ["root"], "sqrt_op")
+    g.outputs = ["root"]
+    gs["sqrt_of_abs"] = g
+    gs["elu_selu"] = _single("ELU", [(2, 3, 5, 5)], (2, 3, 5, 5), alpha=1.6732632, scale=1.0507010)
+    gs["log_softmax"] = _single("LOG_SOFTMAX", [(2, 10)], (2, 10))
+    gs["max_bcast"] = _single("MAX", [(1, 4, 5, 6), (1, 4, 1, 1)], (1, 4, 5, 6), act=1)
+    gs["min_same"] = _single("MIN", [(2, 3, 7), (2, 3, 7)], (2, 3, 7))
+    gs["pow_const"] = _single("POW", [(1, 3, 4, 5)], (1, 3, 4, 5), [np.full((1,), 2.0)])
     gs["lrn_batch2"] = _single("LRN", [(2, 6, 3, 5)], (2, 6, 3, 5), size=3, alpha=0.4)
     gs["lrn_even_beta"] = _single("LRN", [(1, 4, 3, 3)], (1, 4, 3, 3), size=2, alpha=0.5, beta=0.6)
     gs["sum_3_relu"] = _single("SUM", [(1, 3, 5, 7), (1, 3, 5, 7)], (1, 3, 5, 7), [_w(r, 1, 3, 5, 7)], act=1)

@@ -99,7 +99,8 @@ def test_fully_connected(act):
 
 # -- elementwise -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("op,fn", [("ADD", torch.add), ("MUL", torch.mul), ("SUB", torch.sub), ("DIV", torch.div)])
+@pytest.mark.parametrize("op,fn", [("ADD", torch.add), ("MUL", torch.mul), ("SUB", torch.sub), ("DIV", torch.div),
+                                   ("MAX", torch.maximum), ("MIN", torch.minimum)])
 @pytest.mark.parametrize("shape_b", [(1, 4, 5, 6), (1, 4, 1, 1), (1, 1, 1, 6), (1,)])
 def test_binary(op, fn, shape_b):
     a = randn(1, 4, 5, 6)
@@ -122,12 +123,25 @@ UNARY_CASES = [
     ("LEAKY_RELU", dict(alpha=0.1), lambda t: F.leaky_relu(t, 0.1)),
     ("SOFTMAX", dict(axis=1), lambda t: torch.softmax(t, 1)),
     ("SOFTMAX", dict(axis=-1, beta=0.5), lambda t: torch.softmax(t * 0.5, -1)),
+    ("LOG_SOFTMAX", dict(axis=1), lambda t: torch.log_softmax(t, 1)),
+    ("ABS", {}, torch.abs),
+    ("EXP", {}, lambda t: torch.exp(t.double()).float()),
+    ("SQRT", {}, lambda t: torch.sqrt(t.abs())),
+    ("ELU", dict(alpha=0.7), lambda t: F.elu(t, 0.7)),
+    ("ELU", dict(alpha=1.6732632423543772, scale=1.0507009873554805), F.selu),
+    ("SOFTPLUS", {}, F.softplus),
 ]
 
 
 @pytest.mark.parametrize("op,attrs,fn", UNARY_CASES, ids=[f"{c[0]}{i}" for i, c in enumerate(UNARY_CASES)])
 def test_unary(op, attrs, fn):
-    close(reference.run_op(op, [X4], attrs), fn(T(X4)))
+    x = np.abs(X4) if op == "SQRT" else X4
+    close(reference.run_op(op, [x], attrs), fn(T(x)), rtol=2e-5 if op == "EXP" else RTOL)
+
+
+def test_pow():
+    a, b = np.abs(randn(1, 3, 4, 5)) + 0.1, randn(1, 3, 1, 5, seed=2)
+    close(reference.run_op("POW", [a, b], {}), torch.pow(T(a), T(b)))
 
 
 def test_sigmoid_extremes():

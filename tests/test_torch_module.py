@@ -66,6 +66,12 @@ def all_ops_graph():
     c = b.op("HARD_SIGMOID", [c], alpha=0.3, beta=0.4)
     c = b.op("TANH", [c])
     c = b.op("CLIP", [c], min=-0.5, max=0.7)
+    c = b.op("ELU", [c], alpha=0.5, scale=1.5)
+    c = b.op("SOFTPLUS", [c])
+    c = b.op("SQRT", [b.op("ABS", [c])])
+    c = b.op("POW", [b.op("MAX", [c, b.const(np.full((1, 16, 1, 1), 0.1, np.float32))]),
+                     b.const(np.full((1,), 1.5, np.float32))])
+    c = b.op("MIN", [c, b.op("EXP", [c])])
     c = b.op("SIGMOID", [c])
     c = b.op("RELU", [b.op("SUB", [c, b.const(np.full((1,), 0.5, np.float32))])])
     mp = b.op("MAX_POOL2D", [c], kernel_h=3, kernel_w=2, stride_h=2, stride_w=2, pad_top=1, pad_bottom=1, pad_right=1)
@@ -91,6 +97,7 @@ def all_ops_graph():
     c = b.op("RESHAPE", [c], (1, int(np.prod(b.vals[c].shape))))
     c = b.op("FULLY_CONNECTED", [c, b.const(rand(10, b.vals[c].shape[1], scale=0.05)), b.const(rand(10))])
     sm = b.op("SOFTMAX", [c], axis=-1, beta=0.5)
+    sm = b.op("ADD", [sm, b.op("LOG_SOFTMAX", [c], axis=-1)])
     mean = b.op("MEAN", [side], axes_mask=0b1110, keepdims=0)
     b.g.outputs = [sm, mean]
     return b

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from .. import opset
 
-_BINARY = {"ADD", "MUL", "SUB", "DIV"}
-_UNARY = {"RELU", "CLIP", "SIGMOID", "TANH", "HARD_SWISH", "HARD_SIGMOID", "LEAKY_RELU"}
+_BINARY = {"ADD", "MUL", "SUB", "DIV", "MAX", "MIN", "POW"}
+_UNARY = {"RELU", "CLIP", "SIGMOID", "TANH", "HARD_SWISH", "HARD_SIGMOID", "LEAKY_RELU", "ABS", "EXP", "SQRT",
+          "ELU", "SOFTPLUS"}
 
 
 def broadcast(a: tuple, b: tuple) -> tuple:
@@ -147,7 +148,7 @@ def expected_output(op_type: str, a: dict, ins: list[tuple | None], out: tuple) 
         _rank(x, 4, "input")
         _need(a["size"] >= 1, f"size {a['size']} must be >= 1")
         return x
-    if op_type == "SOFTMAX":
+    if op_type in ("SOFTMAX", "LOG_SOFTMAX"):
         _need(-len(x) <= a["axis"] < len(x), f"axis {a['axis']} out of range for {len(x)}-D input")
         return x
     raise ValueError(f"no shape rule for {op_type}")

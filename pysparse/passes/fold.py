@@ -16,7 +16,7 @@ from ..ir import Graph, Op
 
 # Ops with an `act` attribute, applied after everything else the op does.
 ACT_OPS = {"CONV2D", "CONV_TRANSPOSE2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "DIV", "MAX_POOL2D", "AVG_POOL2D",
-           "SUM"}
+           "SUM", "MAX", "MIN", "POW"}
 
 
 def _sole_consumer(graph: Graph, name: str, consumers: dict) -> Op | None:

@@ -66,6 +66,15 @@ static const op_info op_table[SPNN_OP_MAX_CODE + 1] = {
     OP(SOFTMAX, spnn_prepare_softmax, 0),
     OP(LRN, spnn_prepare_lrn, 0),
     OP(SUM, spnn_prepare_sum, 1),
+    OP(ABS, spnn_prepare_unary, 1),
+    OP(EXP, spnn_prepare_unary, 1),
+    OP(SQRT, spnn_prepare_unary, 1),
+    OP(ELU, spnn_prepare_unary, 1),
+    OP(SOFTPLUS, spnn_prepare_unary, 1),
+    OP(LOG_SOFTMAX, spnn_prepare_softmax, 0),
+    OP(MAX, spnn_prepare_binary, 1),
+    OP(MIN, spnn_prepare_binary, 1),
+    OP(POW, spnn_prepare_binary, 1),
 };
 
 const char* spnn_op_type_name(int code) {

@@ -1,4 +1,4 @@
-/* Elementwise ops: ADD/MUL/SUB/DIV (numpy broadcasting, fused clamp), SUM (n inputs of
+/* Elementwise ops: ADD/MUL/SUB/DIV/MAX/MIN/POW (numpy broadcasting, fused clamp), SUM (n inputs of
  * one shape, fused clamp), PRELU (slope broadcast against x) and the activations. SIMD128 on contiguous rows; each element is
  * computed the same way whatever the row split, so threads never change a result.
  *
@@ -53,6 +53,19 @@ DEFINE_ROW(row_add, wasm_f32x4_add(x, y), x + y)
 DEFINE_ROW(row_mul, wasm_f32x4_mul(x, y), x * y)
 DEFINE_ROW(row_sub, wasm_f32x4_sub(x, y), x - y)
 DEFINE_ROW(row_div, wasm_f32x4_div(x, y), x / y)
+/* MAX/MIN: NaN in either operand gives NaN, as f32x4.max/min do */
+DEFINE_ROW(row_max, wasm_f32x4_max(x, y), (x != x || y != y) ? x + y : (x > y ? x : y))
+DEFINE_ROW(row_min, wasm_f32x4_min(x, y), (x != x || y != y) ? x + y : (x < y ? x : y))
+
+/* POW: powf per element (no vector form) */
+static void row_pow(const float* a, size_t sa, const float* b, size_t sb, float* o, size_t n,
+                    float lo, float hi) {
+  for (size_t i = 0; i < n; i++) {
+    float r = powf(a[sa * i], b[sb * i]);
+    r = r < lo ? lo : r;
+    o[i] = r > hi ? hi : r;
+  }
+}
 /* PRELU: a is x, b the slope; no clamp (lo/hi are infinite). */
 DEFINE_ROW(row_prelu,
            wasm_v128_bitselect(x, wasm_f32x4_mul(x, y), wasm_f32x4_ge(x, wasm_f32x4_splat(0.0f))),
@@ -66,6 +79,9 @@ static row_fn row_for(int code) {
     case SPNN_OP_MUL: return row_mul;
     case SPNN_OP_SUB: return row_sub;
     case SPNN_OP_DIV: return row_div;
+    case SPNN_OP_MAX: return row_max;
+    case SPNN_OP_MIN: return row_min;
+    case SPNN_OP_POW: return row_pow;
     default: return row_prelu;
   }
 }
@@ -191,7 +207,10 @@ static spnn_status prepare_bcast(spnn_model* m, spnn_op* op, float lo, float hi)
   p->hi = hi;
   p->code = op->code;
   op->macs = (double)y->count;
-  op->kernel = p->stride_a[p->ndim - 1] && p->stride_b[p->ndim - 1] ? "rows_vv" : "rows_vs";
+  op->kernel = op->code == SPNN_OP_POW                                   ? "rows_scalar"
+               : p->stride_a[p->ndim - 1] && p->stride_b[p->ndim - 1] ? "rows_vv"
+                                                                      : "rows_vs";
+  if (op->code == SPNN_OP_POW) op->macs *= 20; /* transcendental */
   op->run = run_bcast;
   return SPNN_OK;
 }
@@ -212,7 +231,7 @@ spnn_status spnn_prepare_prelu(spnn_model* m, spnn_op* op) {
 typedef struct unary_state {
   const float* in;
   float* out;
-  float p0, p1; /* CLIP min/max, HARD_SIGMOID alpha/beta, LEAKY_RELU alpha */
+  float p0, p1; /* CLIP min/max, HARD_SIGMOID alpha/beta, LEAKY_RELU alpha, ELU alpha/scale */
   int code;
 } unary_state;
 
@@ -284,6 +303,26 @@ static void unary_task(void* ctx, size_t b, size_t e) {
     case SPNN_OP_SIGMOID:
       for (; i < e; i++) out[i] = sigmoidf(in[i]);
       break;
+    case SPNN_OP_ABS:
+      for (; i + 4 <= e; i += 4) wasm_v128_store(out + i, wasm_f32x4_abs(wasm_v128_load(in + i)));
+      for (; i < e; i++) out[i] = fabsf(in[i]);
+      break;
+    case SPNN_OP_SQRT:
+      for (; i + 4 <= e; i += 4) wasm_v128_store(out + i, wasm_f32x4_sqrt(wasm_v128_load(in + i)));
+      for (; i < e; i++) out[i] = sqrtf(in[i]);
+      break;
+    case SPNN_OP_EXP:
+      for (; i < e; i++) out[i] = expf(in[i]);
+      break;
+    case SPNN_OP_ELU: /* p0 alpha, p1 scale */
+      for (; i < e; i++) out[i] = s->p1 * (in[i] > 0.0f ? in[i] : s->p0 * expm1f(in[i]));
+      break;
+    case SPNN_OP_SOFTPLUS: /* log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), never overflows */
+      for (; i < e; i++) {
+        float x = in[i];
+        out[i] = (x > 0.0f ? x : 0.0f) + log1pf(expf(-fabsf(x)));
+      }
+      break;
     default: /* TANH */
       for (; i < e; i++) out[i] = tanhf(in[i]);
       break;
@@ -313,8 +352,10 @@ spnn_status spnn_prepare_unary(spnn_model* m, spnn_op* op) {
   if (op->code == SPNN_OP_CLIP && !(s->p0 <= s->p1))
     return spnn_fail(m, SPNN_ERROR_FORMAT, "CLIP min %g is not <= max %g", s->p0, s->p1);
   /* transcendental ops cost more per element; weigh them for the threading threshold */
-  op->macs = (double)y->count * (op->code == SPNN_OP_SIGMOID || op->code == SPNN_OP_TANH ? 20 : 1);
-  op->kernel = (op->code == SPNN_OP_SIGMOID || op->code == SPNN_OP_TANH) ? "scalar" : "simd128";
+  int scalar = op->code == SPNN_OP_SIGMOID || op->code == SPNN_OP_TANH || op->code == SPNN_OP_EXP ||
+               op->code == SPNN_OP_ELU || op->code == SPNN_OP_SOFTPLUS;
+  op->macs = (double)y->count * (scalar ? 20 : 1);
+  op->kernel = scalar ? "scalar" : "simd128";
   op->run = run_unary;
   return SPNN_OK;
 }

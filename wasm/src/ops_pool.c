@@ -1,5 +1,5 @@
 /* Pooling and reductions: MAX_POOL2D, AVG_POOL2D (per plane, threads split planes), MEAN
- * (any axes), SOFTMAX (any axis) and LRN (across channels, threads split planes). Scalar
+ * (any axes), SOFTMAX and LOG_SOFTMAX (any axis) and LRN (across channels, threads split planes). Scalar
  * but for 2x2 stride-2 max pooling without padding (the common downsampling step), which
  * takes four outputs per vector step, and LRN with beta 0.75 (four pixels per step). */
 #include <math.h>
@@ -230,6 +230,7 @@ spnn_status spnn_prepare_mean(spnn_model* m, spnn_op* op) {
 typedef struct softmax_state {
   size_t outer, n, inner;
   float beta;
+  int log; /* LOG_SOFTMAX: (x - max) - log(sum of exp) */
   const float* in;
   float* out;
 } softmax_state;
@@ -251,7 +252,12 @@ static void softmax_task(void* ctx, size_t b, size_t e) {
       out[k * s->inner] = v;
       sum += v;
     }
-    for (size_t k = 0; k < s->n; k++) out[k * s->inner] /= sum;
+    if (s->log) {
+      float l = logf(sum);
+      for (size_t k = 0; k < s->n; k++) out[k * s->inner] = (s->beta * in[k * s->inner] - mx) - l;
+    } else {
+      for (size_t k = 0; k < s->n; k++) out[k * s->inner] /= sum;
+    }
   }
 }
 
@@ -278,11 +284,12 @@ spnn_status spnn_prepare_softmax(spnn_model* m, spnn_op* op) {
   for (int d = 0; d < axis; d++) s->outer *= (size_t)x->dims[d];
   for (int d = axis + 1; d < x->ndim; d++) s->inner *= (size_t)x->dims[d];
   s->n = (size_t)x->dims[axis];
-  s->beta = op->attr[SPNN_SOFTMAX_BETA].f;
+  s->log = op->code == SPNN_OP_LOG_SOFTMAX;
+  s->beta = s->log ? 1.0f : op->attr[SPNN_SOFTMAX_BETA].f;
   s->in = x->data;
   s->out = y->data;
   op->macs = 20.0 * x->count;
-  op->kernel = "softmax_scalar";
+  op->kernel = s->log ? "log_softmax_scalar" : "softmax_scalar";
   op->run = run_softmax;
   return SPNN_OK;
 }

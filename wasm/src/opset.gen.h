@@ -38,9 +38,18 @@ enum spnn_op_code {
   SPNN_OP_SOFTMAX = 26,
   SPNN_OP_LRN = 27,
   SPNN_OP_SUM = 28,
+  SPNN_OP_ABS = 29,
+  SPNN_OP_EXP = 30,
+  SPNN_OP_SQRT = 31,
+  SPNN_OP_ELU = 32,
+  SPNN_OP_SOFTPLUS = 33,
+  SPNN_OP_LOG_SOFTMAX = 34,
+  SPNN_OP_MAX = 35,
+  SPNN_OP_MIN = 36,
+  SPNN_OP_POW = 37,
 };
 
-#define SPNN_OP_MAX_CODE 28
+#define SPNN_OP_MAX_CODE 37
 
 /* CONV2D: inputs (x, weight, bias?) */
 #define SPNN_OP_CONV2D_NUM_ATTRS 10
@@ -258,5 +267,56 @@ enum spnn_op_code {
 #define SPNN_OP_SUM_MIN_INPUTS 1
 #define SPNN_OP_SUM_MAX_INPUTS -1
 #define SPNN_SUM_ACT 0 /* int32 */
+
+/* ABS: inputs (x) */
+#define SPNN_OP_ABS_NUM_ATTRS 0
+#define SPNN_OP_ABS_MIN_INPUTS 1
+#define SPNN_OP_ABS_MAX_INPUTS 1
+
+/* EXP: inputs (x) */
+#define SPNN_OP_EXP_NUM_ATTRS 0
+#define SPNN_OP_EXP_MIN_INPUTS 1
+#define SPNN_OP_EXP_MAX_INPUTS 1
+
+/* SQRT: inputs (x) */
+#define SPNN_OP_SQRT_NUM_ATTRS 0
+#define SPNN_OP_SQRT_MIN_INPUTS 1
+#define SPNN_OP_SQRT_MAX_INPUTS 1
+
+/* ELU: inputs (x) */
+#define SPNN_OP_ELU_NUM_ATTRS 2
+#define SPNN_OP_ELU_MIN_INPUTS 1
+#define SPNN_OP_ELU_MAX_INPUTS 1
+#define SPNN_ELU_ALPHA 0 /* float32 */
+#define SPNN_ELU_SCALE 1 /* float32 */
+
+/* SOFTPLUS: inputs (x) */
+#define SPNN_OP_SOFTPLUS_NUM_ATTRS 0
+#define SPNN_OP_SOFTPLUS_MIN_INPUTS 1
+#define SPNN_OP_SOFTPLUS_MAX_INPUTS 1
+
+/* LOG_SOFTMAX: inputs (x) */
+#define SPNN_OP_LOG_SOFTMAX_NUM_ATTRS 1
+#define SPNN_OP_LOG_SOFTMAX_MIN_INPUTS 1
+#define SPNN_OP_LOG_SOFTMAX_MAX_INPUTS 1
+#define SPNN_LOG_SOFTMAX_AXIS 0 /* int32 */
+
+/* MAX: inputs (a, b) */
+#define SPNN_OP_MAX_NUM_ATTRS 1
+#define SPNN_OP_MAX_MIN_INPUTS 2
+#define SPNN_OP_MAX_MAX_INPUTS 2
+#define SPNN_MAX_ACT 0 /* int32 */
+
+/* MIN: inputs (a, b) */
+#define SPNN_OP_MIN_NUM_ATTRS 1
+#define SPNN_OP_MIN_MIN_INPUTS 2
+#define SPNN_OP_MIN_MAX_INPUTS 2
+#define SPNN_MIN_ACT 0 /* int32 */
+
+/* POW: inputs (a, b) */
+#define SPNN_OP_POW_NUM_ATTRS 1
+#define SPNN_OP_POW_MIN_INPUTS 2
+#define SPNN_OP_POW_MAX_INPUTS 2
+#define SPNN_POW_ACT 0 /* int32 */
 
 #endif
