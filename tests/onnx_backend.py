@@ -141,9 +141,17 @@ def onnxruntime_outputs(model, feeds: dict) -> list[np.ndarray]:
 
 
 def max_relative_error(got: np.ndarray, want: np.ndarray) -> float:
-    """max |got - want| over the output's scale (its range or largest magnitude)."""
+    """max |got - want| over the output's scale (its range or largest magnitude); NaN where
+    the expected output has NaN (a square root of a negative number, say), inf elsewhere."""
     got = np.asarray(got, np.float64).reshape(want.shape)
-    scale = max(float(np.ptp(want)) if want.size > 1 else 0.0, float(np.max(np.abs(want))), 1e-6)
+    want = np.asarray(want, np.float64)
+    nan = np.isnan(want)
+    if not np.array_equal(nan, np.isnan(got)):
+        return float("inf")
+    got, want = got[~nan], want[~nan]
+    if not want.size:
+        return 0.0
+    scale = max(float(np.ptp(want)), float(np.max(np.abs(want))), 1e-6)
     return float(np.max(np.abs(got - want))) / scale
 
 

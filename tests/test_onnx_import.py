@@ -189,6 +189,12 @@ UNARY_CASES = {
     "Softmax": ({"axis": 1}, "SOFTMAX"),
     "GlobalAveragePool": ({}, "MEAN"),
     "GlobalMaxPool": ({}, "MAX_POOL2D"),
+    "Abs": ({}, "ABS"),
+    "Exp": ({}, "EXP"),
+    "Softplus": ({}, "SOFTPLUS"),
+    "Elu": ({"alpha": 0.6}, "ELU"),
+    "Selu": ({}, "ELU"),
+    "LogSoftmax": ({"axis": 1}, "LOG_SOFTMAX"),
 }
 
 
@@ -297,6 +303,22 @@ def test_pool_1d_as_2d(op, attrs):
 def test_reduce_sum_and_neg(keepdims):
     model = make_model([node("ReduceSum", ["x", "axes"], ["s"], keepdims=keepdims), node("Neg", ["s"], ["y"])],
                        {"x": X4}, ["y"], {"axes": np.array([1, 3], np.int64)}, opset=13)
+    assert_matches_ort(model)
+
+
+def test_max_min_pow_sqrt():
+    model = make_model([node("Max", ["x", "c", "z"], ["m"]), node("Min", ["m", "c"], ["n"]),
+                        node("Abs", ["n"], ["a"]), node("Sqrt", ["a"], ["r"]), node("Pow", ["r", "p"], ["y"])],
+                       {"x": X4, "z": (1, 1, 5, 1)}, ["y"],
+                       {"c": rand(1, 4, 1, 1, seed=3), "p": np.array([1.5], np.float32)})
+    graph = assert_matches_ort(model)
+    assert [o.type for o in graph.ops] == ["MAX", "MAX", "MIN", "ABS", "SQRT", "POW"]
+
+
+def test_tile_and_instance_normalization():
+    model = make_model([node("Tile", ["x", "r"], ["t"]), node("InstanceNormalization", ["t", "s", "b"], ["y"])],
+                       {"x": X4}, ["y"], {"r": np.array([2, 1, 1, 3], np.int64), "s": rand(4, seed=4),
+                                          "b": rand(4, seed=5)})
     assert_matches_ort(model)
 
 

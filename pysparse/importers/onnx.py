@@ -538,6 +538,30 @@ class _Importer:
     def op_HardSwish(self, node):
         self.unary("HARD_SWISH", node)
 
+    def op_Abs(self, node):
+        self.unary("ABS", node)
+
+    def op_Exp(self, node):
+        self.unary("EXP", node)
+
+    def op_Sqrt(self, node):
+        self.unary("SQRT", node)
+
+    def op_Softplus(self, node):
+        self.unary("SOFTPLUS", node)
+
+    def op_Elu(self, node):
+        self.unary("ELU", node, alpha=self.attrs(node).get("alpha", 1.0))
+
+    def op_Selu(self, node):
+        a = self.attrs(node)
+        self.unary("ELU", node, alpha=a.get("alpha", 1.67326319217681884765625),
+                   scale=a.get("gamma", 1.05070102214813232421875))
+
+    def op_LogSoftmax(self, node):
+        rank = len(self.shape(node.input[0]))
+        self.unary("LOG_SOFTMAX", node, axis=self.attrs(node).get("axis", -1) % rank)
+
     def op_HardSigmoid(self, node):
         a = self.attrs(node)
         self.unary("HARD_SIGMOID", node, alpha=a.get("alpha", 0.2), beta=a.get("beta", 0.5))
@@ -572,18 +596,81 @@ class _Importer:
         if len(ins) == 1:
             self.op_Identity(node)
             return
-        ys = self.inferred(y)
-        if all(self.shape(i) == ys for i in ins):
+        if all(self.shape(i) == self.inferred(y) for i in ins):
             self.emit("SUM", node, [self.tensor(i) for i in ins], [self.out(y)])
+        else:  # broadcasting
+            self.chain("ADD", node)
+
+    def chain(self, type: str, node):
+        """A variadic elementwise node (Max, Min, Sum) as a chain of binary ops, left to right."""
+        ins = [i for i in node.input if i]
+        y = node.output[0]
+        if len(ins) == 1:
+            self.op_Identity(node)
             return
-        # broadcasting: a chain of ADDs, left to right
         acc = self.tensor(ins[0])
         for k, i in enumerate(ins[1:], 1):
             last = k == len(ins) - 1
-            shape = ys if last else np.broadcast_shapes(self.shape(acc), self.shape(i))
+            shape = self.inferred(y) if last else np.broadcast_shapes(self.shape(acc), self.shape(i))
             nxt = self.out(y) if last else self.temp(f"{y}_partial{k}", shape)
-            self.emit("ADD", node, [acc, self.tensor(i)], [nxt])
+            self.emit(type, node, [acc, self.tensor(i)], [nxt])
             acc = nxt
+
+    def op_Max(self, node):
+        self.chain("MAX", node)
+
+    def op_Min(self, node):
+        self.chain("MIN", node)
+
+    def op_Pow(self, node):
+        self.binary("POW", node, False)
+
+    def op_Tile(self, node):
+        """Copies along each axis: a CONCAT of the input with itself per repeated axis."""
+        repeats = [int(v) for v in self.need_const(node, 1, "repeats").reshape(-1)]
+        cur, shape = self.tensor(node.input[0]), list(self.shape(node.input[0]))
+        axes = [ax for ax, r in enumerate(repeats) if r != 1]
+        if any(r < 1 for r in repeats):
+            raise self.unsupported(node, f"repeats={repeats}")
+        if not axes:
+            self.op_Identity(node)
+            return
+        for j, ax in enumerate(axes):
+            shape[ax] *= repeats[ax]
+            nxt = self.out(node.output[0]) if j == len(axes) - 1 else self.temp(f"{node.output[0]}_tile{ax}",
+                                                                                  tuple(shape))
+            self.emit("CONCAT", node, [cur] * repeats[ax], [nxt], axis=ax)
+            cur = nxt
+
+    def op_InstanceNormalization(self, node):
+        """Per image and channel: (x - mean) / sqrt(variance + epsilon) * scale + bias."""
+        scale = self.need_const(node, 1, "scale")
+        bias = self.need_const(node, 2, "B")
+        eps = self.attrs(node).get("epsilon", 1e-5)
+        x, y = self.tensor(node.input[0]), node.output[0]
+        xs = self.shape(x)
+        if len(xs) < 3:
+            raise self.unsupported(node, f"{len(xs)}-D input")
+        mask = sum(1 << i for i in range(2, len(xs)))
+        stat = (xs[0], xs[1]) + (1,) * (len(xs) - 2)
+        cshape = (1, -1) + (1,) * (len(xs) - 2)
+        mean = self.temp(y + "_mean", stat)
+        self.emit("MEAN", node, [x], [mean], axes_mask=mask, keepdims=1)
+        centred = self.temp(y + "_centred", xs)
+        self.emit("SUB", node, [x, mean], [centred])
+        square = self.temp(y + "_square", xs)
+        self.emit("MUL", node, [centred, centred], [square])
+        var = self.temp(y + "_var", stat)
+        self.emit("MEAN", node, [square], [var], axes_mask=mask, keepdims=1)
+        var_eps = self.temp(y + "_var_eps", stat)
+        self.emit("ADD", node, [var, self.add_const(y + "_eps", np.array([eps]))], [var_eps])
+        std = self.temp(y + "_std", stat)
+        self.emit("SQRT", node, [var_eps], [std])
+        normed = self.temp(y + "_normed", xs)
+        self.emit("DIV", node, [centred, std], [normed])
+        scaled = self.temp(y + "_scaled", xs)
+        self.emit("MUL", node, [normed, self.add_const(y + "_scale", scale.reshape(cshape))], [scaled])
+        self.emit("ADD", node, [scaled, self.add_const(y + "_bias", bias.reshape(cshape))], [self.out(y)])
 
     def op_LRN(self, node):
         a = self.attrs(node)
