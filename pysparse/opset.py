@@ -117,6 +117,8 @@ OPS: tuple[OpDef, ...] = (
     OpDef(35, "MAX", ("a", "b"), (_ACT,), "Elementwise maximum with numpy broadcasting (NaN wins)."),
     OpDef(36, "MIN", ("a", "b"), (_ACT,), "Elementwise minimum with numpy broadcasting (NaN wins)."),
     OpDef(37, "POW", ("a", "b"), (_ACT,), "Elementwise a ** b with numpy broadcasting."),
+    OpDef(38, "SLICE", ("x",), (_i("axis"), _i("begin"), _i("end"), _i("step", 1)),
+          "x[begin:end:step] along one axis; 0 <= begin < end <= dim, step >= 1."),
 )
 
 BY_NAME = {op.name: op for op in OPS}

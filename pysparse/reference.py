@@ -243,6 +243,12 @@ def concat(xs, a):
     return np.concatenate(xs, axis=a["axis"]).astype(_F32)
 
 
+def slice_(x, a):
+    index = [slice(None)] * x.ndim
+    index[a["axis"]] = slice(a["begin"], a["end"], a["step"])
+    return np.ascontiguousarray(x[tuple(index)]).astype(_F32)
+
+
 def pad(x, a):
     pads = [(a[f"pad{i}_begin"], a[f"pad{i}_end"]) for i in range(x.ndim)]
     if any(p < 0 for pair in pads for p in pair):
@@ -358,7 +364,7 @@ _UNARY = {
     "HARD_SIGMOID": hard_sigmoid, "LEAKY_RELU": leaky_relu, "MAX_POOL2D": max_pool2d,
     "AVG_POOL2D": avg_pool2d, "MEAN": mean, "PAD": pad, "DEPTH_TO_SPACE": depth_to_space,
     "TRANSPOSE": transpose, "SOFTMAX": softmax, "LRN": lrn, "ABS": abs_, "EXP": exp, "SQRT": sqrt,
-    "ELU": elu, "SOFTPLUS": softplus, "LOG_SOFTMAX": log_softmax,
+    "ELU": elu, "SOFTPLUS": softplus, "LOG_SOFTMAX": log_softmax, "SLICE": slice_,
 }
 assert set(_BINARY) | set(_WITH_SHAPE) | set(_UNARY) | {
     "CONV2D", "CONV_TRANSPOSE2D", "FULLY_CONNECTED", "PRELU", "CONCAT", "SUM"} == set(opset.BY_NAME)

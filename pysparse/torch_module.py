@@ -161,6 +161,15 @@ def _lrn(g, op, a):
     return f
 
 
+def _slice(g, op, a):
+    def f(x):
+        if a["axis"] == 0:
+            _need_batch_1(x, "SLICE along axis 0")
+        return x.narrow(a["axis"], a["begin"], a["end"] - a["begin"])[
+            (slice(None),) * a["axis"] + (slice(None, None, a["step"]),)]
+    return f
+
+
 def _pad(g, op, a):
     ndim = len(g.tensors[op.inputs[0]].shape)
     if a["pad0_begin"] or a["pad0_end"]:
@@ -283,6 +292,7 @@ COMPILERS = {
     "SOFTPLUS": _unary(lambda x, a: F.softplus(x)),
     "LOG_SOFTMAX": _unary(lambda x, a: torch.log_softmax(x, dim=a["axis"])),
     "MAX": _binary(torch.maximum), "MIN": _binary(torch.minimum), "POW": _binary(torch.pow),
+    "SLICE": _slice,
 }
 assert set(COMPILERS) == set(opset.BY_NAME), "every op of the op set needs a torch version"
 

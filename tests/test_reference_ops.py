@@ -139,6 +139,15 @@ def test_unary(op, attrs, fn):
     close(reference.run_op(op, [x], attrs), fn(T(x)), rtol=2e-5 if op == "EXP" else RTOL)
 
 
+@pytest.mark.parametrize("axis,begin,end,step", [(1, 1, 4, 1), (3, 0, 6, 2), (2, 3, 5, 3), (0, 0, 1, 1)])
+def test_slice(axis, begin, end, step):
+    x = randn(1, 5, 6, 6)
+    index = [slice(None)] * 4
+    index[axis] = slice(begin, end, step)
+    close(reference.run_op("SLICE", [x], dict(axis=axis, begin=begin, end=end, step=step)),
+          T(x)[tuple(index)])
+
+
 def test_pow():
     a, b = np.abs(randn(1, 3, 4, 5)) + 0.1, randn(1, 3, 1, 5, seed=2)
     close(reference.run_op("POW", [a, b], {}), torch.pow(T(a), T(b)))

@@ -72,6 +72,7 @@ def all_ops_graph():
     c = b.op("POW", [b.op("MAX", [c, b.const(np.full((1, 16, 1, 1), 0.1, np.float32))]),
                      b.const(np.full((1,), 1.5, np.float32))])
     c = b.op("MIN", [c, b.op("EXP", [c])])
+    c = b.op("CONCAT", [c, b.op("SLICE", [c], axis=3, begin=1, end=9, step=3)], axis=3)
     c = b.op("SIGMOID", [c])
     c = b.op("RELU", [b.op("SUB", [c, b.const(np.full((1,), 0.5, np.float32))])])
     mp = b.op("MAX_POOL2D", [c], kernel_h=3, kernel_w=2, stride_h=2, stride_w=2, pad_top=1, pad_bottom=1, pad_right=1)

@@ -144,6 +144,12 @@ def expected_output(op_type: str, a: dict, ins: list[tuple | None], out: tuple) 
         for s in ins:
             _need(tuple(s) == tuple(x), f"input {s} must have the shape {x} of the first (SUM does not broadcast)")
         return x
+    if op_type == "SLICE":
+        axis, begin, end, step = a["axis"], a["begin"], a["end"], a["step"]
+        _need(0 <= axis < len(x), f"axis {axis} out of range for {len(x)}-D input")
+        _need(0 <= begin < end <= x[axis] and step >= 1,
+              f"slice {begin}:{end}:{step} of an axis of {x[axis]} (0 <= begin < end <= dim, step >= 1)")
+        return tuple((end - begin + step - 1) // step if i == axis else d for i, d in enumerate(x))
     if op_type == "LRN":
         _rank(x, 4, "input")
         _need(a["size"] >= 1, f"size {a['size']} must be >= 1")

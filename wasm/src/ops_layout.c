@@ -1,4 +1,4 @@
-/* Data movement: CONCAT, PAD, RESIZE_BILINEAR/NEAREST, DEPTH_TO_SPACE, RESHAPE, TRANSPOSE.
+/* Data movement: CONCAT, PAD, RESIZE_BILINEAR/NEAREST, DEPTH_TO_SPACE, RESHAPE, TRANSPOSE, SLICE.
  * Index tables are built at load; run time only copies and interpolates. */
 #include <math.h>
 #include <stdlib.h>
@@ -402,5 +402,58 @@ spnn_status spnn_prepare_transpose(spnn_model* m, spnn_op* op) {
   op->macs = (double)y->count;
   op->kernel = "transpose_scalar";
   op->run = run_transpose;
+  return SPNN_OK;
+}
+
+/* ---- SLICE (one axis, step >= 1) ------------------------------------------------------ */
+
+typedef struct slice_state {
+  size_t outer, inner, dim, count; /* count: output length along the axis */
+  size_t begin, step;
+  const float* in;
+  float* out;
+} slice_state;
+
+static void run_slice(spnn_model* m, spnn_op* op) {
+  (void)m;
+  const slice_state* s = (const slice_state*)op->state;
+  float* out = s->out;
+  for (size_t o = 0; o < s->outer; o++) {
+    const float* in = s->in + (o * s->dim + s->begin) * s->inner;
+    for (size_t j = 0; j < s->count; j++, out += s->inner)
+      memcpy(out, in + j * s->step * s->inner, s->inner * 4);
+  }
+}
+
+spnn_status spnn_prepare_slice(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* y = spnn_out(m, op);
+  int32_t axis = op->attr[SPNN_SLICE_AXIS].i, begin = op->attr[SPNN_SLICE_BEGIN].i;
+  int32_t end = op->attr[SPNN_SLICE_END].i, step = op->attr[SPNN_SLICE_STEP].i;
+  if (axis < 0 || axis >= x->ndim)
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "axis %d of a %d-D input", (int)axis, x->ndim);
+  if (!(0 <= begin && begin < end && end <= x->dims[axis] && step >= 1))
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "slice %d:%d:%d of an axis of %d", (int)begin, (int)end,
+                     (int)step, (int)x->dims[axis]);
+  int32_t want[SPNN_MAX_NDIM];
+  memcpy(want, x->dims, sizeof want);
+  want[axis] = (int32_t)(((int64_t)end - begin + step - 1) / step);
+  spnn_status st;
+  if ((st = spnn_expect_dims(m, y, x->ndim, want, "output"))) return st;
+  if ((st = spnn_use_raw(m, x))) return st;
+  slice_state* s;
+  if ((st = new_state(m, op, sizeof *s, (void**)&s))) return st;
+  s->outer = s->inner = 1;
+  for (int d = 0; d < axis; d++) s->outer *= (size_t)x->dims[d];
+  for (int d = axis + 1; d < x->ndim; d++) s->inner *= (size_t)x->dims[d];
+  s->dim = (size_t)x->dims[axis];
+  s->count = (size_t)want[axis];
+  s->begin = (size_t)begin;
+  s->step = (size_t)step;
+  s->in = x->data;
+  s->out = y->data;
+  op->macs = (double)y->count;
+  op->kernel = "copy";
+  op->run = run_slice;
   return SPNN_OK;
 }

@@ -47,9 +47,10 @@ enum spnn_op_code {
   SPNN_OP_MAX = 35,
   SPNN_OP_MIN = 36,
   SPNN_OP_POW = 37,
+  SPNN_OP_SLICE = 38,
 };
 
-#define SPNN_OP_MAX_CODE 37
+#define SPNN_OP_MAX_CODE 38
 
 /* CONV2D: inputs (x, weight, bias?) */
 #define SPNN_OP_CONV2D_NUM_ATTRS 10
@@ -318,5 +319,14 @@ enum spnn_op_code {
 #define SPNN_OP_POW_MIN_INPUTS 2
 #define SPNN_OP_POW_MAX_INPUTS 2
 #define SPNN_POW_ACT 0 /* int32 */
+
+/* SLICE: inputs (x) */
+#define SPNN_OP_SLICE_NUM_ATTRS 4
+#define SPNN_OP_SLICE_MIN_INPUTS 1
+#define SPNN_OP_SLICE_MAX_INPUTS 1
+#define SPNN_SLICE_AXIS 0 /* int32 */
+#define SPNN_SLICE_BEGIN 1 /* int32 */
+#define SPNN_SLICE_END 2 /* int32 */
+#define SPNN_SLICE_STEP 3 /* int32 */
 
 #endif
