@@ -315,6 +315,22 @@ def test_max_min_pow_sqrt():
     assert [o.type for o in graph.ops] == ["MAX", "MAX", "MIN", "ABS", "SQRT", "POW"]
 
 
+def slice_split_model(starts, ends):
+    return make_model([node("Slice", ["x", "st", "en", "ax", "sp"], ["s"]),
+                       node("Split", ["s", "parts"], ["a", "b"], axis=1), node("Add", ["a", "b"], ["y"])],
+                      {"x": (2, 6, 5, 7)}, ["y"],
+                      {"st": np.array(starts, np.int64), "en": np.array(ends, np.int64),
+                       "ax": np.array([0, 1, 3], np.int64), "sp": np.array([1, 1, 2], np.int64),
+                       "parts": np.array([2, 2], np.int64)})
+
+
+def test_slice_and_split():
+    graph = assert_matches_ort(slice_split_model([-1, 2, 1], [100, 100, 100]))
+    assert [o.type for o in graph.ops] == ["SLICE", "SLICE", "SLICE", "SLICE", "SLICE", "ADD"]
+    graph = assert_matches_ort(slice_split_model([0, 2, 0], [2, 100, 7]))  # the batch stays whole
+    assert [o.type for o in graph.ops] == ["SLICE", "SLICE", "SLICE", "SLICE", "ADD"]
+
+
 def test_tile_and_instance_normalization():
     model = make_model([node("Tile", ["x", "r"], ["t"]), node("InstanceNormalization", ["t", "s", "b"], ["y"])],
                        {"x": X4}, ["y"], {"r": np.array([2, 1, 1, 3], np.int64), "s": rand(4, seed=4),

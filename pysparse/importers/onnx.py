@@ -642,6 +642,58 @@ class _Importer:
             self.emit("CONCAT", node, [cur] * repeats[ax], [nxt], axis=ax)
             cur = nxt
 
+    def slices(self, node, x: str, y: str, ranges: dict):
+        """SLICE ops along each axis of `ranges` (axis -> (begin, end, step), normalised),
+        in axis order, the last writing `y`; the identity when nothing is cut."""
+        shape = list(self.shape(x))
+        cut = {ax: r for ax, r in sorted(ranges.items()) if r != (0, shape[ax], 1)}
+        if not cut:
+            self.alias[y] = self.src(x)
+            return
+        cur = self.tensor(x)
+        for j, (ax, (b, e, st)) in enumerate(cut.items()):
+            shape[ax] = len(range(b, e, st))
+            if shape[ax] == 0:
+                raise self.unsupported(node, "an empty slice")
+            nxt = self.out(y, tuple(shape)) if j == len(cut) - 1 else self.temp(f"{y}_axis{ax}", tuple(shape))
+            self.emit("SLICE", node, [cur], [nxt], axis=ax, begin=b, end=e, step=st)
+            cur = nxt
+
+    def op_Slice(self, node):
+        xs = self.shape(node.input[0])
+        starts = self.need_const(node, 1, "starts").reshape(-1)
+        ends = self.need_const(node, 2, "ends").reshape(-1)
+        axes = self.opt_const(node, 3, "axes")
+        steps = self.opt_const(node, 4, "steps")
+        axes = range(len(starts)) if axes is None else axes.reshape(-1)
+        steps = [1] * len(starts) if steps is None else steps.reshape(-1)
+        ranges = {}
+        for ax, b, e, st in zip(axes, starts, ends, steps):
+            ax = int(ax) % len(xs)
+            if int(st) < 1:
+                raise self.unsupported(node, f"step {int(st)}; only positive steps are supported")
+            # python slice semantics clamp out-of-range starts and ends as ONNX does
+            b, e, st = slice(int(max(min(b, 2**62), -2**62)), int(max(min(e, 2**62), -2**62)), int(st)).indices(xs[ax])
+            ranges[ax] = (b, max(e, b), st)
+        self.slices(node, node.input[0], node.output[0], ranges)
+
+    def op_Split(self, node):
+        a = self.attrs(node)
+        xs = self.shape(node.input[0])
+        axis = a.get("axis", 0) % len(xs)
+        split = self.opt_const(node, 1, "split")
+        if split is None and "split" in a:
+            split = np.array(a["split"])
+        outs = list(node.output)
+        if split is None:  # equal parts (the last smaller with num_outputs)
+            size = -(-xs[axis] // len(outs))
+            split = [min(size, xs[axis] - k * size) for k in range(len(outs))]
+        begin = 0
+        for name, n in zip(outs, [int(v) for v in np.reshape(split, -1)]):
+            if name:
+                self.slices(node, node.input[0], name, {axis: (begin, begin + n, 1)})
+            begin += n
+
     def op_InstanceNormalization(self, node):
         """Per image and channel: (x - mean) / sqrt(variance + epsilon) * scale + bias."""
         scale = self.need_const(node, 1, "scale")
