@@ -29,6 +29,10 @@ def test_pack_prints_a_summary(lite_spnn, capsys, tmp_path):
     assert main(["pack", str(assets.model_path("hand_landmark_lite.tflite")), "-o", str(sparse_out), "--sparse"]) == 0
     layers = read_spnn(sparse_out.read_bytes()).metadata["layers"]
     assert sum(x["encoding"] == "sparse" for x in layers) > 20
+    batch_out = tmp_path / "batch.spnn"
+    assert main(["pack", str(assets.model_path("hand_landmark_lite.tflite")), "-o", str(batch_out), "--batch", "3"]) == 0
+    g = read_spnn(batch_out.read_bytes()).graph
+    assert all(g.tensors[n].shape[0] == 3 for n in g.inputs + g.outputs)
 
 
 def test_inspect_table_and_json(lite_spnn, capsys):

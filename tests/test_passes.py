@@ -250,3 +250,48 @@ def test_onnx_batch_norm_model():
     ours = reference.run(g, {g.inputs[0]: x})[g.outputs[0]]
     theirs = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_with_batch_runs_each_image_as_batch_one(models_dir):
+    """hand_landmark_lite with a batch of 2: the reference and the engine give each image
+    what a batch-1 run gives it (the engine bit for bit)."""
+    from engine_native import NativeModel
+    from pysparse.importers.tflite import load_tflite
+    from pysparse.pack import pack
+    g = passes.optimize(load_tflite(models_dir / "hand_landmark_lite.tflite"))
+    g2 = passes.with_batch(g, 2)
+    name = g.inputs[0]
+    assert g2.tensors[name].shape == (2,) + g.tensors[name].shape[1:]
+    rng = np.random.default_rng(0)
+    xs = [rng.random(g.tensors[name].shape, np.float32) for _ in range(2)]
+    x2 = np.concatenate(xs)
+    ones = [reference.run(g, {name: x}) for x in xs]
+    both = reference.run(g2, {name: x2})
+    for out in g.outputs:
+        np.testing.assert_allclose(both[out], np.concatenate([o[out] for o in ones]), rtol=1e-6, atol=1e-6)
+    with NativeModel(pack(g), 1) as m1, NativeModel(pack(g2), 1) as m2:
+        ones = [m1.run([x]) for x in xs]
+        both = m2.run([x2])
+    for k, b in enumerate(both):
+        assert np.array_equal(b.reshape(2, -1), np.concatenate([o[k].reshape(1, -1) for o in ones]))
+
+
+def test_with_batch_refuses_ops_across_the_batch():
+    from pysparse.errors import InputShapeError, UnsupportedOpError
+    g = Graph()
+    g.add_tensor("x", (1, 3, 4))
+    g.inputs = ["x"]
+    g.add_tensor("y", (2, 3, 4))
+    g.add_op("CONCAT", ["x", "x"], ["y"], name="cat", axis=0)
+    g.outputs = ["y"]
+    with pytest.raises(InputShapeError, match="batch-1"):
+        passes.with_batch(g, 2)
+    g.tensors["y"].shape = (1, 6, 4)
+    g.ops[0].attrs["axis"] = 1
+    assert passes.with_batch(g, 3).tensors["y"].shape == (3, 6, 4)
+    g.ops[0].type, g.ops[0].attrs, g.tensors["y"].shape = "MEAN", {"axes_mask": 0b011}, (1, 1, 4)
+    g.ops[0].inputs = ["x"]
+    with pytest.raises(UnsupportedOpError, match="batch axis"):
+        passes.with_batch(g, 2)
+    with pytest.raises(ValueError):
+        passes.with_batch(g, 0)

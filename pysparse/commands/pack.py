@@ -60,6 +60,8 @@ def add_parser(sub) -> None:
     pix.add_argument("--input-resize", choices=RESIZE_MODES,
                      help="stretch the image to the input size, or letterbox it (keep its aspect ratio, "
                           "black bars)")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="take N images per run (inputs [N, C, H, W]) from a batch-1 model")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--sparse", dest="sparse", action="store_const", const=True, default=None,
                       help="store every 1x1 convolution and fully connected weight sparse")
@@ -78,6 +80,10 @@ def run(args) -> int:
     def note_precision(graph):
         if weights["chosen"] is None:
             weights["chosen"] = f"{source_precision(graph)} (as the source)"
+        if args.batch is not None:
+            from ..passes import with_batch
+            return with_batch(graph, args.batch)
+        return graph
 
     pixels = input_metadata(args)
     data = pack_file(args.model, args.output, args.weights, args.sparse, metadata={"input": pixels} if pixels else None,

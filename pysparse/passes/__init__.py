@@ -8,11 +8,12 @@ memory plan (`passes.memory`) is the packer's business.
 from __future__ import annotations
 
 from ..ir import Graph
+from .batch import with_batch
 from .cleanup import remove_identities, remove_unused
 from .fold import fold_constant_scale_shift, fold_constants, fold_pad, fuse_activations
 
 __all__ = ["optimize", "fold_constants", "fold_constant_scale_shift", "fold_pad", "fuse_activations",
-           "remove_identities", "remove_unused"]
+           "remove_identities", "remove_unused", "with_batch"]
 
 
 def optimize(graph: Graph) -> Graph:
