@@ -119,6 +119,10 @@ OPS: tuple[OpDef, ...] = (
     OpDef(37, "POW", ("a", "b"), (_ACT,), "Elementwise a ** b with numpy broadcasting."),
     OpDef(38, "SLICE", ("x",), (_i("axis"), _i("begin"), _i("end"), _i("step", 1)),
           "x[begin:end:step] along one axis; 0 <= begin < end <= dim, step >= 1."),
+    OpDef(39, "PAD_REFLECT", ("x",), tuple(_i(f"pad{i}_{e}", 0) for i in range(4) for e in ("begin", "end"))
+          + (_i("edge", 0),),
+          "Padding of a 4-D tensor from its own values: mirrored without repeating the border "
+          "(edge=0, each pad below the axis size) or the border repeated (edge=1)."),
 )
 
 BY_NAME = {op.name: op for op in OPS}

@@ -243,6 +243,11 @@ def concat(xs, a):
     return np.concatenate(xs, axis=a["axis"]).astype(_F32)
 
 
+def pad_reflect(x, a):
+    pads = [(a[f"pad{i}_begin"], a[f"pad{i}_end"]) for i in range(x.ndim)]
+    return np.pad(x, pads, mode="edge" if a["edge"] else "reflect").astype(_F32)
+
+
 def slice_(x, a):
     index = [slice(None)] * x.ndim
     index[a["axis"]] = slice(a["begin"], a["end"], a["step"])
@@ -365,6 +370,7 @@ _UNARY = {
     "AVG_POOL2D": avg_pool2d, "MEAN": mean, "PAD": pad, "DEPTH_TO_SPACE": depth_to_space,
     "TRANSPOSE": transpose, "SOFTMAX": softmax, "LRN": lrn, "ABS": abs_, "EXP": exp, "SQRT": sqrt,
     "ELU": elu, "SOFTPLUS": softplus, "LOG_SOFTMAX": log_softmax, "SLICE": slice_,
+    "PAD_REFLECT": pad_reflect,
 }
 assert set(_BINARY) | set(_WITH_SHAPE) | set(_UNARY) | {
     "CONV2D", "CONV_TRANSPOSE2D", "FULLY_CONNECTED", "PRELU", "CONCAT", "SUM"} == set(opset.BY_NAME)

@@ -180,6 +180,25 @@ def _pad(g, op, a):
     return lambda x: F.pad(x, pads, value=float(a["value"]))
 
 
+def _pad_reflect(g, op, a):
+    """A gather along each padded axis (torch's own reflect pads only the last axes)."""
+    shape = g.tensors[op.inputs[0]].shape
+    index = {}
+    for i, d in enumerate(shape):
+        b, e = a[f"pad{i}_begin"], a[f"pad{i}_end"]
+        if b or e:
+            src = np.pad(np.arange(d), (b, e), mode="edge" if a["edge"] else "reflect")
+            index[i] = torch.from_numpy(src.astype(np.int64))
+
+    def f(x):
+        if 0 in index:
+            _need_batch_1(x, "PAD_REFLECT of the batch axis")
+        for i, idx in index.items():
+            x = x.index_select(i, idx.to(x.device))
+        return x
+    return f
+
+
 def _resize_bilinear(g, op, a):
     h, w = g.tensors[op.inputs[0]].shape[2:]
     oh, ow = g.tensors[op.outputs[0]].shape[2:]
@@ -293,6 +312,7 @@ COMPILERS = {
     "LOG_SOFTMAX": _unary(lambda x, a: torch.log_softmax(x, dim=a["axis"])),
     "MAX": _binary(torch.maximum), "MIN": _binary(torch.minimum), "POW": _binary(torch.pow),
     "SLICE": _slice,
+    "PAD_REFLECT": _pad_reflect,
 }
 assert set(COMPILERS) == set(opset.BY_NAME), "every op of the op set needs a torch version"
 

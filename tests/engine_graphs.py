@@ -147,6 +147,10 @@ def op_graphs() -> dict[str, Graph]:
     gs["pow_const"] = _single("POW", [(1, 3, 4, 5)], (1, 3, 4, 5), [np.full((1,), 2.0)])
     gs["slice_channels"] = _single("SLICE", [(2, 7, 3, 4)], (2, 3, 3, 4), axis=1, begin=2, end=7, step=2)
     gs["slice_last"] = _single("SLICE", [(1, 4, 5, 9)], (1, 4, 5, 3), axis=3, begin=1, end=8, step=3)
+    gs["pad_reflect"] = _single("PAD_REFLECT", [(2, 3, 4, 5)], (2, 6, 9, 7), pad1_begin=2, pad1_end=1,
+                                pad2_begin=3, pad2_end=2, pad3_end=2)
+    gs["pad_edge"] = _single("PAD_REFLECT", [(1, 2, 3, 4)], (1, 2, 8, 5), pad2_begin=4, pad2_end=1, pad3_begin=1,
+                             edge=1)
     gs["lrn_batch2"] = _single("LRN", [(2, 6, 3, 5)], (2, 6, 3, 5), size=3, alpha=0.4)
     gs["lrn_even_beta"] = _single("LRN", [(1, 4, 3, 3)], (1, 4, 3, 3), size=2, alpha=0.5, beta=0.6)
     gs["sum_3_relu"] = _single("SUM", [(1, 3, 5, 7), (1, 3, 5, 7)], (1, 3, 5, 7), [_w(r, 1, 3, 5, 7)], act=1)

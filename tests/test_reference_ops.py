@@ -148,6 +148,14 @@ def test_slice(axis, begin, end, step):
           T(x)[tuple(index)])
 
 
+@pytest.mark.parametrize("edge", [0, 1])
+def test_pad_reflect(edge):
+    x = randn(1, 3, 5, 6)
+    a = dict(pad2_begin=4, pad2_end=2, pad3_begin=1, pad3_end=5, edge=edge)
+    theirs = F.pad(T(x), (1, 5, 4, 2), mode="replicate" if edge else "reflect")
+    close(reference.run_op("PAD_REFLECT", [x], a), theirs)
+
+
 def test_pow():
     a, b = np.abs(randn(1, 3, 4, 5)) + 0.1, randn(1, 3, 1, 5, seed=2)
     close(reference.run_op("POW", [a, b], {}), torch.pow(T(a), T(b)))

@@ -73,6 +73,8 @@ def all_ops_graph():
                      b.const(np.full((1,), 1.5, np.float32))])
     c = b.op("MIN", [c, b.op("EXP", [c])])
     c = b.op("CONCAT", [c, b.op("SLICE", [c], axis=3, begin=1, end=9, step=3)], axis=3)
+    c = b.op("PAD_REFLECT", [c], pad2_end=2, pad2_begin=1, pad3_end=3)
+    c = b.op("PAD_REFLECT", [c], pad2_begin=1, pad3_begin=2, edge=1)
     c = b.op("SIGMOID", [c])
     c = b.op("RELU", [b.op("SUB", [c, b.const(np.full((1,), 0.5, np.float32))])])
     mp = b.op("MAX_POOL2D", [c], kernel_h=3, kernel_w=2, stride_h=2, stride_w=2, pad_top=1, pad_bottom=1, pad_right=1)

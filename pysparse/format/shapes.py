@@ -112,10 +112,14 @@ def expected_output(op_type: str, a: dict, ins: list[tuple | None], out: tuple) 
                   f"input {s} does not match {x} outside axis {axis}")
             total += s[axis]
         return tuple(total if i == axis else d for i, d in enumerate(x))
-    if op_type == "PAD":
+    if op_type in ("PAD", "PAD_REFLECT"):
         _rank(x, 4, "input")
         pads = [(a[f"pad{i}_begin"], a[f"pad{i}_end"]) for i in range(4)]
         _need(all(p >= 0 for pe in pads for p in pe), "padding must be >= 0")
+        if op_type == "PAD_REFLECT":
+            _need(a["edge"] in (0, 1), f"edge {a['edge']} must be 0 or 1")
+            _need(a["edge"] or all(max(pe) <= d - 1 for d, pe in zip(x, pads)),
+                  f"reflect pads {pads} must each be below the axis size of {x}")
         return tuple(d + p0 + p1 for d, (p0, p1) in zip(x, pads))
     if op_type in ("RESIZE_BILINEAR", "RESIZE_NEAREST"):
         _rank(x, 4, "input")

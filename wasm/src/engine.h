@@ -146,6 +146,7 @@ spnn_status spnn_prepare_depth_to_space(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_reshape(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_transpose(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_slice(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_pad_reflect(spnn_model* m, spnn_op* op);
 
 /* Whether an op may write its output over an input of the same size and offset. */
 int spnn_op_in_place_ok(int code);

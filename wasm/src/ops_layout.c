@@ -1,4 +1,5 @@
-/* Data movement: CONCAT, PAD, RESIZE_BILINEAR/NEAREST, DEPTH_TO_SPACE, RESHAPE, TRANSPOSE, SLICE.
+/* Data movement: CONCAT, PAD, PAD_REFLECT, RESIZE_BILINEAR/NEAREST, DEPTH_TO_SPACE, RESHAPE, TRANSPOSE,
+ * SLICE.
  * Index tables are built at load; run time only copies and interpolates. */
 #include <math.h>
 #include <stdlib.h>
@@ -114,6 +115,18 @@ static void run_pad(spnn_model* m, spnn_op* op) {
       }
 }
 
+/* The padded size of each axis of x (attributes pad{d}_begin, pad{d}_end first, in order). */
+static spnn_status padded_dims(spnn_model* m, const spnn_op* op, const spnn_tensor* x, int32_t* want) {
+  for (int d = 0; d < x->ndim; d++) {
+    int32_t b = op->attr[2 * d].i, e = op->attr[2 * d + 1].i;
+    if (b < 0 || e < 0 || b > MAX_PAD || e > MAX_PAD)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "padding %d/%d of axis %d is negative or too large",
+                       (int)b, (int)e, d);
+    want[d] = x->dims[d] + b + e;
+  }
+  return SPNN_OK;
+}
+
 spnn_status spnn_prepare_pad(spnn_model* m, spnn_op* op) {
   spnn_tensor* x = spnn_in(m, op, 0);
   spnn_tensor* y = spnn_out(m, op);
@@ -123,13 +136,7 @@ spnn_status spnn_prepare_pad(spnn_model* m, spnn_op* op) {
   spnn_status st;
   int32_t want[4];
   int lead = 4 - x->ndim; /* lower-rank tensors are padded as [1, ..., dims] */
-  for (int d = 0; d < x->ndim; d++) {
-    int32_t b = op->attr[2 * d].i, e = op->attr[2 * d + 1].i;
-    if (b < 0 || e < 0 || b > MAX_PAD || e > MAX_PAD)
-      return spnn_fail(m, SPNN_ERROR_FORMAT, "padding %d/%d of axis %d is negative or too large",
-                       (int)b, (int)e, d);
-    want[d] = x->dims[d] + b + e;
-  }
+  if ((st = padded_dims(m, op, x, want))) return st;
   if ((st = spnn_expect_dims(m, y, x->ndim, want, "output"))) return st;
   if ((st = spnn_use_raw(m, x))) return st;
   if ((st = new_state(m, op, sizeof *s, (void**)&s))) return st;
@@ -455,5 +462,77 @@ spnn_status spnn_prepare_slice(spnn_model* m, spnn_op* op) {
   op->macs = (double)y->count;
   op->kernel = "copy";
   op->run = run_slice;
+  return SPNN_OK;
+}
+
+/* ---- PAD_REFLECT (4-D; mirrored or edge-repeated borders) ----------------------------- */
+
+typedef struct pad_reflect_state {
+  int32_t in[4], out[4];
+  int32_t* map[4]; /* per axis: output index -> input index */
+  const float* x;
+  float* y;
+} pad_reflect_state;
+
+static void free_pad_reflect(void* p) {
+  pad_reflect_state* s = (pad_reflect_state*)p;
+  for (int d = 0; d < 4; d++) free(s->map[d]);
+  free(s);
+}
+
+static void run_pad_reflect(spnn_model* m, spnn_op* op) {
+  (void)m;
+  const pad_reflect_state* s = (const pad_reflect_state*)op->state;
+  float* out = s->y;
+  for (int32_t a = 0; a < s->out[0]; a++)
+    for (int32_t b = 0; b < s->out[1]; b++) {
+      size_t plane = (size_t)s->map[0][a] * s->in[1] + (size_t)s->map[1][b];
+      for (int32_t c = 0; c < s->out[2]; c++) {
+        const float* row = s->x + (plane * s->in[2] + (size_t)s->map[2][c]) * s->in[3];
+        for (int32_t d = 0; d < s->out[3]; d++) *out++ = row[s->map[3][d]];
+      }
+    }
+}
+
+spnn_status spnn_prepare_pad_reflect(spnn_model* m, spnn_op* op) {
+  spnn_tensor* x = spnn_in(m, op, 0);
+  spnn_tensor* y = spnn_out(m, op);
+  int edge = op->attr[SPNN_PAD_REFLECT_EDGE].i;
+  spnn_status st;
+  if ((st = spnn_expect_ndim(m, x, 4, "input"))) return st;
+  if (edge != 0 && edge != 1) return spnn_fail(m, SPNN_ERROR_FORMAT, "edge %d (must be 0 or 1)", edge);
+  int32_t want[4];
+  if ((st = padded_dims(m, op, x, want))) return st;
+  for (int d = 0; d < 4 && !edge; d++) {
+    int32_t b = op->attr[2 * d].i, e = op->attr[2 * d + 1].i, n = x->dims[d];
+    if (b > n - 1 || e > n - 1)
+      return spnn_fail(m, SPNN_ERROR_FORMAT, "reflect padding %d/%d of axis %d of size %d", (int)b,
+                       (int)e, d, (int)n);
+  }
+  if ((st = spnn_expect_dims(m, y, 4, want, "output"))) return st;
+  if ((st = spnn_use_raw(m, x))) return st;
+  pad_reflect_state* s = (pad_reflect_state*)calloc(1, sizeof *s);
+  if (!s) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  op->state = s;
+  op->free_state = free_pad_reflect;
+  for (int d = 0; d < 4; d++) {
+    int32_t n = x->dims[d], b = op->attr[2 * d].i;
+    s->in[d] = n;
+    s->out[d] = want[d];
+    if (!(s->map[d] = (int32_t*)malloc((size_t)want[d] * sizeof(int32_t))))
+      return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+    for (int32_t i = 0; i < want[d]; i++) {
+      int32_t j = i - b; /* reflect: one bounce is enough, every pad is below n */
+      if (edge) j = j < 0 ? 0 : (j >= n ? n - 1 : j);
+      else j = j < 0 ? -j : (j >= n ? 2 * (n - 1) - j : j);
+      s->map[d][i] = j;
+    }
+  }
+  s->x = x->data;
+  s->y = y->data;
+  op->state_bytes = (size_t)(want[0] + want[1] + want[2] + want[3]) * sizeof(int32_t);
+  op->macs = (double)y->count;
+  op->kernel = "gather";
+  op->run = run_pad_reflect;
   return SPNN_OK;
 }

@@ -48,9 +48,10 @@ enum spnn_op_code {
   SPNN_OP_MIN = 36,
   SPNN_OP_POW = 37,
   SPNN_OP_SLICE = 38,
+  SPNN_OP_PAD_REFLECT = 39,
 };
 
-#define SPNN_OP_MAX_CODE 38
+#define SPNN_OP_MAX_CODE 39
 
 /* CONV2D: inputs (x, weight, bias?) */
 #define SPNN_OP_CONV2D_NUM_ATTRS 10
@@ -328,5 +329,19 @@ enum spnn_op_code {
 #define SPNN_SLICE_BEGIN 1 /* int32 */
 #define SPNN_SLICE_END 2 /* int32 */
 #define SPNN_SLICE_STEP 3 /* int32 */
+
+/* PAD_REFLECT: inputs (x) */
+#define SPNN_OP_PAD_REFLECT_NUM_ATTRS 9
+#define SPNN_OP_PAD_REFLECT_MIN_INPUTS 1
+#define SPNN_OP_PAD_REFLECT_MAX_INPUTS 1
+#define SPNN_PAD_REFLECT_PAD0_BEGIN 0 /* int32 */
+#define SPNN_PAD_REFLECT_PAD0_END 1 /* int32 */
+#define SPNN_PAD_REFLECT_PAD1_BEGIN 2 /* int32 */
+#define SPNN_PAD_REFLECT_PAD1_END 3 /* int32 */
+#define SPNN_PAD_REFLECT_PAD2_BEGIN 4 /* int32 */
+#define SPNN_PAD_REFLECT_PAD2_END 5 /* int32 */
+#define SPNN_PAD_REFLECT_PAD3_BEGIN 6 /* int32 */
+#define SPNN_PAD_REFLECT_PAD3_END 7 /* int32 */
+#define SPNN_PAD_REFLECT_EDGE 8 /* int32 */
 
 #endif
