@@ -393,10 +393,21 @@ def test_pad_constant():
 
 
 @pytest.mark.parametrize("mode", ["reflect", "edge"])
-def test_pad_other_modes_unsupported(mode):
+def test_pad_reflect_and_edge(mode):
     model = make_model([node("Pad", ["x", "p"], ["y"], mode=mode)], {"x": X4}, ["y"],
-                       {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)})
-    with pytest.raises(UnsupportedOpError, match=mode):
+                       {"p": np.array([0, 1, 3, 2, 0, 2, 4, 5], np.int64)})
+    graph = assert_matches_ort(model)
+    assert [o.type for o in graph.ops] == ["PAD_REFLECT"]
+
+
+def test_pad_wrap_and_too_wide_reflect_unsupported():
+    model = make_model([node("Pad", ["x", "p"], ["y"], mode="wrap")], {"x": X4}, ["y"],
+                       {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)}, opset=19)
+    with pytest.raises(UnsupportedOpError, match="wrap"):
+        load_onnx(model)
+    model = make_model([node("Pad", ["x", "p"], ["y"], mode="reflect")], {"x": X4}, ["y"],
+                       {"p": np.array([0, 0, 5, 0, 0, 0, 0, 0], np.int64)})
+    with pytest.raises(UnsupportedOpError, match="reflect"):
         load_onnx(model)
 
 

@@ -838,8 +838,8 @@ class _Importer:
     def op_Pad(self, node):
         a = self.attrs(node)
         mode = _str(a.get("mode", "constant"))
-        if mode != "constant":
-            raise self.unsupported(node, f"mode={mode}; only constant padding is supported")
+        if mode not in ("constant", "reflect", "edge"):
+            raise self.unsupported(node, f"mode={mode}; constant, reflect and edge padding are supported")
         xs = self.shape(node.input[0])
         if len(xs) != 4:
             raise self.unsupported(node, f"{len(xs)}-D input; only 4-D is supported")
@@ -855,6 +855,12 @@ class _Importer:
         for j, ax in enumerate(axes):
             attrs[f"pad{ax}_begin"] = pads[j]
             attrs[f"pad{ax}_end"] = pads[j + len(axes)]
+        if mode != "constant":
+            if mode == "reflect" and any(max(attrs.get(f"pad{ax}_begin", 0), attrs.get(f"pad{ax}_end", 0)) >= xs[ax]
+                                         for ax in range(4)):
+                raise self.unsupported(node, "reflect pads as large as the axis")
+            self.unary("PAD_REFLECT", node, edge=int(mode == "edge"), **attrs)
+            return
         value = 0.0 if value is None or value.size == 0 else float(value.reshape(-1)[0])
         self.unary("PAD", node, value=value, **attrs)
 
