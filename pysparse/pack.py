@@ -170,16 +170,17 @@ def same_file(a, b) -> bool:
 
 
 def pack_file(src, dst, weights: str | None = None, sparse: bool | None = None, metadata: dict | None = None,
-              graph_hook=None) -> bytes:
+              graph_hook=None, max_elements: int | None = None) -> bytes:
     """Imports the model at `src`, packs it and writes `dst` atomically; returns the bytes.
-    Refuses to write over `src`. `graph_hook(graph)` may rewrite the imported graph first."""
+    Refuses to write over `src`. `graph_hook(graph)` may rewrite the imported graph first;
+    `max_elements` raises the import's bound on what it builds (importers.load_model)."""
     src, dst = Path(src), Path(dst)
     if same_file(src, dst):
         raise ValueError(f"refusing to overwrite the source model {src} with the packed output")
     if not dst.parent.is_dir():
         raise FileNotFoundError(f"output folder {dst.parent} does not exist")
     from .importers import load_model
-    graph = load_model(src)
+    graph = load_model(src, max_elements=max_elements)
     if graph_hook is not None:
         graph = graph_hook(graph) or graph
     meta = {"source": {"file": src.name, "sha256": sha256_file(src), "bytes": src.stat().st_size,

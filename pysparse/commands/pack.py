@@ -62,6 +62,9 @@ def add_parser(sub) -> None:
                           "black bars)")
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="take N images per run (inputs [N, C, H, W]) from a batch-1 model")
+    p.add_argument("--max-import-elements", type=int, default=None, metavar="N",
+                   help="let the import build up to N elements beyond the file's bytes (for a trusted model "
+                        "whose weights are made at load, e.g. by ONNX ConstantOfShape)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--sparse", dest="sparse", action="store_const", const=True, default=None,
                       help="store every 1x1 convolution and fully connected weight sparse")
@@ -87,7 +90,7 @@ def run(args) -> int:
 
     pixels = input_metadata(args)
     data = pack_file(args.model, args.output, args.weights, args.sparse, metadata={"input": pixels} if pixels else None,
-                     graph_hook=note_precision)
+                     graph_hook=note_precision, max_elements=args.max_import_elements)
     f = read_spnn(data)  # what we wrote must read back
     layers = f.metadata.get("layers", [])
     n_sparse = sum(1 for x in layers if x["encoding"] == "sparse")
