@@ -113,6 +113,15 @@ def test_conv(case):
     assert [op.type for op in graph.ops] == [op_type]
 
 
+def test_conv_transpose_output_padding_past_the_end_pads():
+    """The rows and columns past the end pad hold the bias alone."""
+    model = make_model(
+        [node("ConvTranspose", ["x", "w", "b"], ["y"], strides=[3, 2], pads=[1, 0, 0, 0], output_padding=[2, 1])],
+        {"x": (2, 4, 5, 5)}, ["y"], {"w": rand(4, 2, 3, 3), "b": rand(2, seed=2)})
+    graph = assert_matches_ort(model)
+    assert [o.type for o in graph.ops] == ["CONV_TRANSPOSE2D", "PAD", "ADD"]
+
+
 def test_conv_pads_resolved():
     graph = load_onnx(CONV_CASES["same_upper_stride2"][0])
     a = graph.ops[0].attrs  # 8 -> 4 with k3 s2: total pad 1, SAME_UPPER puts it at the end
@@ -618,9 +627,6 @@ UNSUPPORTED_CASES = {
                 "Conv", "3-D"),
     "conv_transpose_groups": (make_model([node("ConvTranspose", ["x", "w"], ["y"], group=2)], {"x": (1, 4, 5, 5)}, ["y"],
                                          {"w": rand(4, 2, 3, 3)}), "ConvTranspose", "group=2"),
-    "conv_transpose_output_padding": (make_model(
-        [node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], output_padding=[1, 1])], {"x": (1, 4, 5, 5)}, ["y"],
-        {"w": rand(4, 2, 3, 3)}), "ConvTranspose", "output_padding"),
     "maxpool_dilated": (make_model([node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2])],
                                    {"x": (1, 3, 8, 8)}, ["y"]), "MaxPool", "dilations"),
     "pad_3d": (make_model([node("Pad", ["x", "p"], ["y"])], {"x": (1, 3, 8)}, ["y"],

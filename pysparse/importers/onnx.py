@@ -434,15 +434,24 @@ class _Importer:
         s = a.get("strides", [1, 1])
         p = a.get("pads", [0, 0, 0, 0]) if auto_pad == "NOTSET" else [0, 0, 0, 0]
         op_ = a.get("output_padding", [0, 0])
-        if op_[0] > p[2] or op_[1] > p[3]:
-            raise self.unsupported(node, f"output_padding={op_} larger than the end pads {p[2:]}")
         # The output size is the output tensor's: out = s*(in-1) + k - pad_begin - pad_end, so
-        # output_padding shows as a smaller end pad.
+        # output_padding shows as a smaller end pad. Past the end pad, the extra rows and
+        # columns hold the bias alone: zeros padded on, then the bias added.
+        extra = [max(0, op_[0] - p[2]), max(0, op_[1] - p[3])]
         inputs = [self.tensor(node.input[0]), self.tensor(node.input[1])]
-        if b is not None:
+        if b is not None and not any(extra):
             inputs.append(self.tensor(node.input[2]))
-        self.emit("CONV_TRANSPOSE2D", node, inputs, [self.out(node.output[0])], stride_h=s[0], stride_w=s[1],
-                  pad_top=p[0], pad_left=p[1], pad_bottom=p[2] - op_[0], pad_right=p[3] - op_[1])
+        y = node.output[0]
+        ys = self.inferred(y)
+        deconv = self.out(y) if not any(extra) else self.temp(y + "_deconv", ys[:2] + (ys[2] - extra[0],
+                                                                                          ys[3] - extra[1]))
+        self.emit("CONV_TRANSPOSE2D", node, inputs, [deconv], stride_h=s[0], stride_w=s[1],
+                  pad_top=p[0], pad_left=p[1], pad_bottom=max(0, p[2] - op_[0]), pad_right=max(0, p[3] - op_[1]))
+        if any(extra):
+            padded = self.out(y) if b is None else self.temp(y + "_padded", ys)
+            self.emit("PAD", node, [deconv], [padded], pad2_end=extra[0], pad3_end=extra[1])
+            if b is not None:
+                self.emit("ADD", node, [padded, self.add_const(y + "_bias", b.reshape(1, -1, 1, 1))], [self.out(y)])
 
     def op_Gemm(self, node):
         a = self.attrs(node)
