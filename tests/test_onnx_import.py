@@ -229,6 +229,14 @@ def test_prelu_per_channel_slope():
     assert [o.type for o in graph.ops] == ["PRELU"]
 
 
+def test_prelu_before_opset_7_is_per_channel():
+    slope = rand(4, seed=5)
+    model = make_model([node("PRelu", ["x", "s"], ["y"])], {"x": X4}, ["y"], {"s": slope}, opset=6)
+    x = feeds_for(model)["x"]
+    got = reference.run(load_onnx(model), {"x": x})["y"]
+    np.testing.assert_allclose(got, np.where(x >= 0, x, slope.reshape(4, 1, 1) * x), rtol=1e-6)
+
+
 @pytest.mark.parametrize("op", ["Add", "Mul", "Sub", "Div"])
 def test_binary_broadcast_constant(op):
     c = rand(1, 4, 1, 1, seed=7) + 2  # away from zero for Div

@@ -51,6 +51,7 @@ def load_onnx(model, input_shapes: dict | None = None, max_elements: int | None 
     for node in proto.graph.node:  # before shape inference, which knows only ONNX's own ops
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedOpError(f"{node.domain}.{node.op_type}", node.name or node.output[0], "custom domain")
+    source_opset = _default_opset(proto)
     proto = _upgrade(proto)
     _fix_input_shapes(proto, input_shapes or {})
     try:
@@ -58,7 +59,7 @@ def load_onnx(model, input_shapes: dict | None = None, max_elements: int | None 
     except Exception as e:  # onnx raises several types here; all mean the model is inconsistent
         raise ModelFormatError(f"ONNX shape inference failed: {e}") from e
     try:
-        return finish(_Importer(proto, max_elements).run())
+        return finish(_Importer(proto, max_elements, source_opset).run())
     except (KeyError, IndexError, TypeError, ValueError, ArithmeticError) as e:
         # The checker and shape inference let through some inconsistencies (an unknown
         # element type, an attribute of the wrong kind): report them as a bad model.
@@ -159,11 +160,12 @@ def _dims(dims) -> tuple:
 # -- translation ----------------------------------------------------------------------------
 
 class _Importer:
-    def __init__(self, proto, max_elements: int | None = None):
+    def __init__(self, proto, max_elements: int | None = None, source_opset: int | None = None):
         from onnx import numpy_helper
 
         self.proto = proto
         self.opset = _default_opset(proto)
+        self.source_opset = source_opset or self.opset  # before the version converter ran
         self.graph = Graph(metadata={"source_format": "onnx", "producer": proto.producer_name,
                                      "opset": self.opset})
         self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
@@ -586,9 +588,14 @@ class _Importer:
         self.unary("CLIP", node, min=lo, max=hi)
 
     def op_PRelu(self, node):
-        self.need_const(node, 1, "the slope")
-        self.emit("PRELU", node, [self.tensor(node.input[0]), self.tensor(node.input[1])],
-                  [self.out(node.output[0])])
+        slope = self.need_const(node, 1, "the slope")
+        xs = self.shape(node.input[0])
+        if self.source_opset < 7 and slope.ndim == 1 and len(xs) > 2 and slope.size == xs[1] > 1:
+            # before opset 7 a slope of C values is per channel (the converter keeps it 1-D)
+            s_in = self.add_const(node.input[1] + "_per_channel", slope.reshape((-1,) + (1,) * (len(xs) - 2)))
+        else:
+            s_in = self.tensor(node.input[1])
+        self.emit("PRELU", node, [self.tensor(node.input[0]), s_in], [self.out(node.output[0])])
 
     def binary(self, type: str, node, commutative: bool):
         a, b = node.input[0], node.input[1]
