@@ -10,7 +10,7 @@ from ..tables import add_format_option
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="compare hand landmark models with the dense one on hand images",
                        description="Mean and p90 landmark error (fraction of hand size, on crops where the dense "
-                                   "model sees a hand), presence and handedness agreement of each candidate with "
+                                   "model sees a hand), presence agreement and, where there is a hand, handedness agreement of each candidate with "
                                    "the dense model, and of MediaPipe's hand_landmark_lite as the yardstick. "
                                    "Images: a folder (224x224 crops as they are; larger images are searched for "
                                    "the hand with the dense model), or by default the validation sources of "

@@ -250,7 +250,6 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
     torch.manual_seed(seed)
     student = GraphModule(start).train().to(device, memory_format=torch.channels_last)
     graph = student.graph
-    pruned = {info.name: p for info, p in student.prunable_layers() if (p.detach() == 0).any()}
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     warm = min(100, steps // 10 + 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -265,6 +264,7 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         rng.bit_generator.state = state["rng"]
         first = state["step"]
         print(f"resumed from {checkpoint} at step {first}", flush=True)
+    pruned = {info.name: p for info, p in student.prunable_layers() if (p.detach() == 0).any()}
     masks = FixedMasks(pruned, opt)
     masks.apply()
     log = open(log_path, "a")
@@ -359,15 +359,18 @@ def run(args) -> int:
         sparsity = per_layer_sparsity(dense, pool[:args.sensitivity_images], args.sparsity, exclude, args.cache,
                                       args.model)
     t_alloc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    start = reconstruct(dense, A.to_input(pool[:args.calibration]), sparsity, args.block, exclude=exclude,
-                        seed=args.seed)
-    t_calib = time.perf_counter() - t0
-    calibrated = compare(dense_val, run_graph(start, val_images))
-    print(f"calibrated pruning ({t_calib:.0f} s): validation landmarks {calibrated['mean_landmark_error']:.2%} "
-          f"of hand size", flush=True)
     log_path = args.output.with_suffix(".log.jsonl")
     checkpoint = args.output.with_suffix(".ckpt.pt")
+    t0 = time.perf_counter()
+    if args.resume and checkpoint.exists():  # the checkpoint holds the pruned weights
+        start, calibrated = dense, None
+    else:
+        start = reconstruct(dense, A.to_input(pool[:args.calibration]), sparsity, args.block, exclude=exclude,
+                            seed=args.seed)
+        calibrated = compare(dense_val, run_graph(start, val_images))
+        print(f"calibrated pruning ({time.perf_counter() - t0:.0f} s): validation landmarks "
+              f"{calibrated['mean_landmark_error']:.2%} of hand size", flush=True)
+    t_calib = time.perf_counter() - t0
     if not args.resume:
         log_path.unlink(missing_ok=True)
     t0 = time.perf_counter()
@@ -375,6 +378,9 @@ def run(args) -> int:
                     log_path, checkpoint, args.checkpoint_every, args.resume,
                     validation_probe(val_images, dense_val, device), args.eval_every)
     t_train = time.perf_counter() - t0
+    # every step of this model, resumed runs included: the log has one line per step
+    steps_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    t_steps = float(sum(r["seconds"] for r in steps_log))
     report_rows = ir_report(trained, args.block, exclude=exclude)
     blob = pack(trained, weights="fp16", metadata={
         "source": {"file": args.model + ".tflite", "format": "tflite"},
@@ -390,6 +396,7 @@ def run(args) -> int:
               "feature_weight": args.feature_weight, "device": str(device),
               "hardware": hardware(device), "seconds_data": t_data, "seconds_allocation": t_alloc,
               "seconds_calibration": t_calib, "seconds_training": t_train,
+              "seconds_all_steps": t_steps, "steps_logged": len(steps_log),
               "wall_seconds": time.perf_counter() - t_start, "cpu_seconds": time.process_time() - cpu_start,
               "sources": {s.name: {"split": s.split, "kind": s.kind, "licence": s.licence, "items": len(s.items)}
                           for s in sources},
@@ -401,7 +408,7 @@ def run(args) -> int:
     print(f"validation ({len(val_names)} crops of {len(val_sources)} sources never trained on): landmarks "
           f"{quality['mean_landmark_error']:.2%} of hand size (p90 {quality['p90_landmark_error']:.2%}), presence "
           f"{quality['presence_agreement']:.0%}, handedness {quality['handedness_agreement']:.0%}")
-    print(f"training {t_train:.0f} s on {report['hardware']}; wrote {args.output} ({len(blob):,} bytes), "
+    print(f"training {t_steps:.0f} s in {len(steps_log)} steps on {report['hardware']}; wrote {args.output} ({len(blob):,} bytes), "
           f"{report_path}, {log_path}")
     return 0
 

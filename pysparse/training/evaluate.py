@@ -4,8 +4,8 @@
 
 For every crop: the mean distance of the 21 landmarks (x, y) to the dense model's, as a
 fraction of hand size (the longer side of the dense landmarks' box), over the crops where
-the dense model sees a hand; and whether presence (> 0.5) and handedness (> 0.5) agree
-with the dense model's, over every crop. MediaPipe's dense `hand_landmark_lite` is added
+the dense model sees a hand; whether presence (> 0.5) agrees with the dense model's, over
+every crop; and whether handedness (> 0.5) agrees, over the crops with a hand. MediaPipe's dense `hand_landmark_lite` is added
 as the yardstick when it is installed.
 """
 from __future__ import annotations
@@ -75,6 +75,7 @@ def compare(dense: Outputs, cand: Outputs, names=None, by_source: bool = False) 
     pres = (cand.presence > 0.5) == hand
     handed = (cand.handedness > 0.5) == (dense.handedness > 0.5)
     e = err[hand] if hand.any() else err
+    handed = handed[hand] if hand.any() else handed  # which hand it is, where there is one
     q = {"crops": int(len(err)), "crops_with_hand": int(hand.sum()),
          "mean_landmark_error": float(e.mean()), "p90_landmark_error": float(np.percentile(e, 90)),
          "presence_agreement": float(pres.mean()), "handedness_agreement": float(handed.mean())}
