@@ -123,6 +123,7 @@ OPS: tuple[OpDef, ...] = (
           + (_i("edge", 0),),
           "Padding of a 4-D tensor from its own values: mirrored without repeating the border "
           "(edge=0, each pad below the axis size) or the border repeated (edge=1)."),
+    OpDef(40, "MATMUL", ("a", "b"), (), "a @ b for a [M, K] and b [K, N], either a run-time tensor."),
 )
 
 BY_NAME = {op.name: op for op in OPS}

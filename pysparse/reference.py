@@ -112,6 +112,10 @@ def fully_connected(x, weight, bias, a):
     return _act(y, a["act"]).astype(_F32)
 
 
+def matmul(a, b):
+    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(_F32)
+
+
 # -- elementwise ---------------------------------------------------------------------
 
 def _binary(fn):
@@ -349,6 +353,8 @@ def run_op(op_type: str, inputs: list, attrs: dict, out_shape: tuple | None = No
         return _BINARY[t](x, xs[1], a)
     if t == "PRELU":
         return prelu(x, xs[1], a)
+    if t == "MATMUL":
+        return matmul(x, xs[1])
     if t == "CONCAT":
         return concat(xs, a)
     if t == "SUM":
@@ -373,7 +379,7 @@ _UNARY = {
     "PAD_REFLECT": pad_reflect,
 }
 assert set(_BINARY) | set(_WITH_SHAPE) | set(_UNARY) | {
-    "CONV2D", "CONV_TRANSPOSE2D", "FULLY_CONNECTED", "PRELU", "CONCAT", "SUM"} == set(opset.BY_NAME)
+    "CONV2D", "CONV_TRANSPOSE2D", "FULLY_CONNECTED", "PRELU", "CONCAT", "SUM", "MATMUL"} == set(opset.BY_NAME)
 
 
 def _run_graph_op(graph: Graph, op: Op, values: dict) -> np.ndarray:

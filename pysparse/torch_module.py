@@ -313,6 +313,7 @@ COMPILERS = {
     "MAX": _binary(torch.maximum), "MIN": _binary(torch.minimum), "POW": _binary(torch.pow),
     "SLICE": _slice,
     "PAD_REFLECT": _pad_reflect,
+    "MATMUL": lambda g, op, a: torch.matmul,
 }
 assert set(COMPILERS) == set(opset.BY_NAME), "every op of the op set needs a torch version"
 

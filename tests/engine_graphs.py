@@ -151,6 +151,8 @@ def op_graphs() -> dict[str, Graph]:
                                 pad2_begin=3, pad2_end=2, pad3_end=2)
     gs["pad_edge"] = _single("PAD_REFLECT", [(1, 2, 3, 4)], (1, 2, 8, 5), pad2_begin=4, pad2_end=1, pad3_begin=1,
                              edge=1)
+    gs["matmul"] = _single("MATMUL", [(3, 7), (7, 9)], (3, 9))
+    gs["matmul_const_b"] = _single("MATMUL", [(4, 6)], (4, 5), [_w(r, 6, 5)])
     gs["lrn_batch2"] = _single("LRN", [(2, 6, 3, 5)], (2, 6, 3, 5), size=3, alpha=0.4)
     gs["lrn_even_beta"] = _single("LRN", [(1, 4, 3, 3)], (1, 4, 3, 3), size=2, alpha=0.5, beta=0.6)
     gs["sum_3_relu"] = _single("SUM", [(1, 3, 5, 7), (1, 3, 5, 7)], (1, 3, 5, 7), [_w(r, 1, 3, 5, 7)], act=1)

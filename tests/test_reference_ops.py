@@ -156,6 +156,11 @@ def test_pad_reflect(edge):
     close(reference.run_op("PAD_REFLECT", [x], a), theirs)
 
 
+def test_matmul():
+    a, b = randn(3, 5), randn(5, 4, seed=1)
+    close(reference.run_op("MATMUL", [a, b], {}), T(a) @ T(b))
+
+
 def test_pow():
     a, b = np.abs(randn(1, 3, 4, 5)) + 0.1, randn(1, 3, 1, 5, seed=2)
     close(reference.run_op("POW", [a, b], {}), torch.pow(T(a), T(b)))

@@ -99,6 +99,7 @@ def all_ops_graph():
     c = b.op("TRANSPOSE", [c], perm0=0, perm1=2, perm2=3, perm3=1)
     c = b.op("RESHAPE", [c], (1, int(np.prod(b.vals[c].shape))))
     c = b.op("FULLY_CONNECTED", [c, b.const(rand(10, b.vals[c].shape[1], scale=0.05)), b.const(rand(10))])
+    c = b.op("MATMUL", [b.op("TRANSPOSE", [c], perm0=1, perm1=0), c])  # [10, 10]
     sm = b.op("SOFTMAX", [c], axis=-1, beta=0.5)
     sm = b.op("ADD", [sm, b.op("LOG_SOFTMAX", [c], axis=-1)])
     mean = b.op("MEAN", [side], axes_mask=0b1110, keepdims=0)

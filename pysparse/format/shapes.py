@@ -83,6 +83,12 @@ def expected_output(op_type: str, a: dict, ins: list[tuple | None], out: tuple) 
         _need(w[1] == x[1], f"weight {w} needs K = {w[1]}, input has {x[1]}")
         _need(b is None or b == (w[0],), f"bias {b} must be ({w[0]},)")
         return (x[0], w[0])
+    if op_type == "MATMUL":
+        b = ins[1]
+        _rank(x, 2, "a")
+        _rank(b, 2, "b")
+        _need(x[1] == b[0], f"a {x} and b {b} do not multiply")
+        return (x[0], b[1])
     if op_type in _BINARY:
         return broadcast(x, ins[1])
     if op_type in _UNARY:

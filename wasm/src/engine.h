@@ -131,6 +131,7 @@ void spnn_parallel(spnn_model* model, double work, size_t n, size_t align, spnn_
 spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op);           /* CONV2D */
 spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op); /* CONV_TRANSPOSE2D */
 spnn_status spnn_prepare_fully_connected(spnn_model* m, spnn_op* op);
+spnn_status spnn_prepare_matmul(spnn_model* m, spnn_op* op);         /* both operands at run time */
 spnn_status spnn_prepare_binary(spnn_model* m, spnn_op* op);         /* ADD MUL SUB DIV MAX MIN POW */
 spnn_status spnn_prepare_unary(spnn_model* m, spnn_op* op);          /* activations */
 spnn_status spnn_prepare_prelu(spnn_model* m, spnn_op* op);

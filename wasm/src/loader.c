@@ -77,6 +77,7 @@ static const op_info op_table[SPNN_OP_MAX_CODE + 1] = {
     OP(POW, spnn_prepare_binary, 1),
     OP(SLICE, spnn_prepare_slice, 0),
     OP(PAD_REFLECT, spnn_prepare_pad_reflect, 0),
+    OP(MATMUL, spnn_prepare_matmul, 0),
 };
 
 const char* spnn_op_type_name(int code) {

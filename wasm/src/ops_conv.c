@@ -1,5 +1,5 @@
-/* CONV2D, CONV_TRANSPOSE2D and FULLY_CONNECTED: shape checks, the kernel choice and weight
- * packing at load; at run time the kernels over thread-split ranges.
+/* CONV2D, CONV_TRANSPOSE2D, FULLY_CONNECTED and MATMUL: shape checks, the kernel choice and
+ * weight packing at load; at run time the kernels over thread-split ranges.
  *
  * Kernel choice for CONV2D (docs/format.md semantics, CHW activations):
  *   1x1, stride 1, no padding, groups 1, sparse weights  -> SpMM with the file's block
@@ -13,6 +13,7 @@
 
 #include "engine.h"
 #include "kernels.h"
+#include "simd.h"
 
 #define MAX_GEOMETRY (1 << 16) /* strides, dilations, kernel sizes and pads above this are refused */
 
@@ -534,5 +535,60 @@ spnn_status spnn_prepare_fully_connected(spnn_model* m, spnn_op* op) {
     op->kernel = "gemv";
   }
   op->run = run_fc;
+  return SPNN_OK;
+}
+
+/* ---- MATMUL: a [M, K] @ b [K, N], both read at run time (rows of b in vectors) ------- */
+
+typedef struct matmul_state {
+  uint32_t m, k, n;
+  const float* a;
+  const float* b;
+  float* out;
+} matmul_state;
+
+static void matmul_task(void* ctx, size_t r_begin, size_t r_end) {
+  const matmul_state* s = (const matmul_state*)ctx;
+  for (size_t r = r_begin; r < r_end; r++) {
+    float* out = s->out + r * s->n;
+    memset(out, 0, (size_t)s->n * sizeof(float));
+    for (uint32_t k = 0; k < s->k; k++) {
+      const float av = s->a[r * s->k + k];
+      const float* b = s->b + (size_t)k * s->n;
+      const v128_t va = wasm_f32x4_splat(av);
+      uint32_t j = 0;
+      for (; j + 4 <= s->n; j += 4)
+        wasm_v128_store(out + j, wasm_f32x4_add(wasm_v128_load(out + j),
+                                                wasm_f32x4_mul(va, wasm_v128_load(b + j))));
+      for (; j < s->n; j++) out[j] += av * b[j];
+    }
+  }
+}
+
+static void run_matmul(spnn_model* m, spnn_op* op) {
+  matmul_state* s = (matmul_state*)op->state;
+  spnn_parallel(m, op->macs, s->m, 1, matmul_task, s);
+}
+
+spnn_status spnn_prepare_matmul(spnn_model* m, spnn_op* op) {
+  spnn_tensor* a = spnn_in(m, op, 0);
+  spnn_tensor* b = spnn_in(m, op, 1);
+  spnn_tensor* y = spnn_out(m, op);
+  spnn_status st;
+  if ((st = spnn_expect_ndim(m, a, 2, "a")) || (st = spnn_expect_ndim(m, b, 2, "b"))) return st;
+  if (a->dims[1] != b->dims[0])
+    return spnn_fail(m, SPNN_ERROR_FORMAT, "%s [%d, %d] and %s [%d, %d] do not multiply", a->name,
+                     a->dims[0], a->dims[1], b->name, b->dims[0], b->dims[1]);
+  int32_t want[2] = {a->dims[0], b->dims[1]};
+  if ((st = spnn_expect_dims(m, y, 2, want, "output"))) return st;
+  if ((st = spnn_use_raw(m, a)) || (st = spnn_use_raw(m, b))) return st;
+  matmul_state* s;
+  if ((st = alloc_state(m, op, sizeof *s, (void**)&s))) return st;
+  op->free_state = free;
+  *s = (matmul_state){(uint32_t)a->dims[0], (uint32_t)a->dims[1], (uint32_t)b->dims[1], a->data, b->data,
+                      y->data};
+  op->macs = (double)a->dims[0] * a->dims[1] * b->dims[1];
+  op->kernel = "matmul_rows";
+  op->run = run_matmul;
   return SPNN_OK;
 }

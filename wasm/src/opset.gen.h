@@ -49,9 +49,10 @@ enum spnn_op_code {
   SPNN_OP_POW = 37,
   SPNN_OP_SLICE = 38,
   SPNN_OP_PAD_REFLECT = 39,
+  SPNN_OP_MATMUL = 40,
 };
 
-#define SPNN_OP_MAX_CODE 39
+#define SPNN_OP_MAX_CODE 40
 
 /* CONV2D: inputs (x, weight, bias?) */
 #define SPNN_OP_CONV2D_NUM_ATTRS 10
@@ -343,5 +344,10 @@ enum spnn_op_code {
 #define SPNN_PAD_REFLECT_PAD3_BEGIN 6 /* int32 */
 #define SPNN_PAD_REFLECT_PAD3_END 7 /* int32 */
 #define SPNN_PAD_REFLECT_EDGE 8 /* int32 */
+
+/* MATMUL: inputs (a, b) */
+#define SPNN_OP_MATMUL_NUM_ATTRS 0
+#define SPNN_OP_MATMUL_MIN_INPUTS 2
+#define SPNN_OP_MATMUL_MAX_INPUTS 2
 
 #endif
