@@ -178,10 +178,17 @@ def test_matmul_constant_weight_2d_and_3d():
     assert [op.type for op in graph.ops] == ["RESHAPE", "FULLY_CONNECTED", "RESHAPE"]
 
 
-def test_matmul_of_two_activations_is_unsupported():
+def test_products_of_two_activations():
     model = make_model([node("Reshape", ["z", "shape"], ["z2"]), node("MatMul", ["x", "z2"], ["y"])],
-                       {"x": (1, 4), "z": (1, 12)}, ["y"], {"shape": np.array([4, 3], np.int64)})
-    with pytest.raises(UnsupportedOpError, match="MatMul"):
+                       {"x": (2, 4), "z": (1, 12)}, ["y"], {"shape": np.array([4, 3], np.int64)})
+    assert [o.type for o in assert_matches_ort(model).ops] == ["RESHAPE", "MATMUL"]
+    model = make_model([node("Gemm", ["x", "z", "c"], ["y"], transA=1, alpha=0.5, beta=2.0)],
+                       {"x": (4, 2), "z": (4, 3), "c": (1, 3)}, ["y"])
+    assert [o.type for o in assert_matches_ort(model).ops] == ["TRANSPOSE", "MATMUL", "MUL", "MUL", "ADD"]
+    model = make_model([node("Gemm", ["x", "z"], ["y"], transB=1)], {"x": (2, 4), "z": (3, 4)}, ["y"])
+    assert [o.type for o in assert_matches_ort(model).ops] == ["TRANSPOSE", "MATMUL"]
+    model = make_model([node("MatMul", ["x", "z"], ["y"])], {"x": (2, 2, 4), "z": (2, 4, 3)}, ["y"])
+    with pytest.raises(UnsupportedOpError, match="2-D"):
         load_onnx(model)
 
 

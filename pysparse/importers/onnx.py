@@ -455,8 +455,43 @@ class _Importer:
             if b is not None:
                 self.emit("ADD", node, [padded, self.add_const(y + "_bias", b.reshape(1, -1, 1, 1))], [self.out(y)])
 
+    def run_time_gemm(self, node, a: dict):
+        """Gemm whose B is computed at run time: MATMUL of the (transposed) operands, then
+        alpha, beta and C as elementwise ops."""
+        ops = []
+        for i, key in ((0, "transA"), (1, "transB")):
+            name = self.tensor(node.input[i])
+            if len(self.shape(name)) != 2:
+                raise self.unsupported(node, "operands must be 2-D")
+            if a.get(key, 0):
+                s = self.shape(name)
+                t = self.temp(name + "_transposed", (s[1], s[0]))
+                self.emit("TRANSPOSE", node, [name], [t], perm0=1, perm1=0)
+                name = t
+            ops.append(name)
+        y = node.output[0]
+        ys = self.inferred(y)
+        alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+        c_name = node.input[2] if len(node.input) > 2 and beta != 0.0 else ""
+        product = self.out(y) if alpha == 1.0 and not c_name else self.temp(y + "_product", ys)
+        self.emit("MATMUL", node, ops, [product])
+        if alpha != 1.0:
+            scaled = self.out(y) if not c_name else self.temp(y + "_alpha_product", ys)
+            self.emit("MUL", node, [product, self.add_const(y + "_alpha", np.array([alpha]))], [scaled])
+            product = scaled
+        if c_name:
+            c = self.tensor(c_name)
+            if beta != 1.0:
+                c_scaled = self.temp(c_name + "_scaled", self.shape(c))
+                self.emit("MUL", node, [c, self.add_const(c_name + "_beta", np.array([beta]))], [c_scaled])
+                c = c_scaled
+            self.emit("ADD", node, [product, c], [self.out(y)])
+
     def op_Gemm(self, node):
         a = self.attrs(node)
+        if not self.is_const(node.input[1]):
+            self.run_time_gemm(node, a)
+            return
         bw = self.need_const(node, 1, "B (the weight)")
         alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
         if not (np.isfinite(alpha) and np.isfinite(beta)):
@@ -495,7 +530,11 @@ class _Importer:
 
     def op_MatMul(self, node):
         if not self.is_const(node.input[1]):
-            raise self.unsupported(node, "the second operand must be a constant weight")
+            if len(self.shape(node.input[0])) != 2 or len(self.shape(node.input[1])) != 2:
+                raise self.unsupported(node, "a product of run-time tensors must be of 2-D operands")
+            self.emit("MATMUL", node, [self.tensor(node.input[0]), self.tensor(node.input[1])],
+                      [self.out(node.output[0])])
+            return
         wb = self.const(node.input[1])
         if wb.ndim != 2:
             raise self.unsupported(node, f"a {wb.ndim}-D weight; only 2-D is supported")
