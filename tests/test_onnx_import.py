@@ -317,6 +317,23 @@ def test_conv_1d_as_2d(attrs):
     assert [o.type for o in graph.ops] == ["RESHAPE", "CONV2D", "RESHAPE"]
 
 
+@pytest.mark.parametrize("attrs", [dict(pads=[1, 0, 1, 2, 1, 0]), dict(strides=[2, 1, 2], dilations=[2, 1, 1]),
+                                   dict(group=2, pads=[0, 1, 1, 0, 1, 1])])
+def test_conv_3d_over_depth_slices(attrs):
+    groups = attrs.get("group", 1)
+    model = make_model([node("Conv", ["x", "w", "b"], ["y"], **attrs)], {"x": (2, 4, 7, 6, 5)}, ["y"],
+                       {"w": rand(6, 4 // groups, 3, 2, 3), "b": rand(6, seed=2)})
+    assert_matches_ort(model)
+
+
+@pytest.mark.parametrize("op,attrs", [("MaxPool", dict(kernel_shape=[3, 2, 2], strides=[2, 1, 2], pads=[1, 0, 1, 1, 1, 0])),
+                                      ("AveragePool", dict(kernel_shape=[3, 3, 2], pads=[1, 1, 0, 1, 0, 1])),
+                                      ("AveragePool", dict(kernel_shape=[2, 2, 2], strides=[2, 2, 2],
+                                                           pads=[1, 1, 1, 0, 0, 0], count_include_pad=1))])
+def test_pool_3d_over_depth_slices(op, attrs):
+    assert_matches_ort(make_model([node(op, ["x"], ["y"], **attrs)], {"x": (2, 3, 6, 5, 7)}, ["y"]))
+
+
 @pytest.mark.parametrize("op,attrs", [("MaxPool", dict(kernel_shape=[3], strides=[2], pads=[1, 1])),
                                       ("AveragePool", dict(kernel_shape=[2], pads=[0, 1]))])
 def test_pool_1d_as_2d(op, attrs):
@@ -638,8 +655,8 @@ def test_load_model_dispatches_to_onnx(tmp_path):
 UNSUPPORTED_CASES = {
     "conv_runtime_weight": (make_model([node("Conv", ["x", "w"], ["y"])], {"x": (1, 3, 5, 5), "w": (1, 3, 3, 3)}, ["y"]),
                             "Conv", "weight must be a constant"),
-    "conv_3d": (make_model([node("Conv", ["x", "w"], ["y"])], {"x": (1, 3, 5, 5, 5)}, ["y"], {"w": rand(4, 3, 3, 3, 3)}),
-                "Conv", "3-D"),
+    "conv_4d": (make_model([node("Conv", ["x", "w"], ["y"])], {"x": (1, 3, 4, 4, 4, 4)}, ["y"],
+                           {"w": rand(4, 3, 2, 2, 2, 2)}), "Conv", "4-D"),
     "conv_transpose_groups": (make_model([node("ConvTranspose", ["x", "w"], ["y"], group=2)], {"x": (1, 4, 5, 5)}, ["y"],
                                          {"w": rand(4, 2, 3, 3)}), "ConvTranspose", "group=2"),
     "maxpool_dilated": (make_model([node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2])],

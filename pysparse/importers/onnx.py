@@ -394,13 +394,121 @@ class _Importer:
         y2 = self.temp(y + "_2d", (ys[0], ys[1], 1, ys[2]))
         return x2, a2, y2, ((1, xs[2]), (1, ys[2]))
 
+    # -- 3-D convolution and pooling as 2-D ops over depth slices -------------------------
+    # [N, C, D, H, W] is viewed as N*D images [C, H, W] (depth padded first); a 2-D op runs
+    # on them all, per depth tap of the kernel where the weights differ; the taps' depth
+    # slices (SLICE with the depth stride) are combined (SUM, MAX) and the result is
+    # turned back to [N, C', OD, OH, OW].
+
+    def attrs_3d(self, node, a: dict):
+        """(kernel, strides, dilations, pads begin, pads end) of a 3-D conv or pool node."""
+        if _str(a.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID") or a.get("ceil_mode", 0):
+            raise self.unsupported(node, "3-D with auto_pad SAME_* or ceil_mode; give explicit pads")
+        p = list(a.get("pads", [0] * 6)) if _str(a.get("auto_pad", "NOTSET")) == "NOTSET" else [0] * 6
+        return a.get("strides", [1, 1, 1]), a.get("dilations", [1, 1, 1]), p[:3], p[3:]
+
+    def depth_planes(self, node, x: str, pad_d: tuple, value: float) -> str:
+        """x [N, C, D, H, W] as [N * Dp, C, H, W], depth padded with `value`."""
+        n, c, d, h, w = self.shape(x)
+        cur = self.temp(x + "_4d", (n, c, d, h * w))
+        self.emit("RESHAPE", node, [self.tensor(x)], [cur])
+        if any(pad_d):
+            padded = self.temp(x + "_depth_padded", (n, c, d + sum(pad_d), h * w))
+            self.emit("PAD", node, [cur], [padded], pad2_begin=pad_d[0], pad2_end=pad_d[1], value=value)
+            cur, d = padded, d + sum(pad_d)
+        moved = self.temp(x + "_depth_major", (n, d, c, h * w))
+        self.emit("TRANSPOSE", node, [cur], [moved], perm1=2, perm2=1)
+        planes = self.temp(x + "_planes", (n * d, c, h, w))
+        self.emit("RESHAPE", node, [moved], [planes])
+        return planes
+
+    def depth_tap(self, node, planes: str, k: int, dd: int, sd: int, od: int) -> str:
+        """The depth slices tap k of the kernel reads, from 2-D results [N * Dp, C', OH, OW]:
+        [N, OD, C' * OH * OW]."""
+        n = self.inferred(node.output[0])[0]
+        nd, c, oh, ow = self.shape(planes)
+        rows = self.temp(f"{planes}_rows{k}", (n, nd // n, c * oh * ow))
+        self.emit("RESHAPE", node, [planes], [rows])
+        tap = self.temp(f"{planes}_tap{k}", (n, od, c * oh * ow))
+        self.emit("SLICE", node, [rows], [tap], axis=1, begin=k * dd, end=k * dd + (od - 1) * sd + 1, step=sd)
+        return tap
+
+    def from_depth(self, node, t: str) -> None:
+        """[N, OD, C' * OH * OW] back to the node's output [N, C', OD, OH, OW]."""
+        y = node.output[0]
+        n, c, od, oh, ow = self.inferred(y)
+        split = self.temp(y + "_depth_major", (n, od, c, oh * ow))
+        self.emit("RESHAPE", node, [t], [split])
+        moved = self.temp(y + "_channel_major", (n, c, od, oh * ow))
+        self.emit("TRANSPOSE", node, [split], [moved], perm1=2, perm2=1)
+        self.emit("RESHAPE", node, [moved], [self.out(y)])
+
+    def combine(self, node, kind: str, taps: list) -> str:
+        """The taps added (SUM) or their maximum (a MAX chain)."""
+        if len(taps) == 1:
+            return taps[0]
+        out = self.temp(node.output[0] + f"_{kind.lower()}", self.shape(taps[0]))
+        if kind == "SUM":
+            self.emit("SUM", node, taps, [out])
+            return out
+        cur = taps[0]
+        for k, t in enumerate(taps[1:], 1):
+            nxt = out if k == len(taps) - 1 else self.temp(f"{node.output[0]}_max{k}", self.shape(t))
+            self.emit("MAX", node, [cur, t], [nxt])
+            cur = nxt
+        return out
+
+    def conv_3d(self, node, a: dict, w: np.ndarray):
+        s, d, p0, p1 = self.attrs_3d(node, a)
+        b = self.opt_const(node, 2, "the bias")
+        od, oh, ow = self.inferred(node.output[0])[2:]
+        planes = self.depth_planes(node, node.input[0], (p0[0], p1[0]), 0.0)
+        taps = []
+        for k in range(w.shape[2]):
+            inputs = [planes, self.add_const(f"{node.input[1]}_depth{k}", w[:, :, k])]
+            if k == 0 and b is not None:
+                inputs.append(self.tensor(node.input[2]))
+            out = self.temp(f"{node.output[0]}_conv{k}", (self.shape(planes)[0], w.shape[0], oh, ow))
+            self.emit("CONV2D", node, inputs, [out], stride_h=s[1], stride_w=s[2], dilation_h=d[1],
+                      dilation_w=d[2], groups=a.get("group", 1), pad_top=p0[1], pad_left=p0[2],
+                      pad_bottom=p1[1], pad_right=p1[2])
+            taps.append(self.depth_tap(node, out, k, d[0], s[0], od))
+        self.from_depth(node, self.combine(node, "SUM", taps))
+
+    def pool_3d(self, node, a: dict, is_max: bool):
+        if any(v != 1 for v in a.get("dilations", [1, 1, 1])):
+            raise self.unsupported(node, f"dilations={a['dilations']}; only 1 is supported")
+        s, _, p0, p1 = self.attrs_3d(node, a)
+        k = a["kernel_shape"]
+        depth = self.shape(node.input[0])[2]
+        od, oh, ow = self.inferred(node.output[0])[2:]
+        planes = self.depth_planes(node, node.input[0], (p0[0], p1[0]), float("-inf") if is_max else 0.0)
+        pooled = self.temp(node.output[0] + "_pooled", (self.shape(planes)[0], self.shape(planes)[1], oh, ow))
+        extra = {} if is_max else {"count_include_pad": a.get("count_include_pad", 0)}
+        self.emit("MAX_POOL2D" if is_max else "AVG_POOL2D", node, [planes], [pooled], kernel_h=k[1],
+                  kernel_w=k[2], stride_h=s[1], stride_w=s[2], pad_top=p0[1], pad_left=p0[2],
+                  pad_bottom=p1[1], pad_right=p1[2], **extra)
+        taps = [self.depth_tap(node, pooled, j, 1, s[0], od) for j in range(k[0])]
+        out = self.combine(node, "MAX" if is_max else "SUM", taps)
+        if not is_max:  # the mean over the depth taps inside the input (or all, with count_include_pad)
+            count = np.array([k[0] if a.get("count_include_pad", 0) else
+                              sum(0 <= o * s[0] + j - p0[0] < depth for j in range(k[0])) for o in range(od)])
+            mean = self.temp(node.output[0] + "_mean", self.shape(out))
+            self.emit("MUL", node, [out, self.add_const(node.output[0] + "_depth_count",
+                                                        (1.0 / count).reshape(1, od, 1))], [mean])
+            out = mean
+        self.from_depth(node, out)
+
     def op_Conv(self, node):
         a = self.attrs(node)
         w = self.need_const(node, 1, "the weight")
-        if w.ndim not in (3, 4):
-            raise self.unsupported(node, f"{w.ndim - 2}-D convolution; only 1-D and 2-D are supported")
+        if w.ndim not in (3, 4, 5):
+            raise self.unsupported(node, f"{w.ndim - 2}-D convolution; only 1-D to 3-D are supported")
         b = self.opt_const(node, 2, "the bias")
         x, y = node.input[0], node.output[0]
+        if w.ndim == 5:
+            self.conv_3d(node, a, w)
+            return
         if w.ndim == 3:  # 1-D: a 2-D convolution with a 1 x K kernel
             x_in, a, y_out, (in_hw, out_hw) = self.lift_1d(node, a)
             weight = self.add_const(node.input[1] + "_2d", w.reshape(w.shape[0], w.shape[1], 1, w.shape[2]))
@@ -875,14 +983,21 @@ class _Importer:
             self.emit("RESHAPE", node, [y_out], [self.out(node.output[0])])
 
     def op_MaxPool(self, node):
-        if self.attrs(node).get("storage_order", 0):
+        a = self.attrs(node)
+        if a.get("storage_order", 0):
             raise self.unsupported(node, "storage_order=1")
+        if len(a["kernel_shape"]) == 3 and not (len(node.output) > 1 and node.output[1]):
+            self.pool_3d(node, a, True)
+            return
         self.pool("MAX_POOL2D", node)
 
     def op_AveragePool(self, node):
         a = self.attrs(node)
         if a.get("ceil_mode", 0):
             raise self.unsupported(node, "ceil_mode=1")
+        if len(a["kernel_shape"]) == 3:
+            self.pool_3d(node, a, False)
+            return
         self.pool("AVG_POOL2D", node, count_include_pad=a.get("count_include_pad", 0))
 
     def op_Concat(self, node):
