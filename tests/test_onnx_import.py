@@ -334,6 +334,14 @@ def test_pool_3d_over_depth_slices(op, attrs):
     assert_matches_ort(make_model([node(op, ["x"], ["y"], **attrs)], {"x": (2, 3, 6, 5, 7)}, ["y"]))
 
 
+@pytest.mark.parametrize("shape,attrs", [
+    ((2, 3, 13, 14), dict(kernel_shape=[3, 3], dilations=[2, 3], strides=[2, 3], pads=[1, 2, 2, 0])),
+    ((1, 2, 23), dict(kernel_shape=[3], dilations=[2], strides=[4], pads=[1, 1], ceil_mode=1))])
+def test_dilated_max_pool_with_strides_of_the_dilation(shape, attrs):
+    graph = assert_matches_ort(make_model([node("MaxPool", ["x"], ["y"], **attrs)], {"x": shape}, ["y"]))
+    assert "SLICE" in [o.type for o in graph.ops]
+
+
 @pytest.mark.parametrize("op,attrs", [("MaxPool", dict(kernel_shape=[3], strides=[2], pads=[1, 1])),
                                       ("AveragePool", dict(kernel_shape=[2], pads=[0, 1]))])
 def test_pool_1d_as_2d(op, attrs):

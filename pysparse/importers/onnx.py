@@ -960,12 +960,14 @@ class _Importer:
         if len(k) not in (1, 2):
             raise self.unsupported(node, f"{len(k)}-D pooling; only 1-D and 2-D are supported")
         d = a.get("dilations", [1] * len(k))
-        if any(v != 1 for v in d):
-            raise self.unsupported(node, f"dilations={d}; only 1 is supported")
+        s = a.get("strides", [1] * len(k))
+        if any(v != 1 for v in d) and (type != "MAX_POOL2D" or any(si % di for si, di in zip(s, d))):
+            raise self.unsupported(node, f"dilations={d} with strides={s}; dilated pooling needs max pooling "
+                                         "with strides that are multiples of the dilations")
         one_d = len(k) == 1
         if one_d:  # a 2-D pooling with a 1 x K window
             x_in, a, y_out, (in_hw, out_hw) = self.lift_1d(node, a)
-            k, d = a["kernel_shape"], [1, 1]
+            k, d = a["kernel_shape"], a.get("dilations", [1, 1])
         else:
             x_in, y_out = self.tensor(node.input[0]), self.out(node.output[0])
             in_hw, out_hw = self.shape(node.input[0])[2:], self.inferred(node.output[0])[2:]
@@ -975,12 +977,37 @@ class _Importer:
             # The windows that ceil mode adds read past the end: for max pooling that is extra
             # end padding (padded positions never win).
             for i, (b_key, e_key) in enumerate((("pad_top", "pad_bottom"), ("pad_left", "pad_right"))):
-                need = (out_hw[i] - 1) * s[i] + k[i] - in_hw[i] - pads[b_key]
+                need = (out_hw[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - in_hw[i] - pads[b_key]
                 pads[e_key] = max(pads[e_key], need)
+        if any(v != 1 for v in d):
+            x_in, s, pads = self.undilate(node, x_in, k, s, d, pads, out_hw)
         self.emit(type, node, [x_in], [y_out], kernel_h=k[0], kernel_w=k[1],
                   stride_h=s[0], stride_w=s[1], **pads, **extra)
         if one_d:
             self.emit("RESHAPE", node, [y_out], [self.out(node.output[0])])
+
+    def undilate(self, node, x: str, k, s, d, pads: dict, out_hw):
+        """Max pooling with dilation d and a stride s that d divides reads only every d-th
+        row and column (after the padding): those, then a plain pooling with stride s / d.
+        Returns the new input, strides and (zero) pads."""
+        xs = self.shape(x)
+        pad = {f"pad{ax}_{e}": pads[key] for ax, (b_key, e_key) in ((2, ("pad_top", "pad_bottom")),
+                                                                     (3, ("pad_left", "pad_right")))
+               for e, key in (("begin", b_key), ("end", e_key)) if pads[key]}
+        if pad:
+            padded = self.temp(x + "_padded", (xs[0], xs[1], xs[2] + pads["pad_top"] + pads["pad_bottom"],
+                                               xs[3] + pads["pad_left"] + pads["pad_right"]))
+            self.emit("PAD", node, [x], [padded], value=float("-inf"), **pad)
+            x, xs = padded, self.shape(padded)
+        for i, ax in enumerate((2, 3)):
+            if d[i] == 1:
+                continue
+            end = (out_hw[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1
+            shape = tuple(len(range(0, end, d[i])) if j == ax else v for j, v in enumerate(xs))
+            taken = self.temp(f"{x}_every{d[i]}_axis{ax}", shape)
+            self.emit("SLICE", node, [x], [taken], axis=ax, begin=0, end=end, step=d[i])
+            x, xs = taken, shape
+        return x, [si // di for si, di in zip(s, d)], {key: 0 for key in pads}
 
     def op_MaxPool(self, node):
         a = self.attrs(node)
