@@ -22,7 +22,7 @@ const isolated = globalThis.crossOriginIsolated === true;
 const threadChoices = isolated ? [1, 2, 4] : [1];
 const settings = {
   threads: Number(params.get("threads") ?? (isolated ? Math.min(2, navigator.hardwareConcurrency || 1) : 1)),
-  sparsity: Number(params.get("sparsity") ?? 87),
+  sparsity: Number(params.get("sparsity") ?? 80),
   source: params.get("source") ?? "clip",
   maxFrames: Number(params.get("frames") ?? 0),
   pace: params.get("pace") !== "0",

@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=60, help="frames per run (default 60)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--modes", nargs="+", choices=("file", "camera"), default=["file", "camera"])
-    ap.add_argument("--sparsity", type=int, choices=(70, 80, 87, 90), default=87)
+    ap.add_argument("--sparsity", type=int, choices=(70, 80, 87, 90), default=80)
     ap.add_argument("--no-mediapipe", action="store_true", help="skip the MediaPipe Hands reference")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--no-copy", action="store_true", help=f"do not copy the chart to {CHART_COPY.relative_to(ROOT)}")

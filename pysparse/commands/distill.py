@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=None, help="images per step (default: 16 on CPU, 64 on CUDA)")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--feature-weight", type=float, default=0.05, help="weight of the feature loss")
+    p.add_argument("--logit-weight", type=float, default=0.05,
+                   help="weight of the presence and handedness logits' loss")
     p.add_argument("--pool", type=int, default=None,
                    help="augmented training images (default: 6000 on CPU, 30000 on CUDA; cached)")
     p.add_argument("--calibration", type=int, default=64, help="images for calibrated pruning")
@@ -37,7 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--eval-every", type=int, default=200, metavar="STEPS",
                    help="print the validation figures every STEPS steps (0: never)")
     p.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS")
-    p.add_argument("--resume", action="store_true", help="go on from OUTPUT's checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from OUTPUT's checkpoint; --steps and --lr shape the schedule from there (a longer "
+                        "or shorter run, or a second phase with other loss weights)")
     p.add_argument("--cache", type=Path, default=assets.ROOT / "build" / "distill-cache")
     p.add_argument("--smoke", action="store_true", help="a few steps on a few images: checks the pipeline")
     p.set_defaults(func=run)

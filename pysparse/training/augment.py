@@ -139,8 +139,9 @@ def photometric(rng, out) -> np.ndarray:
 
 def framing(rng) -> tuple:
     """Scale, angle, flip and offset (fractions of the side) of one crop: mostly upright
-    hands as a tracker frames them, sometimes any angle, tighter or looser."""
-    scale = math.exp(rng.uniform(math.log(0.65), math.log(1.4)))
+    hands, sometimes any angle, framed from as tight as a tracker frames them (its region,
+    twice the palm, is about 0.7x the 1.6x-landmarks square of `find_roi`) to looser."""
+    scale = math.exp(rng.uniform(math.log(0.55), math.log(1.3)))
     angle = rng.normal(0, 25) if rng.random() < 0.8 else rng.uniform(-180, 180)
     return scale, angle, bool(rng.integers(2)), rng.normal(0, 0.08, 2)
 

@@ -32,7 +32,7 @@ from . import augment as A
 from . import sources as S
 from .evaluate import Outputs, compare
 
-POOL_VERSION = 2
+POOL_VERSION = 3
 NEGATIVE_SHARE = 0.12  # images without hands in the pool
 DRAWING_SHARE = 0.3  # of the images with hands
 
@@ -208,7 +208,7 @@ class FixedMasks:
 
 # -- the loss --------------------------------------------------------------------------------
 
-def distill_loss(s: dict, t: dict, graph, feature_weight: float, torch) -> tuple:
+def distill_loss(s: dict, t: dict, graph, feature_weight: float, torch, logit_weight: float = 0.05) -> tuple:
     """Landmarks (pixels / 224; depth weighted down), world landmarks (x10: tens of cm),
     presence and handedness logits, and features (mean squared error relative to the
     teacher's mean square, per tensor)."""
@@ -224,7 +224,7 @@ def distill_loss(s: dict, t: dict, graph, feature_weight: float, torch) -> tuple
     l_logit = sum(F.smooth_l1_loss(s[n], t[n].clamp(-12, 12), beta=1.0) for n in logits) / max(1, len(logits))
     feats = feature_tensors(graph)
     l_feat = sum(((s[n] - t[n]) ** 2).mean() / ((t[n] ** 2).mean() + 1e-6) for n in feats) / max(1, len(feats))
-    total = l_lm + 0.5 * l_world + 0.05 * l_logit + feature_weight * l_feat
+    total = l_lm + 0.5 * l_world + logit_weight * l_logit + feature_weight * l_feat
     return total, {"landmarks": l_lm.item(), "world": l_world.item(), "logits": l_logit.item(),
                    "features": l_feat.item()}
 
@@ -241,7 +241,7 @@ def batch_views(x, rng, torch):
 
 def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, seed: int, device,
           feature_weight: float, log_path: Path, checkpoint: Path, checkpoint_every: int, resume: bool,
-          probe=None, probe_every: int = 0):
+          probe=None, probe_every: int = 0, logit_weight: float = 0.05):
     """Fine-tunes the pruned graph `start` with its zeros fixed; returns the trained graph."""
     import torch
     from tqdm import tqdm
@@ -261,6 +261,7 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         student.load_state_dict(state["student"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        sched.base_lrs = [lr for _ in sched.base_lrs]  # --lr and --steps of this run shape the rest
         rng.bit_generator.state = state["rng"]
         first = state["step"]
         print(f"resumed from {checkpoint} at step {first}", flush=True)
@@ -276,7 +277,7 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         x = batch_views(x, rng, torch).contiguous(memory_format=torch.channels_last)
         target = teacher.tensors(x)
         values = student.values([x], wanted=set(target))
-        loss, parts = distill_loss(values, target, graph, feature_weight, torch)
+        loss, parts = distill_loss(values, target, graph, feature_weight, torch, logit_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -376,7 +377,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     trained = train(start, teacher, pool, args.steps, args.batch, args.lr, args.seed, device, args.feature_weight,
                     log_path, checkpoint, args.checkpoint_every, args.resume,
-                    validation_probe(val_images, dense_val, device), args.eval_every)
+                    validation_probe(val_images, dense_val, device), args.eval_every, args.logit_weight)
     t_train = time.perf_counter() - t0
     # every step of this model, resumed runs included: the log has one line per step
     steps_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
@@ -393,7 +394,7 @@ def run(args) -> int:
     report = {"model": args.model, "output": str(args.output), "bytes": len(blob), "sparsity": args.sparsity,
               "per_layer_sparsity": sparsity if isinstance(sparsity, dict) else None, "block": args.block,
               "steps": args.steps, "batch": args.batch, "pool_images": args.pool, "lr": args.lr,
-              "feature_weight": args.feature_weight, "device": str(device),
+              "feature_weight": args.feature_weight, "logit_weight": args.logit_weight, "device": str(device),
               "hardware": hardware(device), "seconds_data": t_data, "seconds_allocation": t_alloc,
               "seconds_calibration": t_calib, "seconds_training": t_train,
               "seconds_all_steps": t_steps, "steps_logged": len(steps_log),
