@@ -195,7 +195,8 @@ def plot(record: dict, out_dir: Path) -> list[Path]:
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("sparsity of pruned layers (%)")
         ax.set_ylabel("speedup over TFLite dense")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # the user's files have no TFLite-dense series
+            ax.legend(fontsize=7)
     fig.tight_layout()
     path = out_dir / "speedup.png"
     fig.savefig(path, dpi=110)
