@@ -8,10 +8,10 @@ or a background photo (docs/pruning.md lists every source and its licence).
 | source | what | package (licence) | split |
 |---|---|---|---|
 | fingerpose | one person's hand: 3 photos, 43 GIF frames | npm fingerpose 0.1.0 (MIT) | train |
-| group-photos-a | 9 hands of 11 other people in 4 group photos | npm @vladmandic/face-api 1.7.15 (MIT), sample1, 4, 5, 6 | train |
+| group-photos-a | 9 hands of other people in 4 group photos | npm @vladmandic/face-api 1.7.15 (MIT), sample1, 4, 5, 6 | train |
 | noto-emoji | 31 hand gestures x 6 skin tones, drawn | Debian fonts-noto-color-emoji (OFL 1.1) | train |
 | backgrounds | wallpapers and a portrait: images without hands | Debian gnome-backgrounds (CC BY-SA 3.0), matplotlib's grace_hopper.jpg (public domain) | train |
-| group-photos-b | 9 hands of 6 other people in 2 group photos | npm @vladmandic/face-api 1.7.15 (MIT), sample2, 3 | validation |
+| group-photos-b | 9 hands of other people in 2 other group photos | npm @vladmandic/face-api 1.7.15 (MIT), sample2, 3 | validation |
 | human-samples | 10 small, half-hidden hands in a party photo | npm @vladmandic/human 3.3.6 (MIT) | validation |
 | twemoji | 31 hand gestures x 6 skin tones in another drawing style | npm @twemoji/svg 15.0.0 (CC BY 4.0 graphics) | validation |
 | symbola | line-drawn hands and pointing hands | Debian fonts-symbola (free use) | validation |
