@@ -30,7 +30,7 @@ import numpy as np
 from .. import assets
 from . import augment as A
 from . import sources as S
-from .evaluate import Outputs, compare
+from .evaluate import Outputs, compare, module_outputs
 
 POOL_VERSION = 3
 NEGATIVE_SHARE = 0.12  # images without hands in the pool
@@ -67,13 +67,7 @@ class Teacher:
 
     def __call__(self, x: np.ndarray, batch: int = 32) -> dict:
         """Outputs as numpy arrays (landmarks [N, 21, 3], presence, handedness, world)."""
-        outs = []
-        with self.torch.no_grad():
-            for i in range(0, len(x), batch):
-                xb = self.torch.from_numpy(x[i:i + batch]).to(self.device).contiguous(
-                    memory_format=self.torch.channels_last)
-                outs.append([y.cpu().numpy() for y in self.module(xb)])
-        return Outputs.from_arrays([np.concatenate(o) for o in zip(*outs)]).as_dict()
+        return module_outputs(self.module, x, batch, self.device).as_dict()
 
 
 def feature_tensors(graph) -> list[str]:
@@ -304,15 +298,8 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
 
 def validation_probe(images: np.ndarray, dense_out: Outputs, device):
     """The student's agreement with the teacher on the validation crops (torch, float32)."""
-    import torch
-
     def probe(module) -> str:
-        outs = []
-        with torch.no_grad():
-            for i in range(0, len(images), 32):
-                xb = torch.from_numpy(A.to_input(images[i:i + 32])).to(device)
-                outs.append([y.cpu().numpy() for y in module(xb)])
-        q = compare(dense_out, Outputs.from_arrays([np.concatenate(o) for o in zip(*outs)]))
+        q = compare(dense_out, module_outputs(module, A.to_input(images), 32, device))
         return (f"validation: landmarks {q['mean_landmark_error']:.2%} of hand size (p90 "
                 f"{q['p90_landmark_error']:.2%}), presence {q['presence_agreement']:.0%}, "
                 f"handedness {q['handedness_agreement']:.0%}")

@@ -39,25 +39,31 @@ class Outputs:
                 "handedness": self.handedness[:, None], "world": self.world}
 
 
+def module_outputs(module, x: np.ndarray, batch: int = 32, device=None) -> Outputs:
+    """A torch hand landmark module run on float NCHW inputs `x`, `batch` at a time."""
+    import torch
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            xb = torch.from_numpy(x[i:i + batch])
+            if device is not None:
+                xb = xb.to(device).contiguous(memory_format=torch.channels_last)
+            outs.append([y.cpu().numpy() for y in module(xb)])
+    return Outputs.from_arrays([np.concatenate(o) for o in zip(*outs)])
+
+
 def run_graph(graph, images: np.ndarray, batch: int = 16) -> Outputs:
     """A hand landmark graph on uint8 crops [N, 224, 224, 3]: torch when installed (held to the
     numpy reference within 1e-4 by the tests), else the numpy reference."""
     x = A.to_input(images)
     try:
-        import torch
-
         from ..torch_module import GraphModule
     except ImportError:
         from .. import reference
         name = graph.inputs[0]
         outs = [[reference.run(graph, {name: x[i:i + 1]})[o] for o in graph.outputs] for i in range(len(x))]
         return Outputs.from_arrays([np.concatenate(o) for o in zip(*outs)])
-    module = GraphModule(graph).eval()
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            outs.append([y.numpy() for y in module(torch.from_numpy(x[i:i + batch]))])
-    return Outputs.from_arrays([np.concatenate(o) for o in zip(*outs)])
+    return module_outputs(GraphModule(graph).eval(), x, batch)
 
 
 def landmark_error(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
