@@ -317,3 +317,35 @@ def test_thread_counts_bit_identical():
     for o in outs[1:]:
         assert np.array_equal(o, outs[0])
     assert close(outs[0], reference.run(g, {"x0": x})["y"])
+
+
+@pytest.mark.parametrize("batch", [2, 3])
+@pytest.mark.parametrize("layer", ["sparse_1x1_large", "sparse_1x1_small", "dense_1x1_large",
+                                   "dense_1x1_small", "depthwise", "conv_3x3"])
+def test_batch_equals_its_images_on_every_thread_count(layer, batch):
+    """Image k of a batch gives the bits of the batch-1 model on image k, whether the
+    threads split each image (batch 3 on 2 threads) or take whole images (batch 2)."""
+    r = np.random.default_rng(11)
+    cin, cout, k, groups, zero, hw = {
+        "sparse_1x1_large": (48, 64, 1, 1, 0.8, 19),   # 361 pixels: split by pixels
+        "sparse_1x1_small": (64, 96, 1, 1, 0.8, 7),    # 49 pixels: split by channel parts
+        "dense_1x1_large": (24, 40, 1, 1, 0.0, 19),
+        "dense_1x1_small": (64, 96, 1, 1, 0.0, 7),
+        "depthwise": (32, 32, 3, 32, 0.0, 17),
+        "conv_3x3": (3, 16, 3, 1, 0.0, 23),
+    }[layer]
+    consts = [eg._w(r, cout, cin // groups, k, k, zero=zero), eg._w(r, cout)]
+    pad = k // 2
+
+    def graph(n):
+        return eg._single("CONV2D", [(n, cin, hw, hw)], (n, cout, hw, hw), consts, groups=groups,
+                          stride_h=1, stride_w=1, dilation_h=1, dilation_w=1,
+                          pad_top=pad, pad_left=pad, pad_bottom=pad, pad_right=pad, act=1)
+    images = r.standard_normal((batch, cin, hw, hw)).astype(np.float32)
+    sparse = True if zero else None
+    with NativeModel(pack(graph(1), sparse=sparse), threads=1) as one:
+        want = np.concatenate([one.run([images[i:i + 1]])[0] for i in range(batch)])
+    with NativeModel(pack(graph(batch), sparse=sparse), threads=4) as many:
+        for t in (1, 2, 3, 4):
+            many.set_threads(t)
+            assert np.array_equal(many.run([images])[0], want), f"{t} threads"

@@ -6,7 +6,7 @@
  *   1x1, stride 1, no padding, groups 1, dense weights   -> GEMM
  *   depthwise (groups == Cin == Cout)                     -> depthwise kernel
  *   anything else                                         -> KxK convolution (im2col + GEMM)
- * A batch of N images runs image by image on the same packed weights.
+ * A batch of N images is one job over N x (one image's units), on the same packed weights.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -35,12 +35,11 @@ typedef struct conv_state {
   spnn_dwconv_shape ds;
   spnn_dwconv_ukernel dw;
   uint32_t rows, cols;
-  const float* in;  /* the image being run */
-  float* out;
   const float* batch_in; /* image 0; a batch is N CHW images one after another */
   float* batch_out;
-  uint32_t batch;
+  size_t batch;
   size_t in_image, out_image; /* floats per image */
+  size_t units, align; /* the thread-split units of one image, and their alignment */
   float* scratch;
   float lo, hi;
   /* channel parts (0: split pixels): rows [part_row[k], part_row[k + 1]) */
@@ -58,59 +57,66 @@ static void free_conv(void* p) {
   free(s);
 }
 
-static void spmm_task(void* ctx, size_t b, size_t e) {
-  conv_state* s = (conv_state*)ctx;
-  spnn_spmm_run(&s->spmm, b, e, s->in, s->out, s->lo, s->hi);
-}
-static void gemm_task(void* ctx, size_t b, size_t e) {
-  conv_state* s = (conv_state*)ctx;
-  size_t p = s->cs.out_h * (size_t)s->cs.out_w;
-  spnn_gemm_run(s->rows, s->cols, s->packed, b, e, s->in, p, s->out, p, s->lo, s->hi);
-}
-static void spmm_parts_task(void* ctx, size_t b, size_t e) {
-  conv_state* s = (conv_state*)ctx;
-  size_t p = s->cs.out_h * (size_t)s->cs.out_w;
-  for (size_t k = b; k < e; k++)
-    spnn_spmm_run(&s->part_spmm[k], 0, p, s->in, s->out + s->part_row[k] * p, s->lo, s->hi);
-}
-static void gemm_parts_task(void* ctx, size_t b, size_t e) {
-  conv_state* s = (conv_state*)ctx;
-  size_t p = s->cs.out_h * (size_t)s->cs.out_w;
-  for (size_t k = b; k < e; k++)
-    spnn_gemm_run(s->part_row[k + 1] - s->part_row[k], s->cols, s->part_packed[k], 0, p, s->in, p,
-                  s->out + s->part_row[k] * p, p, s->lo, s->hi);
-}
-static void dw_task(void* ctx, size_t b, size_t e) {
-  conv_state* s = (conv_state*)ctx;
-  s->dw(&s->ds, b, e, s->in, s->packed, s->out, s->lo, s->hi);
-}
-static void kxk_task(void* ctx, size_t b, size_t e) {
-  conv_state* s = (conv_state*)ctx;
-  spnn_conv_run(&s->cs, s->packed, b, e, s->in, s->scratch, s->out, s->lo, s->hi);
-}
-
-/* One image of the batch: the packed weights serve every image. */
-static void run_conv_image(spnn_model* m, conv_state* s, double macs) {
-  size_t pixels = s->cs.out_h * (size_t)s->cs.out_w;
+/* The kernel over units [b, e) of image n: pixels (SpMM, GEMM, KxK), channels (depthwise)
+ * or channel parts (1x1 layers on small planes). */
+static void conv_units(conv_state* s, size_t n, size_t b, size_t e) {
+  const float* in = s->batch_in + n * s->in_image;
+  float* out = s->batch_out + n * s->out_image;
+  const size_t p = s->cs.out_h * (size_t)s->cs.out_w;
   if (s->parts) {
-    spnn_parallel(m, macs, s->parts, 1, s->kind == CONV_SPMM ? spmm_parts_task : gemm_parts_task, s);
+    for (size_t k = b; k < e; k++) {
+      float* part_out = out + s->part_row[k] * p;
+      if (s->kind == CONV_SPMM)
+        spnn_spmm_run(&s->part_spmm[k], 0, p, in, part_out, s->lo, s->hi);
+      else
+        spnn_gemm_run(s->part_row[k + 1] - s->part_row[k], s->cols, s->part_packed[k], 0, p, in,
+                      p, part_out, p, s->lo, s->hi);
+    }
     return;
   }
   switch (s->kind) {
-    case CONV_SPMM: spnn_parallel(m, macs, pixels, 32, spmm_task, s); break;
-    case CONV_GEMM: spnn_parallel(m, macs, pixels, 32, gemm_task, s); break;
-    case CONV_DW: spnn_parallel(m, macs, s->ds.channels, 1, dw_task, s); break;
-    default: spnn_parallel(m, macs, pixels, 32, kxk_task, s); break;
+    case CONV_SPMM: spnn_spmm_run(&s->spmm, b, e, in, out, s->lo, s->hi); break;
+    case CONV_GEMM: spnn_gemm_run(s->rows, s->cols, s->packed, b, e, in, p, out, p, s->lo, s->hi); break;
+    case CONV_DW: s->dw(&s->ds, b, e, in, s->packed, out, s->lo, s->hi); break;
+    default: spnn_conv_run(&s->cs, s->packed, b, e, in, s->scratch, out, s->lo, s->hi); break;
   }
 }
 
+/* A task's range is of the batch seen as one run of batch x units, so it may end in
+ * another image than it starts in. */
+static void conv_task(void* ctx, size_t b, size_t e) {
+  conv_state* s = (conv_state*)ctx;
+  for (size_t n = b / s->units; n < s->batch && n * s->units < e; n++) {
+    const size_t first = n * s->units;
+    conv_units(s, n, b > first ? b - first : 0, (e < first + s->units ? e : first + s->units) - first);
+  }
+}
+
+/* The task of one image of a KxK convolution, whose im2col scratch holds one image. */
+typedef struct kxk_image {
+  conv_state* s;
+  size_t n;
+} kxk_image;
+static void kxk_task(void* ctx, size_t b, size_t e) {
+  const kxk_image* k = (const kxk_image*)ctx;
+  conv_units(k->s, k->n, b, e);
+}
+
+/* One parallel job over the whole batch: the packed weights serve every image, and when the
+ * images divide evenly between the threads each thread takes whole images (no thread
+ * shares a plane, one sync point per layer however large the batch). KxK convolutions run
+ * image by image: their scratch holds one image's columns. */
 static void run_conv(spnn_model* m, spnn_op* op) {
   conv_state* s = (conv_state*)op->state;
-  for (uint32_t n = 0; n < s->batch; n++) {
-    s->in = s->batch_in + n * s->in_image;
-    s->out = s->batch_out + n * s->out_image;
-    run_conv_image(m, s, op->macs / s->batch);
+  if (s->kind == CONV_KXK) {
+    for (size_t n = 0; n < s->batch; n++) {
+      kxk_image k = {s, n};
+      spnn_parallel(m, op->macs / s->batch, s->units, s->align, kxk_task, &k);
+    }
+    return;
   }
+  const int by_image = s->batch > 1 && m->num_threads > 1 && s->batch % (size_t)m->num_threads == 0;
+  spnn_parallel(m, op->macs, s->batch * s->units, by_image ? s->units : s->align, conv_task, s);
 }
 
 static spnn_status check_range(spnn_model* m, const char* what, int32_t v, int32_t lo) {
@@ -247,9 +253,9 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
   conv_state* s;
   if ((st = alloc_state(m, op, sizeof *s, (void**)&s))) return st;
   op->free_state = free_conv;
-  s->in = s->batch_in = x->data;
-  s->out = s->batch_out = y->data;
-  s->batch = (uint32_t)x->dims[0];
+  s->batch_in = x->data;
+  s->batch_out = y->data;
+  s->batch = (size_t)x->dims[0];
   s->in_image = x->count / s->batch;
   s->out_image = y->count / s->batch;
   s->lo = lo;
@@ -322,6 +328,8 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
   }
   op->state_bytes = bytes;
   op->macs *= s->batch;
+  s->units = s->parts ? s->parts : s->kind == CONV_DW ? s->ds.channels : pixels;
+  s->align = s->parts || s->kind == CONV_DW ? 1 : 32;
   op->run = run_conv;
   return SPNN_OK;
 }
