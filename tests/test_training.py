@@ -158,3 +158,23 @@ def test_distill_smoke_and_evaluate_commands(tmp_path, capsys, lite):
     assert same["mean_landmark_error"] == 0 and same["presence_agreement"] == 1
     assert q[str(out)]["crops"] == 3
     assert "mean landmark error" in capsys.readouterr().out
+
+
+def test_calibration_uses_framed_hands_for_hand_landmark_models_only(lite, monkeypatch):
+    """`prune --calibrate` without --images: hand crops of the training sources for a hand
+    landmark model (made like the distillation pool), the photos for any other model."""
+    from pathlib import Path
+
+    from pysparse.commands.prune import hand_crops
+    from pysparse.training import distill
+    assert hand_crops(Path("palm_detection_full.tflite"), lite, 4) is None
+    assert hand_crops(Path("my_classifier.onnx"), lite, 4) is None
+    made = {}
+
+    def pool(teacher, train, n, seed, progress=True):
+        made.update(n=n, sources={s.split for s in train})
+        return np.full((n, A.SIZE, A.SIZE, 3), 255, np.uint8), ["no hand"] * n
+    monkeypatch.setattr(distill, "build_pool", pool)
+    x = hand_crops(Path("models/hand_landmark_lite.tflite"), lite, 5)
+    assert made == {"n": 5, "sources": {"train"}}
+    assert x.shape == (5, 3, A.SIZE, A.SIZE) and x.dtype == np.float32 and float(x.max()) == 1.0

@@ -30,9 +30,11 @@ def add_parser(sub) -> None:
                    help="choose the zeros from activations on calibration images and refit the kept weights "
                         "by least squares, layer by layer (much closer to the dense model; needs torch)")
     p.add_argument("--images", type=Path, nargs="+", default=None,
-                   help="calibration photos (default: the hand photos of pysparse.assets)")
+                   help="calibration photos (default: for a hand landmark model, hands framed as the tracker "
+                        "frames them, from the training sources of `pysparse distill`; else the hand photos "
+                        "of pysparse.assets)")
     p.add_argument("--calibration-size", type=int, default=64,
-                   help="calibration inputs cut from the photos (default 64)")
+                   help="calibration inputs (default 64)")
     p.set_defaults(func=run)
 
 
@@ -53,6 +55,24 @@ def load_any(path: Path):
         source = {"file": path.name, "sha256": sha256_file(path), "bytes": len(data),
                   "format": SOURCE_FORMATS.get(path.suffix.lower(), path.suffix.lstrip("."))}
     return optimize(graph), source
+
+
+def hand_crops(path: Path, graph, count: int):
+    """Calibration inputs for a hand landmark model: `count` augmented hand crops (and images
+    without hands) of the distillation training sources, framed as the tracker frames hands
+    (docs/pruning.md: they calibrate far better than whole photos). None for other models, or
+    when the sources are not installed."""
+    from ..modelinfo import info_for
+    if info_for(path).get("task") != "hand_landmark":
+        return None
+    from ..training import augment, distill, sources
+    try:
+        train = sources.train_sources()
+    except (FileNotFoundError, OSError) as e:
+        print(f"calibrating on photos: the hand image sources are not installed ({e})")
+        return None
+    images, _ = distill.build_pool(distill.Teacher(graph), train, count, seed=0)
+    return augment.to_input(images)
 
 
 def run(args) -> int:
@@ -79,8 +99,10 @@ def run(args) -> int:
             raise ValueError("--calibrate prunes each layer to the sparsity: use it with --scope layer")
         if args.calibration_size < 1:
             raise ValueError(f"--calibration-size must be >= 1, got {args.calibration_size}")
-        photos = args.images or [assets.photo_path(n) for n in assets.PHOTOS]
-        inputs = photo_inputs(graph, photos, args.calibration_size)
+        inputs = hand_crops(args.model, graph, args.calibration_size) if not args.images else None
+        if inputs is None:
+            photos = args.images or [assets.photo_path(n) for n in assets.PHOTOS]
+            inputs = photo_inputs(graph, photos, args.calibration_size)
         pruned = reconstruct(graph, inputs, args.sparsity, args.block, **rule)
         method = "calibrated one-shot (activation-aware masks, least-squares refit)"
     else:

@@ -196,12 +196,15 @@ def backgrounds() -> Source:
     return s
 
 
-def all_sources() -> list[Source]:
+def train_sources() -> list[Source]:
     return [fingerpose(), group_photos("group-photos-a", "train", ("sample1.jpg", "sample4.jpg", "sample5.jpg",
                                                                   "sample6.jpg")),
-            noto_emoji(), backgrounds(),
-            group_photos("group-photos-b", "validation", ("sample2.jpg", "sample3.jpg")),
-            human_samples(), twemoji(), symbola()]
+            noto_emoji(), backgrounds()]
+
+
+def all_sources() -> list[Source]:
+    return train_sources() + [group_photos("group-photos-b", "validation", ("sample2.jpg", "sample3.jpg")),
+                              human_samples(), twemoji(), symbola()]
 
 
 def split(sources: list[Source], which: str) -> list[Source]:
