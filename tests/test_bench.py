@@ -120,6 +120,21 @@ def test_sessions_split_by_pruning_block_with_the_dense_files_in_the_first_and_o
                    ("b", sorted(dense + b1)), ("b", sorted(b4))]
 
 
+def test_users_files_share_pages_up_to_a_memory_budget(tmp_path, monkeypatch):
+    """The user's files go into as few pages as fit PAGE_FILE_BYTES each, in their order; a
+    file larger than that gets a page of its own (every model of a page shares one heap)."""
+    from pysparse.bench import suite
+    from pysparse.bench.runtimes import Artifact
+    monkeypatch.setattr(suite, "PAGE_FILE_BYTES", 100)
+    arts = []
+    for name, size in (("a", 40), ("b", 50), ("c", 20), ("big", 300), ("d", 10)):
+        (tmp_path / name).write_bytes(b"x" * size)
+        arts.append(Artifact("your files", "pysparse", 0.0, 1, tmp_path / name, (1, 3, 8, 8), name,
+                             notes={"source": name}))
+    pages = [[a.label for a in mine] for _, mine in suite.sessions_of(arts)]
+    assert pages == [["a", "b"], ["c"], ["big"], ["d"]]
+
+
 @pytest.mark.slow
 def test_users_own_files_share_one_session(tmp_path):
     if not Path("/usr/bin/chromium").exists():

@@ -20,6 +20,25 @@ def configs_for(artifacts, threads: int) -> list[dict]:
              "input_shape": list(a.input_shape)} for a in artifacts]
 
 
+# The files one page holds at most: every model of a page shares its engine's 2 GiB heap,
+# which a large dense model fills about three times over (file, packed weights, arena).
+PAGE_FILE_BYTES = 256 << 20
+
+
+def by_memory(artifacts) -> list[list]:
+    """The artifacts in order, cut into pages of at most PAGE_FILE_BYTES of files (a larger
+    file gets a page of its own)."""
+    pages, size = [[]], 0
+    for a in artifacts:
+        n = a.path.stat().st_size
+        if pages[-1] and size + n > PAGE_FILE_BYTES:
+            pages.append([])
+            size = 0
+        pages[-1].append(a)
+        size += n
+    return pages
+
+
 def sessions_of(artifacts) -> list[tuple[str, list]]:
     """The browser sessions of one thread count: per model, one per pruning block for
     pysparse and TFLite, the dense files in the first, and onnxruntime-web in a page of its
@@ -30,8 +49,8 @@ def sessions_of(artifacts) -> list[tuple[str, list]]:
     out = []
     for model in dict.fromkeys(a.model for a in artifacts):
         mine = [a for a in artifacts if a.model == model and a.system != "ort"]
-        if all(a.notes.get("source") for a in mine):  # the user's files: one session, as given
-            out.append((model, mine))
+        if all(a.notes.get("source") for a in mine):  # the user's files, as given
+            out.extend((model, group) for group in by_memory(mine))
             continue
         blocks = list(dict.fromkeys(a.block for a in mine if a.sparsity > 0)) or [1]
         for k, b in enumerate(blocks):
