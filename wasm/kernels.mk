@@ -8,7 +8,8 @@
 #   bench-kernels  builds bench_kernels.js (+ relaxed) and runs pysparse/bench/kernels.py:
 #                  table on stdout, JSON and PNG under ../build/bench/
 #   bench-kernels-ab   the working tree's SpMM/GEMM kernels against BASELINE's (see below)
-#   bench-dwconv-ab    the working tree's depthwise kernels against BASELINE's (see below)
+#   bench-dwconv-ab    the working tree's depthwise and KxK convolution kernels against
+#                  BASELINE's (see below)
 #   bench-kernels-native  the simd128 wasm build against a native x86 build of the same
 #                  sources (SIMDe, 128-bit vectors), alternating in one benchmark run
 
@@ -125,18 +126,21 @@ endif
 # BASELINE's, alternating round by round in one binary on the plane sizes of MobileNet-style
 # models (simd128; both take the working tree's packed weights). DW_ROUNDS rounds per shape.
 KBASE_DW_RENAME := $(foreach f,dwconv_packed_bytes dwconv_pack dwconv_select f32_dwconv_generic \
-                     f32_dwconv_3x3s1 f32_dwconv_3x3s2 f32_dwconv_5x5s1 f32_dwconv_5x5s2,\
-                     -Dspnn_$(f)=base_spnn_$(f))
+                     f32_dwconv_3x3s1 f32_dwconv_3x3s2 f32_dwconv_5x5s1 f32_dwconv_5x5s2 \
+                     conv_packed_bytes conv_pack conv_scratch_bytes conv_run gemm_packed_bytes \
+                     gemm_pack gemm_run,-Dspnn_$(f)=base_spnn_$(f))
+KBASE_DW_SRCS := dwconv.c conv.c gemm.c
 # the Node the kernel benchmark runs on (pysparse/bench/kernels.py decides)
 BENCH_NODE = $(shell cd $(KROOT) && $(PYTHON) -m pysparse.bench.kernels --which-node)
 DW_ROUNDS ?= 41
 bench-dwconv-ab:
 	$(KBASE_CHECKOUT)
-	cd $(KBASE)/wasm && $(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KBASE_DW_RENAME) -c \
-	  src/kernels/dwconv.c -o dwconv_base.o
+	cd $(KBASE)/wasm && for f in $(KBASE_DW_SRCS:.c=); do \
+	  $(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KBASE_DW_RENAME) -c src/kernels/$$f.c \
+	    -o $${f}_base.o || exit 1; done
 	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 -DSPNN_BENCH_BASELINE $(KERNEL_EM_LINK) \
-	  tests/dwconv_bench.c src/kernels/dwconv.c $(KBASE)/wasm/dwconv_base.o \
-	  -o $(KBUILD)/dwconv_bench_ab.js
+	  tests/dwconv_bench.c $(addprefix src/kernels/,$(KBASE_DW_SRCS)) \
+	  $(addprefix $(KBASE)/wasm/,$(KBASE_DW_SRCS:.c=_base.o)) -o $(KBUILD)/dwconv_bench_ab.js
 	$(BENCH_NODE) $(KBUILD)/dwconv_bench_ab.js $(DW_ROUNDS)
 
 # bench-kernels-native: the same kernel sources compiled for this CPU (SIMDe maps each wasm

@@ -1,4 +1,5 @@
-/* Times the depthwise kernels on the plane sizes of MobileNet-style models (one thread).
+/* Times the depthwise kernels on the plane sizes of MobileNet-style models, and the KxK
+ * convolution on first-layer shapes (one thread).
  *
  *   make -C wasm bench-dwconv-ab [BASELINE=REV]   (builds it and runs it on the benchmark Node)
  *
@@ -15,6 +16,9 @@
 
 #ifdef SPNN_BENCH_BASELINE
 spnn_dwconv_ukernel base_spnn_dwconv_select(const spnn_dwconv_shape* s);
+void base_spnn_conv_run(const spnn_conv_shape* s, const void* packed, size_t pixel_begin,
+                        size_t pixel_end, const float* input, float* scratch, float* output,
+                        float out_min, float out_max);
 #define NUM_SYSTEMS 2
 #else
 #define NUM_SYSTEMS 1
@@ -98,6 +102,57 @@ int main(int argc, char** argv) {
     free(o);
     free(w);
     free(b);
+    free(packed);
+  }
+  /* KxK convolutions: first layers (3 input channels, 3x3 stride 2, TF SAME padding) */
+  static const unsigned convs[][3] = {{224, 32, 0}, {256, 24, 0}, {192, 32, 0}};
+  for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) {
+    const unsigned h = convs[i][0], cout = convs[i][1], out = h / 2;
+    spnn_conv_shape s = {3, h, h, cout, out, out, 3, 3, 2, 2, 1, 1, 0, 0, 1};
+    const size_t in_n = (size_t)3 * h * h + 64, out_n = (size_t)cout * out * out + 64;
+    float* in = (float*)aligned_alloc(64, in_n * sizeof(float));
+    float* o = (float*)aligned_alloc(64, out_n * sizeof(float));
+    float* w = (float*)malloc((size_t)cout * 27 * sizeof(float));
+    float* scratch = (float*)aligned_alloc(64, (spnn_conv_scratch_bytes(&s) + 63) & ~(size_t)63);
+    void* packed = aligned_alloc(64, (spnn_conv_packed_bytes(&s) + 63) & ~(size_t)63);
+    for (size_t j = 0; j < in_n; j++) in[j] = (float)((j * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    for (size_t j = 0; j < (size_t)cout * 27; j++) w[j] = (float)(j % 7) * 0.1f - 0.3f;
+    spnn_conv_pack(&s, w, NULL, packed);
+    const size_t pixels = (size_t)out * out;
+    int reps = 1;
+    for (;;) {
+      double t0 = now_us();
+      for (int r = 0; r < reps; r++) spnn_conv_run(&s, packed, 0, pixels, in, scratch, o, 0.0f, 6.0f);
+      if (now_us() - t0 > 300 || reps > 1 << 20) break;
+      reps *= 2;
+    }
+    for (int r = 0; r < rounds; r++) {
+      for (int k = 0; k < NUM_SYSTEMS; k++) {
+        double t0 = now_us();
+        for (int q = 0; q < reps; q++) {
+          if (k == 0) spnn_conv_run(&s, packed, 0, pixels, in, scratch, o, 0.0f, 6.0f);
+#ifdef SPNN_BENCH_BASELINE
+          else base_spnn_conv_run(&s, packed, 0, pixels, in, scratch, o, 0.0f, 6.0f);
+#endif
+        }
+        times[k][r] = (now_us() - t0) / reps;
+      }
+    }
+    for (int k = 0; k < NUM_SYSTEMS; k++) qsort(times[k], (size_t)rounds, sizeof(double), cmp_double);
+    const double macs = (double)pixels * cout * 27;
+    printf("conv 3x%ux%u->%u k3 s2  best %8.1f us  median %8.1f us  %5.2f GMAC/s", h, h, cout,
+           times[0][0], times[0][rounds / 2], macs / times[0][0] / 1e3);
+    if (NUM_SYSTEMS > 1) {
+      printf("  | baseline best %8.1f median %8.1f  speed-up best %.2fx median %.2fx",
+             times[NUM_SYSTEMS - 1][0], times[NUM_SYSTEMS - 1][rounds / 2],
+             times[NUM_SYSTEMS - 1][0] / times[0][0],
+             times[NUM_SYSTEMS - 1][rounds / 2] / times[0][rounds / 2]);
+    }
+    printf("\n");
+    free(in);
+    free(o);
+    free(w);
+    free(scratch);
     free(packed);
   }
   return 0;
