@@ -11,16 +11,17 @@
 //                        (repeatable: each build's variants alternate too)
 //     --layers K         per-op table of the K slowest ops (profiling on; adds overhead)
 //     --by-kernel        per-kernel totals (profiling on)
+//     --json OUT         also write the medians (whole runs and, when profiling, per op) as JSON
 //
 // Rounds alternate builds and thread counts so a busy machine slows all of them alike; the
 // speed-up is printed as the ratio of the medians and as the median of per-round ratios.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { load } from '../../web/pysparse.mjs';
 
 const argv = process.argv.slice(2);
-const opt = { threads: 2, runs: 41, input: null, builds: [], variants: [], layers: 0, byKernel: false };
+const opt = { threads: 2, runs: 41, input: null, builds: [], variants: [], layers: 0, byKernel: false, json: null };
 const modelPath = argv.shift();
 while (argv.length) {
   const a = argv.shift();
@@ -31,6 +32,7 @@ while (argv.length) {
   else if (a === '--variant') opt.variants.push(argv.shift());
   else if (a === '--layers') opt.layers = Number(argv.shift());
   else if (a === '--by-kernel') opt.byKernel = true;
+  else if (a === '--json') opt.json = argv.shift();
   else throw new Error(`unknown option ${a}`);
 }
 if (!modelPath) throw new Error('usage: profile_model.mjs MODEL.spnn [options]');
@@ -138,6 +140,17 @@ if (profiling) {
       }
     }
   }
+}
+if (opt.json) {
+  const report = models.map(({ name }, b) => {
+    const threads = {};
+    for (let t = 1; t <= opt.threads; t++) {
+      threads[t] = { median_ms: median(times[b][t]), best_ms: Math.min(...times[b][t]) };
+      if (profiling) threads[t].op_ms = names[b].map((_, i) => median(ops[b][t].map((run) => run[i])) / 1000);
+    }
+    return { build: name, runs: opt.runs, ops: names[b], threads };
+  });
+  writeFileSync(opt.json, JSON.stringify({ model: modelPath, builds: report }, null, 1));
 }
 for (const { model } of models) model.dispose();
 process.exit(0);
