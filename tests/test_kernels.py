@@ -304,9 +304,11 @@ def dwconv_cases(seed=5) -> list[Case]:
     specs += [(7, 7, 1, 1, 1, 1, 10, 12, (3, 3, 3, 3)), (3, 5, 1, 2, 1, 1, 9, 11, (1, 2, 1, 2)),
               (3, 3, 1, 1, 2, 2, 9, 9, (2, 2, 2, 2)), (1, 1, 2, 2, 1, 1, 6, 7, (0, 0, 0, 0)),
               (3, 3, 3, 3, 1, 1, 13, 13, (1, 1, 1, 1))]
+    # mode 0: the selected kernel over channel ranges; 1: the generic kernel; 2: bands of
+    # output rows over every channel (spnn_f32_dwconv_rows)
     for kh, kw, sh, sw, dh, dw, h, w, (pt, pl, pb, pr) in specs:
-        for generic in (0, 1):
-            if generic and h * w >= 4096:
+        for mode in (0, 1, 2):
+            if mode == 1 and h * w >= 4096:
                 continue
             c = int(rng.integers(1, 6))
             oh, ow = out_size(h, kh, sh, dh, pt, pb), out_size(w, kw, sw, dw, pl, pr)
@@ -318,13 +320,14 @@ def dwconv_cases(seed=5) -> list[Case]:
             attrs = dict(stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw, pad_top=pt,
                          pad_left=pl, pad_bottom=pb, pad_right=pr, groups=c, act=act)
             y, m = conv_ref(x, wt, bias, attrs)
-            params = [c, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, generic]
+            params = [c, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, mode]
+            units = oh if mode == 2 else c
             cases.append(Case(KIND_DWCONV, params,
                               [wt.reshape(-1), bias if bias is not None else np.zeros(0, np.float32),
                                x.reshape(-1)],
-                              splits(c, rng, int(rng.integers(1, 4))), lo, hi, y, m,
-                              f"dwconv c={c} {h}x{w} k={kh}x{kw} s={sh},{sw} d={dh},{dw} "
-                              f"pad={pt},{pl},{pb},{pr} generic={generic}"))
+                              splits(units, rng, int(rng.integers(1, 5 if mode == 2 else 4))), lo, hi,
+                              y, m, f"dwconv c={c} {h}x{w} k={kh}x{kw} s={sh},{sw} d={dh},{dw} "
+                              f"pad={pt},{pl},{pb},{pr} mode={mode}"))
     return cases
 
 

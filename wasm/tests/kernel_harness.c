@@ -98,6 +98,7 @@ typedef struct prepared {
   spnn_conv_shape conv;
   spnn_dwconv_shape dw;
   spnn_dwconv_ukernel dw_kernel;
+  int dw_rows; /* ranges are output rows of every channel (spnn_f32_dwconv_rows) */
   size_t out_count;
 } prepared;
 
@@ -137,11 +138,12 @@ static void prepare(const test_case* c, prepared* p) {
       p->out_count = (size_t)s.out_channels * s.out_h * s.out_w;
       break;
     }
-    case KIND_DWCONV: { /* shape (13 fields), generic? | weights, bias, input */
+    case KIND_DWCONV: { /* shape (13 fields), mode (0 selected, 1 generic, 2 rows) | weights, bias, input */
       spnn_dwconv_shape s = {q[0], q[1], q[2], q[3], q[4],  q[5], q[6],
                              q[7], q[8], q[9], q[10], q[11], q[12]};
       p->dw = s;
-      p->dw_kernel = q[13] ? spnn_f32_dwconv_generic : spnn_dwconv_select(&s);
+      p->dw_kernel = q[13] == 1 ? spnn_f32_dwconv_generic : spnn_dwconv_select(&s);
+      p->dw_rows = q[13] == 2;
       p->packed = xalloc(spnn_dwconv_packed_bytes(&s));
       spnn_dwconv_pack(&s, (const float*)c->arrays[0].data, f32_or_null(&c->arrays[1]),
                        p->packed);
@@ -173,7 +175,12 @@ static void run_range(const test_case* c, prepared* p, size_t begin, size_t end,
                     p->scratch, out, lo, hi);
       break;
     case KIND_DWCONV:
-      p->dw_kernel(&p->dw, begin, end, (const float*)c->arrays[2].data, p->packed, out, lo, hi);
+      if (p->dw_rows) {
+        spnn_f32_dwconv_rows(&p->dw, 0, p->dw.channels, begin, end,
+                             (const float*)c->arrays[2].data, p->packed, out, lo, hi);
+      } else {
+        p->dw_kernel(&p->dw, begin, end, (const float*)c->arrays[2].data, p->packed, out, lo, hi);
+      }
       break;
   }
 }
@@ -187,7 +194,11 @@ static int owned(const test_case* c, const prepared* p, size_t i, size_t begin, 
     case KIND_GEMM: plane = (size_t)q[2]; break;
     case KIND_CONV: plane = (size_t)p->conv.out_h * p->conv.out_w; break;
     case KIND_GEMV: return i >= begin && i < end;
-    default: { /* channel ranges */
+    default: { /* channel ranges, or row ranges */
+      if (p->dw_rows) {
+        const size_t row = i % ((size_t)p->dw.out_h * p->dw.out_w) / p->dw.out_w;
+        return row >= begin && row < end;
+      }
       const size_t ch = i / ((size_t)p->dw.out_h * p->dw.out_w);
       return ch >= begin && ch < end;
     }

@@ -58,10 +58,12 @@ SPNN_INLINE float dw_pixel(const spnn_dwconv_shape* s, const float* plane, const
   return acc;
 }
 
-void spnn_f32_dwconv_generic(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                             const float* input, const void* packed, float* output,
-                             float out_min, float out_max) {
-  const size_t in_plane = (size_t)s->in_h * s->in_w, out_plane = (size_t)s->out_h * s->out_w;
+/* The kernels below take the channel strides of input and output (in_plane, out_plane):
+ * the planes' sizes for whole planes, or the full layer's when `s` describes a band of it
+ * (spnn_f32_dwconv_rows). */
+static void dw_generic(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                       const float* input, size_t in_plane, const void* packed, float* output,
+                       size_t out_plane, float out_min, float out_max) {
   const size_t taps = (size_t)s->kernel_h * s->kernel_w;
   for (size_t c = c_begin; c < c_end; c++) {
     const float* w = (const float*)packed + c * (1 + taps);
@@ -75,6 +77,13 @@ void spnn_f32_dwconv_generic(const spnn_dwconv_shape* s, size_t c_begin, size_t 
   }
 }
 
+void spnn_f32_dwconv_generic(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                             const float* input, const void* packed, float* output,
+                             float out_min, float out_max) {
+  dw_generic(s, c_begin, c_end, input, (size_t)s->in_h * s->in_w, packed, output,
+             (size_t)s->out_h * s->out_w, out_min, out_max);
+}
+
 /* Four pixels starting at p with stride S (S = 1 or 2); reads p[0 .. 4*S - 1]. */
 SPNN_INLINE v128_t load_strided(const float* p, size_t S) {
   if (S == 1) return wasm_v128_load(p);
@@ -83,10 +92,10 @@ SPNN_INLINE v128_t load_strided(const float* p, size_t S) {
 
 /* Direct kernel for rows too wide for the ring: square K x K, stride S, dilation 1. */
 SPNN_INLINE void dw_kxk_direct(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c_begin,
-                        size_t c_end, const float* input, const void* packed, float* output,
-                        float out_min, float out_max) {
+                               size_t c_end, const float* input, size_t in_plane,
+                               const void* packed, float* output, size_t out_plane,
+                               float out_min, float out_max) {
   const size_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
-  const size_t in_plane = in_h * in_w, out_plane = out_h * out_w;
   const long pt = (long)s->pad_top, pl = (long)s->pad_left;
   const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
 
@@ -285,7 +294,9 @@ SPNN_INLINE size_t dw_phase_stride(size_t K, const spnn_dwconv_shape* s) {
 SPNN_INLINE int dw_flat_fits(size_t K, size_t S, const spnn_dwconv_shape* s) {
   const size_t max_pixels = K <= 3 ? DW_FLAT_MAX_PIXELS : DW_FLAT_MAX_PIXELS_5X5;
   if ((size_t)s->in_h * s->in_w > max_pixels || s->pad_top >= K || s->pad_left >= K) return 0;
-  if (S == 1) return s->out_w == s->in_w && s->out_h == s->in_h && s->in_w <= DW_FLAT_MAX_W;
+  /* stride 1: rows of the output's width; taps reach at most K - 1 zero rows below the input */
+  if (S == 1)
+    return s->out_w == s->in_w && s->in_w <= DW_FLAT_MAX_W && s->out_h <= s->in_h + s->pad_top;
   /* stride 2: every input column lands in a phase column below out_w */
   return s->in_w <= 2 * s->out_w && s->out_w <= DW_FLAT_MAX_W &&
          dw_phase_stride(K, s) <= DW_FLAT_PHASE_MAX;
@@ -363,10 +374,13 @@ SPNN_INLINE void dw_flat_plane(size_t K, size_t S, const dw_flat_plan* p, const 
 }
 
 SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                            const float* input, const void* packed, float* output,
-                            float out_min, float out_max) {
-  const size_t W = s->in_w, HW = (size_t)s->in_h * s->in_w;
+                            const float* input, size_t in_plane, const void* packed,
+                            float* output, size_t out_plane, float out_min, float out_max) {
+  const size_t W = s->in_w, n = (size_t)s->out_h * W;
   const size_t pt = s->pad_top, pl = s->pad_left;
+  /* Input rows the taps reach (0 .. reach - 1); those past the input are zeros. */
+  const size_t reach = s->out_h + K - 1 - pt;
+  const size_t HW = (s->in_h < reach ? s->in_h : reach) * W;
   const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
   dw_flat_plan p;
   p.wo = W;
@@ -376,20 +390,20 @@ SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin
   /* Zeros before the plane cover the taps above row 0 (and left of its first pixel), zeros
    * after it those below the last row, past the last (partial) vector. */
   const size_t front = (pt * W + pl + 3) & ~(size_t)3;
-  const size_t back = (K - 1 - pt) * W + (K - 1 - pl) + 4;
+  const size_t back = reach * W - HW + (K - 1 - pl) + 4;
   float buf[DW_FLAT_EDGE + DW_FLAT_MAX_PIXELS + DW_FLAT_EDGE] __attribute__((aligned(16)));
   memset(buf, 0, front * sizeof(float));
   memset(buf + front + HW, 0, back * sizeof(float));
   for (size_t c = c_begin; c < c_end; c++) {
-    memcpy(buf + front, input + c * HW, HW * sizeof(float));
+    memcpy(buf + front, input + c * in_plane, HW * sizeof(float));
     dw_flat_plane(K, 1, &p, buf + front, (const float*)packed + c * (1 + K * K),
-                  output + c * HW, HW, vmin, vmax);
+                  output + c * out_plane, n, vmin, vmax);
   }
 }
 
 SPNN_INLINE void dw_flat_s2(size_t K, const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                            const float* input, const void* packed, float* output,
-                            float out_min, float out_max) {
+                            const float* input, size_t in_plane, const void* packed,
+                            float* output, size_t out_plane, float out_min, float out_max) {
   const size_t H = s->in_h, W = s->in_w, Ho = s->out_h, Wo = s->out_w;
   const long pt = (long)s->pad_top, pl = (long)s->pad_left;
   const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
@@ -415,7 +429,7 @@ SPNN_INLINE void dw_flat_s2(size_t K, const spnn_dwconv_shape* s, size_t c_begin
   memset(buf, 0, 4 * stride * sizeof(float));
   const size_t in_rows = H < 2 * rows ? H : 2 * rows;
   for (size_t c = c_begin; c < c_end; c++) {
-    const float* plane = input + c * H * W;
+    const float* plane = input + c * in_plane;
     for (size_t iy = 0; iy < in_rows; iy++) {
       const float* src = plane + iy * W;
       float* even = buf + (iy & 1) * 2 * stride + front + (iy / 2) * Wo;
@@ -429,17 +443,23 @@ SPNN_INLINE void dw_flat_s2(size_t K, const spnn_dwconv_shape* s, size_t c_begin
       for (; x < W; x++) (x & 1 ? odd : even)[x / 2] = src[x];
     }
     dw_flat_plane(K, 2, &p, buf + front, (const float*)packed + c * (1 + K * K),
-                  output + c * Ho * Wo, Ho * Wo, vmin, vmax);
+                  output + c * out_plane, Ho * Wo, vmin, vmax);
   }
 }
 
 /* Specialised kernel: square K x K, stride S in both directions, dilation 1. */
-SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c_begin,
-                        size_t c_end, const float* input, const void* packed, float* output,
-                        float out_min, float out_max) {
-  if (dw_flat_fits(K, S, s)) {
-    if (S == 1) dw_flat_s1(K, s, c_begin, c_end, input, packed, output, out_min, out_max);
-    else dw_flat_s2(K, s, c_begin, c_end, input, packed, output, out_min, out_max);
+SPNN_INLINE void dw_kxk(size_t K, size_t S, int flat, const spnn_dwconv_shape* s,
+                        size_t c_begin, size_t c_end, const float* input, size_t in_plane,
+                        const void* packed, float* output, size_t out_plane, float out_min,
+                        float out_max) {
+  if (flat) {
+    if (S == 1) {
+      dw_flat_s1(K, s, c_begin, c_end, input, in_plane, packed, output, out_plane, out_min,
+                 out_max);
+    } else {
+      dw_flat_s2(K, s, c_begin, c_end, input, in_plane, packed, output, out_plane, out_min,
+                 out_max);
+    }
     return;
   }
   const size_t in_h = s->in_h, in_w = s->in_w, out_h = s->out_h, out_w = s->out_w;
@@ -448,10 +468,10 @@ SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c
   /* Padded row length: the last step's last tap reads P[4*S*ceil(groups/U)*U + K - 2]. */
   const size_t len = (4 * S * ((groups + U - 1) / U * U) + K + 7) & ~(size_t)7;
   if (len > DW_ROW_MAX) {
-    dw_kxk_direct(K, S, s, c_begin, c_end, input, packed, output, out_min, out_max);
+    dw_kxk_direct(K, S, s, c_begin, c_end, input, in_plane, packed, output, out_plane, out_min,
+                  out_max);
     return;
   }
-  const size_t in_plane = in_h * in_w, out_plane = out_h * out_w;
   const long pt = (long)s->pad_top;
   const size_t pl = s->pad_left, half = len / S, tail = out_w - 4 * (groups - 1);
   const size_t R = K + S; /* ring slots: the input rows of two output rows */
@@ -509,7 +529,9 @@ SPNN_INLINE void dw_kxk(size_t K, size_t S, const spnn_dwconv_shape* s, size_t c
                                        size_t c_end, const float* input,                   \
                                        const void* packed, float* output, float out_min,   \
                                        float out_max) {                                    \
-    dw_kxk(K, S, s, c_begin, c_end, input, packed, output, out_min, out_max);              \
+    dw_kxk(K, S, dw_flat_fits(K, S, s), s, c_begin, c_end, input,                           \
+           (size_t)s->in_h * s->in_w, packed, output, (size_t)s->out_h * s->out_w, out_min,  \
+           out_max);                                                                        \
   }
 
 SPNN_DEFINE_DWCONV(3, 1)
@@ -525,4 +547,49 @@ spnn_dwconv_ukernel spnn_dwconv_select(const spnn_dwconv_shape* s) {
   if (square && s->kernel_h == 5 && s->stride_h == 1) return spnn_f32_dwconv_5x5s1;
   if (square && s->kernel_h == 5 && s->stride_h == 2) return spnn_f32_dwconv_5x5s2;
   return spnn_f32_dwconv_generic;
+}
+
+/* Square 3x3 or 5x5, equal strides 1 or 2, dilation 1: the specialised kernels' shapes. */
+static int dw_special(const spnn_dwconv_shape* s) {
+  return s->kernel_h == s->kernel_w && s->stride_h == s->stride_w && s->dilation_h == 1 &&
+         s->dilation_w == 1 && (s->kernel_h == 3 || s->kernel_h == 5) &&
+         (s->stride_h == 1 || s->stride_h == 2);
+}
+
+/* A band of output rows is the whole output of a shorter layer: the input rows the band's
+ * taps reach, with what is left of the top padding; the bottom padding follows from the
+ * band's height. The kernel (whole-plane or row) is the one the full layer takes, so a layer
+ * run band by band computes every pixel as the same kernel would over whole planes. */
+void spnn_f32_dwconv_rows(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                          size_t row_begin, size_t row_end, const float* input,
+                          const void* packed, float* output, float out_min, float out_max) {
+  if (row_begin >= row_end || c_begin >= c_end) return;
+  const long first = (long)(row_begin * s->stride_h) - (long)s->pad_top;
+  const long last = (long)((row_end - 1) * s->stride_h) - (long)s->pad_top +
+                    (long)((s->kernel_h - 1) * s->dilation_h);
+  const long top = first > 0 ? first : 0;
+  const long bottom = last + 1 < (long)s->in_h ? last + 1 : (long)s->in_h;
+  spnn_dwconv_shape band = *s;
+  band.in_h = bottom > top ? (uint32_t)(bottom - top) : 0;
+  band.out_h = (uint32_t)(row_end - row_begin);
+  band.pad_top = (uint32_t)(top - first);
+  const float* in = input + (size_t)top * s->in_w;
+  float* out = output + row_begin * s->out_w;
+  const size_t in_plane = (size_t)s->in_h * s->in_w, out_plane = (size_t)s->out_h * s->out_w;
+  if (!dw_special(s)) {
+    dw_generic(&band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
+    return;
+  }
+  const size_t K = s->kernel_h;
+  /* the full layer's choice; a band of a layer that fits fits too */
+  const int flat = dw_flat_fits(K, s->stride_h, s);
+  if (K == 3 && s->stride_h == 1) {
+    dw_kxk(3, 1, flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
+  } else if (K == 3) {
+    dw_kxk(3, 2, flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
+  } else if (s->stride_h == 1) {
+    dw_kxk(5, 1, flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
+  } else {
+    dw_kxk(5, 2, flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
+  }
 }
