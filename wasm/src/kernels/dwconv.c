@@ -401,6 +401,13 @@ SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin
   }
 }
 
+/* Eight input floats to four of the even and four of the odd columns. */
+SPNN_INLINE void dw_split_phases(const float* src, float* even, float* odd) {
+  const v128_t a = wasm_v128_load(src), b = wasm_v128_load(src + 4);
+  wasm_v128_store(even, wasm_i32x4_shuffle(a, b, 0, 2, 4, 6));
+  wasm_v128_store(odd, wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
+}
+
 SPNN_INLINE void dw_flat_s2(size_t K, const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
                             const float* input, size_t in_plane, const void* packed,
                             float* output, size_t out_plane, float out_min, float out_max) {
@@ -435,10 +442,12 @@ SPNN_INLINE void dw_flat_s2(size_t K, const spnn_dwconv_shape* s, size_t c_begin
       float* even = buf + (iy & 1) * 2 * stride + front + (iy / 2) * Wo;
       float* odd = even + stride;
       size_t x = 0;
-      for (; x + 8 <= W; x += 8) {
-        const v128_t a = wasm_v128_load(src + x), b = wasm_v128_load(src + x + 4);
-        wasm_v128_store(even + x / 2, wasm_i32x4_shuffle(a, b, 0, 2, 4, 6));
-        wasm_v128_store(odd + x / 2, wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
+      for (; x + 8 <= W; x += 8) dw_split_phases(src + x, even + x / 2, odd + x / 2);
+      if (x < W && W >= 8) {
+        /* the last eight (from an even column) again, then at most one odd-width column */
+        x = (W - 8) & ~(size_t)1;
+        dw_split_phases(src + x, even + x / 2, odd + x / 2);
+        x += 8;
       }
       for (; x < W; x++) (x & 1 ? odd : even)[x / 2] = src[x];
     }
@@ -524,14 +533,30 @@ SPNN_INLINE void dw_kxk(size_t K, size_t S, int flat, const spnn_dwconv_shape* s
   }
 }
 
+#ifndef DW_BAND_BYTES
+#define DW_BAND_BYTES (16 * 1024)
+#endif
+/* Stride 2 over planes whose four phases would not stay in L1 (112x112 inputs) runs a band
+ * of output rows at a time, every channel per band (spnn_f32_dwconv_rows): each channel's
+ * phases, written and read back at once, then stay in L1. (Stride 1 copies a plane with one
+ * memcpy; cutting it into bands, each with K - 1 rows more, was slower.) */
 #define SPNN_DEFINE_DWCONV(K, S)                                                           \
   void spnn_f32_dwconv_##K##x##K##s##S(const spnn_dwconv_shape* s, size_t c_begin,         \
                                        size_t c_end, const float* input,                   \
                                        const void* packed, float* output, float out_min,   \
                                        float out_max) {                                    \
-    dw_kxk(K, S, dw_flat_fits(K, S, s), s, c_begin, c_end, input,                           \
-           (size_t)s->in_h * s->in_w, packed, output, (size_t)s->out_h * s->out_w, out_min,  \
-           out_max);                                                                        \
+    const int flat = dw_flat_fits(K, S, s);                                                \
+    size_t band = DW_BAND_BYTES / sizeof(float) / (S * (size_t)s->in_w);                   \
+    if (!flat || S == 1 || band >= s->out_h) {                                             \
+      dw_kxk(K, S, flat, s, c_begin, c_end, input, (size_t)s->in_h * s->in_w, packed,     \
+             output, (size_t)s->out_h * s->out_w, out_min, out_max);                       \
+      return;                                                                              \
+    }                                                                                      \
+    if (band < 4) band = 4;                                                                \
+    for (size_t r = 0; r < s->out_h; r += band) {                                          \
+      spnn_f32_dwconv_rows(s, c_begin, c_end, r, r + band < s->out_h ? r + band : s->out_h, \
+                           input, packed, output, out_min, out_max);                       \
+    }                                                                                      \
   }
 
 SPNN_DEFINE_DWCONV(3, 1)
