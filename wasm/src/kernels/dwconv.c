@@ -359,10 +359,11 @@ SPNN_INLINE void dw_flat_step(size_t K, size_t S, size_t U, const dw_flat_plan* 
   }
 }
 
-/* All n output pixels of one channel. */
+/* n output pixels of one channel, the first of them at m0 = its index mod the period. */
 SPNN_INLINE void dw_flat_plane(size_t K, size_t S, const dw_flat_plan* p, const float* src,
-                               const float* w, float* out, size_t n, v128_t vmin, v128_t vmax) {
-  size_t q = 0, m = 0;
+                               const float* w, float* out, size_t n, size_t m0, v128_t vmin,
+                               v128_t vmax) {
+  size_t q = 0, m = m0;
   for (; q + 4 * DW_FLAT_U <= n; q += 4 * DW_FLAT_U) {
     dw_flat_step(K, S, DW_FLAT_U, p, src + q, w, m, vmin, vmax, out + q, 4);
     for (m += 4 * DW_FLAT_U; m >= p->period;) m -= p->period;
@@ -373,31 +374,79 @@ SPNN_INLINE void dw_flat_plane(size_t K, size_t S, const dw_flat_plan* p, const 
   }
 }
 
+/* Stride 1, output rows [b0, b1) from a copy of the input rows they read (b0 - pt ..
+ * b1 - pt + K - 2) between zeros: rows outside the input are zeros, as are the floats
+ * before the first row and after the last that taps left of column 0 or right of the last
+ * column read. The zeros are written once per call, the input rows per channel. */
+typedef struct dw_band {
+  size_t b0, b1;
+  float* origin;              /* input row b0 starts here */
+  size_t copy_first, copy_rows; /* input rows that are copied per channel */
+} dw_band;
+
+SPNN_INLINE void dw_band_init(size_t K, const spnn_dwconv_shape* s, size_t b0, size_t b1,
+                              float* buf, dw_band* band) {
+  const size_t W = s->in_w, pt = s->pad_top, pl = s->pad_left;
+  const size_t front = (pt * W + pl + 3) & ~(size_t)3;
+  const long first = (long)b0 - (long)pt, rows = (long)(b1 - b0 + K - 1);
+  const long lo = first > 0 ? first : 0;
+  const long hi = first + rows < (long)s->in_h ? first + rows : (long)s->in_h;
+  band->b0 = b0;
+  band->b1 = b1;
+  band->origin = buf + front;
+  band->copy_first = (size_t)lo;
+  band->copy_rows = hi > lo ? (size_t)(hi - lo) : 0;
+  /* every float a tap may read: up to row b1 - pt + K - 2, then K - 1 - pl + 3 floats */
+  memset(buf, 0, (front + (b1 - b0 + K - pt) * W + K + 4) * sizeof(float));
+}
+
+SPNN_INLINE void dw_band_run(size_t K, const dw_flat_plan* p, const dw_band* band,
+                             const float* plane, const float* w, float* out, v128_t vmin,
+                             v128_t vmax) {
+  const size_t W = p->wo;
+  if (band->copy_rows) {
+    memcpy(band->origin + ((ptrdiff_t)band->copy_first - (ptrdiff_t)band->b0) * (ptrdiff_t)W,
+           plane + band->copy_first * W, band->copy_rows * W * sizeof(float));
+  }
+  dw_flat_plane(K, 1, p, band->origin, w, out + band->b0 * W, (band->b1 - band->b0) * W,
+                band->b0 * W % p->period, vmin, vmax);
+}
+
+/* Stride 1. Output rows [r_lo, r_hi) read only rows inside the input, with a row to spare
+ * above and below for the taps that cross a row end (their lanes are masked, but read):
+ * they read the input plane itself. The rows above and below them (at most K each) are
+ * computed from padded copies, so most of the plane is not copied. */
 SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
                             const float* input, size_t in_plane, const void* packed,
                             float* output, size_t out_plane, float out_min, float out_max) {
-  const size_t W = s->in_w, n = (size_t)s->out_h * W;
+  const size_t W = s->in_w, out_h = s->out_h;
   const size_t pt = s->pad_top, pl = s->pad_left;
-  /* Input rows the taps reach (0 .. reach - 1); those past the input are zeros. */
-  const size_t reach = s->out_h + K - 1 - pt;
-  const size_t HW = (s->in_h < reach ? s->in_h : reach) * W;
   const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
   dw_flat_plan p;
   p.wo = W;
   p.first = -(ptrdiff_t)(pt * W + pl);
   for (size_t kx = 0; kx < K; kx++) p.dx[kx] = (int)kx - (int)pl;
   dw_flat_masks(K, &p);
-  /* Zeros before the plane cover the taps above row 0 (and left of its first pixel), zeros
-   * after it those below the last row, past the last (partial) vector. */
-  const size_t front = (pt * W + pl + 3) & ~(size_t)3;
-  const size_t back = reach * W - HW + (K - 1 - pl) + 4;
-  float buf[DW_FLAT_EDGE + DW_FLAT_MAX_PIXELS + DW_FLAT_EDGE] __attribute__((aligned(16)));
-  memset(buf, 0, front * sizeof(float));
-  memset(buf + front + HW, 0, back * sizeof(float));
+  size_t r_lo = pt + 1, r_hi = s->in_h + pt > K ? s->in_h + pt - K : 0;
+  if (r_hi > out_h) r_hi = out_h;
+  /* All rows from one copy where the plane is too small for the split to pay: three runs
+   * (with their partial vectors) instead of one. */
+  if (r_hi <= r_lo || W < K + 2 || r_hi - r_lo < 2 * (r_lo + out_h - r_hi)) r_lo = r_hi = out_h;
+  float top[2 * DW_FLAT_EDGE + DW_FLAT_MAX_PIXELS + 5 * DW_FLAT_MAX_W] __attribute__((aligned(16)));
+  float bottom[2 * DW_FLAT_EDGE + 2 * 5 * DW_FLAT_MAX_W] __attribute__((aligned(16)));
+  dw_band above, below;
+  dw_band_init(K, s, 0, r_lo, top, &above);
+  dw_band_init(K, s, r_hi, out_h, bottom, &below);
   for (size_t c = c_begin; c < c_end; c++) {
-    memcpy(buf + front, input + c * in_plane, HW * sizeof(float));
-    dw_flat_plane(K, 1, &p, buf + front, (const float*)packed + c * (1 + K * K),
-                  output + c * out_plane, n, vmin, vmax);
+    const float* plane = input + c * in_plane;
+    const float* w = (const float*)packed + c * (1 + K * K);
+    float* out = output + c * out_plane;
+    dw_band_run(K, &p, &above, plane, w, out, vmin, vmax);
+    if (r_hi > r_lo) {
+      dw_flat_plane(K, 1, &p, plane + r_lo * W, w, out + r_lo * W, (r_hi - r_lo) * W,
+                    r_lo * W % p.period, vmin, vmax);
+      dw_band_run(K, &p, &below, plane, w, out, vmin, vmax);
+    }
   }
 }
 
@@ -452,7 +501,7 @@ SPNN_INLINE void dw_flat_s2(size_t K, const spnn_dwconv_shape* s, size_t c_begin
       for (; x < W; x++) (x & 1 ? odd : even)[x / 2] = src[x];
     }
     dw_flat_plane(K, 2, &p, buf + front, (const float*)packed + c * (1 + K * K),
-                  output + c * out_plane, Ho * Wo, vmin, vmax);
+                  output + c * out_plane, Ho * Wo, 0, vmin, vmax);
   }
 }
 
