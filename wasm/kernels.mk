@@ -124,7 +124,8 @@ endif
 
 # bench-dwconv-ab BASELINE=<git revision>: the depthwise kernels of the working tree against
 # BASELINE's, alternating round by round in one binary on the plane sizes of MobileNet-style
-# models (simd128; both take the working tree's packed weights). DW_ROUNDS rounds per shape.
+# models (simd128, then relaxed SIMD where clang-16 is present; both take the working tree's
+# packed weights). DW_ROUNDS rounds per shape.
 KBASE_DW_RENAME := $(foreach f,dwconv_packed_bytes dwconv_pack dwconv_select f32_dwconv_generic \
                      f32_dwconv_3x3s1 f32_dwconv_3x3s2 f32_dwconv_5x5s1 f32_dwconv_5x5s2 \
                      conv_packed_bytes conv_pack conv_scratch_bytes conv_run gemm_packed_bytes \
@@ -133,7 +134,10 @@ KBASE_DW_SRCS := dwconv.c conv.c gemm.c
 # the Node the kernel benchmark runs on (pysparse/bench/kernels.py decides)
 BENCH_NODE = $(shell cd $(KROOT) && $(PYTHON) -m pysparse.bench.kernels --which-node)
 DW_ROUNDS ?= 41
-bench-dwconv-ab:
+ifeq ($(HAVE_CLANG16),1)
+KBASE_DW_RELAXED_DEPS := $(addprefix $(KBUILD)/relaxed/src/kernels/,$(KBASE_DW_SRCS:.c=.o))
+endif
+bench-dwconv-ab: $(KBASE_DW_RELAXED_DEPS)
 	$(KBASE_CHECKOUT)
 	cd $(KBASE)/wasm && for f in $(KBASE_DW_SRCS:.c=); do \
 	  $(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KBASE_DW_RENAME) -c src/kernels/$$f.c \
@@ -141,7 +145,21 @@ bench-dwconv-ab:
 	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 -DSPNN_BENCH_BASELINE $(KERNEL_EM_LINK) \
 	  tests/dwconv_bench.c $(addprefix src/kernels/,$(KBASE_DW_SRCS)) \
 	  $(addprefix $(KBASE)/wasm/,$(KBASE_DW_SRCS:.c=_base.o)) -o $(KBUILD)/dwconv_bench_ab.js
+	@echo "simd128:"
 	$(BENCH_NODE) $(KBUILD)/dwconv_bench_ab.js $(DW_ROUNDS)
+ifeq ($(HAVE_CLANG16),1)
+	mkdir -p $(KBASE)/relaxed
+	cd $(KBASE)/wasm && for f in $(KBASE_DW_SRCS:.c=); do \
+	  $(CLANG16) $(KERNEL_RELAXED_CFLAGS) $(KBASE_DW_RENAME) -c src/kernels/$$f.c \
+	    -o $(KBASE)/relaxed/$${f}_dw.o || exit 1; done
+	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 -DSPNN_BENCH_BASELINE -c tests/dwconv_bench.c \
+	  -o $(KBASE)/relaxed/dwconv_driver.o
+	EMCC_READ_METADATA=python $(EMCC) -O0 -msimd128 -mrelaxed-simd $(KERNEL_EM_LINK) \
+	  -sWASM_BIGINT=1 $(KBASE)/relaxed/dwconv_driver.o $(KBASE_DW_RELAXED_DEPS) \
+	  $(addprefix $(KBASE)/relaxed/,$(KBASE_DW_SRCS:.c=_dw.o)) -o $(KBUILD)/dwconv_bench_ab_relaxed.js
+	@echo "relaxed SIMD:"
+	$(BENCH_NODE) $(KBUILD)/dwconv_bench_ab_relaxed.js $(DW_ROUNDS)
+endif
 
 # bench-kernels-native: the same kernel sources compiled for this CPU (SIMDe maps each wasm
 # SIMD128 operation onto SSE/AVX with 128-bit vectors; no auto-vectorising, so no wider
