@@ -379,23 +379,27 @@ SPNN_INLINE void dw_flat_plane(size_t K, size_t S, const dw_flat_plan* p, const 
  * before the first row and after the last that taps left of column 0 or right of the last
  * column read. The zeros are written once per call, the input rows per channel. */
 typedef struct dw_band {
-  size_t b0, b1;
-  float* origin;              /* input row b0 starts here */
-  size_t copy_first, copy_rows; /* input rows that are copied per channel */
+  float* origin;     /* input row b0 starts here */
+  float* copy_to;    /* where the first copied input row goes */
+  size_t copy_from;  /* its offset in the plane */
+  size_t copy_count; /* floats copied per channel */
+  size_t out_first, n, m0; /* first output pixel, pixels, first pixel mod the period */
 } dw_band;
 
-SPNN_INLINE void dw_band_init(size_t K, const spnn_dwconv_shape* s, size_t b0, size_t b1,
-                              float* buf, dw_band* band) {
+SPNN_INLINE void dw_band_init(size_t K, const spnn_dwconv_shape* s, const dw_flat_plan* p,
+                              size_t b0, size_t b1, float* buf, dw_band* band) {
   const size_t W = s->in_w, pt = s->pad_top, pl = s->pad_left;
   const size_t front = (pt * W + pl + 3) & ~(size_t)3;
   const long first = (long)b0 - (long)pt, rows = (long)(b1 - b0 + K - 1);
   const long lo = first > 0 ? first : 0;
   const long hi = first + rows < (long)s->in_h ? first + rows : (long)s->in_h;
-  band->b0 = b0;
-  band->b1 = b1;
   band->origin = buf + front;
-  band->copy_first = (size_t)lo;
-  band->copy_rows = hi > lo ? (size_t)(hi - lo) : 0;
+  band->copy_to = band->origin + (lo - (long)b0) * (long)W;
+  band->copy_from = (size_t)lo * W;
+  band->copy_count = hi > lo ? (size_t)(hi - lo) * W : 0;
+  band->out_first = b0 * W;
+  band->n = (b1 - b0) * W;
+  band->m0 = b0 * W % p->period;
   /* every float a tap may read: up to row b1 - pt + K - 2, then K - 1 - pl + 3 floats */
   memset(buf, 0, (front + (b1 - b0 + K - pt) * W + K + 4) * sizeof(float));
 }
@@ -403,14 +407,11 @@ SPNN_INLINE void dw_band_init(size_t K, const spnn_dwconv_shape* s, size_t b0, s
 SPNN_INLINE void dw_band_run(size_t K, const dw_flat_plan* p, const dw_band* band,
                              const float* plane, const float* w, float* out, v128_t vmin,
                              v128_t vmax) {
-  const size_t W = p->wo;
-  if (band->copy_rows) {
-    memcpy(band->origin + ((ptrdiff_t)band->copy_first - (ptrdiff_t)band->b0) * (ptrdiff_t)W,
-           plane + band->copy_first * W, band->copy_rows * W * sizeof(float));
-  }
-  dw_flat_plane(K, 1, p, band->origin, w, out + band->b0 * W, (band->b1 - band->b0) * W,
-                band->b0 * W % p->period, vmin, vmax);
+  memcpy(band->copy_to, plane + band->copy_from, band->copy_count * sizeof(float));
+  dw_flat_plane(K, 1, p, band->origin, w, out + band->out_first, band->n, band->m0, vmin, vmax);
 }
+
+#define DW_SPLIT_MIN_PIXELS 2048
 
 /* Stride 1. Output rows [r_lo, r_hi) read only rows inside the input, with a row to spare
  * above and below for the taps that cross a row end (their lanes are masked, but read):
@@ -429,14 +430,15 @@ SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin
   dw_flat_masks(K, &p);
   size_t r_lo = pt + 1, r_hi = s->in_h + pt > K ? s->in_h + pt - K : 0;
   if (r_hi > out_h) r_hi = out_h;
-  /* All rows from one copy where the plane is too small for the split to pay: three runs
-   * (with their partial vectors) instead of one. */
-  if (r_hi <= r_lo || W < K + 2 || r_hi - r_lo < 2 * (r_lo + out_h - r_hi)) r_lo = r_hi = out_h;
+  /* All rows from one copy where the plane is small (its copy stays in L1 and costs little;
+   * three runs, each with its partial vectors, would cost more). */
+  if (r_hi <= r_lo || W < K + 2 || (size_t)s->in_h * W < DW_SPLIT_MIN_PIXELS) r_lo = r_hi = out_h;
   float top[2 * DW_FLAT_EDGE + DW_FLAT_MAX_PIXELS + 5 * DW_FLAT_MAX_W] __attribute__((aligned(16)));
   float bottom[2 * DW_FLAT_EDGE + 2 * 5 * DW_FLAT_MAX_W] __attribute__((aligned(16)));
   dw_band above, below;
-  dw_band_init(K, s, 0, r_lo, top, &above);
-  dw_band_init(K, s, r_hi, out_h, bottom, &below);
+  dw_band_init(K, s, &p, 0, r_lo, top, &above);
+  dw_band_init(K, s, &p, r_hi, out_h, bottom, &below);
+  const size_t m_lo = r_lo * W % p.period;
   for (size_t c = c_begin; c < c_end; c++) {
     const float* plane = input + c * in_plane;
     const float* w = (const float*)packed + c * (1 + K * K);
@@ -444,7 +446,7 @@ SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin
     dw_band_run(K, &p, &above, plane, w, out, vmin, vmax);
     if (r_hi > r_lo) {
       dw_flat_plane(K, 1, &p, plane + r_lo * W, w, out + r_lo * W, (r_hi - r_lo) * W,
-                    r_lo * W % p.period, vmin, vmax);
+                    m_lo, vmin, vmax);
       dw_band_run(K, &p, &below, plane, w, out, vmin, vmax);
     }
   }
