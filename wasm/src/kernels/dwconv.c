@@ -413,6 +413,90 @@ SPNN_INLINE void dw_band_run(size_t K, const dw_flat_plan* p, const dw_band* ban
 
 #define DW_SPLIT_MIN_PIXELS 2048
 
+/* Interior rows two at a time (dw_pair_step) with relaxed SIMD: with fused multiply-adds the
+ * kernel waits on its loads, which sharing input rows cuts by a third; with separate
+ * multiplies and adds it waits on the arithmetic, and the pair step's three vectors per row
+ * (against six) lose. */
+#ifdef SPNN_RELAXED_SIMD
+#define DW_PAIR_ROWS 1
+#else
+#define DW_PAIR_ROWS 0
+#endif
+
+/* Stride 1, output rows r and r + 1 (rows a multiple of 4 wide), U vectors of each from
+ * column x: each input row r - pt .. r - pt + K is loaded once for both output rows (K + 1
+ * rows of loads for two rows of output instead of 2K). `in` is the input at row r - pt,
+ * column x - pl. Each pixel sums as in dw_flat_step (bias, then kernel columns left to
+ * right, each top down, masked where it crosses a row end), so the results are the same. */
+SPNN_INLINE void dw_pair_step(size_t K, size_t U, const dw_flat_plan* p, const float* in,
+                              size_t W, const float* w, size_t x, v128_t vmin, v128_t vmax,
+                              float* out) {
+  v128_t a0[3], a1[3];
+  const v128_t vbias = wasm_v128_load32_splat(w);
+  for (size_t u = 0; u < U; u++) a0[u] = a1[u] = vbias;
+  for (size_t kx = 0; kx < K; kx++) {
+    const float* col = in + kx;
+    const float* wk = w + 1 + kx; /* tap (ky, kx) at wk[ky * K] */
+    if (p->dx[kx] == 0) { /* stays inside the row */
+      for (size_t i = 0; i <= K; i++) {
+        v128_t v[3];
+        for (size_t u = 0; u < U; u++) v[u] = wasm_v128_load(col + i * W + 4 * u);
+        if (i < K) {
+          const v128_t wv = wasm_v128_load32_splat(wk + i * K);
+          for (size_t u = 0; u < U; u++) a0[u] = spnn_madd(a0[u], v[u], wv);
+        }
+        if (i > 0) {
+          const v128_t wv = wasm_v128_load32_splat(wk + (i - 1) * K);
+          for (size_t u = 0; u < U; u++) a1[u] = spnn_madd(a1[u], v[u], wv);
+        }
+      }
+      continue;
+    }
+    v128_t t0[3], t1[3];
+    for (size_t i = 0; i <= K; i++) {
+      v128_t v[3];
+      for (size_t u = 0; u < U; u++) v[u] = wasm_v128_load(col + i * W + 4 * u);
+      if (i < K) {
+        const v128_t wv = wasm_v128_load32_splat(wk + i * K);
+        for (size_t u = 0; u < U; u++)
+          t0[u] = i == 0 ? wasm_f32x4_mul(v[u], wv) : spnn_madd(t0[u], v[u], wv);
+      }
+      if (i > 0) {
+        const v128_t wv = wasm_v128_load32_splat(wk + (i - 1) * K);
+        for (size_t u = 0; u < U; u++)
+          t1[u] = i == 1 ? wasm_f32x4_mul(v[u], wv) : spnn_madd(t1[u], v[u], wv);
+      }
+    }
+    const uint32_t* mk = p->mask[kx] + x; /* the period is W: the mask of column x */
+    for (size_t u = 0; u < U; u++) {
+      const v128_t m = wasm_v128_load(mk + 4 * u);
+      a0[u] = wasm_f32x4_add(a0[u], wasm_v128_and(t0[u], m));
+      a1[u] = wasm_f32x4_add(a1[u], wasm_v128_and(t1[u], m));
+    }
+  }
+  for (size_t u = 0; u < U; u++) {
+    wasm_v128_store(out + 4 * u, spnn_clamp(a0[u], vmin, vmax));
+    wasm_v128_store(out + W + 4 * u, spnn_clamp(a1[u], vmin, vmax));
+  }
+}
+
+/* Output rows [r_lo, r_hi) of one channel, two at a time (a last odd row alone). */
+SPNN_INLINE void dw_pair_rows(size_t K, const dw_flat_plan* p, const float* plane,
+                              const float* w, float* out, size_t r_lo, size_t r_hi, size_t pt,
+                              size_t pl, v128_t vmin, v128_t vmax) {
+  const size_t W = p->wo;
+  size_t r = r_lo;
+  for (; r + 2 <= r_hi; r += 2) {
+    const float* in = plane + (r - pt) * W - pl;
+    float* o = out + r * W;
+    size_t x = 0;
+    for (; x + 12 <= W; x += 12) dw_pair_step(K, 3, p, in + x, W, w, x, vmin, vmax, o + x);
+    if (x + 8 <= W) dw_pair_step(K, 2, p, in + x, W, w, x, vmin, vmax, o + x), x += 8;
+    if (x < W) dw_pair_step(K, 1, p, in + x, W, w, x, vmin, vmax, o + x);
+  }
+  if (r < r_hi) dw_flat_plane(K, 1, p, plane + r * W, w, out + r * W, W, 0, vmin, vmax);
+}
+
 /* Stride 1. Output rows [r_lo, r_hi) read only rows inside the input, with a row to spare
  * above and below for the taps that cross a row end (their lanes are masked, but read):
  * they read the input plane itself. The rows above and below them (at most K each) are
@@ -445,8 +529,12 @@ SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin
     float* out = output + c * out_plane;
     dw_band_run(K, &p, &above, plane, w, out, vmin, vmax);
     if (r_hi > r_lo) {
-      dw_flat_plane(K, 1, &p, plane + r_lo * W, w, out + r_lo * W, (r_hi - r_lo) * W,
-                    m_lo, vmin, vmax);
+      if (DW_PAIR_ROWS && W % 4 == 0) {
+        dw_pair_rows(K, &p, plane, w, out, r_lo, r_hi, pt, pl, vmin, vmax);
+      } else {
+        dw_flat_plane(K, 1, &p, plane + r_lo * W, w, out + r_lo * W, (r_hi - r_lo) * W,
+                      m_lo, vmin, vmax);
+      }
       dw_band_run(K, &p, &below, plane, w, out, vmin, vmax);
     }
   }
