@@ -374,46 +374,7 @@ SPNN_INLINE void dw_flat_plane(size_t K, size_t S, const dw_flat_plan* p, const 
   }
 }
 
-/* Stride 1, output rows [b0, b1) from a copy of the input rows they read (b0 - pt ..
- * b1 - pt + K - 2) between zeros: rows outside the input are zeros, as are the floats
- * before the first row and after the last that taps left of column 0 or right of the last
- * column read. The zeros are written once per call, the input rows per channel. */
-typedef struct dw_band {
-  float* origin;     /* input row b0 starts here */
-  float* copy_to;    /* where the first copied input row goes */
-  size_t copy_from;  /* its offset in the plane */
-  size_t copy_count; /* floats copied per channel */
-  size_t out_first, n, m0; /* first output pixel, pixels, first pixel mod the period */
-} dw_band;
-
-SPNN_INLINE void dw_band_init(size_t K, const spnn_dwconv_shape* s, const dw_flat_plan* p,
-                              size_t b0, size_t b1, float* buf, dw_band* band) {
-  const size_t W = s->in_w, pt = s->pad_top, pl = s->pad_left;
-  const size_t front = (pt * W + pl + 3) & ~(size_t)3;
-  const long first = (long)b0 - (long)pt, rows = (long)(b1 - b0 + K - 1);
-  const long lo = first > 0 ? first : 0;
-  const long hi = first + rows < (long)s->in_h ? first + rows : (long)s->in_h;
-  band->origin = buf + front;
-  band->copy_to = band->origin + (lo - (long)b0) * (long)W;
-  band->copy_from = (size_t)lo * W;
-  band->copy_count = hi > lo ? (size_t)(hi - lo) * W : 0;
-  band->out_first = b0 * W;
-  band->n = (b1 - b0) * W;
-  band->m0 = b0 * W % p->period;
-  /* every float a tap may read: up to row b1 - pt + K - 2, then K - 1 - pl + 3 floats */
-  memset(buf, 0, (front + (b1 - b0 + K - pt) * W + K + 4) * sizeof(float));
-}
-
-SPNN_INLINE void dw_band_run(size_t K, const dw_flat_plan* p, const dw_band* band,
-                             const float* plane, const float* w, float* out, v128_t vmin,
-                             v128_t vmax) {
-  memcpy(band->copy_to, plane + band->copy_from, band->copy_count * sizeof(float));
-  dw_flat_plane(K, 1, p, band->origin, w, out + band->out_first, band->n, band->m0, vmin, vmax);
-}
-
-#define DW_SPLIT_MIN_PIXELS 2048
-
-/* Interior rows two at a time (dw_pair_step) with relaxed SIMD: with fused multiply-adds the
+/* Stride 1, rows a multiple of 4 wide, two at a time (dw_pair_step) with relaxed SIMD: with fused multiply-adds the
  * kernel waits on its loads, which sharing input rows cuts by a third; with separate
  * multiplies and adds it waits on the arithmetic, and the pair step's three vectors per row
  * (against six) lose. */
@@ -480,22 +441,69 @@ SPNN_INLINE void dw_pair_step(size_t K, size_t U, const dw_flat_plan* p, const f
   }
 }
 
-/* Output rows [r_lo, r_hi) of one channel, two at a time (a last odd row alone). */
-SPNN_INLINE void dw_pair_rows(size_t K, const dw_flat_plan* p, const float* plane,
-                              const float* w, float* out, size_t r_lo, size_t r_hi, size_t pt,
-                              size_t pl, v128_t vmin, v128_t vmax) {
+/* Output rows [r_lo, r_hi) of one channel, two at a time (a last odd row alone); `src` is
+ * the source moved to output pixel 0, as for dw_flat_plane. */
+SPNN_INLINE void dw_pair_rows(size_t K, const dw_flat_plan* p, const float* src,
+                              const float* w, float* out, size_t r_lo, size_t r_hi, v128_t vmin,
+                              v128_t vmax) {
   const size_t W = p->wo;
   size_t r = r_lo;
   for (; r + 2 <= r_hi; r += 2) {
-    const float* in = plane + (r - pt) * W - pl;
+    const float* in = src + (ptrdiff_t)(r * W) + p->first;
     float* o = out + r * W;
     size_t x = 0;
     for (; x + 12 <= W; x += 12) dw_pair_step(K, 3, p, in + x, W, w, x, vmin, vmax, o + x);
     if (x + 8 <= W) dw_pair_step(K, 2, p, in + x, W, w, x, vmin, vmax, o + x), x += 8;
     if (x < W) dw_pair_step(K, 1, p, in + x, W, w, x, vmin, vmax, o + x);
   }
-  if (r < r_hi) dw_flat_plane(K, 1, p, plane + r * W, w, out + r * W, W, 0, vmin, vmax);
+  if (r < r_hi) dw_flat_plane(K, 1, p, src + r * W, w, out + r * W, W, 0, vmin, vmax);
 }
+
+/* Stride 1, output rows [b0, b1) from a copy of the input rows they read (b0 - pt ..
+ * b1 - pt + K - 2) between zeros: rows outside the input are zeros, as are the floats
+ * before the first row and after the last that taps left of column 0 or right of the last
+ * column read. The zeros are written once per call, the input rows per channel. */
+typedef struct dw_band {
+  float* origin;     /* input row b0 starts here */
+  float* copy_to;    /* where the first copied input row goes */
+  size_t copy_from;  /* its offset in the plane */
+  size_t copy_count; /* floats copied per channel */
+  size_t out_first, n, m0; /* first output pixel, pixels, first pixel mod the period */
+} dw_band;
+
+SPNN_INLINE void dw_band_init(size_t K, const spnn_dwconv_shape* s, const dw_flat_plan* p,
+                              size_t b0, size_t b1, float* buf, dw_band* band) {
+  const size_t W = s->in_w, pt = s->pad_top, pl = s->pad_left;
+  const size_t front = (pt * W + pl + 3) & ~(size_t)3;
+  const long first = (long)b0 - (long)pt, rows = (long)(b1 - b0 + K - 1);
+  const long lo = first > 0 ? first : 0;
+  const long hi = first + rows < (long)s->in_h ? first + rows : (long)s->in_h;
+  band->origin = buf + front;
+  band->copy_to = band->origin + (lo - (long)b0) * (long)W;
+  band->copy_from = (size_t)lo * W;
+  band->copy_count = hi > lo ? (size_t)(hi - lo) * W : 0;
+  band->out_first = b0 * W;
+  band->n = (b1 - b0) * W;
+  band->m0 = b0 * W % p->period;
+  /* every float a tap may read: up to row b1 - pt + K - 2, then K - 1 - pl + 3 floats */
+  memset(buf, 0, (front + (b1 - b0 + K - pt) * W + K + 4) * sizeof(float));
+}
+
+SPNN_INLINE void dw_band_run(size_t K, const dw_flat_plan* p, const dw_band* band,
+                             const float* plane, const float* w, float* out, v128_t vmin,
+                             v128_t vmax) {
+  memcpy(band->copy_to, plane + band->copy_from, band->copy_count * sizeof(float));
+  /* a copied plane two rows at a time: 5x5 only (3x3 gained in the kernel benchmark but
+   * not in whole models) */
+  if (DW_PAIR_ROWS && K == 5 && p->wo % 4 == 0) {
+    dw_pair_rows(K, p, band->origin, w, out + band->out_first, 0, band->n / p->wo, vmin, vmax);
+  } else {
+    dw_flat_plane(K, 1, p, band->origin, w, out + band->out_first, band->n, band->m0, vmin,
+                  vmax);
+  }
+}
+
+#define DW_SPLIT_MIN_PIXELS 2048
 
 /* Stride 1. Output rows [r_lo, r_hi) read only rows inside the input, with a row to spare
  * above and below for the taps that cross a row end (their lanes are masked, but read):
@@ -530,7 +538,7 @@ SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin
     dw_band_run(K, &p, &above, plane, w, out, vmin, vmax);
     if (r_hi > r_lo) {
       if (DW_PAIR_ROWS && W % 4 == 0) {
-        dw_pair_rows(K, &p, plane, w, out, r_lo, r_hi, pt, pl, vmin, vmax);
+        dw_pair_rows(K, &p, plane, w, out, r_lo, r_hi, vmin, vmax);
       } else {
         dw_flat_plane(K, 1, &p, plane + r_lo * W, w, out + r_lo * W, (r_hi - r_lo) * W,
                       m_lo, vmin, vmax);
