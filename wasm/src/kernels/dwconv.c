@@ -10,7 +10,11 @@
  * Padding taps add w*0, so every pixel sums the same taps in the same order (bias, then
  * row by row, left to right), whatever the channel split. Rows wider than the ring allows
  * fall back to a direct kernel (scalar at the borders). Planes up to 128x128 (3x3) or
- * 64x64 (5x5) take the whole output plane as one row instead (dw_flat_*, below).
+ * 64x64 (5x5) take the whole output plane as one row instead (dw_flat_*, below): stride 1
+ * reads the rows away from the top and bottom edges in place (with relaxed SIMD two output
+ * rows at a time, sharing their input rows), stride 2 splits the input into its four phases,
+ * a band of rows at a time on large planes. spnn_f32_dwconv_rows runs any band of output
+ * rows with the kernel the whole layer takes.
  */
 #include <stdint.h>
 #include <string.h>
