@@ -2,7 +2,9 @@
 
 npm's `@mediapipe/hands` carries the hand landmark models as plain files and bundles the
 palm detection models inside `hands_solution_packed_assets.data`, whose offsets are listed
-in the `loadPackage({...})` call of `hands_solution_packed_assets_loader.js`.
+in the `loadPackage({...})` call of `hands_solution_packed_assets_loader.js`. MediaPipe's
+published sparse models (for the benchmark) come the same way: the sparse face detector as a
+plain file of `@mediapipe/face_detection`, the pose detector packed in `@mediapipe/pose`.
 
     python -m pysparse.assets            # extract into the models folder (a no-op when present)
 
@@ -29,19 +31,24 @@ from .fsutil import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDS_PACKAGE = "@mediapipe/hands"
+FACE_PACKAGE = "@mediapipe/face_detection"
+POSE_PACKAGE = "@mediapipe/pose"
 TFLITE_MAGIC = b"TFL3"  # at byte offset 4 of every .tflite flatbuffer
 
-# model file -> (source inside the npm package, name inside the packed assets or None)
+# model file -> (npm package, source inside it, name inside the packed assets or None)
 MODELS = {
-    "hand_landmark_full.tflite": ("hand_landmark_full.tflite", None),
-    "hand_landmark_lite.tflite": ("hand_landmark_lite.tflite", None),
-    "palm_detection_full.tflite": ("hands_solution_packed_assets.data", "palm_detection_full.tflite"),
-    "palm_detection_lite.tflite": ("hands_solution_packed_assets.data", "palm_detection_lite.tflite"),
+    "hand_landmark_full.tflite": (HANDS_PACKAGE, "hand_landmark_full.tflite", None),
+    "hand_landmark_lite.tflite": (HANDS_PACKAGE, "hand_landmark_lite.tflite", None),
+    "palm_detection_full.tflite": (HANDS_PACKAGE, "hands_solution_packed_assets.data", "palm_detection_full.tflite"),
+    "palm_detection_lite.tflite": (HANDS_PACKAGE, "hands_solution_packed_assets.data", "palm_detection_lite.tflite"),
+    "face_detection_full_range_sparse.tflite": (FACE_PACKAGE, "face_detection_full_range_sparse.tflite", None),
+    "pose_detection.tflite": (POSE_PACKAGE, "pose_solution_packed_assets.data", "pose_detection.tflite"),
 }
 
 
 # The npm packages the models and photos come from, at the versions package-lock.json pins.
-NPM_PACKAGES = {HANDS_PACKAGE: "0.4.1675469240", "fingerpose": "0.1.0"}
+NPM_PACKAGES = {HANDS_PACKAGE: "0.4.1675469240", FACE_PACKAGE: "0.4.1657300184", POSE_PACKAGE: "0.5.1675469404",
+                "fingerpose": "0.1.0"}
 # The files a wheel carries besides Python: web/ (runtime and engine builds) and demo/.
 PACKAGE_STATIC = Path(__file__).resolve().parent / "_static"
 
@@ -138,23 +145,28 @@ def extract(dest: Path | None = None, quiet: bool = False) -> list[Path]:
     dest = dest or models_dir()
     if all((dest / name).exists() for name in MODELS):
         return []
-    pkg = node_modules() / HANDS_PACKAGE
-    if not pkg.is_dir() and not in_checkout() and "PYSPARSE_NODE_MODULES" not in os.environ:
-        pkg = fetch_npm_packages(quiet=quiet) / HANDS_PACKAGE
-    if not pkg.is_dir():
-        raise FileNotFoundError(f"{pkg} is missing: {_setup_hint()}")
-    offsets = None
+    modules = node_modules()
+    wanted = {package for name, (package, _, _) in MODELS.items() if not (dest / name).exists()}
+    if any(not (modules / p).is_dir() for p in wanted) and not in_checkout() \
+            and "PYSPARSE_NODE_MODULES" not in os.environ:
+        modules = fetch_npm_packages(quiet=quiet)
+    for package in wanted:
+        if not (modules / package).is_dir():
+            raise FileNotFoundError(f"{modules / package} is missing: {_setup_hint()}")
+    offsets: dict[str, dict] = {}  # per package, its packed assets' table
     written = []
-    for name, (source, packed_name) in MODELS.items():
+    for name, (package, source, packed_name) in MODELS.items():
         out = dest / name
         if out.exists():
             continue
+        pkg = modules / package
         if packed_name is None:
             data = (pkg / source).read_bytes()
         else:
-            if offsets is None:
-                offsets = _packed_offsets((pkg / "hands_solution_packed_assets_loader.js").read_text())
-            start, end = offsets[packed_name]
+            if package not in offsets:
+                loader = source.replace(".data", "_loader.js")
+                offsets[package] = _packed_offsets((pkg / loader).read_text())
+            start, end = offsets[package][packed_name]
             with open(pkg / source, "rb") as f:
                 f.seek(start)
                 data = f.read(end - start)

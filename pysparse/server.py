@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # npm packages the demo and the Pyodide front end load in the browser; nothing else under
 # node_modules/ is served.
 NODE_PACKAGES = ("pyodide", "@mediapipe/hands", "fingerpose",
-                 # reference runtimes of the benchmark page (web/bench/)
+                 # reference runtimes of the benchmark page (web/bench/) and of `make bench-demo`
+                 "@litertjs/core", "@litertjs/wasm-utils", "@mediapipe/tasks-vision",
                  "@tensorflow/tfjs-core", "@tensorflow/tfjs-backend-cpu", "@tensorflow/tfjs-tflite", "onnxruntime-web")
 
 # Extensions the server knows; anything else is served as application/octet-stream.

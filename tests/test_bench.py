@@ -21,16 +21,22 @@ def test_smoke_run_is_well_formed(tmp_path):
     assert record["runs"] == 3 and record["environment"]["crossOriginIsolated"] is True
     rows = record["results"]
     assert {(r["system"], r["sparsity"]) for r in rows} == {("pysparse", 0.0), ("pysparse", 0.8),
-                                                            ("tflite", 0.0), ("tflite", 0.8)}
+                                                            ("litert", 0.0), ("litert", 0.8)}
     for r in rows:
         assert r["threads"] == 1
         assert all(r[k] > 0 for k in report.TIMES)
         assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
         assert len(r["samples_ms"]) == 3
         assert (out / "models" / r["file"]).stat().st_size == r["file_bytes"]
-    # the TFLite row of the pruned model really has its 1x1 weights stored sparse
-    sparse_tflite = next(r for r in rows if r["system"] == "tflite" and r["sparsity"])
-    assert sparse_tflite["notes"]["stored_sparse"] > 10
+    # the LiteRT row of the pruned model really has its 1x1 weights stored sparse
+    sparse_litert = next(r for r in rows if r["system"] == "litert" and r["sparsity"])
+    assert sparse_litert["notes"]["stored_sparse"] > 10
+    # LiteRT.js ran its relaxed-SIMD build (single-threaded at 1 thread), not the compatibility one
+    assert {r["info"]["wasm"] for r in rows if r["system"] == "litert"} == {"litert_wasm_internal.wasm"}
+    for r in rows:
+        if r["system"] == "pysparse":
+            assert r["speedup_vs_litert_dense"] > 0
+            assert ("speedup_vs_litert_sparse" in r) == (r["sparsity"] > 0)
     for name in ("time_hand_landmark_lite.png", "layers_hand_landmark_lite.png", "speedup.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -60,12 +66,14 @@ def test_layer_breakdown_sums_the_profile_by_kind_of_kernel():
         "dense 1x1 and FC": 2.0, "other ops": 1.0}}
 
 
-def test_speedups_are_against_tflite_dense_of_the_same_session():
-    rows = [{"model": "m", "threads": t, "label": lab, "median_ms": ms}
-            for t, lab, ms in ((1, "tflite dense", 20.0), (1, "pysparse 80% b1", 10.0), (2, "tflite dense", 12.0),
-                               (2, "pysparse 80% b1", 4.0))]
+def test_speedups_are_against_litert_dense_of_the_same_thread_count():
+    rows = [{"model": "m", "threads": t, "system": sys_, "label": f"{sys_} dense" if s == 0 else f"{sys_} 80%",
+             "sparsity": s, "median_ms": ms}
+            for t, sys_, s, ms in ((1, "litert", 0.0, 20.0), (1, "pysparse", 0.8, 10.0), (2, "litert", 0.0, 12.0),
+                                   (2, "pysparse", 0.8, 4.0))]
     report.add_speedups(rows)
-    assert [r["speedup_vs_tflite_dense"] for r in rows] == [1.0, 2.0, 1.0, 3.0]
+    assert [r.get("speedup_vs_litert_dense") for r in rows] == [None, 2.0, None, 3.0]
+    assert not any("speedup_vs_tflite_dense" in r for r in rows)  # no legacy rows ran
 
 
 def test_masked_tflite_copy_has_the_pruned_zeros():
@@ -90,18 +98,71 @@ def test_masked_tflite_copy_has_the_pruned_zeros():
     it.invoke()  # still a valid model for LiteRT
 
 
-def test_sparse_speedups_are_against_tflite_on_the_same_pruned_weights():
+def test_sparse_speedups_are_against_litert_on_the_same_pruned_weights():
     rows = [{"model": "m", "threads": 1, "system": sys_, "label": lab, "sparsity": s, "block": b, "median_ms": ms}
-            for sys_, lab, s, b, ms in (("tflite", "tflite dense", 0.0, 1, 20.0),
-                                         ("tflite", "tflite 80% sparse b1", 0.8, 1, 9.0),
-                                         ("tflite", "tflite 80% sparse b4", 0.8, 4, 8.0),
+            for sys_, lab, s, b, ms in (("litert", "litert dense", 0.0, 1, 20.0),
+                                         ("litert", "litert 80% sparse b1", 0.8, 1, 9.0),
+                                         ("litert", "litert 80% sparse b4", 0.8, 4, 8.0),
+                                         ("tflite", "tflite dense", 0.0, 1, 30.0),
+                                         ("tflite", "tflite 80% sparse b1", 0.8, 1, 12.0),
                                          ("pysparse", "pysparse 80% b1", 0.8, 1, 6.0),
                                          ("pysparse", "pysparse 80% b4", 0.8, 4, 4.0),
                                          ("pysparse", "pysparse dense", 0.0, 1, 10.0))]
     report.add_speedups(rows)
-    got = {r["label"]: r.get("speedup_vs_tflite_sparse") for r in rows}
-    assert got == {"tflite dense": None, "tflite 80% sparse b1": None, "tflite 80% sparse b4": None,
-                   "pysparse 80% b1": 1.5, "pysparse 80% b4": 2.0, "pysparse dense": None}
+    got = {r["label"]: (r.get("speedup_vs_litert_dense"), r.get("speedup_vs_litert_sparse")) for r in rows}
+    assert got == {"litert dense": (None, None), "litert 80% sparse b1": (None, None),
+                   "litert 80% sparse b4": (None, None), "tflite dense": (None, None),
+                   "tflite 80% sparse b1": (None, None),
+                   "pysparse 80% b1": (20 / 6, 1.5), "pysparse 80% b4": (5.0, 2.0), "pysparse dense": (2.0, None)}
+    # the legacy runtime, when it ran, gets its own fields
+    legacy = {r["label"]: (r.get("speedup_vs_tflite_dense"), r.get("speedup_vs_tflite_sparse")) for r in rows
+              if r["system"] == "pysparse"}
+    assert legacy == {"pysparse 80% b1": (5.0, 2.0), "pysparse 80% b4": (7.5, None), "pysparse dense": (3.0, None)}
+
+
+def test_users_files_are_compared_with_litert_on_the_same_file():
+    rows = [{"model": "your files", "threads": 1, "system": sys_, "label": f"{sys_} {f}", "sparsity": s,
+             "notes": {"source": f}, "median_ms": ms}
+            for sys_, f, s, ms in (("pysparse", "a.tflite", 0.0, 5.0), ("litert", "a.tflite", 0.0, 10.0),
+                                   ("pysparse", "b.tflite", 0.9, 2.0), ("litert", "b.tflite", 0.9, 8.0),
+                                   ("pysparse", "c.spnn", 0.9, 1.0))]
+    report.add_speedups(rows)
+    got = {r["label"]: (r.get("speedup_vs_litert_dense"), r.get("speedup_vs_litert_sparse")) for r in rows
+           if r["system"] == "pysparse"}
+    assert got == {"pysparse a.tflite": (2.0, None), "pysparse b.tflite": (None, 4.0), "pysparse c.spnn": (None, None)}
+
+
+def test_published_sparse_models_run_as_shipped(tmp_path):
+    """MediaPipe's sparse models: pysparse packs the file as imported, LiteRT.js gets the
+    original bytes, the pair shares sparsity and block; the legacy runtime the same file."""
+    from pysparse import assets
+    from pysparse.bench.runtimes import prepare
+
+    arts = prepare(["face_detection_full_range_sparse"], tmp_path, systems=("pysparse", "litert", "tflite"))
+    by_label = {a.label: a for a in arts}
+    assert set(by_label) == {"pysparse dense", "pysparse as published", "litert as published", "tflite as published"}
+    original = assets.model_path("face_detection_full_range_sparse.tflite").read_bytes()
+    assert by_label["litert as published"].path.read_bytes() == original
+    assert by_label["tflite as published"].path == by_label["litert as published"].path
+    ours, theirs = by_label["pysparse as published"], by_label["litert as published"]
+    assert (ours.sparsity, ours.block) == (theirs.sparsity, theirs.block) and 0.5 < ours.sparsity < 0.9
+    assert ours.path.read_bytes()[:4] == b"SPNN" and ours.path.stat().st_size < len(original)
+    assert [a.system for a in prepare(["face_detection_full_range_sparse"], tmp_path)].count("tflite") == 0
+
+
+def test_table_keeps_every_cell_whole_when_piped():
+    import io
+
+    from rich.console import Console
+
+    row = {"model": "face_detection_full_range_sparse", "threads": 2, "system": "pysparse",
+           "label": "pysparse as published", "sparsity": 0.7, "file_bytes": 2048, "load_ms": 1.0, "first_ms": 1.0,
+           "median_ms": 1.25, "min_ms": 1.0, "max_ms": 2.0, "speedup_vs_litert_sparse": 2.345}
+    out = io.StringIO()
+    report.print_table({"runs": 3, "results": [row]}, Console(file=out, width=40))
+    text = out.getvalue()
+    assert "…" not in text and "pysparse as published" in text and "2.35" in text
+    assert "× litert dense" in text and "× litert sparse" in text and "× tflite" not in text
 
 
 def test_sessions_split_by_pruning_block_with_the_dense_files_in_the_first_and_ort_apart():
@@ -153,7 +214,25 @@ def test_users_own_files_share_one_session(tmp_path):
     record = json.loads((out / "results.json").read_text())
     rows = record["results"]
     assert {(r["system"], r["label"]) for r in rows} == {
-        ("pysparse", "pysparse hand_landmark_lite.tflite"), ("tflite", "tflite hand_landmark_lite.tflite"),
+        ("pysparse", "pysparse hand_landmark_lite.tflite"), ("litert", "litert hand_landmark_lite.tflite"),
         ("pysparse", "pysparse lite80.spnn")}
     assert len(record["sessions"]) == 1 and all(r["median_ms"] > 0 for r in rows)
     assert next(r for r in rows if r["file"] == "user.lite80.spnn")["notes"]["pointwise_sparsity"] > 0.75
+
+
+@pytest.mark.slow
+def test_two_threads_use_litert_threaded_build_and_legacy_row_on_request(tmp_path):
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("needs Debian's chromium")
+    from pysparse.cli import main
+    out = tmp_path / "bench"
+    assert main(["bench", "--models", "face_detection_full_range_sparse", "--threads", "2", "--runs", "2",
+                 "--warmup", "0", "--no-profile", "--legacy-tflite", "--out", str(out)]) == 0
+    record = json.loads((out / "results.json").read_text())
+    assert report.validate(record) == []
+    rows = {r["label"]: r for r in record["results"]}
+    assert set(rows) == {"pysparse dense", "pysparse as published", "litert as published", "tflite as published"}
+    assert rows["litert as published"]["info"]["wasm"] == "litert_wasm_threaded_internal.wasm"
+    assert rows["pysparse as published"]["info"]["threads"] == 2
+    assert rows["pysparse as published"]["speedup_vs_litert_sparse"] > 0
+    assert rows["pysparse as published"]["speedup_vs_tflite_sparse"] > 0

@@ -70,10 +70,10 @@ def test_auto_is_plain_when_piped():
 
 def test_bench_table_piped():
     record = {"runs": 3, "results": [
-        {"model": "m", "threads": 1, "label": "pysparse dense", "load_ms": 12.25, "first_ms": 30.5,
-         "median_ms": 10.04, "min_ms": 9.5, "max_ms": 11.0, "speedup_vs_tflite_dense": 1.456,
-         "speedup_vs_tflite_sparse": None, "file_bytes": 2048000},
-        {"model": "m", "threads": 1, "label": "tflite sparse 80% b1", "error": "no such runtime"}]}
+        {"model": "m", "threads": 1, "system": "pysparse", "label": "pysparse dense", "load_ms": 12.25,
+         "first_ms": 30.5, "median_ms": 10.04, "min_ms": 9.5, "max_ms": 11.0, "speedup_vs_litert_dense": 1.456,
+         "speedup_vs_litert_sparse": None, "file_bytes": 2048000},
+        {"model": "m", "threads": 1, "system": "litert", "label": "litert sparse 80% b1", "error": "no such runtime"}]}
     out = io.StringIO()
     report.print_table(record, Console(file=out, width=60), "plain")
     lines = out.getvalue().splitlines()

@@ -1,9 +1,13 @@
 """Benchmark results: the JSON record, the terminal table and the PNG charts.
 
-Speedups are against TFLite-wasm on the dense original (same model, same thread count, same
-browser session), the reference a sparse engine has to beat; a pruned pysparse row also gets
-its speedup over TFLite-wasm on the same pruned weights stored sparse (same sparsity and
-pruning block), which is where TFLite takes XNNPACK's own sparse path.
+Speedups are a reference runtime's median over pysparse's (same model, thread count and
+browser session; > 1: pysparse faster). The reference is LiteRT.js (`litert`); the legacy
+TFLite-wasm (`tflite`) gets the same fields when it ran. Per pysparse row:
+- `speedup_vs_litert_dense`: against LiteRT on the model's dense original, the reference a
+  sparse engine has to beat;
+- `speedup_vs_litert_sparse`: against LiteRT on the same sparse weights (same sparsity and
+  pruning block, or the same published or user's file), stored in TFLite's sparse format,
+  which is where LiteRT may take XNNPACK's own sparse path.
 """
 from __future__ import annotations
 
@@ -12,40 +16,49 @@ import os
 import tempfile
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: LiteRT.js is the reference (speedup_vs_litert_*), tfjs-tflite optional
 TIMES = ("load_ms", "first_ms", "median_ms", "min_ms", "max_ms")
-BASELINE_LABEL = "tflite dense"
+REFERENCES = ("litert", "tflite")  # the primary reference first
 
 
-def baseline(rows: list[dict], row: dict) -> dict | None:
-    for r in rows:
-        if r["model"] == row["model"] and r["threads"] == row["threads"] and r["label"] == BASELINE_LABEL \
-                and "median_ms" in r:
-            return r
-    return None
+def _timed_reference(r: dict, row: dict, ref: str) -> bool:
+    return r.get("system") == ref and "median_ms" in r and r["model"] == row["model"] \
+        and r["threads"] == row["threads"]
 
 
-def same_weights(rows: list[dict], row: dict) -> dict | None:
-    """TFLite's row of the pruned weights a pysparse row runs (same model, threads, sparsity,
-    block)."""
-    if row.get("system") != "pysparse" or not row.get("sparsity"):
+def baseline(rows: list[dict], row: dict, ref: str = "litert") -> dict | None:
+    """`ref`'s row on the dense original of `row`'s model (same thread count)."""
+    return next((r for r in rows if _timed_reference(r, row, ref) and r["label"] == f"{ref} dense"), None)
+
+
+def same_weights(rows: list[dict], row: dict, ref: str = "litert") -> dict | None:
+    """`ref`'s row of the weights a pysparse row runs: the user's same file, else the same
+    model, thread count, sparsity and pruning block."""
+    if row.get("system") != "pysparse":
         return None
+    source = row.get("notes", {}).get("source")
     for r in rows:
-        if r.get("system") == "tflite" and "median_ms" in r and all(
-                r.get(k) == row.get(k) for k in ("model", "threads", "sparsity")) \
-                and r.get("block", 1) == row.get("block", 1):
+        if not _timed_reference(r, row, ref):
+            continue
+        if source is not None:
+            if r.get("notes", {}).get("source") == source:
+                return r
+        elif r.get("sparsity") == row.get("sparsity") and r.get("block", 1) == row.get("block", 1):
             return r
     return None
 
 
 def add_speedups(rows: list[dict]) -> None:
     for r in rows:
-        base = baseline(rows, r)
-        if base is not None and "median_ms" in r:
-            r["speedup_vs_tflite_dense"] = base["median_ms"] / r["median_ms"]
-        twin = same_weights(rows, r)
-        if twin is not None and "median_ms" in r:
-            r["speedup_vs_tflite_sparse"] = twin["median_ms"] / r["median_ms"]
+        if r.get("system") != "pysparse" or "median_ms" not in r:
+            continue
+        for ref in REFERENCES:
+            twin = same_weights(rows, r, ref)
+            dense = twin if twin is not None and not twin.get("sparsity") else baseline(rows, r, ref)
+            if dense is not None:
+                r[f"speedup_vs_{ref}_dense"] = dense["median_ms"] / r["median_ms"]
+            if twin is not None and twin.get("sparsity"):
+                r[f"speedup_vs_{ref}_sparse"] = twin["median_ms"] / r["median_ms"]
 
 
 def write_json(path: Path, record: dict) -> None:
@@ -80,24 +93,27 @@ def validate(record: dict) -> list[str]:
 
 
 def print_table(record: dict, console=None, fmt: str = "auto") -> None:
-    """One table per model and thread count (see pysparse.tables for `fmt`)."""
+    """One table per model and thread count (see pysparse.tables for `fmt`). The legacy
+    TFLite-wasm's ratio columns appear only when it ran."""
     from ..tables import Table, emit
 
     rows = record["results"]
+    refs = [ref for ref in REFERENCES if any(r.get("system") == ref for r in rows)] or ["litert"]
+    ratio_keys = [f"speedup_vs_{ref}_{kind}" for ref in refs for kind in ("dense", "sparse")]
+    ratio_names = [f"× {ref} {kind}" for ref in refs for kind in ("dense", "sparse")]
     for model in dict.fromkeys(r["model"] for r in rows):
         for threads in sorted({r["threads"] for r in rows if r["model"] == model}):
+            columns = ["system", "load", "first", "median", "min", "max", *ratio_names, "file KiB"]
             t = Table(f"{model}, {threads} thread{'s' if threads > 1 else ''} (ms; median of {record['runs']})",
-                      ["system", "load", "first", "median", "min", "max", "× tflite dense", "× tflite sparse",
-                       "file KiB"], right=set(range(1, 9)))
+                      columns, right=set(range(1, len(columns))))
             for r in rows:
                 if r["model"] != model or r["threads"] != threads:
                     continue
                 if "error" in r:
-                    t.add(r["label"], "error: " + r["error"][:60], *[""] * 7)
+                    t.add(r["label"], "error: " + r["error"][:60], *[""] * (len(columns) - 2))
                     continue
-                sp, ss = r.get("speedup_vs_tflite_dense"), r.get("speedup_vs_tflite_sparse")
-                t.add(r["label"], *(f"{r[k]:.1f}" for k in TIMES), f"{sp:.2f}" if sp else "-",
-                      f"{ss:.2f}" if ss else "-", f"{r['file_bytes'] / 1024:.0f}")
+                ratios = [f"{r[k]:.2f}" if r.get(k) else "-" for k in ratio_keys]
+                t.add(r["label"], *(f"{r[k]:.1f}" for k in TIMES), *ratios, f"{r['file_bytes'] / 1024:.0f}")
             emit(t, fmt, console)
 
 
@@ -126,8 +142,8 @@ def layer_breakdown(rows: list[dict], model: str) -> dict:
 
 def plot(record: dict, out_dir: Path) -> list[Path]:
     """time_<model>.png (median per system and thread count), layers_<model>.png (pysparse's
-    per-layer profile summed by kind of kernel) and speedup.png (speedup over TFLite dense
-    against sparsity)."""
+    per-layer profile summed by kind of kernel) and speedup.png (speedup over LiteRT.js on the
+    dense original against sparsity)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -180,12 +196,12 @@ def plot(record: dict, out_dir: Path) -> list[Path]:
         written.append(path)
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.5 * max(1, len(models)), 4), squeeze=False)
     for ax, model in zip(axes[0], models):
-        mine = [r for r in rows if r["model"] == model and r.get("speedup_vs_tflite_dense")]
+        mine = [r for r in rows if r["model"] == model and r.get("speedup_vs_litert_dense")]
         series = dict.fromkeys((r["system"], r.get("block", 1), r["threads"]) for r in mine if r["sparsity"] > 0)
         for system, block, th in series:
-            pts = sorted((r["sparsity"], r["speedup_vs_tflite_dense"]) for r in mine
+            pts = sorted((r["sparsity"], r["speedup_vs_litert_dense"]) for r in mine
                          if r["system"] == system and r.get("block", 1) == block and r["threads"] == th)
-            dense = next((r["speedup_vs_tflite_dense"] for r in mine if r["system"] == system
+            dense = next((r["speedup_vs_litert_dense"] for r in mine if r["system"] == system
                           and r["sparsity"] == 0 and r["threads"] == th), None)
             if dense is not None:
                 pts = [(0.0, dense)] + pts
@@ -194,8 +210,8 @@ def plot(record: dict, out_dir: Path) -> list[Path]:
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("sparsity of pruned layers (%)")
-        ax.set_ylabel("speedup over TFLite dense")
-        if ax.get_legend_handles_labels()[0]:  # the user's files have no TFLite-dense series
+        ax.set_ylabel("speedup over LiteRT.js dense")
+        if ax.get_legend_handles_labels()[0]:  # the user's files have no LiteRT-dense series
             ax.legend(fontsize=7)
     fig.tight_layout()
     path = out_dir / "speedup.png"

@@ -4,11 +4,15 @@ For every model the same pruned weights reach every system: the IR is pruned onc
 sparsity (one-shot magnitude, `pysparse.prune.oneshot`; MobileNetV2 by `prune_pointwise`
 on its 1x1 convolutions), then
 - pysparse loads it packed (`.spnn`, the cost model picks sparse or dense per layer),
-- TFLite-wasm loads the same weights stored sparse (`sparsify_tflite`, DENSIFY: XNNPACK's
-  sparse-inference hint); for the MediaPipe models the pruned zeros are written into a copy
-  of the original `.tflite` (every other op and weight kept), for MobileNetV2 the pruned
-  graph is exported (`pysparse.exporters.export_tflite`),
+- LiteRT.js (the reference) loads the same weights stored sparse (`sparsify_tflite`,
+  DENSIFY: XNNPACK's sparse-inference hint); for the MediaPipe models the pruned zeros are
+  written into a copy of the original `.tflite` (every other op and weight kept), for
+  MobileNetV2 the pruned graph is exported (`pysparse.exporters.export_tflite`); the legacy
+  TFLite-wasm (tfjs-tflite), when asked for, loads the same `.tflite` files,
 - onnxruntime-web loads the dense ONNX form (it has no sparse path).
+
+MediaPipe's published sparse models (`PUBLISHED_SPARSE`) are not pruned again: pysparse runs
+the file as imported, its sparse weights as they are, and LiteRT.js the original file.
 """
 from __future__ import annotations
 
@@ -23,16 +27,20 @@ import numpy as np
 from ..errors import ModelFormatError
 
 MEDIAPIPE_MODELS = ("hand_landmark_full", "hand_landmark_lite", "palm_detection_full")
+PUBLISHED_SPARSE = ("face_detection_full_range_sparse", "pose_detection")  # sparse as MediaPipe ships them
 MOBILENET = "mobilenet_v2"
-ALL_MODELS = MEDIAPIPE_MODELS + (MOBILENET,)
+ALL_MODELS = MEDIAPIPE_MODELS + PUBLISHED_SPARSE + (MOBILENET,)
 SPARSITIES = (0.5, 0.7, 0.8, 0.9)
+SYSTEMS = ("pysparse", "litert", "tflite", "ort")
+DEFAULT_SYSTEMS = ("pysparse", "litert", "ort")  # tfjs-tflite ("tflite") is the legacy row, off by default
+TFLITE_RUNTIMES = ("litert", "tflite")  # the systems that load .tflite files
 
 
 @dataclass
 class Artifact:
     """One configuration's model file: `system` loads `path` (served at /models/<name>)."""
     model: str
-    system: str  # "pysparse", "tflite" or "ort"
+    system: str  # one of SYSTEMS
     sparsity: float  # fraction of zeros of the pruned layers; 0 for the dense model
     block: int
     path: Path
@@ -131,7 +139,7 @@ def _mediapipe(name: str, out: Path, sparsities, blocks) -> list[Artifact]:
     arts = [
         Artifact(name, "pysparse", 0.0, 1, _write(out / f"{name}.dense.spnn", pack(graph, sparse=False)),
                  shape, "pysparse dense"),
-        Artifact(name, "tflite", 0.0, 1, _write(out / f"{name}.tflite", original), shape, "tflite dense"),
+        Artifact(name, "litert", 0.0, 1, _write(out / f"{name}.tflite", original), shape, "litert dense"),
     ]
     for s in sparsities:
         for block in blocks:
@@ -140,14 +148,14 @@ def _mediapipe(name: str, out: Path, sparsities, blocks) -> list[Artifact]:
                                  _write(out / f"{name}.s{_pct(s)}b{block}.spnn", pack(pruned)),
                                  shape, f"pysparse {_pct(s)}% b{block}",
                                  {"pointwise_sparsity": _pointwise_sparsity(pruned)}))
-            # TFLite gets the same zeros, in its own sparse storage.
+            # LiteRT gets the same zeros, in TFLite's sparse storage.
             masked, n = mask_tflite_weights(original, pruned)
             arts.append(_tflite_sparse(name, s, block, blocks, out, masked, shape, {"masked_weights": n}))
     return arts
 
 
 def _tflite_sparse(name, s, block, blocks, out: Path, pruned_tflite: bytes, shape, notes) -> Artifact:
-    """TFLite's sparse-stored copy of the pysparse S% bB weights (`pruned_tflite`: the pruned
+    """LiteRT's sparse-stored copy of the pysparse S% bB weights (`pruned_tflite`: the pruned
     weights, stored dense). XNNPACK's sparse path on WebAssembly has one-row kernels only, so
     block-4 zeros run there like any others: the block-4 row shows what the structure gains
     pysparse alone."""
@@ -157,8 +165,8 @@ def _tflite_sparse(name, s, block, blocks, out: Path, pruned_tflite: bytes, shap
     data = sparsify_tflite(pruned_tflite, min_sparsity=max(0.0, s - 0.02), converted=converted)
     notes = {**notes, "stored_sparse": len(converted)}
     tag = f"b{block}" if len(blocks) > 1 else ""
-    label = f"tflite {_pct(s)}% sparse" + (f" {tag}" if tag else "")
-    return Artifact(name, "tflite", s, block, _write(out / f"{name}.s{_pct(s)}{tag}.sparse.tflite", data),
+    label = f"litert {_pct(s)}% sparse" + (f" {tag}" if tag else "")
+    return Artifact(name, "litert", s, block, _write(out / f"{name}.s{_pct(s)}{tag}.sparse.tflite", data),
                     shape, label, notes)
 
 
@@ -181,7 +189,7 @@ def _mobilenet(out: Path, sparsities, blocks, include_ort: bool = True) -> list[
     arts = [
         Artifact(name, "pysparse", 0.0, 1, _write(out / f"{name}.dense.spnn", pack(graph, sparse=False)),
                  shape, "pysparse dense"),
-        Artifact(name, "tflite", 0.0, 1, _write(out / f"{name}.tflite", export_tflite(graph)), shape, "tflite dense"),
+        Artifact(name, "litert", 0.0, 1, _write(out / f"{name}.tflite", export_tflite(graph)), shape, "litert dense"),
     ]
     if include_ort:
         arts.append(Artifact(name, "ort", 0.0, 1, _write(out / f"{name}.onnx", export_onnx(base, x)), shape, "ort dense"))
@@ -201,7 +209,7 @@ USER_FILES = "your files"  # the benchmark model that groups the user's own file
 
 def _user_files(files, out: Path) -> list[Artifact]:
     """The user's own models, each as given: pysparse runs the `.spnn` (a `.tflite` or `.onnx`
-    packed first, keeping its precision), TFLite-wasm a `.tflite` as it is. All of them share
+    packed first, keeping its precision), LiteRT.js a `.tflite` as it is. All of them share
     one browser session, so their times are interleaved."""
     from ..format.reader import read_spnn
     from ..importers import load_model
@@ -219,23 +227,54 @@ def _user_files(files, out: Path) -> list[Artifact]:
         arts.append(Artifact(USER_FILES, "pysparse", zeros, 1, _write(out / f"user.{f.stem}.spnn", blob), shape,
                              f"pysparse {f.name}", {"pointwise_sparsity": zeros, "source": str(f)}))
         if f.suffix.lower() == ".tflite":
-            arts.append(Artifact(USER_FILES, "tflite", 0.0, 1, _write(out / f"user.{f.name}", data), shape,
-                                 f"tflite {f.name}", {"source": str(f)}))
+            arts.append(Artifact(USER_FILES, "litert", zeros, 1, _write(out / f"user.{f.name}", data), shape,
+                                 f"litert {f.name}", {"pointwise_sparsity": zeros, "source": str(f)}))
     return arts
 
 
-def prepare(models, out_dir: Path, sparsities=SPARSITIES, blocks=(1, 4), systems=("pysparse", "tflite", "ort"),
-            files=()):
+def _published_sparse(name: str, out: Path) -> list[Artifact]:
+    """A MediaPipe model published sparse: pysparse runs it as imported (its 1x1 weights
+    sparse where the cost model says so), and all of it dense for comparison; LiteRT.js runs
+    the original file. The sparse pair shares sparsity and block, so that reports pair them."""
+    from .. import assets
+    from ..importers import load_model
+    from ..pack import pack
+
+    original = assets.model_path(f"{name}.tflite").read_bytes()
+    graph = load_model(original)
+    shape = graph.tensors[graph.inputs[0]].shape
+    zeros = _pointwise_sparsity(graph)
+    notes = {"pointwise_sparsity": zeros, "published_sparse": True}
+    return [
+        Artifact(name, "pysparse", 0.0, 1, _write(out / f"{name}.dense.spnn", pack(graph, sparse=False)),
+                 shape, "pysparse dense"),
+        Artifact(name, "pysparse", zeros, 1, _write(out / f"{name}.spnn", pack(graph)), shape,
+                 "pysparse as published", notes),
+        Artifact(name, "litert", zeros, 1, _write(out / f"{name}.tflite", original), shape,
+                 "litert as published", notes),
+    ]
+
+
+def _legacy_tflite(art: Artifact) -> Artifact:
+    """The legacy TFLite-wasm (tfjs-tflite) row of a LiteRT.js file."""
+    return Artifact(art.model, "tflite", art.sparsity, art.block, art.path, art.input_shape,
+                    "tflite" + art.label[len("litert"):], art.notes)
+
+
+def prepare(models, out_dir: Path, sparsities=SPARSITIES, blocks=(1, 4), systems=DEFAULT_SYSTEMS, files=()):
     """Builds (or reuses, when unchanged) every file the benchmark loads, under `out_dir`."""
     out_dir = Path(out_dir)
     arts: list[Artifact] = _user_files(files, out_dir) if files else []
     for model in models:
         if model in MEDIAPIPE_MODELS:
             arts += _mediapipe(model, out_dir, sparsities, blocks)
+        elif model in PUBLISHED_SPARSE:
+            arts += _published_sparse(model, out_dir)
         elif model == MOBILENET:
             arts += _mobilenet(out_dir, sparsities, blocks, include_ort="ort" in systems)
         else:
             raise ValueError(f"unknown benchmark model {model!r} (known: {', '.join(ALL_MODELS)})")
+    arts += [_legacy_tflite(a) for a in arts if a.system == "litert"]
     return [a for a in arts if a.system in systems]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import __version__
 from . import report
-from .runtimes import SPARSITIES, prepare
+from .runtimes import DEFAULT_SYSTEMS, SPARSITIES, prepare
 
 OUT_DIR = Path("build/bench")
 
@@ -41,11 +41,11 @@ def by_memory(artifacts) -> list[list]:
 
 def sessions_of(artifacts) -> list[tuple[str, list]]:
     """The browser sessions of one thread count: per model, one per pruning block for
-    pysparse and TFLite, the dense files in the first, and onnxruntime-web in a page of its
-    own. (A page holding the TFLite files of every block at 2 threads, nine TFLite
-    instances, hangs in tfjs-tflite's thread start-up; five are fine. At 2 threads whatever
-    ran right after onnxruntime-web in a round took up to twice its time, for tens of ms
-    after ORT's run, spinning threads or not.)"""
+    pysparse and the .tflite runtimes, the dense files in the first, and onnxruntime-web in
+    a page of its own. (A page holding the tfjs-tflite files of every block at 2 threads,
+    nine instances, hangs in tfjs-tflite's thread start-up; five are fine. At 2 threads
+    whatever ran right after onnxruntime-web in a round took up to twice its time, for tens
+    of ms after ORT's run, spinning threads or not.)"""
     out = []
     for model in dict.fromkeys(a.model for a in artifacts):
         mine = [a for a in artifacts if a.model == model and a.system != "ort"]
@@ -62,7 +62,7 @@ def sessions_of(artifacts) -> list[tuple[str, list]]:
 
 
 def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, sparsities=SPARSITIES,
-                  blocks=(1, 4), systems=("pysparse", "tflite", "ort"), out_dir: Path = OUT_DIR,
+                  blocks=(1, 4), systems=DEFAULT_SYSTEMS, out_dir: Path = OUT_DIR,
                   profile: bool = True, progress_bar: bool = True, console=None,
                   session_timeout_s: float = 900, files=()) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

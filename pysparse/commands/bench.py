@@ -1,4 +1,4 @@
-"""`pysparse bench`: pysparse against TFLite-wasm and onnxruntime-web in headless Chromium."""
+"""`pysparse bench`: pysparse against LiteRT.js (and onnxruntime-web) in headless Chromium."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +13,8 @@ def _list(kind):
 
 
 def add_parser(sub) -> None:
-    from ..bench.runtimes import ALL_MODELS, SPARSITIES
-    p = sub.add_parser("bench", help="benchmark pysparse against TFLite-wasm and onnxruntime-web in Chromium",
+    from ..bench.runtimes import ALL_MODELS, DEFAULT_SYSTEMS, SPARSITIES, SYSTEMS
+    p = sub.add_parser("bench", help="benchmark pysparse against LiteRT.js and onnxruntime-web in Chromium",
                        description="Build dense and pruned (one-shot) forms of each model for every system, "
                                    "time them interleaved in one headless Chromium session per thread count, "
                                    "and write build/bench/results.json and PNG charts.")
@@ -29,11 +29,14 @@ def add_parser(sub) -> None:
     p.add_argument("--sparsities", type=_list(float), default=list(SPARSITIES),
                    help="comma-separated fractions (default 0.5,0.7,0.8,0.9)")
     p.add_argument("--blocks", type=_list(int), default=[1, 4], help="pysparse pruning blocks (default 1,4)")
-    p.add_argument("--systems", type=_list(str), default=["pysparse", "tflite", "ort"],
-                   help="comma-separated subset of pysparse,tflite,ort")
+    p.add_argument("--systems", type=_list(str), default=list(DEFAULT_SYSTEMS),
+                   help=f"comma-separated subset of {','.join(SYSTEMS)} (default {','.join(DEFAULT_SYSTEMS)}; "
+                        "litert is LiteRT.js, tflite the legacy tfjs-tflite)")
+    p.add_argument("--legacy-tflite", action="store_true",
+                   help="also time the legacy TFLite-wasm (@tensorflow/tfjs-tflite) on LiteRT.js's files")
     p.add_argument("--out", default="build/bench", help="output folder (default build/bench)")
     p.add_argument("--smoke", action="store_true",
-                   help="quick check: hand_landmark_lite, 1 thread, 3 runs, 80%% sparsity, pysparse and tflite")
+                   help="quick check: hand_landmark_lite, 1 thread, 3 runs, 80%% sparsity, pysparse and litert")
     p.add_argument("--no-profile", action="store_true", help="skip pysparse's per-layer profile")
     add_format_option(p)
     p.set_defaults(func=run)
@@ -44,12 +47,14 @@ def run(args) -> int:
     from rich.console import Console
 
     from ..bench import report
-    from ..bench.runtimes import ALL_MODELS
+    from ..bench.runtimes import ALL_MODELS, SYSTEMS
     from ..bench.suite import run_benchmark
 
     if args.smoke:
         args.models, args.threads, args.runs, args.warmup = ["hand_landmark_lite"], [1], 3, 1
-        args.sparsities, args.blocks, args.systems = [0.8], [1], ["pysparse", "tflite"]
+        args.sparsities, args.blocks, args.systems = [0.8], [1], ["pysparse", "litert"]
+    if args.legacy_tflite and "tflite" not in args.systems:
+        args.systems.append("tflite")
     if args.models is None:
         args.models = [] if args.files else list(ALL_MODELS)
     for f in args.files:
@@ -58,8 +63,8 @@ def run(args) -> int:
     unknown = set(args.models) - set(ALL_MODELS)
     if unknown:
         raise ValueError(f"unknown model(s) {sorted(unknown)}; known: {', '.join(ALL_MODELS)}")
-    if set(args.systems) - {"pysparse", "tflite", "ort"}:
-        raise ValueError("systems must be among pysparse, tflite, ort")
+    if set(args.systems) - set(SYSTEMS):
+        raise ValueError(f"systems must be among {', '.join(SYSTEMS)}")
     if args.runs < 1 or any(t < 1 for t in args.threads) or any(not 0 < s < 1 for s in args.sparsities):
         raise ValueError("runs and threads must be >= 1, sparsities in (0, 1)")
     console = Console()

@@ -3,9 +3,34 @@
 // hit every system alike. Returns plain JSON for the driver (Playwright).
 import { load as loadPysparse } from '../pysparse.mjs';
 
+const LITERT_WASM = '/node_modules/@litertjs/core/wasm/';
 const TFLITE_DIST = '/node_modules/@tensorflow/tfjs-tflite/dist/';
+// tfjs-tflite (the legacy TFLite row) is a classic script over tfjs-core and its CPU backend,
+// loaded only when a configuration asks for it.
+const TFLITE_SCRIPTS = ['/node_modules/@tensorflow/tfjs-core/dist/tf-core.min.js',
+                        '/node_modules/@tensorflow/tfjs-backend-cpu/dist/tf-backend-cpu.min.js',
+                        TFLITE_DIST + 'tf-tflite.min.js'];
 const ORT_DIST = '/node_modules/onnxruntime-web/dist/';
 let ort = null;
+let litert = null; // the LiteRT.js module once loaded, and the thread count its wasm build was chosen for
+let tfliteScripts = null;
+
+// The name of the file this page fetched whose name starts with `prefix` (which wasm build).
+function loadedFile(prefix) {
+  const hit = performance.getEntriesByType('resource').map((e) => e.name.split('/').pop())
+    .find((name) => name.startsWith(prefix) && name.endsWith('.wasm'));
+  return hit ?? null;
+}
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const el = document.createElement('script');
+    el.src = src;
+    el.onload = resolve;
+    el.onerror = () => reject(new Error(`could not load ${src}`));
+    document.head.appendChild(el);
+  });
+}
 
 // A fixed input per shape (same values for every system; uniform in [-1, 1]).
 function makeInput(size, seed = 1) {
@@ -56,7 +81,38 @@ const LOADERS = {
     };
   },
 
+  // LiteRT.js: XNNPACK in wasm (relaxed SIMD). Its wasm module is one per page; the
+  // threaded build (which needs relaxed SIMD and cross-origin isolation) for 2+ threads.
+  async litert(cfg) {
+    if (!litert) {
+      const mod = await import('@litertjs/core');
+      await mod.loadLiteRt(LITERT_WASM, { threads: cfg.threads > 1 });
+      litert = { mod, threads: cfg.threads };
+    }
+    if ((cfg.threads > 1) !== (litert.threads > 1)) {
+      throw new Error('one page holds one LiteRT.js build: single- or multi-threaded');
+    }
+    const { loadAndCompile, Tensor } = litert.mod;
+    const bytes = await fetchBytes(cfg.url);
+    const model = await loadAndCompile(bytes, { accelerator: 'wasm', cpuOptions: { numThreads: cfg.threads } });
+    const spec = model.getInputDetails()[0];
+    const shape = [...spec.shape];
+    const x = new Tensor(makeInput(prod(shape)), shape);
+    return {
+      run: async () => {
+        const outs = await model.run([x]);
+        const data = outs.map((t) => t.toTypedArray()); // copies out of the wasm heap
+        outs.forEach((t) => t.delete());
+        return data;
+      },
+      dispose: () => { x.delete(); model.delete(); },
+      info: { threads: cfg.threads, wasm: loadedFile('litert_wasm'), inputShape: shape },
+    };
+  },
+
   async tflite(cfg) {
+    tfliteScripts ??= TFLITE_SCRIPTS.reduce((p, src) => p.then(() => loadScript(src)), Promise.resolve());
+    await tfliteScripts;
     const tflite = globalThis.tflite;
     if (!tflite) throw new Error('tfjs-tflite did not load');
     tflite.setWasmPath(TFLITE_DIST);
@@ -110,7 +166,7 @@ const stats = (xs) => {
 };
 
 /**
- * configs: [{id, system: 'pysparse'|'tflite'|'ort', url, threads, input_shape (NCHW)}]
+ * configs: [{id, system: 'pysparse'|'litert'|'tflite'|'ort', url, threads, input_shape (NCHW)}]
  * opts: {runs, warmup, profileRuns, progress(done, total, what)}
  * Returns {environment, results: [{id, system, ..., load_ms, first_ms, samples_ms, median_ms, ...} | {id, error}]}
  */
