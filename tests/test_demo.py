@@ -4,8 +4,9 @@ Checks that the page tracks the hand in the bundled clip with both pipelines and
 every frame's timings; that the landmarks it computes are what pysparse's numpy reference
 (and LiteRT) give on the very crop the page fed the engine; that the whole pipeline
 (preprocessing, anchors, ROI, projection) agrees with MediaPipe's own web solution on a
-real photo; that the webcam path works (Chromium's fake camera); and that threads and
-sparsity switch. Writes docs/images/demo.png. The pipeline's arithmetic alone is tested
+real photo; that the benchmark's references (MediaPipe Tasks' HandLandmarker on the .task
+built from the project's models, and the legacy MediaPipe Hands) run and track offline;
+that the webcam path works (Chromium's fake camera); and that threads and sparsity switch. Writes docs/images/demo.png. The pipeline's arithmetic alone is tested
 under Node (tests/demo/*.test.mjs).
 """
 from __future__ import annotations
@@ -35,6 +36,9 @@ LITERT_TOLERANCE_PX = 0.5
 # of the hand's size (wrist to middle-finger base). Measured: under 0.01 px in a 191 px hand
 # (the same crops, the same model); 1% leaves room for other engine builds' rounding.
 MEDIAPIPE_TOLERANCE = 0.01
+# Whole pipeline against MediaPipe Tasks' HandLandmarker on the same photo and the same
+# landmark model (its own crop and resampling), as a fraction of the hand's size.
+HANDLANDMARKER_TOLERANCE = 0.03
 # The page's landmark crop against the same ROI cut from the clip frame in numpy (PIL's JPEG
 # decoding, float64 bilinear), in 0..255 units. Measured: under 1e-5 (the same pixels).
 CROP_TOLERANCE = 1.0
@@ -65,16 +69,88 @@ def test_bench_summaries_split_tracked_and_detection_frames():
             for k in range(8)]
     model = {"file": "hand_landmark_full.s80.spnn", "source": "hand_landmark_full.tflite", "finetuned": False,
              "label": "80% sparse, one-shot pruned, not fine-tuned", "bytes": 1}
+    ours[6]["sparse"]["draw"] = 2.0  # drawing is left out of the comparison: the references do not draw
+    ours[6]["sparse"]["total"] += 2.0
     result = {"runs": [{"mode": "file", "threads": 1, "info": {"models": {"sparse": model}},
                         "summary": bench.summarize_demo(ours)}],
-              "mediapipe": {"summary": s}}
+              "mediapipe": {"summary": s},
+              "handlandmarker": {"summary": bench.summarize_mediapipe([{**f, "ms": f["ms"] / 2} for f in mp])}}
     assert result["runs"][0]["summary"]["sparse"]["palm_detection_frames"] == 1
     ratios = bench.compare(result)
     assert ratios["file 1t dense"]["median"] == pytest.approx(30 / 42)
     assert ratios["file 1t sparse"]["median"] == pytest.approx(21 / 42)
     assert ratios["file 1t sparse"]["min"] == pytest.approx(21 / 40)
+    assert result["runs"][0]["summary"]["sparse"]["tracked_frames"]["max"] == 23.0
+    tasks = bench.compare(result, "handlandmarker")
+    assert tasks["file 1t sparse"]["median"] == pytest.approx(21 / 21)
+    assert bench.compare({"runs": result["runs"]}, "handlandmarker") == {}
     sm = bench.sparse_model(result)
     assert (sm["finetuned"], sm["file"], sm["same_in_every_run"]) == (False, model["file"], True)
+
+
+def _read_table(buf: bytes, pos: int, slot: int):
+    """The position of a table field `slot` of the flatbuffer table at `pos` (0 when absent)."""
+    from flatbuffers.table import Table
+    t = Table(bytearray(buf), pos)
+    return t, t.Offset(4 + 2 * slot)
+
+
+def _first_of_vector(buf: bytes, pos: int, slot: int) -> int:
+    t, o = _read_table(buf, pos, slot)
+    assert o, f"no field {slot}"
+    return t.Indirect(t.Vector(o))
+
+
+def test_handlandmarker_task_bundles_both_models_with_their_normalisation():
+    """The .task zip: MediaPipe's two file names, stored; each model computes what the
+    original does, and carries TFLITE_METADATA whose one input is normalised by mean 0,
+    std 255 (read back here field by field, following metadata_schema.fbs)."""
+    import io
+    import struct
+    import zipfile
+
+    from flatbuffers.number_types import Uint8Flags
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.interpreter import Interpreter
+
+    from pysparse import assets
+    from pysparse.bench import handlandmarker
+
+    z = zipfile.ZipFile(io.BytesIO(handlandmarker.task_bytes()))
+    assert [i.filename for i in z.infolist()] == ["hand_detector.tflite", "hand_landmarks_detector.tflite"]
+    assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())
+    for inside, source in handlandmarker.BUNDLE.items():
+        data = z.read(inside)
+        model = fb.ModelT.InitFromPackedBuf(bytearray(data), 0)
+        entries = {(e.name.decode() if isinstance(e.name, bytes) else e.name): e.buffer for e in model.metadata}
+        meta = bytes(model.buffers[entries["TFLITE_METADATA"]].data)
+        assert meta[4:8] == b"M001"
+        root = struct.unpack_from("<I", meta, 0)[0]
+        subgraph = _first_of_vector(meta, root, 3)  # ModelMetadata.subgraph_metadata
+        tensor = _first_of_vector(meta, subgraph, 2)  # SubGraphMetadata.input_tensor_metadata
+        unit = _first_of_vector(meta, tensor, 4)  # TensorMetadata.process_units
+        t, o = _read_table(meta, unit, 0)  # ProcessUnit.options_type
+        assert t.Get(Uint8Flags, o + t.Pos) == 1  # NormalizationOptions
+        t, o = _read_table(meta, unit, 1)
+        options = t.Indirect(o + t.Pos)
+        mean_std = []
+        for slot in (0, 1):
+            t, o = _read_table(meta, options, slot)
+            start = t.Vector(o)
+            assert t.VectorLen(o) == 1
+            mean_std.append(struct.unpack_from("<f", meta, start)[0])
+        assert mean_std == [0.0, 255.0]
+        # the models' own tensors are untouched: same outputs as the original on one input
+        outs = []
+        for blob in (data, assets.model_path(source).read_bytes()):
+            it = Interpreter(model_content=blob)
+            it.allocate_tensors()
+            d = it.get_input_details()[0]
+            it.set_tensor(d["index"], np.random.default_rng(0).random(d["shape"], dtype=np.float32))
+            it.invoke()
+            outs.append([it.get_tensor(o["index"]) for o in it.get_output_details()])
+        for a, b in zip(*outs):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_finetuned_models_replace_the_one_shot_ones(tmp_path, monkeypatch):
@@ -292,6 +368,60 @@ def test_mediapipe_reference_tracks_the_clip(browser, base_url):
     assert all(t["found"] for t in timings)
     assert [t["detected"] for t in timings] == [True] + [False] * 5
     assert all(t["ms"] > 0 for t in timings)
+
+
+def handlandmarker_page(browser, base_url, tmp_path, query: str):
+    """The HandLandmarker reference page, its bundle served and outside requests aborted as
+    `make bench-demo` does; returns its state, the aborted URLs and the finished requests."""
+    from pysparse.bench.demo import guard, wait_for
+    from pysparse.bench.handlandmarker import write_task
+    page = browser.new_page()
+    blocked, finished = [], []
+    page.on("requestfinished", lambda r: finished.append(r.url))
+    guard(page, base_url, write_task(tmp_path), blocked)
+    page.goto(f"{base_url}/demo/handlandmarker.html?{query}")
+    wait_for(page, "window.handLandmarkerReference && (handLandmarkerReference.done || handLandmarkerReference.error)",
+             timeout=120)
+    ref = page.evaluate("handLandmarkerReference")
+    page.close()
+    return ref, blocked, finished
+
+
+@pytest.mark.slow
+def test_handlandmarker_reference_tracks_the_clip_offline(browser, base_url, tmp_path):
+    """MediaPipe Tasks' HandLandmarker on the project's .task: CPU delegate, VIDEO mode, the
+    SIMD wasm; palm detection on the first frame only, the hand on every frame; nothing
+    reaches beyond the local server."""
+    ref, blocked, finished = handlandmarker_page(browser, base_url, tmp_path, "source=clip&frames=6&loop=0")
+    assert ref["error"] is None
+    assert ref["options"]["baseOptions"]["delegate"] == "CPU" and ref["options"]["runningMode"] == "VIDEO"
+    assert ref["wasm"] == "vision_wasm_internal.wasm" and ref["version"]
+    timings = ref["timings"]
+    assert [t["index"] for t in timings] == list(range(6))
+    assert all(t["found"] for t in timings)
+    assert [t["detected"] for t in timings] == [True] + [False] * 5
+    assert all(t["ms"] > 0 for t in timings)
+    assert all(not u.startswith(base_url) for u in blocked)
+    assert finished and all(u.startswith(base_url) for u in finished)
+
+
+@pytest.mark.slow
+def test_handlandmarker_agrees_with_the_pipeline_on_a_photo(browser, base_url, tmp_path):
+    """The same landmark model in MediaPipe Tasks and in the page (dense) on a real photo:
+    the metadata's normalisation is what the model expects."""
+    page, errors = demo_page(browser, base_url, "source=still:0&frames=3&pace=0&threads=1")
+    ours = page.evaluate("pysparseDemo.last")
+    page.close()
+    assert errors == []
+    ref, _, _ = handlandmarker_page(browser, base_url, tmp_path, "source=still:0&frames=3")
+    assert ref["error"] is None and ref["last"]["hand"] is not None
+    a = np.array(ours["dense"]["hand"]["landmarks"])[:, :2]
+    b = np.array(ref["last"]["hand"]["landmarks"])[:, :2]
+    size = hand_size(ref["last"]["hand"]["landmarks"])
+    assert size > 50
+    mean = np.linalg.norm(a - b, axis=1).mean() / size
+    print(f"mean landmark distance to HandLandmarker: {mean:.4f} of the hand size ({size:.0f} px)")
+    assert mean < HANDLANDMARKER_TOLERANCE, f"mean landmark distance {mean:.3f} of the hand size"
 
 
 @pytest.mark.slow

@@ -6,17 +6,23 @@
 For each thread count, one browser session (Debian's Chromium, its camera faked from the
 demo's bundled clip) runs the demo page on the clip's frames read as files ("file" mode)
 and from the fake camera ("camera" mode); the page runs the dense and the sparse pipeline
-on every frame, alternating which goes first. The first session also runs MediaPipe's own
-web solution (npm @mediapipe/hands, its CPU inference, tracking) on the same clip frames, as
-the reference, once before and once after its own runs. Every system's palm-detection
-frames are counted, and tracked frames summarised apart. Writes build/bench/demo.json and
-build/bench/demo.png, and copies the chart to docs/images/demo-frame-times.png.
+on every frame, alternating which goes first. The first session also runs the references on
+the same clip frames, once before and once after its own runs:
+- MediaPipe Tasks Vision's HandLandmarker (npm @mediapipe/tasks-vision; CPU delegate, VIDEO
+  mode), the primary reference, on a `.task` bundle built into build/bench/ from the
+  project's own models (`pysparse.bench.handlandmarker`), served to the page by the driver;
+- MediaPipe's legacy web solution (npm @mediapipe/hands, its CPU inference, tracking).
+Requests leaving the local server (MediaPipe Tasks posts usage logs) are aborted and listed
+in the result. Every system's palm-detection frames are counted, and tracked frames
+summarised apart. Writes build/bench/demo.json and build/bench/demo.png, and copies the
+chart to docs/images/demo-frame-times.png.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -28,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .browser import CHROMIUM_ARGS, chromium_path
+from .handlandmarker import write_task
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "build" / "bench"
@@ -35,6 +42,8 @@ CHART_COPY = ROOT / "docs" / "images" / "demo-frame-times.png"
 STAGES = ("preprocess", "palm", "landmarks", "postprocess", "draw")
 PIPELINES = ("dense", "sparse")
 WARMUP = 3  # first frames of every run (compilation, caches) are recorded but not summarised
+# Where the HandLandmarker page asks for its bundle (demo/handlandmarker.mjs); the driver answers.
+TASK_ROUTE = "**/demo/handlandmarker/hand_landmarker.task"
 
 
 def free_port() -> int:
@@ -108,6 +117,32 @@ def run_demo(page, base: str, source: str, threads: int, sparsity: int, frames: 
     return page.evaluate("({info: pysparseDemo.info, timings: pysparseDemo.timings})")
 
 
+def guard(page, base: str, task_file: Path, blocked: list) -> None:
+    """Serves the HandLandmarker bundle to `page` and aborts every request that would leave
+    the local server (MediaPipe Tasks posts usage logs to a remote endpoint), noting it."""
+    def outside(route):
+        blocked.append(route.request.url)
+        route.abort()
+
+    # a pattern (not a Python callable), so that the browser leaves local requests alone
+    page.route(re.compile(rf"^(?!{re.escape(base)}/)(https?|wss?)://"), outside)
+    page.route(TASK_ROUTE, lambda route: route.fulfill(path=task_file, content_type="application/octet-stream"))
+
+
+def run_handlandmarker(page, base: str, frames: int, progress=None, task=None) -> dict:
+    # Only detectForVideo() is timed; palm detection runs on the first frame and after a frame
+    # without a hand (the page's `detected`), otherwise the task tracks the hand.
+    page.goto(f"{base}/demo/handlandmarker.html?source=clip&frames={frames}")
+    wait_for(page, "window.handLandmarkerReference && (handLandmarkerReference.done || handLandmarkerReference.error)",
+             "window.handLandmarkerReference ? handLandmarkerReference.timings.length : 0", frames,
+             progress=progress, task=task)
+    err = page.evaluate("handLandmarkerReference.error")
+    if err:
+        raise RuntimeError(f"the HandLandmarker reference page failed: {err}")
+    return page.evaluate("({timings: handLandmarkerReference.timings, options: handLandmarkerReference.options, "
+                         "version: handLandmarkerReference.version, wasm: handLandmarkerReference.wasm})")
+
+
 def run_mediapipe(page, base: str, frames: int, progress=None, task=None) -> dict:
     # Only hands.send() is timed; palm detection runs on the first frame and after a frame
     # without a hand (the page's `detected`), otherwise MediaPipe tracks the hand.
@@ -139,6 +174,8 @@ def summarize_demo(timings: list[dict]) -> dict:
         out[p] = {
             "total": _stats([r["total"] for r in rows]),
             "tracked_frames": _stats(tracked),  # no palm detection on these
+            # the same without drawing the overlay: what the references' timed calls cover
+            "tracked_no_draw": _stats([r["total"] - r["draw"] for r in rows if not r["detected"]]),
             "stages": {s: statistics.median([r[s] for r in rows]) if rows else None for s in STAGES},
             # Means add up to the mean frame time, palm detection's rare runs included.
             "stage_means": {s: statistics.fmean([r[s] for r in rows]) if rows else None for s in STAGES},
@@ -156,12 +193,18 @@ def summarize_demo(timings: list[dict]) -> dict:
     return out
 
 
-def mediapipe_pass(page, base: str, frames: int, n: int, result: dict, progress) -> None:
-    task = progress.add_task(f"MediaPipe Hands, pass {n}", total=frames)
-    data = run_mediapipe(page, base, frames, progress, task)
-    mp = result.setdefault("mediapipe", {"options": data["options"], "timings": []})
-    mp["timings"] += [{**f, "pass": n} for f in data["timings"]]
-    mp["summary"] = summarize_mediapipe(mp["timings"])
+# The references: result key -> (name in tables, page driver)
+REFERENCES = {"handlandmarker": ("HandLandmarker", run_handlandmarker), "mediapipe": ("MediaPipe Hands", run_mediapipe)}
+
+
+def reference_pass(key: str, page, base: str, frames: int, n: int, result: dict, progress) -> None:
+    name, run = REFERENCES[key]
+    task = progress.add_task(f"{name}, pass {n}", total=frames)
+    data = run(page, base, frames, progress, task)
+    ref = result.setdefault(key, {"options": data["options"], "timings": []})
+    ref.update({k: data[k] for k in ("version", "wasm") if data.get(k)})
+    ref["timings"] += [{**f, "pass": n} for f in data["timings"]]
+    ref["summary"] = summarize_mediapipe(ref["timings"])
 
 
 def summarize_mediapipe(timings: list[dict]) -> dict:
@@ -173,18 +216,21 @@ def summarize_mediapipe(timings: list[dict]) -> dict:
             "hand_found_frames": sum(f["found"] for f in frames)}
 
 
-def compare(result: dict) -> dict:
-    """Each run's tracked frames against MediaPipe's (same session, same clip frames): the
-    ratio of medians, and of p10s and minimums, which the machine's other load skews less."""
-    mp = result.get("mediapipe", {}).get("summary", {}).get("tracked_frames", {})
-    if not mp.get("n"):
+def compare(result: dict, key: str = "mediapipe") -> dict:
+    """Each run's tracked frames against a reference's (`key`: "handlandmarker" or
+    "mediapipe"; same session, same clip frames), pysparse's time over the reference's (< 1:
+    pysparse faster): the ratio of medians, and of p10s and minimums, which the machine's
+    other load skews less. pysparse's frames count without the overlay drawing, which the
+    references' timed calls do not include."""
+    ref = result.get(key, {}).get("summary", {}).get("tracked_frames", {})
+    if not ref.get("n"):
         return {}
     out = {}
     for run in result["runs"]:
         for p in PIPELINES:
-            tr = run["summary"][p]["tracked_frames"]
+            tr = run["summary"][p]["tracked_no_draw"]
             if tr["n"]:
-                out[f"{run['mode']} {run['threads']}t {p}"] = {k: tr[k] / mp[k] for k in ("median", "p10", "min")}
+                out[f"{run['mode']} {run['threads']}t {p}"] = {k: tr[k] / ref[k] for k in ("median", "p10", "min")}
     return out
 
 
@@ -200,12 +246,13 @@ def chart(result: dict, path: Path) -> None:
             labels.append(f"{p}\n{run['mode']}, {run['threads']}t")
             series.append([f[p]["total"] for f in run["timings"][WARMUP:]])
             stacks.append([run["summary"][p]["stage_means"][s] for s in STAGES])
-    mp = result.get("mediapipe")
-    if mp:
-        labels.append("MediaPipe\nHands, 1t")
-        series.append([f["ms"] for f in mp["timings"] if f["frame"] >= WARMUP])
+    for key, label in (("handlandmarker", "HandLandmarker\n(Tasks), 1t"), ("mediapipe", "MediaPipe\nHands, 1t")):
+        if result.get(key):
+            labels.append(label)
+            series.append([f["ms"] for f in result[key]["timings"] if f["frame"] >= WARMUP])
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
-    colors = ["#10b981" if lab.startswith("dense") else "#f59e0b" if lab.startswith("sparse") else "#3b82f6" for lab in labels]
+    colors = ["#10b981" if lab.startswith("dense") else "#f59e0b" if lab.startswith("sparse")
+              else "#a78bfa" if lab.startswith("Hand") else "#3b82f6" for lab in labels]
     parts = a.violinplot(series, showmedians=True, widths=0.8)
     for body, c in zip(parts["bodies"], colors):
         body.set_facecolor(c)
@@ -244,38 +291,49 @@ def sparse_model(result: dict) -> dict:
 
 
 def _print_table(result: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from ..tables import Table, emit
     sm = result.get("sparse_model") or {}
     kind = "fine-tuned" if sm.get("finetuned") else "one-shot pruned"
-    t = Table(title=f"demo frame times, ms (median of {result['frames'] - WARMUP} frames; p10-p90); "
-                    f"sparse = {sm.get('file')} ({kind}, from {sm.get('source')})")
-    for col in ("run", "pipeline", "total", "tracked frame", *STAGES, "palm runs", "frame read"):
-        t.add_column(col, justify="right")
+    columns = ["run", "pipeline", "total (p10-p90)", "tracked frame", "tracked, no draw", *STAGES, "palm runs",
+               "frame read"]
+    t = Table(f"demo frame times, ms (median of {result['frames'] - WARMUP} frames; p10-p90); "
+              f"sparse = {sm.get('file')} ({kind}, from {sm.get('source')})", columns,
+              right=set(range(2, len(columns))), keys=(0, 1))
     for run in result["runs"]:
         for p in PIPELINES:
             s = run["summary"][p]
+            tot, tr, nd = s["total"], s["tracked_frames"], s["tracked_no_draw"]
+            t.add(f"{run['mode']} {run['threads']}t", p,
+                  f"{tot['median']:.1f} ({tot['p10']:.0f}-{tot['p90']:.0f})",
+                  f"{tr['median']:.1f}" if tr["n"] else "-", f"{nd['median']:.1f}" if nd["n"] else "-",
+                  *(f"{s['stages'][k]:.1f}" for k in STAGES), str(s["palm_detection_frames"]),
+                  f"{run['summary']['grab']:.1f} ms, {100 * run['summary']['copied_fraction']:.0f}%"
+                  if run["summary"].get("grab") is not None else "-")
+    for key, (name, _) in REFERENCES.items():
+        ref = result.get(key)
+        if ref:
+            s = ref["summary"]
             tot, tr = s["total"], s["tracked_frames"]
-            t.add_row(f"{run['mode']} {run['threads']}t", p,
-                      f"{tot['median']:.1f} ({tot['p10']:.0f}-{tot['p90']:.0f})",
-                      f"{tr['median']:.1f}" if tr["n"] else "-",
-                      *(f"{s['stages'][k]:.1f}" for k in STAGES), str(s["palm_detection_frames"]),
-                      f"{run['summary']['grab']:.1f} ms, {100 * run['summary']['copied_fraction']:.0f}%"
-                      if run["summary"].get("grab") is not None else "-")
-    mp = result.get("mediapipe")
-    if mp:
-        s = mp["summary"]
-        tot, tr = s["total"], s["tracked_frames"]
-        t.add_row("file 1t", "MediaPipe", f"{tot['median']:.1f} ({tot['p10']:.0f}-{tot['p90']:.0f})",
-                  f"{tr['median']:.1f}" if tr["n"] else "-", *[""] * len(STAGES), str(s["palm_detection_frames"]), "")
-    Console(width=max(140, shutil.get_terminal_size().columns)).print(t)
-    if mp:
-        det = mp["summary"]["detection_frames"]
-        print(f"MediaPipe Hands ({json.dumps(mp.get('options'))}): only hands.send() timed; palm detection ran on "
-              f"{mp['summary']['palm_detection_frames']} of {mp['summary']['total']['n']} summarised frames"
-              + (f" (median {det['median']:.1f} ms)" if det["n"] else "") + ", tracking on the others.")
-    for k, v in result.get("vs_mediapipe_tracked", {}).items():
-        print(f"tracked frame, {k} / MediaPipe: {v['median']:.2f}x (p10 {v['p10']:.2f}x, min {v['min']:.2f}x)")
+            t.add("file 1t", name, f"{tot['median']:.1f} ({tot['p10']:.0f}-{tot['p90']:.0f})",
+                  f"{tr['median']:.1f}" if tr["n"] else "-", f"{tr['median']:.1f}" if tr["n"] else "-",
+                  *[""] * len(STAGES), str(s["palm_detection_frames"]), "")
+    emit(t)
+    for key, (name, _) in REFERENCES.items():
+        ref = result.get(key)
+        if not ref:
+            continue
+        det = ref["summary"]["detection_frames"]
+        call = "detectForVideo()" if key == "handlandmarker" else "hands.send()"
+        print(f"{name} {ref.get('version') or ''} {ref.get('wasm') or ''} ({json.dumps(ref.get('options'))}): "
+              f"only {call} timed; palm "
+              f"detection ran on {ref['summary']['palm_detection_frames']} of {ref['summary']['total']['n']} "
+              f"summarised frames" + (f" (median {det['median']:.1f} ms)" if det["n"] else "")
+              + ", tracking on the others.")
+        for k, v in result.get(f"vs_{key}_tracked", {}).items():
+            print(f"  tracked frame (no draw), {k} / {name}: {v['median']:.2f}x (p10 {v['p10']:.2f}x, "
+                  f"min {v['min']:.2f}x)")
+    if result.get("blocked_requests"):
+        print(f"requests to outside the local server, aborted: {sorted(set(result['blocked_requests']))}")
 
 
 def main(argv=None) -> int:
@@ -284,7 +342,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--modes", nargs="+", choices=("file", "camera"), default=["file", "camera"])
     ap.add_argument("--sparsity", type=int, choices=(70, 80, 87, 90), default=80)
-    ap.add_argument("--no-mediapipe", action="store_true", help="skip the MediaPipe Hands reference")
+    ap.add_argument("--no-handlandmarker", action="store_true", help="skip the MediaPipe Tasks HandLandmarker reference")
+    ap.add_argument("--no-mediapipe", action="store_true", help="skip the legacy MediaPipe Hands reference")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--no-copy", action="store_true", help=f"do not copy the chart to {CHART_COPY.relative_to(ROOT)}")
     args = ap.parse_args(argv)
@@ -297,6 +356,10 @@ def main(argv=None) -> int:
     from .. import demo_assets
     demo_assets.main(["--quiet"])
     camera_file = demo_assets.ASSETS_OUT / "clip.y4m"
+    task_file = write_task(args.out)
+    references = [k for k, skip in (("handlandmarker", args.no_handlandmarker), ("mediapipe", args.no_mediapipe))
+                  if not skip]
+    blocked: list[str] = []
     result = {"frames": args.frames, "sparsity": args.sparsity, "warmup": WARMUP, "runs": [],
               "chromium": None, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "cpus": os.cpu_count(), "loadavg_before": os.getloadavg()}
@@ -308,23 +371,26 @@ def main(argv=None) -> int:
             result["chromium"] = browser.version
             try:
                 page = browser.new_page()
-                # MediaPipe runs before and after the first session's runs, so that both
-                # systems see the same spread of the machine's load.
-                mp_passes = 2 if i == 0 and not args.no_mediapipe else 0
-                if mp_passes:
-                    mediapipe_pass(page, base, args.frames, 1, result, progress)
+                guard(page, base, task_file, blocked)
+                # The references run before and after the first session's runs (in mirrored
+                # order), so that every system sees the same spread of the machine's load.
+                refs = references if i == 0 else []
+                for key in refs:
+                    reference_pass(key, page, base, args.frames, 1, result, progress)
                 for mode in args.modes:
                     task = progress.add_task(f"{mode}, {threads} thread(s)", total=args.frames)
                     data = run_demo(page, base, sources[mode], threads, args.sparsity, args.frames, progress, task)
                     result["runs"].append({"mode": mode, "threads": threads, "info": data["info"],
                                            "timings": data["timings"], "summary": summarize_demo(data["timings"])})
-                if mp_passes:
-                    mediapipe_pass(page, base, args.frames, 2, result, progress)
+                for key in reversed(refs):
+                    reference_pass(key, page, base, args.frames, 2, result, progress)
             finally:
                 browser.close()
     result["loadavg_after"] = os.getloadavg()  # other work on the machine skews every figure
     result["sparse_model"] = sparse_model(result)
-    result["vs_mediapipe_tracked"] = compare(result)
+    result["blocked_requests"] = blocked
+    for key in REFERENCES:
+        result[f"vs_{key}_tracked"] = compare(result, key)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "demo.json").write_text(json.dumps(result, indent=1))
     chart(result, args.out / "demo.png")
