@@ -5,6 +5,7 @@ thread count, write build/bench/results.json and the charts, print the table.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
     if console is not None:
         console.print(f"building model files under {models_dir} ...")
     artifacts = prepare(models, models_dir, sparsities, blocks, systems, files)
+    loadavg_before = os.getloadavg()  # other work on the machine skews every figure
     by_id = {a.id: a for a in artifacts}
     rows, sessions = [], []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -86,7 +88,7 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
                     bar.update(task, completed=done, total=total, description=f"{th}t {what[:48]}")
                     if console is not None and not console.is_terminal and done * 10 // total > shown[0]:
                         shown[0] = done * 10 // total  # a line per 10% where no live bar shows
-                        console.print(f"{th} thread(s): {done}/{total} {what}")
+                        console.print(f"{th} thread(s): {done}/{total} {what}", soft_wrap=True)  # one line each
 
                 try:
                     with BenchServer(models_dir) as url:
@@ -113,6 +115,7 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
     record = {"schema_version": report.SCHEMA_VERSION, "pysparse_version": __version__,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": runs, "warmup": warmup,
               "environment": next((x["environment"] for x in sessions if x["environment"]), {}),
+              "loadavg_before": loadavg_before, "loadavg_after": os.getloadavg(),
               "sessions": sessions,
               "results": rows}
     report.write_json(out_dir / "results.json", record)

@@ -72,7 +72,7 @@ def run(args) -> int:
                            sparsities=args.sparsities, blocks=args.blocks, systems=args.systems,
                            out_dir=args.out, profile=not args.no_profile, console=console, files=args.files)
     report.print_table(record, console, args.table)
-    console.print(f"results: {args.out}/results.json; charts: {', '.join(record['charts'])}")
+    console.print(f"results: {args.out}/results.json; charts: {', '.join(record['charts'])}", soft_wrap=True)
     problems = report.validate(record)
     for p in problems:
         console.print(f"[yellow]warning:[/yellow] {p}")
