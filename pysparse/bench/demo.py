@@ -246,11 +246,11 @@ def chart(result: dict, path: Path) -> None:
             labels.append(f"{p}\n{run['mode']}, {run['threads']}t")
             series.append([f[p]["total"] for f in run["timings"][WARMUP:]])
             stacks.append([run["summary"][p]["stage_means"][s] for s in STAGES])
-    for key, label in (("handlandmarker", "HandLandmarker\n(Tasks), 1t"), ("mediapipe", "MediaPipe\nHands, 1t")):
+    for key, label in (("handlandmarker", "Hand-\nLandmarker,\n1t"), ("mediapipe", "MediaPipe\nHands, 1t")):
         if result.get(key):
             labels.append(label)
             series.append([f["ms"] for f in result[key]["timings"] if f["frame"] >= WARMUP])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(max(13.0, 1.3 * len(labels) + 4), 5), gridspec_kw={"width_ratios": [3, 2]})
     colors = ["#10b981" if lab.startswith("dense") else "#f59e0b" if lab.startswith("sparse")
               else "#a78bfa" if lab.startswith("Hand") else "#3b82f6" for lab in labels]
     parts = a.violinplot(series, showmedians=True, widths=0.8)
