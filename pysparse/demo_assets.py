@@ -286,7 +286,7 @@ def prepare(user_models: Path | None = None, quiet: bool = False) -> str | None:
         source_dir = Path(user_models)
     try:
         if source_dir is None:
-            assets.extract(quiet=quiet)
+            assets.extract(quiet=quiet, names=assets.HAND_MODELS)
         if not all((assets.node_modules() / p).is_file() for p in assets.PHOTOS.values()) \
                 and not assets.in_checkout() and "PYSPARSE_NODE_MODULES" not in os.environ:
             assets.fetch_npm_packages(quiet=quiet)

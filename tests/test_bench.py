@@ -236,3 +236,25 @@ def test_two_threads_use_litert_threaded_build_and_legacy_row_on_request(tmp_pat
     assert rows["pysparse as published"]["info"]["threads"] == 2
     assert rows["pysparse as published"]["speedup_vs_litert_sparse"] > 0
     assert rows["pysparse as published"]["speedup_vs_tflite_sparse"] > 0
+
+
+def test_published_models_are_extracted_from_their_own_npm_packages(tmp_path, monkeypatch):
+    """The face and pose detectors come from their packages (one a plain file, one packed in
+    the assets bundle) byte for byte; the hand models need only @mediapipe/hands, so the demo
+    works without the benchmark's packages."""
+    from pysparse import assets
+    only_hands = tmp_path / "node_modules"
+    (only_hands / "@mediapipe").mkdir(parents=True)
+    (only_hands / "@mediapipe" / "hands").symlink_to(assets.node_modules() / "@mediapipe" / "hands")
+    monkeypatch.setenv("PYSPARSE_NODE_MODULES", str(only_hands))
+    out = tmp_path / "models"
+    assert {p.name for p in assets.extract(out, quiet=True, names=assets.HAND_MODELS)} == set(assets.HAND_MODELS)
+    with pytest.raises(FileNotFoundError, match="@mediapipe/pose"):
+        assets.extract(out, quiet=True, names=["pose_detection.tflite"])
+    monkeypatch.delenv("PYSPARSE_NODE_MODULES")
+    written = assets.extract(out, quiet=True)
+    assert {p.name for p in written} == {"face_detection_full_range_sparse.tflite", "pose_detection.tflite"}
+    for p in written:
+        assert p.read_bytes()[4:8] == b"TFL3"
+    face = assets.node_modules() / "@mediapipe" / "face_detection" / "face_detection_full_range_sparse.tflite"
+    assert (out / face.name).read_bytes() == face.read_bytes()

@@ -240,6 +240,7 @@ def _published_sparse(name: str, out: Path) -> list[Artifact]:
     from ..importers import load_model
     from ..pack import pack
 
+    assets.extract(names=[f"{name}.tflite"], quiet=True)  # fetched on first use outside a checkout
     original = assets.model_path(f"{name}.tflite").read_bytes()
     graph = load_model(original)
     shape = graph.tensors[graph.inputs[0]].shape
