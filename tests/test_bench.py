@@ -19,6 +19,8 @@ def test_smoke_run_is_well_formed(tmp_path):
     record = json.loads((out / "results.json").read_text())
     assert report.validate(record) == []
     assert record["runs"] == 3 and record["environment"]["crossOriginIsolated"] is True
+    # every file came from the local server: no page error, no request aborted for leaving it
+    assert [s["page_errors"] for s in record["sessions"]] == [[]]
     rows = record["results"]
     assert {(r["system"], r["sparsity"]) for r in rows} == {("pysparse", 0.0), ("pysparse", 0.8),
                                                             ("litert", 0.0), ("litert", 0.8)}
@@ -258,3 +260,30 @@ def test_published_models_are_extracted_from_their_own_npm_packages(tmp_path, mo
         assert p.read_bytes()[4:8] == b"TFL3"
     face = assets.node_modules() / "@mediapipe" / "face_detection" / "face_detection_full_range_sparse.tflite"
     assert (out / face.name).read_bytes() == face.read_bytes()
+
+
+@pytest.mark.slow
+def test_requests_leaving_the_local_server_are_aborted(tmp_path):
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("needs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    from pysparse.bench.browser import CHROMIUM_ARGS, BenchServer, block_outside, chromium_path
+    with BenchServer(tmp_path) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            blocked = []
+            block_outside(page, base, blocked)
+            page.goto(f"{base}/web/bench/index.html")
+            page.wait_for_function("window.benchReady === true")
+            got = page.evaluate("""async (base) => {
+                const outside = await fetch('https://odml.pa.googleapis.com/v1/log', {method: 'POST'})
+                  .then(() => 'sent', () => 'aborted');
+                const local = (await fetch(base + '/web/bench/bench.mjs')).status;
+                return [outside, local];
+            }""", base)
+        finally:
+            browser.close()
+    assert got == ["aborted", 200]
+    assert blocked == ["https://odml.pa.googleapis.com/v1/log"]

@@ -9,6 +9,7 @@ pool at start-up (onnxruntime-web) are never measured with another session's set
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -16,6 +17,17 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def block_outside(page, base_url: str, blocked: list) -> None:
+    """Aborts every request of `page` that would leave the local server at `base_url`
+    (a runtime posting usage logs, a file fetched from a CDN), noting its URL in `blocked`.
+    A pattern rather than a Python callable, so that local requests are not held up."""
+    def abort(route):
+        blocked.append(route.request.url)
+        route.abort()
+
+    page.route(re.compile(rf"^(?!{re.escape(base_url)}/)(https?|wss?)://"), abort)
 
 
 def chromium_path() -> str:
@@ -64,6 +76,8 @@ def run_session(base_url: str, configs: list[dict], runs: int, warmup: int = 3, 
             page.on("response", lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico")
                     and errors.append(f"{r.url}: HTTP {r.status}"))
             page.on("requestfailed", lambda r: errors.append(f"{r.url}: {r.failure}"))
+            blocked: list[str] = []  # each also reported as a failed request
+            block_outside(page, base_url, blocked)
             if progress is not None:
                 page.expose_function("benchProgress", lambda done, total, what: progress(done, total, what))
             page.set_default_timeout(timeout_s * 1000)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -33,7 +32,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from .browser import CHROMIUM_ARGS, chromium_path
+from .browser import CHROMIUM_ARGS, block_outside, chromium_path
 from .handlandmarker import write_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,12 +119,7 @@ def run_demo(page, base: str, source: str, threads: int, sparsity: int, frames: 
 def guard(page, base: str, task_file: Path, blocked: list) -> None:
     """Serves the HandLandmarker bundle to `page` and aborts every request that would leave
     the local server (MediaPipe Tasks posts usage logs to a remote endpoint), noting it."""
-    def outside(route):
-        blocked.append(route.request.url)
-        route.abort()
-
-    # a pattern (not a Python callable), so that the browser leaves local requests alone
-    page.route(re.compile(rf"^(?!{re.escape(base)}/)(https?|wss?)://"), outside)
+    block_outside(page, base, blocked)
     page.route(TASK_ROUTE, lambda route: route.fulfill(path=task_file, content_type="application/octet-stream"))
 
 
