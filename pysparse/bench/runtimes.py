@@ -33,7 +33,6 @@ ALL_MODELS = MEDIAPIPE_MODELS + PUBLISHED_SPARSE + (MOBILENET,)
 SPARSITIES = (0.5, 0.7, 0.8, 0.9)
 SYSTEMS = ("pysparse", "litert", "tflite", "ort")
 DEFAULT_SYSTEMS = ("pysparse", "litert", "ort")  # tfjs-tflite ("tflite") is the legacy row, off by default
-TFLITE_RUNTIMES = ("litert", "tflite")  # the systems that load .tflite files
 
 
 @dataclass
@@ -156,9 +155,9 @@ def _mediapipe(name: str, out: Path, sparsities, blocks) -> list[Artifact]:
 
 def _tflite_sparse(name, s, block, blocks, out: Path, pruned_tflite: bytes, shape, notes) -> Artifact:
     """LiteRT's sparse-stored copy of the pysparse S% bB weights (`pruned_tflite`: the pruned
-    weights, stored dense). XNNPACK's sparse path on WebAssembly has one-row kernels only, so
-    block-4 zeros run there like any others: the block-4 row shows what the structure gains
-    pysparse alone."""
+    weights, stored dense). Block-4 and unstructured zeros are stored alike; how each runtime
+    takes them is measured (docs/benchmarks.md: tfjs-tflite's XNNPACK ran block-4 files like
+    unstructured ones, LiteRT.js runs them slower)."""
     from ..importers.tflite_sparse import sparsify_tflite
 
     converted: list = []
