@@ -19,6 +19,7 @@ from pathlib import Path
 SCHEMA_VERSION = 2  # 2: LiteRT.js is the reference (speedup_vs_litert_*), tfjs-tflite optional
 TIMES = ("load_ms", "first_ms", "median_ms", "min_ms", "max_ms")
 REFERENCES = ("litert", "tflite")  # the primary reference first
+DENSE_BELOW = 0.05  # a file with fewer zero 1x1 weights than this counts as dense
 
 
 def _timed_reference(r: dict, row: dict, ref: str) -> bool:
@@ -54,10 +55,11 @@ def add_speedups(rows: list[dict]) -> None:
             continue
         for ref in REFERENCES:
             twin = same_weights(rows, r, ref)
-            dense = twin if twin is not None and not twin.get("sparsity") else baseline(rows, r, ref)
+            twin_dense = twin is not None and twin.get("sparsity", 0) < DENSE_BELOW
+            dense = twin if twin_dense else baseline(rows, r, ref)
             if dense is not None:
                 r[f"speedup_vs_{ref}_dense"] = dense["median_ms"] / r["median_ms"]
-            if twin is not None and twin.get("sparsity"):
+            if twin is not None and not twin_dense:
                 r[f"speedup_vs_{ref}_sparse"] = twin["median_ms"] / r["median_ms"]
 
 
