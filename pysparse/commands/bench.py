@@ -15,9 +15,11 @@ def _list(kind):
 def add_parser(sub) -> None:
     from ..bench.runtimes import ALL_MODELS, DEFAULT_SYSTEMS, SPARSITIES, SYSTEMS
     p = sub.add_parser("bench", help="benchmark pysparse against LiteRT.js and onnxruntime-web in Chromium",
-                       description="Build dense and pruned (one-shot) forms of each model for every system, "
-                                   "time them interleaved in one headless Chromium session per thread count, "
-                                   "and write build/bench/results.json and PNG charts.")
+                       description="Build dense and pruned (one-shot) forms of each model for every system "
+                                   "(MediaPipe's published sparse models as they are), time them interleaved in "
+                                   "headless Chromium (one session per model, thread count and pruning block), "
+                                   "and write build/bench/results.json and PNG charts. Ratios are LiteRT.js's "
+                                   "time over pysparse's.")
     p.add_argument("files", nargs="*", type=Path, metavar="MODEL",
                    help="your own .spnn/.tflite/.onnx files, timed as given in one session (then only these "
                         "unless --models is given too)")
