@@ -274,7 +274,8 @@ def prepare(models, out_dir: Path, sparsities=SPARSITIES, blocks=(1, 4), systems
             arts += _mobilenet(out_dir, sparsities, blocks, include_ort="ort" in systems)
         else:
             raise ValueError(f"unknown benchmark model {model!r} (known: {', '.join(ALL_MODELS)})")
-    arts += [_legacy_tflite(a) for a in arts if a.system == "litert"]
+    # each legacy row beside its LiteRT.js row, so that both land in the same page
+    arts = [x for a in arts for x in ([a, _legacy_tflite(a)] if a.system == "litert" else [a])]
     return [a for a in arts if a.system in systems]
 
 
