@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 STATIC = {
     "web": ["*.mjs", "*.d.ts", "hands/*.mjs", "index.html", "README.md", "package.json", "test/index.html"],
     "web/dist": ["pysparse-*.mjs", "pysparse-*.wasm", "pysparse-*.worker.js"],
-    "demo": ["*.mjs", "*.html", "finetuned/hand_landmark_full.s[0-9][0-9].spnn"],
+    "demo": ["*.mjs", "*.html", "*.css", "finetuned/hand_landmark_full.s[0-9][0-9].spnn"],
 }
 # The four engine builds the runtime chooses from: a wheel without them cannot serve a model.
 ENGINE_BUILDS = [f"pysparse-{v}.{ext}" for v in ("simd", "simd-threads", "relaxed", "relaxed-threads")

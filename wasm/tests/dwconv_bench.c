@@ -39,6 +39,21 @@ typedef struct {
   unsigned c, h, k, s;
 } shape;
 
+/* Sorts each system's round times and prints the best, the median, GMAC/s from the best
+ * and, with a baseline, the speed-ups. */
+static void report(const char* label, double times[NUM_SYSTEMS][1000], int rounds, double macs) {
+  for (int k = 0; k < NUM_SYSTEMS; k++) qsort(times[k], (size_t)rounds, sizeof(double), cmp_double);
+  printf("%s  best %8.1f us  median %8.1f us  %5.2f GMAC/s", label, times[0][0], times[0][rounds / 2],
+         macs / times[0][0] / 1e3);
+  if (NUM_SYSTEMS > 1) {
+    printf("  | baseline best %8.1f median %8.1f  speed-up best %.2fx median %.2fx",
+           times[NUM_SYSTEMS - 1][0], times[NUM_SYSTEMS - 1][rounds / 2],
+           times[NUM_SYSTEMS - 1][0] / times[0][0],
+           times[NUM_SYSTEMS - 1][rounds / 2] / times[0][rounds / 2]);
+  }
+  printf("\n");
+}
+
 int main(int argc, char** argv) {
   int rounds = argc > 1 ? atoi(argv[1]) : 201;
   if (rounds < 1 || rounds > 1000) rounds = 201;
@@ -87,17 +102,9 @@ int main(int argc, char** argv) {
         times[k][r] = (now_us() - t0) / reps;
       }
     }
-    for (int k = 0; k < NUM_SYSTEMS; k++) qsort(times[k], (size_t)rounds, sizeof(double), cmp_double);
-    const double macs = (double)sh->c * out * out * sh->k * sh->k;
-    printf("%4ux%3ux%-3u k%u s%u  best %8.1f us  median %8.1f us  %5.2f GMAC/s", sh->c, sh->h,
-           sh->h, sh->k, sh->s, times[0][0], times[0][rounds / 2], macs / times[0][0] / 1e3);
-    if (NUM_SYSTEMS > 1) {
-      printf("  | baseline best %8.1f median %8.1f  speed-up best %.2fx median %.2fx",
-             times[NUM_SYSTEMS - 1][0], times[NUM_SYSTEMS - 1][rounds / 2],
-             times[NUM_SYSTEMS - 1][0] / times[0][0],
-             times[NUM_SYSTEMS - 1][rounds / 2] / times[0][rounds / 2]);
-    }
-    printf("\n");
+    char label[64];
+    snprintf(label, sizeof label, "%4ux%3ux%-3u k%u s%u", sh->c, sh->h, sh->h, sh->k, sh->s);
+    report(label, times, rounds, (double)sh->c * out * out * sh->k * sh->k);
     free(in);
     free(o);
     free(w);
@@ -138,17 +145,9 @@ int main(int argc, char** argv) {
         times[k][r] = (now_us() - t0) / reps;
       }
     }
-    for (int k = 0; k < NUM_SYSTEMS; k++) qsort(times[k], (size_t)rounds, sizeof(double), cmp_double);
-    const double macs = (double)pixels * cout * 27;
-    printf("conv 3x%ux%u->%u k3 s2  best %8.1f us  median %8.1f us  %5.2f GMAC/s", h, h, cout,
-           times[0][0], times[0][rounds / 2], macs / times[0][0] / 1e3);
-    if (NUM_SYSTEMS > 1) {
-      printf("  | baseline best %8.1f median %8.1f  speed-up best %.2fx median %.2fx",
-             times[NUM_SYSTEMS - 1][0], times[NUM_SYSTEMS - 1][rounds / 2],
-             times[NUM_SYSTEMS - 1][0] / times[0][0],
-             times[NUM_SYSTEMS - 1][rounds / 2] / times[0][rounds / 2]);
-    }
-    printf("\n");
+    char label[64];
+    snprintf(label, sizeof label, "conv 3x%ux%u->%u k3 s2", h, h, cout);
+    report(label, times, rounds, (double)pixels * cout * 27);
     free(in);
     free(o);
     free(w);
