@@ -54,7 +54,7 @@ def test_validate_reports_bad_rows():
 
 
 def test_layer_breakdown_sums_the_profile_by_kind_of_kernel():
-    layers = [{"name": "a", "op": "CONV2D", "kernel": "spmm_24x1", "us": 10},
+    layers = [{"name": "a", "op": "CONV2D", "kernel": "spmm_32x1", "us": 10},
               {"name": "b", "op": "CONV2D", "kernel": "spmm_8x4", "us": 5},
               {"name": "c", "op": "CONV2D", "kernel": "dwconv_3x3s1", "us": 7},
               {"name": "d", "op": "CONV2D", "kernel": "conv_im2col", "us": 3},

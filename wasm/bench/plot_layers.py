@@ -44,7 +44,7 @@ def main() -> None:
         ax.bar([i + (k - (len(builds) - 1) / 2) * width for i in x], t, width,
                label=f"{label}: {total:.2f} ms in all ops (median run {builds[k]['threads'][args.threads]['median_ms']:.2f} ms)")
     ax.set_xticks(list(x))
-    ax.set_xticklabels([f"{i} {op['kernel'].replace('dwconv_', 'dw').replace('_24x1', '')}" for i, op in enumerate(ops)],
+    ax.set_xticklabels([f"{i} {op['kernel'].replace('dwconv_', 'dw').replace('_32x1', '')}" for i, op in enumerate(ops)],
                        rotation=90, fontsize=6)
     ax.set_ylabel("ms per run (median)")
     ax.set_title(args.title or f"{data['model']}: per layer, {args.threads} thread(s)")

@@ -77,15 +77,16 @@ void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_
                    const float* input, float* output, float out_min, float out_max);
 
 /* The microkernels spnn_spmm_run calls, one per block size: pixels of one segment.
- * Named by tile, pixels x rows: 24 pixels (six f32x4 accumulators: V8 keeps 15 vector
- * registers, and a 32-pixel tile spills an accumulator), 16x2 and 8x4 (eight each).
+ * Named by tile, pixels x rows: 32x1, 16x2 and 8x4 (eight f32x4 accumulators each; current
+ * V8 feeds the multiply-adds of a 32-pixel tile from memory, so its eight accumulators stay
+ * in registers).
  * `input` is the layer input already moved by the segment's input_offset, `output` points
  * at the segment's first output row, `pixels` is the channel stride of the output. */
 typedef void (*spnn_spmm_ukernel)(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                                   const float* input, const float* values,
                                   const int32_t* increments, const uint32_t* counts,
                                   float* output, size_t pixels, float out_min, float out_max);
-void spnn_f32_spmm_24x1(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
+void spnn_f32_spmm_32x1(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                         const float* input, const float* values, const int32_t* increments,
                         const uint32_t* counts, float* output, size_t pixels, float out_min,
                         float out_max);

@@ -114,10 +114,11 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
                counts, output, pixels, out_min, out_max);                                   \
   }
 
-/* Pixel tiles per block size, chosen by measurement (bench/bench_kernels.c) on V8:
- * accumulators + loaded pixels + weight + one temporary must fit in 15 registers. */
+/* Pixel tiles per block size, chosen by measurement on V8 (bench/bench_kernels.c and whole
+ * models, docs/benchmarks.md): eight accumulators, the pixels loaded as the multiply-adds
+ * need them. */
 #ifndef SPMM_MR1
-#define SPMM_MR1 24
+#define SPMM_MR1 32
 #endif
 #ifndef SPMM_MR2
 #define SPMM_MR2 16
@@ -125,7 +126,7 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
 #ifndef SPMM_MR4
 #define SPMM_MR4 8
 #endif
-SPNN_DEFINE_SPMM(spnn_f32_spmm_24x1, SPMM_MR1, 1)
+SPNN_DEFINE_SPMM(spnn_f32_spmm_32x1, SPMM_MR1, 1)
 SPNN_DEFINE_SPMM(spnn_f32_spmm_16x2, SPMM_MR2, 2)
 SPNN_DEFINE_SPMM(spnn_f32_spmm_8x4, SPMM_MR4, 4)
 
@@ -135,7 +136,7 @@ SPNN_DEFINE_SPMM(spnn_f32_spmm_8x4, SPMM_MR4, 4)
 #define SPMM_CHUNK_BYTES 65536
 #endif
 /* A multiple of every tile width, so that only a range's last chunk has narrow tiles. */
-#define SPMM_CHUNK_UNIT 48
+#define SPMM_CHUNK_UNIT 96
 
 void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
                    const float* input, float* output, float out_min, float out_max) {
@@ -149,7 +150,7 @@ void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_
       float* out = output + (size_t)seg->first_row * w->pixels;
       spnn_spmm_ukernel kernel = seg->block == 4   ? spnn_f32_spmm_8x4
                                  : seg->block == 2 ? spnn_f32_spmm_16x2
-                                                   : spnn_f32_spmm_24x1;
+                                                   : spnn_f32_spmm_32x1;
       kernel(begin, end, seg->num_blocks, in, seg->values, seg->increments, seg->counts, out,
              w->pixels, out_min, out_max);
     }
