@@ -11,6 +11,7 @@
 // (the ratio of medians and the median of per-round ratios).
 import { readFileSync } from 'node:fs';
 import { load } from '../../web/pysparse.mjs';
+import { median, pseudoRandom } from './timing.mjs';
 
 const argv = process.argv.slice(2);
 const opt = { threads: 2, runs: 41, variant: 'simd-threads' };
@@ -33,9 +34,7 @@ if (spec.shape[0] !== 1 || many.inputs[0].shape.reduce((a, b) => a * b, 1) !== n
 }
 
 // N different pseudo-random images, and the batch holding them one after another.
-const batch = new Float32Array(n * size);
-let s = 12345;
-for (let i = 0; i < batch.length; i++) batch[i] = ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) / (1 << 24);
+const batch = pseudoRandom(n * size);
 const images = Array.from({ length: n }, (_, k) => batch.subarray(k * size, (k + 1) * size));
 
 // Outputs: the batch's image k must equal the batch-1 model's output on image k.
@@ -53,7 +52,6 @@ for (let k = 0; k < n; k++) {
 }
 console.log(`outputs: batch of ${n} equals ${n} batch-1 runs bit for bit`);
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 for (let t = 1; t <= opt.threads; t++) {
   one.setThreads(t);
   many.setThreads(t);

@@ -19,6 +19,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { load } from '../../web/pysparse.mjs';
+import { median, pseudoRandom } from './timing.mjs';
 
 const argv = process.argv.slice(2);
 const opt = { threads: 2, runs: 41, input: null, builds: [], variants: [], layers: 0, byKernel: false, json: null };
@@ -39,7 +40,6 @@ if (!modelPath) throw new Error('usage: profile_model.mjs MODEL.spnn [options]')
 if (!opt.builds.length) opt.builds.push(null);
 if (!opt.variants.length) opt.variants.push('simd-threads');
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const profiling = opt.layers > 0 || opt.byKernel;
 
 const models = [];
@@ -60,9 +60,7 @@ if (opt.input) {
   const b = readFileSync(opt.input);
   x = new Float32Array(b.buffer, b.byteOffset, count).slice();
 } else {
-  x = new Float32Array(count);
-  let s = 12345;
-  for (let i = 0; i < count; i++) x[i] = ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) / (1 << 24);
+  x = pseudoRandom(count);
 }
 const input = { [spec.name]: x };
 

@@ -10,9 +10,9 @@
 // {"variant", "build", "ms": {"1": median, "2": ...}, "runs"}.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { load } from '../../web/pysparse.mjs';
+import { median } from './timing.mjs';
 
 const args = process.argv.slice(2);
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Runs one model; writes its outputs per thread count; returns the median times. */
 async function runJob(variant, modelPath, maxThreads, inPath, outPrefix, repeat) {
