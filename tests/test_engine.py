@@ -319,9 +319,30 @@ def test_thread_counts_bit_identical():
     assert close(outs[0], reference.run(g, {"x0": x})["y"])
 
 
+@pytest.mark.parametrize("k,stride,hw,pad", [(3, 1, 64, 1), (3, 2, 112, 1), (5, 1, 48, 2), (5, 2, 96, 2),
+                                           (3, 1, 61, 0), (3, 2, 151, 1), (5, 2, 131, 1)])
+def test_depthwise_row_bands_on_every_thread_count(k, stride, hw, pad):
+    """Depthwise layers on large planes split their rows between threads: the same bits on
+    1 to 4 threads, and the reference's values."""
+    r = np.random.default_rng(k * 100 + hw)
+    c = 24
+    out = (hw + 2 * pad - k) // stride + 1
+    g = eg._single("CONV2D", [(1, c, hw, hw)], (1, c, out, out), [eg._w(r, c, 1, k, k), eg._w(r, c)],
+                   groups=c, stride_h=stride, stride_w=stride, dilation_h=1, dilation_w=1,
+                   pad_top=pad, pad_left=pad, pad_bottom=pad, pad_right=pad, act=1)
+    x = eg.random_inputs(g)["x0"]
+    outs = {}
+    for t in (4, 3, 2, 1):  # a fresh model each: a row no band wrote cannot keep an earlier run's value
+        with NativeModel(pack(g), threads=t) as m:
+            outs[t] = m.run([x])[0]
+    for t in (2, 3, 4):
+        assert np.array_equal(outs[t], outs[1]), f"{t} threads"
+    assert close(outs[1], reference.run(g, {"x0": x})["y"])
+
+
 @pytest.mark.parametrize("batch", [2, 3])
 @pytest.mark.parametrize("layer", ["sparse_1x1_large", "sparse_1x1_small", "dense_1x1_large",
-                                   "dense_1x1_small", "depthwise", "conv_3x3"])
+                                   "dense_1x1_small", "depthwise", "depthwise_banded", "conv_3x3"])
 def test_batch_equals_its_images_on_every_thread_count(layer, batch):
     """Image k of a batch gives the bits of the batch-1 model on image k, whether the
     threads split each image (batch 3 on 2 threads) or take whole images (batch 2)."""
@@ -332,6 +353,7 @@ def test_batch_equals_its_images_on_every_thread_count(layer, batch):
         "dense_1x1_large": (24, 40, 1, 1, 0.0, 19),
         "dense_1x1_small": (64, 96, 1, 1, 0.0, 7),
         "depthwise": (32, 32, 3, 32, 0.0, 17),
+        "depthwise_banded": (16, 16, 3, 16, 0.0, 72),  # rows split between threads
         "conv_3x3": (3, 16, 3, 1, 0.0, 23),
     }[layer]
     consts = [eg._w(r, cout, cin // groups, k, k, zero=zero), eg._w(r, cout)]
@@ -346,6 +368,6 @@ def test_batch_equals_its_images_on_every_thread_count(layer, batch):
     with NativeModel(pack(graph(1), sparse=sparse), threads=1) as one:
         want = np.concatenate([one.run([images[i:i + 1]])[0] for i in range(batch)])
     with NativeModel(pack(graph(batch), sparse=sparse), threads=4) as many:
-        for t in (1, 2, 3, 4):
+        for t in (4, 3, 2, 1):  # the most threads first, on a fresh arena
             many.set_threads(t)
             assert np.array_equal(many.run([images])[0], want), f"{t} threads"

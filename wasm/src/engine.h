@@ -125,6 +125,8 @@ int spnn_act_bounds(int32_t act, float* lo, float* hi);
  * the op's multiply-adds) is too little to pay for handing it out. */
 void spnn_parallel(spnn_model* model, double work, size_t n, size_t align, spnn_task_fn fn,
                    void* ctx);
+/* The threads spnn_parallel would use for `work`. */
+int spnn_parallel_threads(const spnn_model* model, double work);
 
 /* ---- op families: prepare checks shapes and attributes, picks the run function --------- */
 

@@ -111,9 +111,13 @@ int spnn_act_bounds(int32_t act, float* lo, float* hi) {
 /* Below this many multiply-adds an op runs on one thread: handing it out costs more. */
 #define PARALLEL_MIN_WORK 40000.0
 
+int spnn_parallel_threads(const spnn_model* model, double work) {
+  return work < PARALLEL_MIN_WORK ? 1 : model->num_threads > 1 ? model->num_threads : 1;
+}
+
 void spnn_parallel(spnn_model* model, double work, size_t n, size_t align, spnn_task_fn fn,
                    void* ctx) {
-  if (model->num_threads <= 1 || work < PARALLEL_MIN_WORK) {
+  if (spnn_parallel_threads(model, work) <= 1) {
     fn(ctx, 0, n);
     return;
   }

@@ -24,6 +24,10 @@
 #define SPLIT_CHANNELS_BELOW 128 /* pixels */
 #define PARTS 4
 #define PART_MIN_ROWS 16
+/* Depthwise layers split their rows between threads (not their channels) where each thread's
+ * band has at least this many pixels: on smaller planes the per-band set-up costs more than
+ * the data the split keeps in a core's cache. */
+#define DW_BAND_MIN_PIXELS 1024
 
 enum { CONV_SPMM, CONV_GEMM, CONV_DW, CONV_KXK };
 
@@ -40,6 +44,7 @@ typedef struct conv_state {
   size_t batch;
   size_t in_image, out_image; /* floats per image */
   size_t units, align; /* the thread-split units of one image, and their alignment */
+  size_t bands;        /* depthwise: bands of rows per image, one per thread (set per run) */
   float* scratch;
   float lo, hi;
   /* channel parts (0: split pixels): rows [part_row[k], part_row[k + 1]) */
@@ -55,6 +60,22 @@ static void free_conv(void* p) {
   spnn_dealloc(s->packed);
   spnn_dealloc(s->scratch);
   free(s);
+}
+
+/* Depthwise units: band k of s->bands (out_h * k / bands up to the next band's first row)
+ * times channels, band-major, so a thread's share is a band of rows, as in the 1x1 layers
+ * around it (their pixel split), whose data its core already holds. One band: whole planes. */
+static void dw_units(conv_state* s, size_t b, size_t e, const float* in, float* out) {
+  const size_t C = s->ds.channels, H = s->ds.out_h;
+  if (s->bands <= 1) {
+    s->dw(&s->ds, b, e, in, s->packed, out, s->lo, s->hi);
+    return;
+  }
+  for (size_t k = b / C; k < s->bands && k * C < e; k++) {
+    const size_t c0 = b > k * C ? b - k * C : 0, c1 = (e < (k + 1) * C ? e : (k + 1) * C) - k * C;
+    spnn_f32_dwconv_rows(&s->ds, c0, c1, H * k / s->bands, H * (k + 1) / s->bands, in, s->packed,
+                         out, s->lo, s->hi);
+  }
 }
 
 /* The kernel over units [b, e) of image n: pixels (SpMM, GEMM, KxK), channels (depthwise)
@@ -77,7 +98,7 @@ static void conv_units(conv_state* s, size_t n, size_t b, size_t e) {
   switch (s->kind) {
     case CONV_SPMM: spnn_spmm_run(&s->spmm, b, e, in, out, s->lo, s->hi); break;
     case CONV_GEMM: spnn_gemm_run(s->rows, s->cols, s->packed, b, e, in, p, out, p, s->lo, s->hi); break;
-    case CONV_DW: s->dw(&s->ds, b, e, in, s->packed, out, s->lo, s->hi); break;
+    case CONV_DW: dw_units(s, b, e, in, out); break;
     default: spnn_conv_run(&s->cs, s->packed, b, e, in, s->scratch, out, s->lo, s->hi); break;
   }
 }
@@ -116,6 +137,13 @@ static void run_conv(spnn_model* m, spnn_op* op) {
     return;
   }
   const int by_image = s->batch > 1 && m->num_threads > 1 && s->batch % (size_t)m->num_threads == 0;
+  if (s->kind == CONV_DW) {
+    /* whole images per thread need no bands */
+    const int threads = by_image ? 1 : spnn_parallel_threads(m, op->macs);
+    const size_t plane = (size_t)s->ds.out_h * s->ds.out_w;
+    s->bands = threads > 1 && plane >= DW_BAND_MIN_PIXELS * (size_t)threads ? (size_t)threads : 1;
+    s->units = s->bands * s->ds.channels;
+  }
   spnn_parallel(m, op->macs, s->batch * s->units, by_image ? s->units : s->align, conv_task, s);
 }
 
@@ -329,6 +357,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
   op->state_bytes = bytes;
   op->macs *= s->batch;
   s->units = s->parts ? s->parts : s->kind == CONV_DW ? s->ds.channels : pixels;
+  s->bands = 1;
   s->align = s->parts || s->kind == CONV_DW ? 1 : 32;
   op->run = run_conv;
   return SPNN_OK;

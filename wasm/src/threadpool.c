@@ -1,16 +1,20 @@
 /* Fixed thread pool (see threadpool.h).
  *
  * A job is cut into a fixed grid of chunks (boundaries multiples of `align`, a few per
- * thread); the caller and the workers claim chunks one at a time, so when a worker is
- * slow to wake (another process has its core) the caller simply does more of them. The
- * grid, not who runs a chunk, fixes each element's arithmetic. A claim is a compare-and-
- * swap on one 64-bit word holding the job number and the next chunk, so a worker that
- * wakes late can never claim a chunk of a later job with the earlier job's arguments.
- * Between the jobs of one run workers spin; at the end of a run they sleep on a
- * condition variable. */
+ * thread). Thread t owns a contiguous run of the grid, the same part of every job, and
+ * runs it front to back; a thread that has finished its own run takes chunks from the back
+ * of the others'. Owning the same part of each layer keeps a thread on the pixels (or rows)
+ * whose inputs it wrote itself, in its own core's cache, rather than pulling them from the
+ * other core's; taking from the back keeps a late thread (another process has its core)
+ * from holding up the job. The grid, not who runs a chunk, fixes each element's
+ * arithmetic. A claim is a compare-and-swap on one 64-bit word holding the job number and
+ * the run's first and end chunk, so a thread that wakes late can never claim a chunk of a
+ * later job with the earlier job's arguments. Between the jobs of one run workers spin; at
+ * the end of a run they sleep on a condition variable. */
 #include "threadpool.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #ifndef SPNN_THREADS
 
@@ -50,6 +54,11 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
 /* Chunks per thread: enough to rebalance when a thread is late, few enough to be cheap. */
 #define CHUNKS_PER_THREAD 4
 
+/* One thread's run of chunks, alone on its cache line: job << 32 | first << 16 | end. */
+typedef struct owned_run {
+  _Alignas(64) atomic_uint_fast64_t word;
+} owned_run;
+
 /* Chunk t of `chunks` over [0, n), boundaries multiples of align. */
 static void chunk(size_t n, size_t align, size_t chunks, size_t t, size_t* begin, size_t* end) {
   size_t units = (n + align - 1) / align;
@@ -65,13 +74,14 @@ struct spnn_threadpool {
   pthread_mutex_t mutex;
   pthread_cond_t wake;
   atomic_uint generation;   /* bumped per job; workers wake on a change */
-  atomic_uint_fast64_t next;/* job << 32 | chunks << 16 | next unclaimed chunk */
-  atomic_size_t done;       /* chunks of the current job finished */
+  owned_run* runs;          /* per thread: the unclaimed chunks of the run it owns */
+  size_t chunks;            /* of the current job */
+  _Alignas(64) atomic_size_t done; /* chunks of the current job finished */
   atomic_int stop;
   atomic_int hot;
   atomic_int started;       /* workers running (a browser starts them asynchronously) */
   atomic_int active;        /* threads the current job may use; workers at or above sit out */
-  /* the current job; written before `next` and `generation` publish it */
+  /* the current job; written before `runs` and `generation` publish it */
   spnn_task_fn fn;
   void* ctx;
   size_t n, align;
@@ -82,21 +92,35 @@ typedef struct worker_arg {
   int index; /* 1 .. size-1; the caller is 0 */
 } worker_arg;
 
-/* Claims and runs chunks of job `job` until none is left; returns how many it ran. */
-static size_t work_on(spnn_threadpool* pool, uint32_t job) {
-  size_t ran = 0;
+/* Claims one chunk of job `job` from thread t's run (the front for its owner, the back for
+ * any other thread); returns it, or SIZE_MAX when that run is empty or the job is over. */
+static size_t claim(spnn_threadpool* pool, int t, uint32_t job, int own) {
+  atomic_uint_fast64_t* word = &pool->runs[t].word;
+  uint64_t v = atomic_load_explicit(word, memory_order_acquire);
   for (;;) {
-    uint64_t v = atomic_load_explicit(&pool->next, memory_order_acquire);
-    size_t chunks = (size_t)(v >> 16 & 0xFFFF), c = (size_t)(v & 0xFFFF);
-    if ((uint32_t)(v >> 32) != job || c >= chunks) return ran;
-    if (!atomic_compare_exchange_weak_explicit(&pool->next, &v, v + 1, memory_order_acq_rel,
-                                               memory_order_acquire))
-      continue;
-    size_t b, e;
-    chunk(pool->n, pool->align, chunks, c, &b, &e); /* the claim makes these fields this job's */
-    if (b < e) pool->fn(pool->ctx, b, e);
-    atomic_fetch_add_explicit(&pool->done, 1, memory_order_acq_rel);
-    ran++;
+    const size_t first = (size_t)(v >> 16 & 0xFFFF), end = (size_t)(v & 0xFFFF);
+    if ((uint32_t)(v >> 32) != job || first >= end) return SIZE_MAX;
+    const uint64_t next = own ? v + ((uint64_t)1 << 16) : v - 1;
+    if (atomic_compare_exchange_weak_explicit(word, &v, next, memory_order_acq_rel,
+                                              memory_order_acquire))
+      return own ? first : end - 1;
+  }
+}
+
+static void run_chunk(spnn_threadpool* pool, size_t c) {
+  size_t b, e;
+  chunk(pool->n, pool->align, pool->chunks, c, &b, &e); /* the claim makes these this job's */
+  if (b < e) pool->fn(pool->ctx, b, e);
+  atomic_fetch_add_explicit(&pool->done, 1, memory_order_acq_rel);
+}
+
+/* Thread `self` of `threads` runs its own chunks of job `job`, then the others' that are
+ * still unclaimed, nearest thread first. */
+static void work_on(spnn_threadpool* pool, uint32_t job, int self, int threads) {
+  for (size_t c; (c = claim(pool, self, job, 1)) != SIZE_MAX;) run_chunk(pool, c);
+  for (int k = 1; k < threads; k++) {
+    const int t = (self + k) % threads;
+    for (size_t c; (c = claim(pool, t, job, 0)) != SIZE_MAX;) run_chunk(pool, c);
   }
 }
 
@@ -127,24 +151,29 @@ static void* worker_main(void* p) {
     }
     seen = g;
     spins = 0;
-    if (index < atomic_load_explicit(&pool->active, memory_order_relaxed)) work_on(pool, g);
+    const int active = atomic_load_explicit(&pool->active, memory_order_relaxed);
+    if (index < active) work_on(pool, g, index, active);
   }
   return NULL;
 }
 
 spnn_threadpool* spnn_threadpool_create(int size) {
   if (size <= 1) return NULL;
-  spnn_threadpool* pool = (spnn_threadpool*)calloc(1, sizeof *pool);
+  spnn_threadpool* pool = (spnn_threadpool*)aligned_alloc(_Alignof(spnn_threadpool), sizeof *pool);
   if (!pool) return NULL;
+  memset(pool, 0, sizeof *pool);
   pool->threads = (pthread_t*)calloc((size_t)size, sizeof(pthread_t));
-  if (!pool->threads) {
+  pool->runs = (owned_run*)aligned_alloc(_Alignof(owned_run), (size_t)size * sizeof(owned_run));
+  if (!pool->threads || !pool->runs) {
+    free(pool->threads);
+    free(pool->runs);
     free(pool);
     return NULL;
   }
+  for (int t = 0; t < size; t++) atomic_init(&pool->runs[t].word, 0);
   pthread_mutex_init(&pool->mutex, NULL);
   pthread_cond_init(&pool->wake, NULL);
   atomic_init(&pool->generation, 0);
-  atomic_init(&pool->next, 0);
   atomic_init(&pool->done, 0);
   atomic_init(&pool->stop, 0);
   atomic_init(&pool->hot, 0);
@@ -179,6 +208,7 @@ void spnn_threadpool_destroy(spnn_threadpool* pool) {
   pthread_cond_destroy(&pool->wake);
   pthread_mutex_destroy(&pool->mutex);
   free(pool->threads);
+  free(pool->runs);
   free(pool);
 }
 
@@ -205,11 +235,17 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
   pool->ctx = ctx;
   pool->n = n;
   pool->align = align;
+  pool->chunks = chunks;
   atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
   atomic_store_explicit(&pool->active, threads, memory_order_relaxed);
   unsigned job = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
-  atomic_store_explicit(&pool->next, (uint64_t)job << 32 | (uint64_t)chunks << 16,
-                        memory_order_release);
+  /* Thread t owns chunks [chunks * t / threads, chunks * (t + 1) / threads). */
+  for (int t = 0; t < threads; t++) {
+    const uint64_t first = chunks * (size_t)t / (size_t)threads;
+    const uint64_t end = chunks * (size_t)(t + 1) / (size_t)threads;
+    atomic_store_explicit(&pool->runs[t].word, (uint64_t)job << 32 | first << 16 | end,
+                          memory_order_release);
+  }
   if (all_started) {
     atomic_store_explicit(&pool->hot, 1, memory_order_relaxed);
     pthread_mutex_lock(&pool->mutex);
@@ -219,7 +255,7 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
   } else {
     atomic_store_explicit(&pool->generation, job, memory_order_release);
   }
-  work_on(pool, job);
+  work_on(pool, job, 0, threads);
   /* Wait only for chunks other threads claimed and are still running. */
   for (int spins = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < chunks; spins++) {
     if (spins < 2000) CPU_RELAX();

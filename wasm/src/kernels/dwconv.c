@@ -507,7 +507,7 @@ SPNN_INLINE void dw_band_run(size_t K, const dw_flat_plan* p, const dw_band* ban
   }
 }
 
-#define DW_SPLIT_MIN_PIXELS 2048
+#define DW_SPLIT_MIN_PIXELS 1024
 
 /* Stride 1. Output rows [r_lo, r_hi) read only rows inside the input, with a row to spare
  * above and below for the taps that cross a row end (their lanes are masked, but read):
@@ -687,6 +687,11 @@ SPNN_INLINE void dw_kxk(size_t K, size_t S, int flat, const spnn_dwconv_shape* s
 #ifndef DW_BAND_BYTES
 #define DW_BAND_BYTES (16 * 1024)
 #endif
+/* Output rows per band of a stride-2 layer run band by band (at least 4). */
+static size_t dw_band_rows(const spnn_dwconv_shape* s) {
+  const size_t band = DW_BAND_BYTES / sizeof(float) / (2 * (size_t)s->in_w);
+  return band < 4 ? 4 : band;
+}
 /* Stride 2 over planes whose four phases would not stay in L1 (112x112 inputs) runs a band
  * of output rows at a time, every channel per band (spnn_f32_dwconv_rows): each channel's
  * phases, written and read back at once, then stay in L1. (Stride 1 copies a plane with one
@@ -697,17 +702,13 @@ SPNN_INLINE void dw_kxk(size_t K, size_t S, int flat, const spnn_dwconv_shape* s
                                        const void* packed, float* output, float out_min,   \
                                        float out_max) {                                    \
     const int flat = dw_flat_fits(K, S, s);                                                \
-    size_t band = DW_BAND_BYTES / sizeof(float) / (S * (size_t)s->in_w);                   \
-    if (!flat || S == 1 || band >= s->out_h) {                                             \
+    if (!flat || S == 1 || dw_band_rows(s) >= s->out_h) {                                  \
       dw_kxk(K, S, flat, s, c_begin, c_end, input, (size_t)s->in_h * s->in_w, packed,     \
              output, (size_t)s->out_h * s->out_w, out_min, out_max);                       \
       return;                                                                              \
     }                                                                                      \
-    if (band < 4) band = 4;                                                                \
-    for (size_t r = 0; r < s->out_h; r += band) {                                          \
-      spnn_f32_dwconv_rows(s, c_begin, c_end, r, r + band < s->out_h ? r + band : s->out_h, \
-                           input, packed, output, out_min, out_max);                       \
-    }                                                                                      \
+    spnn_f32_dwconv_rows(s, c_begin, c_end, 0, s->out_h, input, packed, output, out_min,   \
+                         out_max);                                                         \
   }
 
 SPNN_DEFINE_DWCONV(3, 1)
@@ -736,10 +737,9 @@ static int dw_special(const spnn_dwconv_shape* s) {
  * taps reach, with what is left of the top padding; the bottom padding follows from the
  * band's height. The kernel (whole-plane or row) is the one the full layer takes, so a layer
  * run band by band computes every pixel as the same kernel would over whole planes. */
-void spnn_f32_dwconv_rows(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                          size_t row_begin, size_t row_end, const float* input,
-                          const void* packed, float* output, float out_min, float out_max) {
-  if (row_begin >= row_end || c_begin >= c_end) return;
+static void dw_rows_band(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                         size_t row_begin, size_t row_end, const float* input,
+                         const void* packed, float* output, float out_min, float out_max) {
   const long first = (long)(row_begin * s->stride_h) - (long)s->pad_top;
   const long last = (long)((row_end - 1) * s->stride_h) - (long)s->pad_top +
                     (long)((s->kernel_h - 1) * s->dilation_h);
@@ -767,5 +767,19 @@ void spnn_f32_dwconv_rows(const spnn_dwconv_shape* s, size_t c_begin, size_t c_e
     dw_kxk(5, 1, flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
   } else {
     dw_kxk(5, 2, flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
+  }
+}
+
+/* Stride-2 flat layers over large planes go band by band (DW_BAND_BYTES), as the whole-layer
+ * kernel does, so a thread's share of rows keeps each band's phases in L1 too. */
+void spnn_f32_dwconv_rows(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                          size_t row_begin, size_t row_end, const float* input,
+                          const void* packed, float* output, float out_min, float out_max) {
+  if (row_begin >= row_end || c_begin >= c_end) return;
+  size_t step = row_end - row_begin;
+  if (dw_special(s) && s->stride_h == 2 && dw_flat_fits(s->kernel_h, 2, s)) step = dw_band_rows(s);
+  for (size_t r = row_begin; r < row_end; r += step) {
+    dw_rows_band(s, c_begin, c_end, r, r + step < row_end ? r + step : row_end, input, packed, output,
+            out_min, out_max);
   }
 }
