@@ -118,6 +118,14 @@ def test_loss_is_zero_for_the_teacher_and_masks_stay_fixed(lite):
     assert len(D.feature_tensors(lite)) >= 5 and len(D.logit_tensors(lite)) == 2
     loss, parts = D.distill_loss(t, t, lite, 0.3, torch)
     assert loss.item() == pytest.approx(0, abs=1e-9)
+    loss, parts = D.distill_loss(t, t, lite, 0.3, torch, logit_loss="bce")
+    assert loss.item() == pytest.approx(0, abs=1e-6)
+    # a presence logit on the other side of 0 costs more than one further out on the same side
+    n = D.logit_tensors(lite)[0]
+    flipped, further = dict(t), dict(t)
+    flipped[n], further[n] = -t[n], t[n] * 3
+    assert (D.distill_loss(flipped, t, lite, 0.3, torch, logit_loss="bce")[1]["logits"]
+            > D.distill_loss(further, t, lite, 0.3, torch, logit_loss="bce")[1]["logits"])
     student = GraphModule(oneshot(lite, 0.8)).train()
     pruned = {info.name: p for info, p in student.prunable_layers() if (p.detach() == 0).any()}
     zeros = {n: (p.detach() == 0).clone() for n, p in pruned.items()}

@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--feature-weight", type=float, default=0.05, help="weight of the feature loss")
     p.add_argument("--logit-weight", type=float, default=0.05,
                    help="weight of the presence and handedness logits' loss")
+    p.add_argument("--logit-loss", choices=("smooth-l1", "bce"), default="smooth-l1",
+                   help="how the logits are matched: smooth L1 on the logits, or cross-entropy "
+                        "against the teacher's probabilities")
     p.add_argument("--pool", type=int, default=None,
                    help="augmented training images (default: 6000 on CPU, 30000 on CUDA; cached)")
     p.add_argument("--calibration", type=int, default=64, help="images for calibrated pruning")

@@ -202,10 +202,13 @@ class FixedMasks:
 
 # -- the loss --------------------------------------------------------------------------------
 
-def distill_loss(s: dict, t: dict, graph, feature_weight: float, torch, logit_weight: float = 0.05) -> tuple:
+def distill_loss(s: dict, t: dict, graph, feature_weight: float, torch, logit_weight: float = 0.05,
+                 logit_loss: str = "smooth-l1") -> tuple:
     """Landmarks (pixels / 224; depth weighted down), world landmarks (x10: tens of cm),
     presence and handedness logits, and features (mean squared error relative to the
-    teacher's mean square, per tensor)."""
+    teacher's mean square, per tensor). The logits are matched by smooth L1 (`smooth-l1`)
+    or by the cross-entropy against the teacher's probability less its own entropy (`bce`:
+    zero when they agree, largest where the two sides of 0.5 differ)."""
     F = torch.nn.functional
     lm_name, pres_name, hand_name, world_name = graph.outputs
     b = t[lm_name].shape[0]
@@ -215,7 +218,14 @@ def distill_loss(s: dict, t: dict, graph, feature_weight: float, torch, logit_we
     l_lm = (F.smooth_l1_loss(lm, t_lm, reduction="none", beta=0.01) * w).mean() * 3
     l_world = F.smooth_l1_loss(s[world_name].reshape(b, 21, 3) * 10, t[world_name].reshape(b, 21, 3) * 10, beta=0.01)
     logits = logit_tensors(graph)
-    l_logit = sum(F.smooth_l1_loss(s[n], t[n].clamp(-12, 12), beta=1.0) for n in logits) / max(1, len(logits))
+    if logit_loss == "bce":
+        def logit_term(a, b):
+            p = torch.sigmoid(b)
+            return (F.binary_cross_entropy_with_logits(a, p) - F.binary_cross_entropy_with_logits(b, p))
+    else:
+        def logit_term(a, b):
+            return F.smooth_l1_loss(a, b.clamp(-12, 12), beta=1.0)
+    l_logit = sum(logit_term(s[n], t[n]) for n in logits) / max(1, len(logits))
     feats = feature_tensors(graph)
     l_feat = sum(((s[n] - t[n]) ** 2).mean() / ((t[n] ** 2).mean() + 1e-6) for n in feats) / max(1, len(feats))
     total = l_lm + 0.5 * l_world + logit_weight * l_logit + feature_weight * l_feat
@@ -235,7 +245,7 @@ def batch_views(x, rng, torch):
 
 def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, seed: int, device,
           feature_weight: float, log_path: Path, checkpoint: Path, checkpoint_every: int, resume: bool,
-          probe=None, probe_every: int = 0, logit_weight: float = 0.05):
+          probe=None, probe_every: int = 0, logit_weight: float = 0.05, logit_loss: str = "smooth-l1"):
     """Fine-tunes the pruned graph `start` with its zeros fixed; returns the trained graph."""
     import torch
     from tqdm import tqdm
@@ -271,7 +281,7 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         x = batch_views(x, rng, torch).contiguous(memory_format=torch.channels_last)
         target = teacher.tensors(x)
         values = student.values([x], wanted=set(target))
-        loss, parts = distill_loss(values, target, graph, feature_weight, torch, logit_weight)
+        loss, parts = distill_loss(values, target, graph, feature_weight, torch, logit_weight, logit_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -364,7 +374,8 @@ def run(args) -> int:
     t0 = time.perf_counter()
     trained = train(start, teacher, pool, args.steps, args.batch, args.lr, args.seed, device, args.feature_weight,
                     log_path, checkpoint, args.checkpoint_every, args.resume,
-                    validation_probe(val_images, dense_val, device), args.eval_every, args.logit_weight)
+                    validation_probe(val_images, dense_val, device), args.eval_every, args.logit_weight,
+                    args.logit_loss)
     t_train = time.perf_counter() - t0
     # every step of this model, resumed runs included: the log has one line per step
     steps_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
@@ -381,7 +392,8 @@ def run(args) -> int:
     report = {"model": args.model, "output": str(args.output), "bytes": len(blob), "sparsity": args.sparsity,
               "per_layer_sparsity": sparsity if isinstance(sparsity, dict) else None, "block": args.block,
               "steps": args.steps, "batch": args.batch, "pool_images": args.pool, "lr": args.lr,
-              "feature_weight": args.feature_weight, "logit_weight": args.logit_weight, "device": str(device),
+              "feature_weight": args.feature_weight, "logit_weight": args.logit_weight,
+              "logit_loss": args.logit_loss, "device": str(device),
               "hardware": hardware(device), "seconds_data": t_data, "seconds_allocation": t_alloc,
               "seconds_calibration": t_calib, "seconds_training": t_train,
               "seconds_all_steps": t_steps, "steps_logged": len(steps_log),
