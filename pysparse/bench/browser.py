@@ -62,7 +62,7 @@ class BenchServer:
 
 
 def run_session(base_url: str, configs: list[dict], runs: int, warmup: int = 3, profile: bool = True,
-                progress=None, timeout_s: float = 1800) -> dict:
+                progress=None, timeout_s: float = 1800, settle_ms: float = 20) -> dict:
     """Opens the page, runs `configs` (all with one thread count) and returns the page's JSON.
     `progress(done, total, what)` is called from the page as it goes."""
     from playwright.sync_api import sync_playwright
@@ -88,7 +88,7 @@ def run_session(base_url: str, configs: list[dict], runs: int, warmup: int = 3, 
                 raise RuntimeError(f"the benchmark page did not start: {errors or e}") from e
             result = page.evaluate(
                 "([configs, opts]) => window.runBench(configs, opts)",
-                [configs, {"runs": runs, "warmup": warmup, "profile": profile}])
+                [configs, {"runs": runs, "warmup": warmup, "profile": profile, "settleMs": settle_ms}])
             result["page_errors"] = errors
             result["browser_version"] = browser.version
             return result

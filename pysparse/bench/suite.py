@@ -65,7 +65,7 @@ def sessions_of(artifacts) -> list[tuple[str, list]]:
 def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, sparsities=SPARSITIES,
                   blocks=(1, 4), systems=DEFAULT_SYSTEMS, out_dir: Path = OUT_DIR,
                   profile: bool = True, progress_bar: bool = True, console=None,
-                  session_timeout_s: float = 900, files=()) -> dict:
+                  session_timeout_s: float = 900, files=(), settle_ms: float = 20) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .browser import BenchServer, run_session
@@ -93,7 +93,8 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
                 try:
                     with BenchServer(models_dir) as url:
                         result = run_session(url, configs_for(mine, th), runs=runs, warmup=warmup,
-                                             profile=profile, progress=tick, timeout_s=session_timeout_s)
+                                             profile=profile, progress=tick, timeout_s=session_timeout_s,
+                                             settle_ms=settle_ms)
                 except Exception as e:  # a hung or crashed page: record it, go on with the rest
                     result = {"environment": {}, "page_errors": [str(e)],
                               "results": [{"id": a.id, "error": f"session failed: {str(e)[:200]}"} for a in mine]}
@@ -114,6 +115,7 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
     report.add_speedups(rows)
     record = {"schema_version": report.SCHEMA_VERSION, "pysparse_version": __version__,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": runs, "warmup": warmup,
+              "settle_ms": settle_ms,
               "environment": next((x["environment"] for x in sessions if x["environment"]), {}),
               "loadavg_before": loadavg_before, "loadavg_after": os.getloadavg(),
               "sessions": sessions,

@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=_list(int), default=[1, 2], help="comma-separated thread counts (default 1,2)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per configuration (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs after the first (default 3)")
+    p.add_argument("--settle-ms", type=float, default=20,
+                   help="idle time before each timed run, so that one system's spinning threads do "
+                        "not slow the next system's run (default 20)")
     p.add_argument("--sparsities", type=_list(float), default=list(SPARSITIES),
                    help="comma-separated fractions (default 0.5,0.7,0.8,0.9)")
     p.add_argument("--blocks", type=_list(int), default=[1, 4], help="pysparse pruning blocks (default 1,4)")
@@ -72,7 +75,8 @@ def run(args) -> int:
     console = Console()
     record = run_benchmark(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup,
                            sparsities=args.sparsities, blocks=args.blocks, systems=args.systems,
-                           out_dir=args.out, profile=not args.no_profile, console=console, files=args.files)
+                           out_dir=args.out, profile=not args.no_profile, console=console, files=args.files,
+                           settle_ms=args.settle_ms)
     report.print_table(record, console, args.table)
     console.print(f"results: {args.out}/results.json; charts: {', '.join(record['charts'])}", soft_wrap=True)
     problems = report.validate(record)

@@ -167,11 +167,17 @@ const stats = (xs) => {
 
 /**
  * configs: [{id, system: 'pysparse'|'litert'|'tflite'|'ort', url, threads, input_shape (NCHW)}]
- * opts: {runs, warmup, profileRuns, progress(done, total, what)}
+ * opts: {runs, warmup, profileRuns, settleMs, progress(done, total, what)}
+ *
+ * Before each timed run the page idles settleMs (default 20): a runtime whose worker threads
+ * spin for a while after a run (XNNPACK's pthreadpool does) would otherwise still hold a core
+ * while the next system's run starts, so each system's time would depend on what ran before.
  * Returns {environment, results: [{id, system, ..., load_ms, first_ms, samples_ms, median_ms, ...} | {id, error}]}
  */
 export async function runBench(configs, opts = {}) {
   const runs = opts.runs ?? 20, warmup = opts.warmup ?? 3, profileRuns = opts.profileRuns ?? 5;
+  const settleMs = opts.settleMs ?? 20;
+  const settle = () => new Promise((resolve) => setTimeout(resolve, settleMs));
   const progress = opts.progress || globalThis.benchProgress || (() => {});
   const total = configs.length * (2 + warmup) + runs * configs.length;
   let done = 0;
@@ -201,6 +207,7 @@ export async function runBench(configs, opts = {}) {
   }
   for (let r = 0; r < runs; r++) {
     for (const { cfg, runner, result } of live) {
+      if (settleMs > 0) await settle();
       const t = performance.now();
       await runner.run();
       result.samples_ms.push(performance.now() - t);
