@@ -19,6 +19,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+# Idle time before each timed run (ms): a runtime whose workers spin after a run (XNNPACK's
+# thread pool) must not share the next system's cores (web/bench/bench.mjs).
+SETTLE_MS = 20
+
+
 def block_outside(page, base_url: str, blocked: list) -> None:
     """Aborts every request of `page` that would leave the local server at `base_url`
     (a runtime posting usage logs, a file fetched from a CDN), noting its URL in `blocked`.
@@ -62,7 +67,7 @@ class BenchServer:
 
 
 def run_session(base_url: str, configs: list[dict], runs: int, warmup: int = 3, profile: bool = True,
-                progress=None, timeout_s: float = 1800, settle_ms: float = 20) -> dict:
+                progress=None, timeout_s: float = 1800, settle_ms: float = SETTLE_MS) -> dict:
     """Opens the page, runs `configs` (all with one thread count) and returns the page's JSON.
     `progress(done, total, what)` is called from the page as it goes."""
     from playwright.sync_api import sync_playwright

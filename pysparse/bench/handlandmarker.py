@@ -56,45 +56,33 @@ def _offsets(b, offsets) -> int:
     return b.EndVector()
 
 
+def _table(b, slots: int, *fields) -> int:
+    """A table of `slots` slots holding `fields`: (slot, the Builder's Prepend*Slot method,
+    value), written in the order given."""
+    b.StartObject(slots)
+    for slot, prepend, value in fields:
+        prepend(slot, value, 0)
+    return b.EndObject()
+
+
 def image_metadata(model_name: str, mean: float = PIXEL_MEAN, std: float = PIXEL_STD) -> bytes:
     """The metadata flatbuffer of a model with one RGB image input normalised by mean/std."""
     import flatbuffers
 
     b = flatbuffers.Builder(256)
+    offset, u8, i8 = b.PrependUOffsetTRelativeSlot, b.PrependUint8Slot, b.PrependInt8Slot
     name, tensor_name = b.CreateString(model_name), b.CreateString("image")
     version = b.CreateString("1.0.0")
     mean_off, std_off = _floats(b, [mean]), _floats(b, [std])
-    b.StartObject(2)  # NormalizationOptions
-    b.PrependUOffsetTRelativeSlot(0, mean_off, 0)
-    b.PrependUOffsetTRelativeSlot(1, std_off, 0)
-    normalization = b.EndObject()
-    b.StartObject(2)  # ProcessUnit
-    b.PrependUint8Slot(0, NORMALIZATION_OPTIONS, 0)
-    b.PrependUOffsetTRelativeSlot(1, normalization, 0)
-    unit = b.EndObject()
-    b.StartObject(2)  # ImageProperties
-    b.PrependInt8Slot(0, RGB, 0)
-    image = b.EndObject()
-    b.StartObject(3)  # Content
-    b.PrependUint8Slot(0, IMAGE_PROPERTIES, 0)
-    b.PrependUOffsetTRelativeSlot(1, image, 0)
-    content = b.EndObject()
-    units = _offsets(b, [unit])
-    b.StartObject(7)  # TensorMetadata
-    b.PrependUOffsetTRelativeSlot(0, tensor_name, 0)
-    b.PrependUOffsetTRelativeSlot(3, content, 0)
-    b.PrependUOffsetTRelativeSlot(4, units, 0)
-    tensor = b.EndObject()
-    inputs = _offsets(b, [tensor])
-    b.StartObject(10)  # SubGraphMetadata
-    b.PrependUOffsetTRelativeSlot(2, inputs, 0)
-    subgraph = b.EndObject()
-    subgraphs = _offsets(b, [subgraph])
-    b.StartObject(8)  # ModelMetadata
-    b.PrependUOffsetTRelativeSlot(0, name, 0)
-    b.PrependUOffsetTRelativeSlot(3, subgraphs, 0)
-    b.PrependUOffsetTRelativeSlot(7, version, 0)
-    root = b.EndObject()
+    normalization = _table(b, 2, (0, offset, mean_off), (1, offset, std_off))  # NormalizationOptions
+    unit = _table(b, 2, (0, u8, NORMALIZATION_OPTIONS), (1, offset, normalization))  # ProcessUnit
+    image = _table(b, 2, (0, i8, RGB))  # ImageProperties
+    content = _table(b, 3, (0, u8, IMAGE_PROPERTIES), (1, offset, image))  # Content
+    tensor = _table(b, 7, (0, offset, tensor_name), (3, offset, content),
+                    (4, offset, _offsets(b, [unit])))  # TensorMetadata
+    subgraph = _table(b, 10, (2, offset, _offsets(b, [tensor])))  # SubGraphMetadata
+    root = _table(b, 8, (0, offset, name), (3, offset, _offsets(b, [subgraph])),
+                  (7, offset, version))  # ModelMetadata
     b.Finish(root, file_identifier=METADATA_IDENTIFIER)
     return bytes(b.Output())
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import __version__
 from . import report
+from .browser import SETTLE_MS
 from .runtimes import DEFAULT_SYSTEMS, SPARSITIES, prepare
 
 OUT_DIR = Path("build/bench")
@@ -65,7 +66,7 @@ def sessions_of(artifacts) -> list[tuple[str, list]]:
 def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, sparsities=SPARSITIES,
                   blocks=(1, 4), systems=DEFAULT_SYSTEMS, out_dir: Path = OUT_DIR,
                   profile: bool = True, progress_bar: bool = True, console=None,
-                  session_timeout_s: float = 900, files=(), settle_ms: float = 20) -> dict:
+                  session_timeout_s: float = 900, files=(), settle_ms: float = SETTLE_MS) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .browser import BenchServer, run_session

@@ -13,6 +13,7 @@ def _list(kind):
 
 
 def add_parser(sub) -> None:
+    from ..bench.browser import SETTLE_MS
     from ..bench.runtimes import ALL_MODELS, DEFAULT_SYSTEMS, SPARSITIES, SYSTEMS
     p = sub.add_parser("bench", help="benchmark pysparse against LiteRT.js and onnxruntime-web in Chromium",
                        description="Build dense and pruned (one-shot) forms of each model for every system "
@@ -28,9 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=_list(int), default=[1, 2], help="comma-separated thread counts (default 1,2)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per configuration (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs after the first (default 3)")
-    p.add_argument("--settle-ms", type=float, default=20,
+    p.add_argument("--settle-ms", type=float, default=SETTLE_MS,
                    help="idle time before each timed run, so that one system's spinning threads do "
-                        "not slow the next system's run (default 20)")
+                        f"not slow the next system's run (default {SETTLE_MS:g})")
     p.add_argument("--sparsities", type=_list(float), default=list(SPARSITIES),
                    help="comma-separated fractions (default 0.5,0.7,0.8,0.9)")
     p.add_argument("--blocks", type=_list(int), default=[1, 4], help="pysparse pruning blocks (default 1,4)")

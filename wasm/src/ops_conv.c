@@ -78,7 +78,7 @@ static void dw_units(conv_state* s, size_t b, size_t e, const float* in, float* 
   }
 }
 
-/* The kernel over units [b, e) of image n: pixels (SpMM, GEMM, KxK), channels (depthwise)
+/* The kernel over units [b, e) of image n: pixels (SpMM, GEMM, KxK), bands x channels (depthwise)
  * or channel parts (1x1 layers on small planes). */
 static void conv_units(conv_state* s, size_t n, size_t b, size_t e) {
   const float* in = s->batch_in + n * s->in_image;
