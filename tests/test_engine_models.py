@@ -87,8 +87,8 @@ def test_native_whole_model(cases, case):
         assert np.array_equal(a, b), f"{c.name}: 1 and 2 threads differ"
     c.check(one, "native")
     if case[1]:  # pruned: the 1x1 convolutions run sparse, with the block pruned for
-        want = "spmm_8x4" if case[2] == 4 else "spmm_32x1"
-        assert want in kernels, (c.name, sorted(kernels))
+        rows = "x4" if case[2] == 4 else "x1"  # spmm_<pixels per tile>x<rows per block>
+        assert any(k.startswith("spmm_") and k.endswith(rows) for k in kernels), (c.name, sorted(kernels))
 
 
 @pytest.mark.slow

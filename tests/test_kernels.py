@@ -178,7 +178,7 @@ def spmm_cases(seed=1) -> list[Case]:
     rng = np.random.default_rng(seed)
     cases = []
     shapes = [(1, 5, 3), (3, 7, 8), (17, 16, 9), (33, 11, 13), (49, 24, 10), (196, 40, 18),
-              (3136 + 5, 24, 6), (64, 1, 4), (31, 9, 1), (2, 300, 5)]
+              (3136 + 5, 24, 6), (64, 1, 4), (31, 9, 1), (2, 300, 5), (95, 12, 7)]
     for pixels, cols, rows in shapes:
         for block in (1, 2, 4):
             for sparsity in (0, 50, 90, 100):

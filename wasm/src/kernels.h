@@ -76,28 +76,52 @@ int spnn_spmm_pack(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t*
 void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
                    const float* input, float* output, float out_min, float out_max);
 
-/* The microkernels spnn_spmm_run calls, one per block size: pixels of one segment.
- * Named by tile, pixels x rows: 32x1, 16x2 and 8x4 (eight f32x4 accumulators each; current
- * V8 feeds the multiply-adds of a 32-pixel tile from memory, so its eight accumulators stay
- * in registers).
+/* The microkernels spnn_spmm_run calls, one per block size (1, 2, 4 rows): pixels of one
+ * segment. Their tiles hold twelve f32x4 accumulators where the multiply-add is fused
+ * (relaxed SIMD: 48x1, 24x2 and 12x4 pixels x rows) and eight otherwise (32x1, 16x2, 8x4:
+ * V8 loads each pixel vector into one register just before its multiply-add, so twelve
+ * accumulators, the splatted weight and that register fit x86's sixteen; a separate
+ * multiply and add need one more for the product, and V8 then spills accumulators).
  * `input` is the layer input already moved by the segment's input_offset, `output` points
  * at the segment's first output row, `pixels` is the channel stride of the output. */
+#ifdef SPNN_RELAXED_SIMD
+#define SPMM_DEFAULT_MR1 48
+#define SPMM_DEFAULT_MR2 24
+#define SPMM_DEFAULT_MR4 12
+#else
+#define SPMM_DEFAULT_MR1 32
+#define SPMM_DEFAULT_MR2 16
+#define SPMM_DEFAULT_MR4 8
+#endif
+#ifndef SPMM_MR1
+#define SPMM_MR1 SPMM_DEFAULT_MR1
+#endif
+#ifndef SPMM_MR2
+#define SPMM_MR2 SPMM_DEFAULT_MR2
+#endif
+#ifndef SPMM_MR4
+#define SPMM_MR4 SPMM_DEFAULT_MR4
+#endif
+#define SPNN_STR_(x) #x
+#define SPNN_STR(x) SPNN_STR_(x)
+/* The kernels' names in profiles: "spmm_<pixels>x<rows>". */
+#define SPMM_NAME(MR, ROWS) "spmm_" SPNN_STR(MR) "x" #ROWS
 typedef void (*spnn_spmm_ukernel)(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                                   const float* input, const float* values,
                                   const int32_t* increments, const uint32_t* counts,
                                   float* output, size_t pixels, float out_min, float out_max);
-void spnn_f32_spmm_32x1(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
+void spnn_f32_spmm_1row(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                         const float* input, const float* values, const int32_t* increments,
                         const uint32_t* counts, float* output, size_t pixels, float out_min,
                         float out_max);
-void spnn_f32_spmm_16x2(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
-                        const float* input, const float* values, const int32_t* increments,
-                        const uint32_t* counts, float* output, size_t pixels, float out_min,
-                        float out_max);
-void spnn_f32_spmm_8x4(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
-                       const float* input, const float* values, const int32_t* increments,
-                       const uint32_t* counts, float* output, size_t pixels, float out_min,
-                       float out_max);
+void spnn_f32_spmm_2rows(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
+                         const float* input, const float* values, const int32_t* increments,
+                         const uint32_t* counts, float* output, size_t pixels, float out_min,
+                         float out_max);
+void spnn_f32_spmm_4rows(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
+                         const float* input, const float* values, const int32_t* increments,
+                         const uint32_t* counts, float* output, size_t pixels, float out_min,
+                         float out_max);
 
 /* ---- Dense 1x1 convolution in CHW (GEMM) ------------------------------------------
  * out[n][p] = clamp(bias[n] + sum_k W[n][k] * in[k][p]), W row-major [rows x cols]

@@ -303,7 +303,9 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
   if (pointwise && w->sparse) {
     const spnn_sparse* sp = w->sparse;
     s->kind = CONV_SPMM;
-    op->kernel = sp->block == 4 ? "spmm_8x4" : sp->block == 2 ? "spmm_16x2" : "spmm_32x1";
+    op->kernel = sp->block == 4   ? SPMM_NAME(SPMM_MR4, 4)
+                 : sp->block == 2 ? SPMM_NAME(SPMM_MR2, 2)
+                                  : SPMM_NAME(SPMM_MR1, 1);
     op->macs = (double)pixels * sp->nnz;
     if (pixels < SPLIT_CHANNELS_BELOW) {
       if ((st = pack_spmm_parts(m, s, sp, bias, (uint32_t)pixels, &bytes))) return st;

@@ -18,10 +18,10 @@
 
 /* acc[r][j] += x[j] * w[r] for one stored column: loads the tile's pixels of the column's
  * input channel and moves `*input` to the next stored column. */
-SPNN_INLINE void spmm_step(size_t width, size_t nr, v128_t acc[4][8], const float** input,
+SPNN_INLINE void spmm_step(size_t width, size_t nr, v128_t acc[4][12], const float** input,
                            const int32_t* increment, const float* w) {
   const size_t nv = width >= 4 ? width / 4 : 1;
-  v128_t x[8];
+  v128_t x[12];
   _Pragma("clang loop unroll(full)")
   for (size_t j = 0; j < nv; j++) x[j] = tile_load(*input + 4 * j, width);
   *input = (const float*)((uintptr_t)*input + (intptr_t)*increment);
@@ -44,7 +44,7 @@ SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t n,
                                          const int32_t* increments, float* output,
                                          size_t pixels, v128_t vmin, v128_t vmax) {
   const size_t nv = width >= 4 ? width / 4 : 1; /* vectors per row */
-  v128_t acc[4][8];
+  v128_t acc[4][12];
   _Pragma("clang loop unroll(full)")
   for (size_t r = 0; r < nr; r++) {
     const v128_t vb = wasm_v128_load32_splat(w + r);
@@ -88,9 +88,9 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
                              vmin, vmax) - done;
       done += mr;
     }
-    /* length - done < mr <= 32: its binary digits are the tails */
+    /* length - done < mr <= 48: its binary digits are the tails */
     _Pragma("clang loop unroll(full)")  /* constant widths: registers */
-    for (size_t width = 16; width != 0; width /= 2) {
+    for (size_t width = 32; width != 0; width /= 2) {
       if (width < mr && ((length - done) & width)) {
         next = spmm_block_tile(width, nr, n, input + done, w, increments, output + done,
                                pixels, vmin, vmax) - done;
@@ -114,21 +114,11 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
                counts, output, pixels, out_min, out_max);                                   \
   }
 
-/* Pixel tiles per block size, chosen by measurement on V8 (bench/bench_kernels.c and whole
- * models, docs/benchmarks.md): eight accumulators, the pixels loaded as the multiply-adds
- * need them. */
-#ifndef SPMM_MR1
-#define SPMM_MR1 32
-#endif
-#ifndef SPMM_MR2
-#define SPMM_MR2 16
-#endif
-#ifndef SPMM_MR4
-#define SPMM_MR4 8
-#endif
-SPNN_DEFINE_SPMM(spnn_f32_spmm_32x1, SPMM_MR1, 1)
-SPNN_DEFINE_SPMM(spnn_f32_spmm_16x2, SPMM_MR2, 2)
-SPNN_DEFINE_SPMM(spnn_f32_spmm_8x4, SPMM_MR4, 4)
+/* Pixel tiles per block size: SPMM_MR1/2/4 (kernels.h), chosen by measurement on V8
+ * (bench/bench_kernels.c and whole models, docs/benchmarks.md). */
+SPNN_DEFINE_SPMM(spnn_f32_spmm_1row, SPMM_MR1, 1)
+SPNN_DEFINE_SPMM(spnn_f32_spmm_2rows, SPMM_MR2, 2)
+SPNN_DEFINE_SPMM(spnn_f32_spmm_4rows, SPMM_MR4, 4)
 
 /* Bytes of input (all channels of a pixel chunk) meant to stay near the core (L1/L2);
  * measured flat between 24 KiB and 256 KiB. */
@@ -148,9 +138,9 @@ void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_
       const spnn_spmm_segment* seg = &w->segments[s];
       const float* in = (const float*)((uintptr_t)input + (intptr_t)seg->input_offset);
       float* out = output + (size_t)seg->first_row * w->pixels;
-      spnn_spmm_ukernel kernel = seg->block == 4   ? spnn_f32_spmm_8x4
-                                 : seg->block == 2 ? spnn_f32_spmm_16x2
-                                                   : spnn_f32_spmm_32x1;
+      spnn_spmm_ukernel kernel = seg->block == 4   ? spnn_f32_spmm_4rows
+                                 : seg->block == 2 ? spnn_f32_spmm_2rows
+                                                   : spnn_f32_spmm_1row;
       kernel(begin, end, seg->num_blocks, in, seg->values, seg->increments, seg->counts, out,
              w->pixels, out_min, out_max);
     }
