@@ -14,8 +14,15 @@
 #ifndef GEMM_MR
 #define GEMM_MR 8
 #endif
+/* Twelve accumulators (8 pixels x 6 rows) where the multiply-add is fused, eight (8 x 4)
+ * otherwise: the two loaded pixel vectors stay in registers for all rows, and a separate
+ * multiply and add would need one register more than x86's sixteen (see SPMM_MR1). */
 #ifndef GEMM_NR
+#ifdef SPNN_RELAXED_SIMD
+#define GEMM_NR 6
+#else
 #define GEMM_NR 4
+#endif
 #endif
 
 size_t spnn_gemm_packed_bytes(uint32_t rows, uint32_t cols) {
