@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pysparse import reference
+from pysparse.ir import Graph
 from pysparse.format import spec
 from pysparse.format.sparse import quantize
 from pysparse.pack import pack
@@ -371,3 +372,59 @@ def test_batch_equals_its_images_on_every_thread_count(layer, batch):
         for t in (4, 3, 2, 1):  # the most threads first, on a fresh arena
             many.set_threads(t)
             assert np.array_equal(many.run([images])[0], want), f"{t} threads"
+
+
+def _residual_graph(cin, cout, hw, batch, zero, skip_first, act=1, in_place_chain=False):
+    """y = ADD(conv1x1(x), RELU(x) or a second conv's output), the skip computed before the
+    convolution (the engine folds the add into it) or after it (it cannot)."""
+    r = np.random.default_rng(cin * 31 + hw)
+    g = Graph()
+    g.add_tensor("x", (batch, cin, hw, hw))
+    g.inputs = ["x"]
+    w = g.add_constant("w", eg._w(r, cout, cin, 1, 1, zero=zero))
+    b = g.add_constant("b", eg._w(r, cout))
+    conv = dict(stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, pad_top=0, pad_left=0,
+                pad_bottom=0, pad_right=0, groups=1, act=0)
+    g.add_tensor("t", (batch, cout, hw, hw))
+    g.add_tensor("s", (batch, cout, hw, hw))
+    g.add_tensor("y", (batch, cout, hw, hw))
+    if cin == cout:
+        skip_op = ("RELU", ["x"], ["s"], {})
+    else:
+        w2 = g.add_constant("w2", eg._w(r, cout, cin, 1, 1))
+        skip_op = ("CONV2D", ["x", w2], ["s"], dict(conv, act=1))
+    steps = [skip_op, ("CONV2D", ["x", w, b], ["t"], conv)]
+    if not skip_first:
+        steps.reverse()
+    for i, (typ, ins, outs, attrs) in enumerate(steps):
+        g.add_op(typ, ins, outs, f"op{i}", **attrs)
+    g.add_op("ADD", ["t", "s"], ["y"], "residual", act=act)
+    g.outputs = ["y"]
+    g.validate()
+    return g
+
+
+@pytest.mark.parametrize("zero", [0.8, 0.0])
+@pytest.mark.parametrize("cin,cout,hw,batch", [(24, 24, 19, 1), (32, 48, 7, 1), (16, 16, 12, 3),
+                                               (40, 40, 7, 2)])
+def test_residual_add_folded_into_the_convolution(zero, cin, cout, hw, batch):
+    """ADD(conv1x1(x), skip), skip written before the convolution: the convolution adds it
+    itself (the add's profile row says "folded"), with the same bits as the two ops run one
+    after the other (the same graph with the skip computed after the convolution) on 1 to 4
+    threads, and the reference's values."""
+    sparse = True if zero else None
+    x = np.random.default_rng(7).standard_normal((batch, cin, hw, hw)).astype(np.float32)
+    outs, kernels = {}, {}
+    for first in (True, False):
+        g = _residual_graph(cin, cout, hw, batch, zero, skip_first=first)
+        for t in (4, 3, 2, 1):
+            with NativeModel(pack(g, sparse=sparse), threads=t) as m:
+                m.set_profiling(True)
+                outs[first, t] = m.run([x])[0]
+                kernels[first] = {p["name"]: p["kernel"] for p in m.profile()}
+        ref = reference.run(g, {"x": x})["y"]
+        assert close(outs[first, 1], ref), f"max error {np.abs(outs[first, 1] - ref).max()}"
+    assert kernels[True]["residual"] == "folded", kernels[True]
+    assert kernels[False]["residual"] != "folded", kernels[False]
+    for first, t in outs:
+        assert np.array_equal(outs[first, t], outs[False, 1]), f"skip first: {first}, {t} threads"

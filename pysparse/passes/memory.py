@@ -5,6 +5,12 @@ op that reads it (graph outputs: to the end). Ops never write in place, so an op
 never shares bytes with its inputs. Walking the ops in order, each op's outputs take the
 smallest free hole that fits (else the end of the arena grows), then tensors whose last
 reader was this op give their space back.
+
+One exception to "from the op that writes it": the engine folds a residual ADD into the
+1x1 convolution that computes one of its operands (the convolution adds the other operand,
+the skip, to its sums and writes the add's output itself) where that is safe, which
+includes the add's output holding no tensor live between the two ops. The plan makes it
+so: such an add's output is placed as if written by the convolution (`folded_adds`).
 """
 from __future__ import annotations
 
@@ -35,6 +41,46 @@ def lifetimes(graph: Graph) -> dict[str, tuple[int, int]]:
         if n in life:
             life[n][1] = end
     return {n: (a, b) for n, (a, b) in life.items()}
+
+
+def _pointwise_plain(op) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped CONV2D without activation (the engine's SpMM and
+    GEMM layers, whose sums an add can take)."""
+    if op.type != "CONV2D" or op.attrs.get("act", 0) != 0 or op.attrs.get("groups", 1) != 1:
+        return False
+    if any(op.attrs.get(k, 0) for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")):
+        return False
+    return op.attrs.get("stride_h", 1) == 1 and op.attrs.get("stride_w", 1) == 1
+
+
+def folded_adds(graph: Graph) -> dict[str, int]:
+    """Output of each ADD the engine may fold into a convolution -> that convolution's op
+    index: ADD(conv(x), skip), all three of one shape, the add the only reader of conv(x) and
+    skip written before the convolution (the engine checks the rest at load)."""
+    writer = {n: i for i, op in enumerate(graph.ops) for n in op.outputs}
+    readers: dict[str, int] = {}
+    for op in graph.ops:
+        for n in op.inputs:
+            readers[n] = readers.get(n, 0) + 1
+    shape = {n: t.shape for n, t in graph.tensors.items()}
+    found = {}
+    for op in graph.ops:
+        if op.type != "ADD" or len(op.inputs) != 2 or op.inputs[0] == op.inputs[1]:
+            continue
+        y = op.outputs[0]
+        for t, skip in (op.inputs, op.inputs[::-1]):
+            p = writer.get(t)
+            if p is None or readers.get(t) != 1 or t in graph.outputs:
+                continue
+            conv = graph.ops[p]
+            w = graph.tensors[conv.inputs[1]].shape if len(conv.inputs) > 1 else ()
+            if not _pointwise_plain(conv) or len(w) != 4 or tuple(w[2:]) != (1, 1):
+                continue
+            if not (shape[t] == shape[skip] == shape[y]) or writer.get(skip, -1) >= p:
+                continue
+            found[y] = p
+            break
+    return found
 
 
 class _FreeList:
@@ -88,11 +134,14 @@ def plan_memory(graph: Graph, alignment: int = ALIGNMENT) -> tuple[dict[str, int
     by_last: dict[int, list[str]] = {}
     for n, (_, last) in life.items():
         by_last.setdefault(last, []).append(n)
+    early: dict[int, list[str]] = {}  # op index -> add outputs placed with that op's outputs
+    for y, p in folded_adds(graph).items():
+        early.setdefault(p, []).append(y)
     for n in graph.inputs:
         if n not in offsets:
             offsets[n] = free.take(size[n])
     for i, op in enumerate(graph.ops):
-        for n in op.outputs:
+        for n in [*op.outputs, *early.get(i, ())]:
             if n not in offsets:
                 offsets[n] = free.take(size[n])
         for n in by_last.get(i, ()):

@@ -131,6 +131,12 @@ int spnn_parallel_threads(const spnn_model* model, double work);
 /* ---- op families: prepare checks shapes and attributes, picks the run function --------- */
 
 spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op);           /* CONV2D */
+/* Folds a residual ADD into the 1x1 convolution (SpMM or GEMM) whose output it reads:
+ * the convolution then writes clamp(its sum + residual) to `output` (the ADD's output) with
+ * the ADD's clamp. 0 where the convolution cannot (another kernel, its own activation, or a
+ * GEMM asked to work in place); the caller has checked shapes and memory. */
+int spnn_conv_fold_add(spnn_op* op, const float* residual, float* output, float lo, float hi);
+
 spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op); /* CONV_TRANSPOSE2D */
 spnn_status spnn_prepare_fully_connected(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_matmul(spnn_model* m, spnn_op* op);         /* both operands at run time */

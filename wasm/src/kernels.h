@@ -75,6 +75,13 @@ int spnn_spmm_pack(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t*
 /* Runs the whole layer for pixels [pixel_begin, pixel_end). */
 void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
                    const float* input, float* output, float out_min, float out_max);
+/* The same with a residual added before the clamp: output = clamp(W . input + residual),
+ * `residual` laid out as `output` (it may be `output` itself: each element is read before
+ * it is written, and no pixel is computed twice). The sum and the residual are added last,
+ * as a separate ADD op would, so the bits are those of the two ops. */
+void spnn_spmm_run_residual(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
+                            const float* input, float* output, const float* residual,
+                            float out_min, float out_max);
 
 /* The microkernels spnn_spmm_run calls, one per block size (1, 2, 4 rows): pixels of one
  * segment. Their tiles hold twelve f32x4 accumulators where the multiply-add is fused
@@ -109,19 +116,20 @@ void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_
 typedef void (*spnn_spmm_ukernel)(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                                   const float* input, const float* values,
                                   const int32_t* increments, const uint32_t* counts,
-                                  float* output, size_t pixels, float out_min, float out_max);
+                                  float* output, const float* residual, size_t pixels,
+                                  float out_min, float out_max);
 void spnn_f32_spmm_1row(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                         const float* input, const float* values, const int32_t* increments,
-                        const uint32_t* counts, float* output, size_t pixels, float out_min,
-                        float out_max);
+                        const uint32_t* counts, float* output, const float* residual,
+                        size_t pixels, float out_min, float out_max);
 void spnn_f32_spmm_2rows(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                          const float* input, const float* values, const int32_t* increments,
-                         const uint32_t* counts, float* output, size_t pixels, float out_min,
-                         float out_max);
+                         const uint32_t* counts, float* output, const float* residual,
+                         size_t pixels, float out_min, float out_max);
 void spnn_f32_spmm_4rows(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                          const float* input, const float* values, const int32_t* increments,
-                         const uint32_t* counts, float* output, size_t pixels, float out_min,
-                         float out_max);
+                         const uint32_t* counts, float* output, const float* residual,
+                         size_t pixels, float out_min, float out_max);
 
 /* ---- Dense 1x1 convolution in CHW (GEMM) ------------------------------------------
  * out[n][p] = clamp(bias[n] + sum_k W[n][k] * in[k][p]), W row-major [rows x cols]
@@ -135,6 +143,12 @@ void spnn_gemm_pack(uint32_t rows, uint32_t cols, const float* weights, const fl
 void spnn_gemm_run(uint32_t rows, uint32_t cols, const void* packed, size_t pixel_begin,
                    size_t pixel_end, const float* input, size_t input_stride, float* output,
                    size_t output_stride, float out_min, float out_max);
+/* The same with a residual added before the clamp, laid out as `output` and never `output`
+ * itself (the last tile of a range may recompute pixels): see spnn_spmm_run_residual. */
+void spnn_gemm_run_residual(uint32_t rows, uint32_t cols, const void* packed,
+                            size_t pixel_begin, size_t pixel_end, const float* input,
+                            size_t input_stride, float* output, const float* residual,
+                            size_t output_stride, float out_min, float out_max);
 
 /* ---- Matrix-vector product (FULLY_CONNECTED, one row of x at a time) --------------
  * y[m] = clamp(bias[m] + sum_k W[m][k] * x[k]) for m in [row_begin, row_end). W is the

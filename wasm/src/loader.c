@@ -797,6 +797,83 @@ static spnn_status parse_graph(spnn_model* m, const section* s, spnn_weight* ws,
   return SPNN_OK;
 }
 
+/* ---- residual adds folded into the convolution before them ----------------------------
+ * ADD(conv(x), skip) with operands and output of one shape, where the add is the only reader
+ * of conv(x) and skip is written before the convolution runs, becomes one pass: the
+ * convolution adds skip to its sums and writes the add's output with the add's clamp, and
+ * the add does nothing (its profile row says "folded"). That saves writing conv(x) and
+ * reading it back. The add's output is written early (at the convolution), so its bytes must
+ * not hold any tensor live from the convolution to the add (the convolution's input among
+ * them); they may hold skip itself, which is then updated in place, where nothing else reads
+ * skip in between. */
+
+static int same_dims(const spnn_tensor* a, const spnn_tensor* b) {
+  if (a->ndim != b->ndim) return 0;
+  for (int d = 0; d < a->ndim; d++)
+    if (a->dims[d] != b->dims[d]) return 0;
+  return 1;
+}
+
+static int bytes_overlap(const spnn_tensor* a, const spnn_tensor* b) {
+  const uint64_t a0 = a->offset, a1 = a0 + 4 * (uint64_t)a->count;
+  const uint64_t b0 = b->offset, b1 = b0 + 4 * (uint64_t)b->count;
+  return a0 < b1 && b0 < a1;
+}
+
+static int reads(const spnn_op* op, int32_t id) {
+  for (int i = 0; i < op->num_inputs; i++)
+    if (op->inputs[i] == id) return 1;
+  return 0;
+}
+
+/* 1 if the convolution at op p may write `y` (the output of the add at op k) in place of
+ * `t`, with `skip` as its residual. */
+static int fold_is_safe(const spnn_model* m, uint32_t p, uint32_t k, const spnn_tensor* t,
+                        const spnn_tensor* skip, const spnn_tensor* y) {
+  for (uint32_t i = 0; i < m->num_tensors; i++) {
+    const spnn_tensor* v = &m->tensors[i];
+    if (v == t || v == y || v->kind == SPNN_KIND_CONSTANT || !bytes_overlap(v, y)) continue;
+    const int32_t last = v->last_use > v->producer ? v->last_use : v->producer;
+    if (v->producer >= (int32_t)k || last < (int32_t)p) continue; /* not live in [p, k) */
+    if (v != skip || v->offset != y->offset) return 0;
+    for (uint32_t j = p + 1; j < k; j++)
+      if (reads(&m->ops[j], (int32_t)(v - m->tensors))) return 0; /* would see it updated */
+  }
+  return 1;
+}
+
+static void noop_run(spnn_model* m, spnn_op* op) {
+  (void)m;
+  (void)op;
+}
+
+static void fold_residual_adds(spnn_model* m) {
+  for (uint32_t k = 0; k < m->num_ops; k++) {
+    spnn_op* add = &m->ops[k];
+    if (add->code != SPNN_OP_ADD || add->num_inputs != 2) continue;
+    spnn_tensor* y = spnn_out(m, add);
+    float lo, hi;
+    if (!spnn_act_bounds(add->attr[0].i, &lo, &hi)) continue;
+    for (int side = 0; side < 2; side++) {
+      const spnn_tensor* t = spnn_in(m, add, side);
+      const spnn_tensor* skip = spnn_in(m, add, 1 - side);
+      if (!t || !skip || t == skip || !same_dims(t, y) || !same_dims(skip, y)) continue;
+      if (t->kind != SPNN_KIND_ACTIVATION || t->last_use != (int32_t)k) continue;
+      const uint32_t p = (uint32_t)t->producer;
+      if (skip->kind == SPNN_KIND_ACTIVATION && skip->producer >= (int32_t)p) continue;
+      int only_reader = 1; /* of t, between the convolution and the add */
+      for (uint32_t j = p + 1; j < k && only_reader; j++)
+        if (reads(&m->ops[j], (int32_t)(t - m->tensors))) only_reader = 0;
+      if (!only_reader || !skip->data || !fold_is_safe(m, p, k, t, skip, y)) continue;
+      if (spnn_conv_fold_add(&m->ops[p], skip->data, y->data, lo, hi)) {
+        add->run = noop_run;
+        add->kernel = "folded";
+        break;
+      }
+    }
+  }
+}
+
 static spnn_status prepare_ops(spnn_model* m) {
   for (uint32_t k = 0; k < m->num_ops; k++) {
     spnn_op* op = &m->ops[k];
@@ -811,6 +888,7 @@ static spnn_status prepare_ops(spnn_model* m) {
     }
     m->total_macs += op->macs;
   }
+  fold_residual_adds(m);
   /* Constants every consumer packed for itself are not kept. */
   for (uint32_t i = 0; i < m->num_tensors; i++) {
     spnn_tensor* t = &m->tensors[i];

@@ -8,6 +8,7 @@
  *   anything else                                         -> KxK convolution (im2col + GEMM)
  * A batch of N images is one job over N x (one image's units), on the same packed weights.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +42,7 @@ typedef struct conv_state {
   uint32_t rows, cols;
   const float* batch_in; /* image 0; a batch is N CHW images one after another */
   float* batch_out;
+  const float* batch_residual; /* a residual ADD folded in (spnn_conv_fold_add), or NULL */
   size_t batch;
   size_t in_image, out_image; /* floats per image */
   size_t units, align; /* the thread-split units of one image, and their alignment */
@@ -83,21 +85,25 @@ static void dw_units(conv_state* s, size_t b, size_t e, const float* in, float* 
 static void conv_units(conv_state* s, size_t n, size_t b, size_t e) {
   const float* in = s->batch_in + n * s->in_image;
   float* out = s->batch_out + n * s->out_image;
+  const float* res = s->batch_residual ? s->batch_residual + n * s->out_image : NULL;
   const size_t p = s->cs.out_h * (size_t)s->cs.out_w;
   if (s->parts) {
     for (size_t k = b; k < e; k++) {
-      float* part_out = out + s->part_row[k] * p;
+      const size_t first = s->part_row[k] * p;
       if (s->kind == CONV_SPMM)
-        spnn_spmm_run(&s->part_spmm[k], 0, p, in, part_out, s->lo, s->hi);
+        spnn_spmm_run_residual(&s->part_spmm[k], 0, p, in, out + first, res ? res + first : NULL,
+                               s->lo, s->hi);
       else
-        spnn_gemm_run(s->part_row[k + 1] - s->part_row[k], s->cols, s->part_packed[k], 0, p, in,
-                      p, part_out, p, s->lo, s->hi);
+        spnn_gemm_run_residual(s->part_row[k + 1] - s->part_row[k], s->cols, s->part_packed[k], 0,
+                               p, in, p, out + first, res ? res + first : NULL, p, s->lo, s->hi);
     }
     return;
   }
   switch (s->kind) {
-    case CONV_SPMM: spnn_spmm_run(&s->spmm, b, e, in, out, s->lo, s->hi); break;
-    case CONV_GEMM: spnn_gemm_run(s->rows, s->cols, s->packed, b, e, in, p, out, p, s->lo, s->hi); break;
+    case CONV_SPMM: spnn_spmm_run_residual(&s->spmm, b, e, in, out, res, s->lo, s->hi); break;
+    case CONV_GEMM:
+      spnn_gemm_run_residual(s->rows, s->cols, s->packed, b, e, in, p, out, res, p, s->lo, s->hi);
+      break;
     case CONV_DW: dw_units(s, b, e, in, out); break;
     default: spnn_conv_run(&s->cs, s->packed, b, e, in, s->scratch, out, s->lo, s->hi); break;
   }
@@ -145,6 +151,19 @@ static void run_conv(spnn_model* m, spnn_op* op) {
     s->units = s->bands * s->ds.channels;
   }
   spnn_parallel(m, op->macs, s->batch * s->units, by_image ? s->units : s->align, conv_task, s);
+}
+
+int spnn_conv_fold_add(spnn_op* op, const float* residual, float* output, float lo, float hi) {
+  if (op->code != SPNN_OP_CONV2D || !op->state) return 0;
+  conv_state* s = (conv_state*)op->state;
+  if ((s->kind != CONV_SPMM && s->kind != CONV_GEMM) || s->batch_residual) return 0;
+  if (s->lo != -INFINITY || s->hi != INFINITY) return 0; /* the add must see the plain sum */
+  if (s->kind == CONV_GEMM && residual == output) return 0;  /* its last tile may recompute */
+  s->batch_residual = residual;
+  s->batch_out = output;
+  s->lo = lo;
+  s->hi = hi;
+  return 1;
 }
 
 static spnn_status check_range(spnn_model* m, const char* what, int32_t v, int32_t lo) {

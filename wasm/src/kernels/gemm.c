@@ -45,10 +45,12 @@ void spnn_gemm_pack(uint32_t rows, uint32_t cols, const float* weights, const fl
   }
 }
 
-/* `width` pixels of all output rows. */
+/* `width` pixels of all output rows; with a `residual` (laid out as `output`) each output
+ * is clamp(sum + residual). */
 SPNN_INLINE void gemm_tile(size_t width, size_t rows, size_t cols, const float* w,
                            const float* input, size_t input_stride, float* output,
-                           size_t output_stride, v128_t vmin, v128_t vmax) {
+                           const float* residual, size_t output_stride, v128_t vmin,
+                           v128_t vmax) {
   const size_t nv = width >= 4 ? width / 4 : 1;
   for (size_t n0 = 0; n0 < rows; n0 += GEMM_NR) {
     v128_t acc[GEMM_NR][GEMM_MR / 4];
@@ -80,8 +82,12 @@ SPNN_INLINE void gemm_tile(size_t width, size_t rows, size_t cols, const float* 
     for (size_t r = 0; r < GEMM_NR; r++) {
       _Pragma("clang loop unroll(full)")
       for (size_t j = 0; j < nv; j++) {
-        if (r < valid) tile_store(output + (n0 + r) * output_stride + 4 * j,
-                   spnn_clamp(acc[r][j], vmin, vmax), width);
+        if (r < valid) {
+          const size_t at = (n0 + r) * output_stride + 4 * j;
+          v128_t y = acc[r][j];
+          if (residual) y = wasm_f32x4_add(y, tile_load(residual + at, width));
+          tile_store(output + at, spnn_clamp(y, vmin, vmax), width);
+        }
       }
     }
   }
@@ -100,10 +106,11 @@ SPNN_INLINE void gemm_tile(size_t width, size_t rows, size_t cols, const float* 
 #endif
 
 /* The full tiles of [0, length) (length >= GEMM_MR), each through the packed copy; the last
- * one overlaps its predecessor as in spnn_gemm_run. */
+ * one overlaps its predecessor as in spnn_gemm_run_residual. */
 __attribute__((noinline)) static void gemm_run_packed(size_t rows, size_t cols, const float* w,
                                                       size_t length, const float* input,
                                                       size_t input_stride, float* output,
+                                                      const float* residual,
                                                       size_t output_stride, v128_t vmin,
                                                       v128_t vmax) {
   float x[GEMM_PACK_COLS * GEMM_MR] __attribute__((aligned(16)));
@@ -117,14 +124,16 @@ __attribute__((noinline)) static void gemm_run_packed(size_t rows, size_t cols, 
         wasm_v128_store(px + 4 * j, wasm_v128_load(in + 4 * j));
       }
     }
-    gemm_tile(GEMM_MR, rows, cols, w, x, GEMM_MR, output + p, output_stride, vmin, vmax);
+    gemm_tile(GEMM_MR, rows, cols, w, x, GEMM_MR, output + p, residual ? residual + p : NULL,
+              output_stride, vmin, vmax);
     done = p + GEMM_MR;
   }
 }
 
-void spnn_gemm_run(uint32_t rows, uint32_t cols, const void* packed, size_t pixel_begin,
-                   size_t pixel_end, const float* input, size_t input_stride, float* output,
-                   size_t output_stride, float out_min, float out_max) {
+void spnn_gemm_run_residual(uint32_t rows, uint32_t cols, const void* packed,
+                            size_t pixel_begin, size_t pixel_end, const float* input,
+                            size_t input_stride, float* output, const float* residual,
+                            size_t output_stride, float out_min, float out_max) {
   if (rows == 0 || pixel_begin >= pixel_end) return;
   const v128_t vmin = wasm_f32x4_splat(out_min);
   const v128_t vmax = wasm_f32x4_splat(out_max);
@@ -132,33 +141,42 @@ void spnn_gemm_run(uint32_t rows, uint32_t cols, const void* packed, size_t pixe
   size_t remaining = pixel_end - pixel_begin;
   input += pixel_begin;
   output += pixel_begin;
+  if (residual) residual += pixel_begin;
   if (input_stride % 4 != 0 && rows > GEMM_NR && cols <= GEMM_PACK_COLS &&
       remaining >= GEMM_MR) {
-    gemm_run_packed(rows, cols, w, remaining, input, input_stride, output, output_stride, vmin,
-                    vmax);
+    gemm_run_packed(rows, cols, w, remaining, input, input_stride, output, residual,
+                    output_stride, vmin, vmax);
     return;
   }
-  while (remaining >= GEMM_MR) {
-    gemm_tile(GEMM_MR, rows, cols, w, input, input_stride, output, output_stride, vmin, vmax);
-    input += GEMM_MR;
-    output += GEMM_MR;
-    remaining -= GEMM_MR;
+  /* `done` pixels of the range are written */
+  size_t done = 0;
+  for (; remaining - done >= GEMM_MR; done += GEMM_MR) {
+    gemm_tile(GEMM_MR, rows, cols, w, input + done, input_stride, output + done,
+              residual ? residual + done : NULL, output_stride, vmin, vmax);
   }
-  if (remaining != 0 && pixel_end - pixel_begin >= GEMM_MR) {
-    /* One more full tile, ending at pixel_end: it recomputes GEMM_MR - remaining pixels of
-     * this range (to the same values: every tile sums in the same order), which costs less
-     * than the narrow tiles, latency-bound on their few accumulators. */
-    const size_t back = GEMM_MR - remaining;
-    gemm_tile(GEMM_MR, rows, cols, w, input - back, input_stride, output - back,
-              output_stride, vmin, vmax);
+  if (done != remaining && remaining >= GEMM_MR) {
+    /* One more full tile, ending at pixel_end: it recomputes GEMM_MR - (remaining - done)
+     * pixels of this range (to the same values: every tile sums in the same order, and a
+     * residual is never the output itself), which costs less than the narrow tiles,
+     * latency-bound on their few accumulators. */
+    const size_t p = remaining - GEMM_MR;
+    gemm_tile(GEMM_MR, rows, cols, w, input + p, input_stride, output + p,
+              residual ? residual + p : NULL, output_stride, vmin, vmax);
     return;
   }
   _Pragma("clang loop unroll(full)")  /* constant widths: registers */
   for (size_t width = GEMM_MR / 2; width != 0; width /= 2) {
-    if (remaining & width) {
-      gemm_tile(width, rows, cols, w, input, input_stride, output, output_stride, vmin, vmax);
-      input += width;
-      output += width;
+    if ((remaining - done) & width) {
+      gemm_tile(width, rows, cols, w, input + done, input_stride, output + done,
+                residual ? residual + done : NULL, output_stride, vmin, vmax);
+      done += width;
     }
   }
+}
+
+void spnn_gemm_run(uint32_t rows, uint32_t cols, const void* packed, size_t pixel_begin,
+                   size_t pixel_end, const float* input, size_t input_stride, float* output,
+                   size_t output_stride, float out_min, float out_max) {
+  spnn_gemm_run_residual(rows, cols, packed, pixel_begin, pixel_end, input, input_stride, output,
+                         NULL, output_stride, out_min, out_max);
 }

@@ -34,7 +34,8 @@ SPNN_INLINE void spmm_step(size_t width, size_t nr, v128_t acc[4][12], const flo
 }
 
 /* One block of `nr` rows with `n` stored columns on one tile of `width` pixels; `w` points
- * at the block's bias. Returns the input pointer moved past the block's columns.
+ * at the block's bias. With a `residual` (laid out as `output`), each output is clamp(sum +
+ * residual), else clamp(sum). Returns the input pointer moved past the block's columns.
  *
  * Every tile width sums a pixel's terms in the same order (one accumulator each, column
  * by column), so a pixel's result does not depend on which tile, and so which thread's
@@ -42,7 +43,8 @@ SPNN_INLINE void spmm_step(size_t width, size_t nr, v128_t acc[4][12], const flo
 SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t n,
                                          const float* input, const float* w,
                                          const int32_t* increments, float* output,
-                                         size_t pixels, v128_t vmin, v128_t vmax) {
+                                         const float* residual, size_t pixels, v128_t vmin,
+                                         v128_t vmax) {
   const size_t nv = width >= 4 ? width / 4 : 1; /* vectors per row */
   v128_t acc[4][12];
   _Pragma("clang loop unroll(full)")
@@ -60,7 +62,9 @@ SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t n,
   for (size_t r = 0; r < nr; r++) {
     _Pragma("clang loop unroll(full)")
     for (size_t j = 0; j < nv; j++) {
-      tile_store(output + r * pixels + 4 * j, spnn_clamp(acc[r][j], vmin, vmax), width);
+      v128_t y = acc[r][j];
+      if (residual) y = wasm_f32x4_add(y, tile_load(residual + r * pixels + 4 * j, width));
+      tile_store(output + r * pixels + 4 * j, spnn_clamp(y, vmin, vmax), width);
     }
   }
   return input;
@@ -71,7 +75,8 @@ SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t n,
 SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pixel_end,
                             size_t num_blocks, const float* input, const float* values,
                             const int32_t* increments, const uint32_t* counts, float* output,
-                            size_t pixels, float out_min, float out_max) {
+                            const float* residual, size_t pixels, float out_min,
+                            float out_max) {
   if (num_blocks == 0 || pixel_begin >= pixel_end) return;
   const v128_t vmin = wasm_f32x4_splat(out_min);
   const v128_t vmax = wasm_f32x4_splat(out_max);
@@ -79,13 +84,14 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
   const float* w = values;
   input += pixel_begin;
   output += pixel_begin;
+  if (residual) residual += pixel_begin;
   do {
     const uint32_t n = *counts++;
     const float* next = input; /* the next block's first column, once a tile has run */
     size_t done = 0;
     while (length - done >= mr) {
-      next = spmm_block_tile(mr, nr, n, input + done, w, increments, output + done, pixels,
-                             vmin, vmax) - done;
+      next = spmm_block_tile(mr, nr, n, input + done, w, increments, output + done,
+                             residual ? residual + done : NULL, pixels, vmin, vmax) - done;
       done += mr;
     }
     /* length - done < mr <= 48: its binary digits are the tails */
@@ -93,7 +99,7 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
     for (size_t width = 32; width != 0; width /= 2) {
       if (width < mr && ((length - done) & width)) {
         next = spmm_block_tile(width, nr, n, input + done, w, increments, output + done,
-                               pixels, vmin, vmax) - done;
+                               residual ? residual + done : NULL, pixels, vmin, vmax) - done;
         done += width;
       }
     }
@@ -101,17 +107,17 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
     w += nr * ((size_t)n + 1);
     increments += n;
     output += nr * pixels;
+    if (residual) residual += nr * pixels;
   } while (--num_blocks != 0);
 }
 
-#define SPNN_DEFINE_SPMM(NAME, MR, NR)                                                       \
-  void NAME(size_t pixel_begin, size_t pixel_end, size_t num_blocks,  \
-                                 const float* input, const float* values,                   \
-                                 const int32_t* increments, const uint32_t* counts,         \
-                                 float* output, size_t pixels, float out_min,               \
-                                 float out_max) {                                           \
-    spmm_range(MR, NR, pixel_begin, pixel_end, num_blocks, input, values, increments,       \
-               counts, output, pixels, out_min, out_max);                                   \
+#define SPNN_DEFINE_SPMM(NAME, MR, NR)                                                      \
+  void NAME(size_t pixel_begin, size_t pixel_end, size_t num_blocks, const float* input,   \
+            const float* values, const int32_t* increments, const uint32_t* counts,        \
+            float* output, const float* residual, size_t pixels, float out_min,            \
+            float out_max) {                                                               \
+    spmm_range(MR, NR, pixel_begin, pixel_end, num_blocks, input, values, increments,      \
+               counts, output, residual, pixels, out_min, out_max);                        \
   }
 
 /* Pixel tiles per block size: SPMM_MR1/2/4 (kernels.h), chosen by measurement on V8
@@ -128,8 +134,9 @@ SPNN_DEFINE_SPMM(spnn_f32_spmm_4rows, SPMM_MR4, 4)
 /* A multiple of every tile width, so that only a range's last chunk has narrow tiles. */
 #define SPMM_CHUNK_UNIT 96
 
-void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
-                   const float* input, float* output, float out_min, float out_max) {
+void spnn_spmm_run_residual(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
+                            const float* input, float* output, const float* residual,
+                            float out_min, float out_max) {
   size_t chunk = SPMM_CHUNK_BYTES / (4 * (size_t)(w->cols != 0 ? w->cols : 1));
   chunk = chunk < SPMM_CHUNK_UNIT ? SPMM_CHUNK_UNIT : chunk / SPMM_CHUNK_UNIT * SPMM_CHUNK_UNIT;
   for (size_t begin = pixel_begin; begin < pixel_end; begin += chunk) {
@@ -137,12 +144,17 @@ void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_
     for (uint32_t s = 0; s < w->num_segments; s++) {
       const spnn_spmm_segment* seg = &w->segments[s];
       const float* in = (const float*)((uintptr_t)input + (intptr_t)seg->input_offset);
-      float* out = output + (size_t)seg->first_row * w->pixels;
+      const size_t first = (size_t)seg->first_row * w->pixels;
       spnn_spmm_ukernel kernel = seg->block == 4   ? spnn_f32_spmm_4rows
                                  : seg->block == 2 ? spnn_f32_spmm_2rows
                                                    : spnn_f32_spmm_1row;
-      kernel(begin, end, seg->num_blocks, in, seg->values, seg->increments, seg->counts, out,
-             w->pixels, out_min, out_max);
+      kernel(begin, end, seg->num_blocks, in, seg->values, seg->increments, seg->counts,
+             output + first, residual ? residual + first : NULL, w->pixels, out_min, out_max);
     }
   }
+}
+
+void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
+                   const float* input, float* output, float out_min, float out_max) {
+  spnn_spmm_run_residual(w, pixel_begin, pixel_end, input, output, NULL, out_min, out_max);
 }
