@@ -125,6 +125,8 @@ def op_graphs() -> dict[str, Graph]:
                                                 align_corners=ac, half_pixel_centers=hp)
         gs[f"resize_nearest_{mode}"] = _single("RESIZE_NEAREST", [(1, 3, 5, 6)], (1, 3, 10, 13),
                                                align_corners=ac, half_pixel_centers=hp)
+    gs["resize_bilinear_2x"] = _single("RESIZE_BILINEAR", [(1, 6, 7, 9)], (1, 6, 14, 18), half_pixel_centers=1)
+    gs["resize_bilinear_down"] = _single("RESIZE_BILINEAR", [(2, 3, 13, 17)], (2, 3, 5, 7), align_corners=1)
     gs["depth_to_space_dcr"] = _single("DEPTH_TO_SPACE", [(1, 8, 3, 4)], (1, 2, 6, 8), block=2, mode=0)
     gs["depth_to_space_crd"] = _single("DEPTH_TO_SPACE", [(1, 18, 2, 3)], (1, 2, 6, 9), block=3, mode=1)
     gs["reshape_flatten"] = _single("RESHAPE", [(1, 4, 3, 5)], (1, 60))
