@@ -128,6 +128,10 @@ def op_graphs() -> dict[str, Graph]:
     gs["resize_bilinear_2x"] = _single("RESIZE_BILINEAR", [(1, 6, 7, 9)], (1, 6, 14, 18), half_pixel_centers=1)
     gs["resize_bilinear_down"] = _single("RESIZE_BILINEAR", [(2, 3, 13, 17)], (2, 3, 5, 7), align_corners=1)
     gs["depth_to_space_dcr"] = _single("DEPTH_TO_SPACE", [(1, 8, 3, 4)], (1, 2, 6, 8), block=2, mode=0)
+    gs["depth_to_space_crd_2"] = _single("DEPTH_TO_SPACE", [(2, 12, 3, 5)], (2, 3, 6, 10), block=2, mode=1)
+    gs["depth_to_space_dcr_large"] = _single("DEPTH_TO_SPACE", [(1, 64, 9, 14)], (1, 16, 18, 28), block=2, mode=0)
+    gs["pad_hw_large"] = _single("PAD", [(1, 24, 30, 30)], (1, 24, 32, 33), pad2_begin=1, pad2_end=1,
+                                 pad3_begin=2, pad3_end=1)
     gs["depth_to_space_crd"] = _single("DEPTH_TO_SPACE", [(1, 18, 2, 3)], (1, 2, 6, 9), block=3, mode=1)
     gs["reshape_flatten"] = _single("RESHAPE", [(1, 4, 3, 5)], (1, 60))
     gs["transpose_nhwc"] = _single("TRANSPOSE", [(1, 4, 3, 5)], (1, 3, 5, 4), perm0=0, perm1=2, perm2=3, perm3=1)

@@ -94,26 +94,35 @@ typedef struct pad_state {
   float* y;
 } pad_state;
 
-static void run_pad(spnn_model* m, spnn_op* op) {
-  (void)m;
-  const pad_state* s = (const pad_state*)op->state;
+/* Output planes [b, e) of out[0] x out[1], row by row. */
+static void pad_task(void* ctx, size_t b, size_t e) {
+  const pad_state* s = (const pad_state*)ctx;
   size_t row = (size_t)s->out[3];
-  for (int32_t a = 0; a < s->out[0]; a++)
-    for (int32_t b = 0; b < s->out[1]; b++)
-      for (int32_t c = 0; c < s->out[2]; c++) {
-        float* out = s->y + (((size_t)a * s->out[1] + b) * s->out[2] + c) * row;
-        int32_t ia = a - s->begin[0], ib = b - s->begin[1], ic = c - s->begin[2];
-        int inside = ia >= 0 && ia < s->in[0] && ib >= 0 && ib < s->in[1] && ic >= 0 && ic < s->in[2];
-        if (!inside) {
-          for (size_t i = 0; i < row; i++) out[i] = s->value;
-          continue;
-        }
-        const float* in = s->x + (((size_t)ia * s->in[1] + ib) * s->in[2] + ic) * s->in[3];
-        size_t lead = (size_t)s->begin[3];
-        for (size_t i = 0; i < lead; i++) out[i] = s->value;
-        memcpy(out + lead, in, (size_t)s->in[3] * 4);
-        for (size_t i = lead + (size_t)s->in[3]; i < row; i++) out[i] = s->value;
+  for (size_t plane = b; plane < e; plane++) {
+    const int32_t a = (int32_t)(plane / (size_t)s->out[1]), bb = (int32_t)(plane % (size_t)s->out[1]);
+    for (int32_t c = 0; c < s->out[2]; c++) {
+      float* out = s->y + (((size_t)a * s->out[1] + bb) * s->out[2] + c) * row;
+      int32_t ia = a - s->begin[0], ib = bb - s->begin[1], ic = c - s->begin[2];
+      int inside = ia >= 0 && ia < s->in[0] && ib >= 0 && ib < s->in[1] && ic >= 0 && ic < s->in[2];
+      if (!inside) {
+        for (size_t i = 0; i < row; i++) out[i] = s->value;
+        continue;
       }
+      const float* in = s->x + (((size_t)ia * s->in[1] + ib) * s->in[2] + ic) * s->in[3];
+      size_t lead = (size_t)s->begin[3];
+      for (size_t i = 0; i < lead; i++) out[i] = s->value;
+      memcpy(out + lead, in, (size_t)s->in[3] * 4);
+      for (size_t i = lead + (size_t)s->in[3]; i < row; i++) out[i] = s->value;
+    }
+  }
+}
+
+/* A copied element costs about as much as 4 multiply-adds, for the one-thread threshold. */
+#define COPY_WORK 4.0
+
+static void run_pad(spnn_model* m, spnn_op* op) {
+  const pad_state* s = (const pad_state*)op->state;
+  spnn_parallel(m, op->macs * COPY_WORK, (size_t)s->out[0] * s->out[1], 1, pad_task, op->state);
 }
 
 /* The padded size of each axis of x (attributes pad{d}_begin, pad{d}_end first, in order). */
@@ -333,23 +342,48 @@ typedef struct d2s_state {
   float* y;
 } d2s_state;
 
-static void run_d2s(spnn_model* m, spnn_op* op) {
-  (void)m;
-  const d2s_state* s = (const d2s_state*)op->state;
+/* Output channels [b, e) of n x c_out. With block 2, each output row interleaves two input
+ * rows, four pixels of each at a time. */
+static void d2s_task(void* ctx, size_t b_unit, size_t e_unit) {
+  const d2s_state* s = (const d2s_state*)ctx;
   int32_t b = s->block, ow = s->w * b;
   size_t plane = (size_t)s->h * s->w, c_in = (size_t)s->c_out * b * b;
-  for (int32_t n = 0; n < s->n; n++)
-    for (int32_t c = 0; c < s->c_out; c++)
-      for (int32_t i = 0; i < b; i++)
-        for (int32_t j = 0; j < b; j++) {
-          size_t src_c = s->crd ? (size_t)c * b * b + (size_t)i * b + j
-                                : ((size_t)i * b + j) * s->c_out + c;
-          const float* in = s->x + ((size_t)n * c_in + src_c) * plane;
-          float* out = s->y + ((size_t)n * s->c_out + c) * plane * b * b;
-          for (int32_t y = 0; y < s->h; y++)
-            for (int32_t x = 0; x < s->w; x++)
-              out[(size_t)(y * b + i) * ow + x * b + j] = in[(size_t)y * s->w + x];
+  for (size_t unit = b_unit; unit < e_unit; unit++) {
+    const size_t n = unit / (size_t)s->c_out, c = unit % (size_t)s->c_out;
+    float* out = s->y + unit * plane * b * b;
+    for (int32_t i = 0; i < b; i++) {
+      for (int32_t j = 0; j < b; j++) {
+        size_t src_c = s->crd ? c * b * b + (size_t)i * b + j : ((size_t)i * b + j) * s->c_out + c;
+        const float* in = s->x + (n * c_in + src_c) * plane;
+        if (b == 2 && j == 1) continue; /* done with j = 0 below */
+        if (b == 2) {
+          const size_t next = s->crd ? 1 : (size_t)s->c_out; /* source channel of j = 1 */
+          const float* in1 = in + next * plane;
+          for (int32_t y = 0; y < s->h; y++) {
+            const float* r0 = in + (size_t)y * s->w;
+            const float* r1 = in1 + (size_t)y * s->w;
+            float* o = out + (size_t)(2 * y + i) * ow;
+            int32_t x = 0;
+            for (; x + 4 <= s->w; x += 4) {
+              const v128_t a = wasm_v128_load(r0 + x), v = wasm_v128_load(r1 + x);
+              wasm_v128_store(o + 2 * x, wasm_i32x4_shuffle(a, v, 0, 4, 1, 5));
+              wasm_v128_store(o + 2 * x + 4, wasm_i32x4_shuffle(a, v, 2, 6, 3, 7));
+            }
+            for (; x < s->w; x++) o[2 * x] = r0[x], o[2 * x + 1] = r1[x];
+          }
+          continue;
         }
+        for (int32_t y = 0; y < s->h; y++)
+          for (int32_t x = 0; x < s->w; x++)
+            out[(size_t)(y * b + i) * ow + x * b + j] = in[(size_t)y * s->w + x];
+      }
+    }
+  }
+}
+
+static void run_d2s(spnn_model* m, spnn_op* op) {
+  const d2s_state* s = (const d2s_state*)op->state;
+  spnn_parallel(m, op->macs * COPY_WORK, (size_t)s->n * s->c_out, 1, d2s_task, op->state);
 }
 
 spnn_status spnn_prepare_depth_to_space(spnn_model* m, spnn_op* op) {
