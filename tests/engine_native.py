@@ -38,7 +38,7 @@ def lib() -> ctypes.CDLL:
             "spnn_output_shape": (I, [P, I, ctypes.POINTER(ctypes.c_int32)]),
             "spnn_input_data": (ctypes.POINTER(ctypes.c_float), [P, I]),
             "spnn_output_data": (ctypes.POINTER(ctypes.c_float), [P, I]),
-            "spnn_run": (I, [P]),
+            "spnn_run": (I, [P]), "spnn_wake_threads": (None, [P]),
             "spnn_set_num_threads": (I, [P, I]), "spnn_get_num_threads": (I, [P]),
             "spnn_metadata": (S, [P]),
             "spnn_arena_bytes": (ctypes.c_size_t, [P]), "spnn_weight_bytes": (ctypes.c_size_t, [P]),
@@ -138,6 +138,7 @@ class NativeModel:
 
     def run(self, inputs) -> list[np.ndarray]:
         L = lib()
+        L.spnn_wake_threads(self._m)  # as the JS runtime does before writing the inputs
         for i, (x, shape) in enumerate(zip(inputs, self.input_shapes)):
             x = np.ascontiguousarray(x, dtype=np.float32)
             if x.shape != shape:

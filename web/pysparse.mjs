@@ -193,6 +193,7 @@ export class Model {
   run(input, opts = {}) {
     this.#alive();
     const m = this.#m;
+    m._spnn_wake_threads?.(this.#ptr); // the workers get going while the inputs are prepared
     const named = this.#namedInputs(input);
     for (const spec of this.#inputs) {
       if (!(spec.name in named)) throw new Error(`missing input '${spec.name}'`);

@@ -54,6 +54,9 @@ float* spnn_input_data(spnn_model* model, int index);
 const float* spnn_output_data(const spnn_model* model, int index);
 
 spnn_status spnn_run(spnn_model* model);
+/* Optional, before writing the inputs: wakes the worker threads (asleep since the last
+ * run) so that they are ready when spnn_run hands out its first layer. */
+void spnn_wake_threads(spnn_model* model);
 
 /* Threads used by spnn_run (1 .. the count given at load); outputs do not depend on it. */
 spnn_status spnn_set_num_threads(spnn_model* model, int num_threads);

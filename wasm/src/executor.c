@@ -116,6 +116,10 @@ spnn_status spnn_run(spnn_model* m) {
   return SPNN_OK;
 }
 
+void spnn_wake_threads(spnn_model* m) {
+  if (m && m->num_threads > 1) spnn_threadpool_wake(m->pool);
+}
+
 spnn_status spnn_set_num_threads(spnn_model* m, int n) {
   if (!m) return SPNN_ERROR_ARGUMENT;
   if (n < 1 || n > m->max_threads)

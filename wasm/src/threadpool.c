@@ -28,6 +28,7 @@ spnn_threadpool* spnn_threadpool_create(int size) {
 }
 void spnn_threadpool_destroy(spnn_threadpool* pool) { (void)pool; }
 void spnn_threadpool_rest(spnn_threadpool* pool) { (void)pool; }
+void spnn_threadpool_wake(spnn_threadpool* pool) { (void)pool; }
 void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t align,
                          spnn_task_fn fn, void* ctx) {
   (void)pool;
@@ -74,6 +75,7 @@ struct spnn_threadpool {
   pthread_mutex_t mutex;
   pthread_cond_t wake;
   atomic_uint generation;   /* bumped per job; workers wake on a change */
+  atomic_uint wakes;        /* bumped by spnn_threadpool_wake; sleeping workers wake on it */
   owned_run* runs;          /* per thread: the unclaimed chunks of the run it owns */
   size_t chunks;            /* of the current job */
   _Alignas(64) atomic_size_t done; /* chunks of the current job finished */
@@ -142,8 +144,10 @@ static void* worker_main(void* p) {
         else CPU_RELAX();
         continue;
       }
+      const unsigned w = atomic_load(&pool->wakes);
       pthread_mutex_lock(&pool->mutex);
-      while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop))
+      while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop) &&
+             atomic_load(&pool->wakes) == w)
         pthread_cond_wait(&pool->wake, &pool->mutex);
       pthread_mutex_unlock(&pool->mutex);
       spins = 0;
@@ -214,6 +218,17 @@ void spnn_threadpool_destroy(spnn_threadpool* pool) {
 
 void spnn_threadpool_rest(spnn_threadpool* pool) {
   if (pool) atomic_store_explicit(&pool->hot, 0, memory_order_relaxed);
+}
+/* A worker woken from its sleep takes a few tens of microseconds to run (a browser's worker
+ * more): woken before the inputs are written, the workers are spinning when the first layer
+ * hands out its chunks, instead of leaving most of them to the caller. */
+void spnn_threadpool_wake(spnn_threadpool* pool) {
+  if (!pool || atomic_load(&pool->started) < pool->size - 1) return;
+  atomic_store_explicit(&pool->hot, 1, memory_order_relaxed);
+  pthread_mutex_lock(&pool->mutex);
+  atomic_fetch_add(&pool->wakes, 1);
+  pthread_cond_broadcast(&pool->wake);
+  pthread_mutex_unlock(&pool->mutex);
 }
 
 void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t align,

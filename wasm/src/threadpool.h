@@ -27,4 +27,7 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
 /* Lets idle workers sleep instead of spinning (called at the end of a run). */
 void spnn_threadpool_rest(spnn_threadpool* pool);
 
+/* Wakes sleeping workers so that they spin, ready for the next job, until a rest. */
+void spnn_threadpool_wake(spnn_threadpool* pool);
+
 #endif

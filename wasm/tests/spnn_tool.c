@@ -48,6 +48,7 @@ static int check(int argc, char** argv) {
     spnn_status st = spnn_load(data, size, 2, &m, err, sizeof err);
     free(data);
     if (st == SPNN_OK) {
+      spnn_wake_threads(m);
       st = spnn_run(m);
       snprintf(err, sizeof err, "%s", spnn_error(m));
       spnn_free(m);
