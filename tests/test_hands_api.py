@@ -73,7 +73,9 @@ def test_the_readme_example_page_tracks_the_clip_in_chromium(case_dir, tmp_path)
             page = browser.new_page()
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url + "/web/index.html")  # the origin; the example replaces the page
+            # the origin; the example replaces the page once the page's own model list has loaded
+            # (else that fetch's handler would find its elements gone)
+            page.goto(url + "/web/index.html", wait_until="networkidle")
             page.set_content(page_html)
             page.wait_for_function("/(Left|Right) hand, [0-9.]+ ms/.test(document.getElementById('status').textContent)",
                                    timeout=90_000)
