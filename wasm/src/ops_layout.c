@@ -342,37 +342,42 @@ typedef struct d2s_state {
   float* y;
 } d2s_state;
 
+/* The input plane that gives output channel c of image n its pixels at block offset (i, j). */
+static const float* d2s_source(const d2s_state* s, size_t n, size_t c, int32_t i, int32_t j) {
+  const size_t b = (size_t)s->block, plane = (size_t)s->h * s->w;
+  const size_t src_c = s->crd ? (c * b + (size_t)i) * b + (size_t)j : ((size_t)i * b + (size_t)j) * s->c_out + c;
+  return s->x + (n * s->c_out * b * b + src_c) * plane;
+}
+
 /* Output channels [b, e) of n x c_out. With block 2, each output row interleaves two input
  * rows, four pixels of each at a time. */
 static void d2s_task(void* ctx, size_t b_unit, size_t e_unit) {
   const d2s_state* s = (const d2s_state*)ctx;
-  int32_t b = s->block, ow = s->w * b;
-  size_t plane = (size_t)s->h * s->w, c_in = (size_t)s->c_out * b * b;
+  const int32_t b = s->block, ow = s->w * b;
+  const size_t plane = (size_t)s->h * s->w;
   for (size_t unit = b_unit; unit < e_unit; unit++) {
     const size_t n = unit / (size_t)s->c_out, c = unit % (size_t)s->c_out;
     float* out = s->y + unit * plane * b * b;
     for (int32_t i = 0; i < b; i++) {
-      for (int32_t j = 0; j < b; j++) {
-        size_t src_c = s->crd ? c * b * b + (size_t)i * b + j : ((size_t)i * b + j) * s->c_out + c;
-        const float* in = s->x + (n * c_in + src_c) * plane;
-        if (b == 2 && j == 1) continue; /* done with j = 0 below */
-        if (b == 2) {
-          const size_t next = s->crd ? 1 : (size_t)s->c_out; /* source channel of j = 1 */
-          const float* in1 = in + next * plane;
-          for (int32_t y = 0; y < s->h; y++) {
-            const float* r0 = in + (size_t)y * s->w;
-            const float* r1 = in1 + (size_t)y * s->w;
-            float* o = out + (size_t)(2 * y + i) * ow;
-            int32_t x = 0;
-            for (; x + 4 <= s->w; x += 4) {
-              const v128_t a = wasm_v128_load(r0 + x), v = wasm_v128_load(r1 + x);
-              wasm_v128_store(o + 2 * x, wasm_i32x4_shuffle(a, v, 0, 4, 1, 5));
-              wasm_v128_store(o + 2 * x + 4, wasm_i32x4_shuffle(a, v, 2, 6, 3, 7));
-            }
-            for (; x < s->w; x++) o[2 * x] = r0[x], o[2 * x + 1] = r1[x];
+      if (b == 2) {
+        const float* in0 = d2s_source(s, n, c, i, 0);
+        const float* in1 = d2s_source(s, n, c, i, 1);
+        for (int32_t y = 0; y < s->h; y++) {
+          const float* r0 = in0 + (size_t)y * s->w;
+          const float* r1 = in1 + (size_t)y * s->w;
+          float* o = out + (size_t)(2 * y + i) * ow;
+          int32_t x = 0;
+          for (; x + 4 <= s->w; x += 4) {
+            const v128_t a = wasm_v128_load(r0 + x), v = wasm_v128_load(r1 + x);
+            wasm_v128_store(o + 2 * x, wasm_i32x4_shuffle(a, v, 0, 4, 1, 5));
+            wasm_v128_store(o + 2 * x + 4, wasm_i32x4_shuffle(a, v, 2, 6, 3, 7));
           }
-          continue;
+          for (; x < s->w; x++) o[2 * x] = r0[x], o[2 * x + 1] = r1[x];
         }
+        continue;
+      }
+      for (int32_t j = 0; j < b; j++) {
+        const float* in = d2s_source(s, n, c, i, j);
         for (int32_t y = 0; y < s->h; y++)
           for (int32_t x = 0; x < s->w; x++)
             out[(size_t)(y * b + i) * ow + x * b + j] = in[(size_t)y * s->w + x];
