@@ -126,6 +126,7 @@ def op_graphs() -> dict[str, Graph]:
         gs[f"resize_nearest_{mode}"] = _single("RESIZE_NEAREST", [(1, 3, 5, 6)], (1, 3, 10, 13),
                                                align_corners=ac, half_pixel_centers=hp)
     gs["resize_bilinear_2x"] = _single("RESIZE_BILINEAR", [(1, 6, 7, 9)], (1, 6, 14, 18), half_pixel_centers=1)
+    gs["resize_bilinear_wide"] = _single("RESIZE_BILINEAR", [(1, 2, 3, 1100)], (1, 2, 5, 2300), half_pixel_centers=1)
     gs["resize_bilinear_down"] = _single("RESIZE_BILINEAR", [(2, 3, 13, 17)], (2, 3, 5, 7), align_corners=1)
     gs["depth_to_space_dcr"] = _single("DEPTH_TO_SPACE", [(1, 8, 3, 4)], (1, 2, 6, 8), block=2, mode=0)
     gs["depth_to_space_crd_2"] = _single("DEPTH_TO_SPACE", [(2, 12, 3, 5)], (2, 3, 6, 10), block=2, mode=1)

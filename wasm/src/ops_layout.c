@@ -205,45 +205,49 @@ static void nearest_taps(int32_t out, int32_t in, int align, int half, int32_t* 
   }
 }
 
-/* Input row `iy` of a plane interpolated along x: row[ox] = r[x0]*(1 - fx) + r[x1]*fx. */
-static void bilinear_row(const resize_state* s, const float* in, int32_t iy, float* row) {
+/* Columns [x0, x1) of input row `iy` of a plane interpolated along x:
+ * row[ox - x0] = r[x0[ox]]*(1 - fx) + r[x1[ox]]*fx. */
+static void bilinear_row(const resize_state* s, const float* in, int32_t iy, int32_t x0,
+                         int32_t x1, float* row) {
   const float* r = in + (size_t)iy * s->w;
-  for (int32_t ox = 0; ox < s->ow; ox++) {
+  for (int32_t ox = x0; ox < x1; ox++) {
     const float fx = s->fx[ox];
-    row[ox] = r[s->x0[ox]] * (1 - fx) + r[s->x1[ox]] * fx;
+    row[ox - x0] = r[s->x0[ox]] * (1 - fx) + r[s->x1[ox]] * fx;
   }
 }
 
-/* Output rows up to this wide interpolate each input row along x once (into one of two row
- * buffers on the stack), then blend two such rows with vectors; wider ones go pixel by
- * pixel. Either way a pixel is top*(1 - fy) + bottom*fy of the same two x-interpolated
- * values, so the results are the same. */
+/* Output columns per span: each span of rows interpolates each input row along x once (into
+ * one of two row buffers on the stack), then blends two such rows with vectors, so a pixel is
+ * top*(1 - fy) + bottom*fy of its two x-interpolated values. */
 #define RESIZE_ROW_MAX 2048
 
 static void bilinear_plane(const resize_state* s, const float* in, float* out) {
   float rows[2][RESIZE_ROW_MAX] __attribute__((aligned(16)));
-  int32_t held[2] = {-1, -1}; /* the input row in each buffer */
-  for (int32_t oy = 0; oy < s->oh; oy++) {
-    const float* r[2];
-    const int32_t want[2] = {s->y0[oy], s->y1[oy]};
-    for (int k = 0; k < 2; k++) {
-      int slot = held[0] == want[k] ? 0 : held[1] == want[k] ? 1 : -1;
-      if (slot < 0) { /* the buffer whose row this output row does not need */
-        slot = held[0] == want[0] || held[0] == want[1] ? 1 : 0;
-        bilinear_row(s, in, want[k], rows[slot]);
-        held[slot] = want[k];
+  for (int32_t x0 = 0; x0 < s->ow; x0 += RESIZE_ROW_MAX) {
+    const int32_t x1 = s->ow - x0 > RESIZE_ROW_MAX ? x0 + RESIZE_ROW_MAX : s->ow, n = x1 - x0;
+    int32_t held[2] = {-1, -1}; /* the input row in each buffer */
+    for (int32_t oy = 0; oy < s->oh; oy++) {
+      const float* r[2];
+      const int32_t want[2] = {s->y0[oy], s->y1[oy]};
+      for (int k = 0; k < 2; k++) {
+        int slot = held[0] == want[k] ? 0 : held[1] == want[k] ? 1 : -1;
+        if (slot < 0) { /* the buffer whose row this output row does not need */
+          slot = held[0] == want[0] || held[0] == want[1] ? 1 : 0;
+          bilinear_row(s, in, want[k], x0, x1, rows[slot]);
+          held[slot] = want[k];
+        }
+        r[k] = rows[slot];
       }
-      r[k] = rows[slot];
+      float* o = out + (size_t)oy * s->ow + x0;
+      const float fy = s->fy[oy];
+      const v128_t a = wasm_f32x4_splat(1 - fy), b = wasm_f32x4_splat(fy);
+      int32_t ox = 0;
+      for (; ox + 4 <= n; ox += 4) {
+        const v128_t top = wasm_v128_load(r[0] + ox), bot = wasm_v128_load(r[1] + ox);
+        wasm_v128_store(o + ox, wasm_f32x4_add(wasm_f32x4_mul(top, a), wasm_f32x4_mul(bot, b)));
+      }
+      for (; ox < n; ox++) o[ox] = r[0][ox] * (1 - fy) + r[1][ox] * fy;
     }
-    float* o = out + (size_t)oy * s->ow;
-    const float fy = s->fy[oy];
-    const v128_t a = wasm_f32x4_splat(1 - fy), b = wasm_f32x4_splat(fy);
-    int32_t ox = 0;
-    for (; ox + 4 <= s->ow; ox += 4) {
-      const v128_t top = wasm_v128_load(r[0] + ox), bot = wasm_v128_load(r[1] + ox);
-      wasm_v128_store(o + ox, wasm_f32x4_add(wasm_f32x4_mul(top, a), wasm_f32x4_mul(bot, b)));
-    }
-    for (; ox < s->ow; ox++) o[ox] = r[0][ox] * (1 - fy) + r[1][ox] * fy;
   }
 }
 
@@ -252,26 +256,14 @@ static void resize_task(void* ctx, size_t p_begin, size_t p_end) {
   for (size_t p = p_begin; p < p_end; p++) {
     const float* in = s->x + p * (size_t)s->h * s->w;
     float* out = s->y + p * (size_t)s->oh * s->ow;
-    if (s->bilinear && s->ow <= RESIZE_ROW_MAX) {
+    if (s->bilinear) {
       bilinear_plane(s, in, out);
       continue;
     }
     for (int32_t oy = 0; oy < s->oh; oy++) {
       float* o = out + (size_t)oy * s->ow;
-      if (!s->bilinear) {
-        const float* r = in + (size_t)s->y0[oy] * s->w;
-        for (int32_t ox = 0; ox < s->ow; ox++) o[ox] = r[s->x0[ox]];
-        continue;
-      }
-      const float* r0 = in + (size_t)s->y0[oy] * s->w;
-      const float* r1 = in + (size_t)s->y1[oy] * s->w;
-      float fy = s->fy[oy];
-      for (int32_t ox = 0; ox < s->ow; ox++) {
-        float fx = s->fx[ox];
-        float top = r0[s->x0[ox]] * (1 - fx) + r0[s->x1[ox]] * fx;
-        float bot = r1[s->x0[ox]] * (1 - fx) + r1[s->x1[ox]] * fx;
-        o[ox] = top * (1 - fy) + bot * fy;
-      }
+      const float* r = in + (size_t)s->y0[oy] * s->w;
+      for (int32_t ox = 0; ox < s->ow; ox++) o[ox] = r[s->x0[ox]];
     }
   }
 }
