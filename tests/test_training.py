@@ -141,6 +141,37 @@ def test_loss_is_zero_for_the_teacher_and_masks_stay_fixed(lite):
         assert not torch.all(p.detach()[~zeros[n]] == 0)
 
 
+@pytest.mark.parametrize("block", [1, 4])
+def test_masks_pruned_further_keep_the_old_zeros_and_mask_the_gradients(lite, block):
+    """`prune_to` (gradual pruning from a less sparse model): each layer reaches its own
+    sparsity, every zero stays zero, and the gradients follow the new masks."""
+    from pysparse.prune import masks as M
+    from pysparse.prune import oneshot
+    from pysparse.prune.oneshot import select
+    from pysparse.torch_module import GraphModule
+    from pysparse.training import distill as D
+    student = GraphModule(oneshot(lite, 0.5, block=block)).train()
+    chosen = {name for name, why in select(lite).items() if why is None}
+    layers = {info.name: p for info, p in student.prunable_layers() if info.name in chosen}
+    opt = torch.optim.SGD(student.parameters(), lr=1e-2)
+    masks = D.FixedMasks(layers, opt)
+    before = {n: (p.detach() == 0).clone() for n, p in layers.items()}
+    start = D.zero_share(layers, block)
+    targets = {n: (0.7 if i % 2 else 0.85) for i, n in enumerate(layers)}
+    masks.prune_to(targets, block)
+    after = D.zero_share(layers, block)
+    for n, p in layers.items():
+        assert start[n] == pytest.approx(0.5, abs=0.02)
+        assert after[n] == pytest.approx(targets[n], abs=0.02)
+        assert torch.all(p.detach()[before[n]] == 0)
+        assert M.units_all_or_nothing(masks.masks[n].numpy(), block)
+    x = torch.from_numpy(A.to_input(np.full((1, 224, 224, 3), 128, np.uint8)))
+    sum(y.abs().sum() for y in student(x)).backward()
+    for n, p in layers.items():
+        assert torch.all(p.grad[~masks.masks[n]] == 0) and p.grad.abs().sum() > 0
+    masks.remove()
+
+
 @pytest.mark.slow
 def test_distill_smoke_and_evaluate_commands(tmp_path, capsys, lite):
     out = tmp_path / "smoke.spnn"
@@ -151,6 +182,17 @@ def test_distill_smoke_and_evaluate_commands(tmp_path, capsys, lite):
         s.name for s in S.split(S.all_sources(), "validation")}
     assert report["sources"]["fingerpose"]["split"] == "train"
     assert out.with_suffix(".ckpt.pt").exists() and out.with_suffix(".log.jsonl").exists()
+    # a sparser model from that one, pruned further while it trains
+    further = tmp_path / "further.spnn"
+    assert main(["distill", "--smoke", "--model", "hand_landmark_lite", "--sparsity", "0.85", "--threads", "2",
+                 "--cache", str(tmp_path / "cache"), "--start-from", str(out), "-o", str(further)]) == 0
+    report = json.loads(further.with_suffix(".report.json").read_text())
+    assert report["start_from"] == str(out) and report["ramp_steps"] == 2
+    pruned = [row for row in report["layers"] if row["status"] == "pruned"]
+    assert pruned and all(row["sparsity"] == pytest.approx(0.85, abs=0.01) for row in pruned)
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        main(["distill", "--smoke", "--model", "hand_landmark_lite", "--start-from", str(tmp_path / "none.spnn"),
+              "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "x.spnn")])
     capsys.readouterr()
     # evaluate: a folder of the user's images, a model against itself and the pruned one
     from PIL import Image

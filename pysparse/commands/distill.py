@@ -45,6 +45,12 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="go on from OUTPUT's checkpoint; --steps and --lr shape the schedule from there (a longer "
                         "or shorter run, or a second phase with other loss weights)")
+    p.add_argument("--start-from", type=Path, default=None, metavar="MODEL",
+                   help="begin from a less sparse model of an earlier run (its .spnn with the checkpoint beside "
+                        "it, or the .ckpt.pt) instead of calibrated pruning, and prune it further to --sparsity "
+                        "while it trains")
+    p.add_argument("--ramp", type=int, default=1000, metavar="STEPS",
+                   help="with --start-from: the steps over which the sparsity rises (default 1000)")
     p.add_argument("--cache", type=Path, default=assets.ROOT / "build" / "distill-cache")
     p.add_argument("--smoke", action="store_true", help="a few steps on a few images: checks the pipeline")
     p.set_defaults(func=run)

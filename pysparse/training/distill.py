@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import assets
+from ..prune.schedule import PolynomialSchedule
 from . import augment as A
 from . import sources as S
 from .evaluate import Outputs, compare, module_outputs
@@ -35,6 +36,7 @@ from .evaluate import Outputs, compare, module_outputs
 POOL_VERSION = 3
 NEGATIVE_SHARE = 0.12  # images without hands in the pool
 DRAWING_SHARE = 0.3  # of the images with hands
+RAMP_EVERY = 50  # steps between two mask updates while a run prunes further
 
 
 def device_of(name: str):
@@ -180,13 +182,13 @@ def per_layer_sparsity(dense, images: np.ndarray, target: float, exclude, cache_
 
 class FixedMasks:
     """Keeps a module's zero weights zero through training: gradients masked, and the
-    weights masked again after every optimiser step."""
+    weights masked again after every optimiser step. `prune_to` zeroes more of them."""
 
     def __init__(self, params: dict, optimizer):
         import torch
         self.masks = {n: (p.detach() != 0) for n, p in params.items()}
         self.params = params
-        self.hooks = [p.register_hook(lambda g, m=self.masks[n]: g * m.to(g.dtype)) for n, p in params.items()]
+        self.hooks = [p.register_hook(lambda g, n=n: g * self.masks[n].to(g.dtype)) for n, p in params.items()]
         self.hooks.append(optimizer.register_step_post_hook(lambda *_: self.apply()))
         self.torch = torch
 
@@ -194,6 +196,29 @@ class FixedMasks:
         with self.torch.no_grad():
             for n, p in self.params.items():
                 p.mul_(self.masks[n].to(p.dtype))
+
+    def prune_to(self, sparsity: dict, block: int):
+        """Each named layer's smallest units (by magnitude, the zeros first) dropped until it
+        reaches its sparsity: masks only grow."""
+        from ..prune import masks as M
+        for n, s in sparsity.items():
+            w = self.params[n].detach().cpu().numpy()
+            self.masks[n] = self.torch.from_numpy(M.layer_mask(w, s, block)).to(self.params[n].device)
+        self.apply()
+
+    def remove(self):
+        for h in self.hooks:
+            h.remove()
+
+
+def zero_share(params: dict, block: int = 1) -> dict:
+    """{name: the fraction of the weight in units (block columns) that are all zero}."""
+    from ..prune import masks as M
+    out = {}
+    for n, p in params.items():
+        scores, sizes = M.unit_scores(p.detach().cpu().numpy(), block)
+        out[n] = float(((scores == 0) * sizes[:, None]).sum() / max(1, p.numel()))
+    return out
 
     def remove(self):
         for h in self.hooks:
@@ -245,8 +270,13 @@ def batch_views(x, rng, torch):
 
 def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, seed: int, device,
           feature_weight: float, log_path: Path, checkpoint: Path, checkpoint_every: int, resume: bool,
-          probe=None, probe_every: int = 0, logit_weight: float = 0.05, logit_loss: str = "smooth-l1"):
-    """Fine-tunes the pruned graph `start` with its zeros fixed; returns the trained graph."""
+          probe=None, probe_every: int = 0, logit_weight: float = 0.05, logit_loss: str = "smooth-l1",
+          start_weights: dict | None = None, ramp: tuple | None = None):
+    """Fine-tunes the pruned graph `start` with its zeros fixed; returns the trained graph.
+    `start_weights`: a state dict to begin from instead of `start`'s weights. `ramp`:
+    ({layer: sparsity}, steps, block): over the first `steps` steps each layer is pruned
+    further, by magnitude, from its sparsity at step 0 to the given one (a cubic schedule
+    that cuts fast at first and gently at the end), masks recomputed every RAMP_EVERY steps."""
     import torch
     from tqdm import tqdm
 
@@ -260,6 +290,10 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         opt, lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
     first = 0
     rng = np.random.default_rng(seed)
+    if start_weights is not None:
+        student.load_state_dict(start_weights)
+    layers = {info.name: p for info, p in student.prunable_layers()}
+    ramp_from = zero_share({n: layers[n] for n in ramp[0]}, ramp[2]) if ramp else None
     if resume and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         student.load_state_dict(state["student"])
@@ -268,14 +302,22 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         sched.base_lrs = [lr for _ in sched.base_lrs]  # --lr and --steps of this run shape the rest
         rng.bit_generator.state = state["rng"]
         first = state["step"]
+        ramp_from = state.get("ramp_from", ramp_from)
         print(f"resumed from {checkpoint} at step {first}", flush=True)
-    pruned = {info.name: p for info, p in student.prunable_layers() if (p.detach() == 0).any()}
+    pruned = {n: p for n, p in layers.items() if (p.detach() == 0).any() or (ramp and n in ramp[0])}
     masks = FixedMasks(pruned, opt)
     masks.apply()
+    schedules = {}
+    if ramp:
+        targets, ramp_steps, block = ramp
+        schedules = {n: PolynomialSchedule(max(t, ramp_from[n]), ramp_from[n], 0, ramp_steps, RAMP_EVERY)
+                     for n, t in targets.items()}
     log = open(log_path, "a")
     bar = tqdm(range(first, steps), initial=first, total=steps, desc="distilling", unit="step")
     for step in bar:
         t0 = time.perf_counter()
+        if any(sch.updates_at(step) for sch in schedules.values()):
+            masks.prune_to({n: sch.sparsity(step) for n, sch in schedules.items()}, block)
         idx = rng.integers(len(pool), size=batch)
         x = torch.from_numpy(A.to_input(pool[idx])).to(device)
         x = batch_views(x, rng, torch).contiguous(memory_format=torch.channels_last)
@@ -298,7 +340,8 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         if checkpoint_every and (done % checkpoint_every == 0 or done == steps):
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"step": done, "student": student.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "rng": rng.bit_generator.state}, tmp)
+                        "scheduler": sched.state_dict(), "rng": rng.bit_generator.state, "ramp_from": ramp_from},
+                       tmp)
             tmp.replace(checkpoint)
     log.close()
     masks.remove()
@@ -325,10 +368,12 @@ def run(args) -> int:
     from ..pack import pack, write_atomic
     from ..passes import optimize
     from ..prune import ir_layers, ir_report, text_table
+    from ..prune.oneshot import select
     from ..prune.reconstruct import reconstruct
     from .evaluate import run_graph
     if args.smoke:
         args.steps, args.pool, args.batch, args.calibration = min(args.steps, 4), min(args.pool, 48), 4, 16
+        args.ramp = min(args.ramp, 2)
     if not args.output.parent.is_dir():
         raise SystemExit(f"output folder {args.output.parent} does not exist")
     if args.threads:
@@ -351,6 +396,8 @@ def run(args) -> int:
     if not args.prune_heads:  # the heads map features to coordinates directly: every weight counts
         exclude += [layer.name for layer in ir_layers(dense) if layer.kind == "fc"]
     t0 = time.perf_counter()
+    if args.start_from and not 0 < args.ramp < args.steps:
+        raise SystemExit(f"--ramp must be between 0 and --steps ({args.steps}), got {args.ramp}")
     if args.uniform or args.smoke:
         sparsity = args.sparsity
     else:
@@ -360,8 +407,16 @@ def run(args) -> int:
     log_path = args.output.with_suffix(".log.jsonl")
     checkpoint = args.output.with_suffix(".ckpt.pt")
     t0 = time.perf_counter()
+    start_weights, ramp = None, None
+    if args.start_from:
+        targets = sparsity if isinstance(sparsity, dict) else {
+            name: sparsity for name, why in select(dense, exclude).items() if why is None}
+        ramp = (targets, args.ramp, args.block)
     if args.resume and checkpoint.exists():  # the checkpoint holds the pruned weights
         start, calibrated = dense, None
+    elif args.start_from:  # a less sparse model of an earlier run, pruned further while it trains
+        start, calibrated = dense, None
+        start_weights = torch.load(start_checkpoint(args.start_from), map_location="cpu", weights_only=False)["student"]
     else:
         start = reconstruct(dense, A.to_input(pool[:args.calibration]), sparsity, args.block, exclude=exclude,
                             seed=args.seed)
@@ -375,7 +430,7 @@ def run(args) -> int:
     trained = train(start, teacher, pool, args.steps, args.batch, args.lr, args.seed, device, args.feature_weight,
                     log_path, checkpoint, args.checkpoint_every, args.resume,
                     validation_probe(val_images, dense_val, device), args.eval_every, args.logit_weight,
-                    args.logit_loss)
+                    args.logit_loss, start_weights, ramp)
     t_train = time.perf_counter() - t0
     # every step of this model, resumed runs included: the log has one line per step
     steps_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
@@ -383,7 +438,9 @@ def run(args) -> int:
     report_rows = ir_report(trained, args.block, exclude=exclude)
     blob = pack(trained, weights="fp16", metadata={
         "source": {"file": args.model + ".tflite", "format": "tflite"},
-        "pruning": {"method": "sensitivity allocation + calibrated pruning + distillation",
+        "pruning": {"method": "sensitivity allocation + " + (
+                        f"gradual pruning from {args.start_from.name} over {args.ramp} steps" if args.start_from
+                        else "calibrated pruning") + " + distillation",
                     "sparsity": args.sparsity, "per_layer": not args.uniform, "block": args.block,
                     "steps": args.steps, "batch": args.batch, "pool": args.pool, "seed": args.seed}})
     shipped = read_spnn(blob).graph  # evaluate exactly what is shipped (fp16 weights)
@@ -392,6 +449,8 @@ def run(args) -> int:
     report = {"model": args.model, "output": str(args.output), "bytes": len(blob), "sparsity": args.sparsity,
               "per_layer_sparsity": sparsity if isinstance(sparsity, dict) else None, "block": args.block,
               "steps": args.steps, "batch": args.batch, "pool_images": args.pool, "lr": args.lr,
+              "start_from": str(args.start_from) if args.start_from else None,
+              "ramp_steps": args.ramp if args.start_from else None,
               "feature_weight": args.feature_weight, "logit_weight": args.logit_weight,
               "logit_loss": args.logit_loss, "device": str(device),
               "hardware": hardware(device), "seconds_data": t_data, "seconds_allocation": t_alloc,
@@ -411,6 +470,15 @@ def run(args) -> int:
     print(f"training {t_steps:.0f} s in {len(steps_log)} steps on {report['hardware']}; wrote {args.output} ({len(blob):,} bytes), "
           f"{report_path}, {log_path}")
     return 0
+
+
+def start_checkpoint(path: Path) -> Path:
+    """The checkpoint of an earlier run: given itself, or its model (OUT.spnn beside OUT.ckpt.pt)."""
+    ckpt = path if path.name.endswith(".ckpt.pt") else path.with_suffix(".ckpt.pt")
+    if not ckpt.exists():
+        raise SystemExit(f"--start-from: no checkpoint {ckpt} (a run of `pysparse distill` writes one beside "
+                         "its model)")
+    return ckpt
 
 
 def hardware(device) -> str:
