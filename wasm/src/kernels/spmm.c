@@ -18,12 +18,12 @@
 
 /* acc[r][j] += x[j] * w[r] for one stored column: loads the tile's pixels of the column's
  * input channel and moves `*input` to the next stored column. */
-SPNN_INLINE void spmm_step(size_t width, size_t nr, v128_t acc[4][12], const float** input,
+SPNN_INLINE void spmm_step(size_t width, size_t nr, v128_t acc[4][13], const float** input,
                            const int32_t* increment, const float* w) {
-  const size_t nv = width >= 4 ? width / 4 : 1;
-  v128_t x[12];
+  const size_t nv = TILE_VECTORS(width);
+  v128_t x[13];
   _Pragma("clang loop unroll(full)")
-  for (size_t j = 0; j < nv; j++) x[j] = tile_load(*input + 4 * j, width);
+  for (size_t j = 0; j < nv; j++) x[j] = tile_load(*input + 4 * j, TILE_LANES(width, j));
   *input = (const float*)((uintptr_t)*input + (intptr_t)*increment);
   _Pragma("clang loop unroll(full)")
   for (size_t r = 0; r < nr; r++) {
@@ -45,8 +45,8 @@ SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t n,
                                          const int32_t* increments, float* output,
                                          const float* residual, size_t pixels, v128_t vmin,
                                          v128_t vmax) {
-  const size_t nv = width >= 4 ? width / 4 : 1; /* vectors per row */
-  v128_t acc[4][12];
+  const size_t nv = TILE_VECTORS(width); /* vectors per row */
+  v128_t acc[4][13];
   _Pragma("clang loop unroll(full)")
   for (size_t r = 0; r < nr; r++) {
     const v128_t vb = wasm_v128_load32_splat(w + r);
@@ -63,15 +63,18 @@ SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t n,
     _Pragma("clang loop unroll(full)")
     for (size_t j = 0; j < nv; j++) {
       v128_t y = acc[r][j];
-      if (residual) y = wasm_f32x4_add(y, tile_load(residual + r * pixels + 4 * j, width));
-      tile_store(output + r * pixels + 4 * j, spnn_clamp(y, vmin, vmax), width);
+      const size_t lanes = TILE_LANES(width, j);
+      if (residual) y = wasm_f32x4_add(y, tile_load(residual + r * pixels + 4 * j, lanes));
+      tile_store(output + r * pixels + 4 * j, spnn_clamp(y, vmin, vmax), lanes);
     }
   }
   return input;
 }
 
 /* All pixels of [pixel_begin, pixel_end), block by block: for each block its full tiles of
- * `mr`, then halving tails. */
+ * `mr`, then halving tails. One-row blocks take a last 1 to 3 pixels (a 7x7 plane's 49th)
+ * into their last full tile, as one more partial vector, instead of a pass of their own
+ * over every column. */
 SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pixel_end,
                             size_t num_blocks, const float* input, const float* values,
                             const int32_t* increments, const uint32_t* counts, float* output,
@@ -89,10 +92,20 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
     const uint32_t n = *counts++;
     const float* next = input; /* the next block's first column, once a tile has run */
     size_t done = 0;
-    while (length - done >= mr) {
+    const size_t extra = length % mr; /* pixels after the full tiles */
+    const size_t merged = nr == 1 && length > mr && extra < 4 ? extra : 0;
+    while (length - done - merged >= mr + (merged ? mr : 0)) {
       next = spmm_block_tile(mr, nr, n, input + done, w, increments, output + done,
                              residual ? residual + done : NULL, pixels, vmin, vmax) - done;
       done += mr;
+    }
+    _Pragma("clang loop unroll(full)")  /* constant widths: registers */
+    for (size_t more = 1; more < 4; more++) {
+      if (merged == more) {
+        next = spmm_block_tile(mr + more, nr, n, input + done, w, increments, output + done,
+                               residual ? residual + done : NULL, pixels, vmin, vmax) - done;
+        done += mr + more;
+      }
     }
     /* length - done < mr <= 48: its binary digits are the tails */
     _Pragma("clang loop unroll(full)")  /* constant widths: registers */
