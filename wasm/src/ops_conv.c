@@ -379,7 +379,9 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
   op->macs *= s->batch;
   s->units = s->parts ? s->parts : s->kind == CONV_DW ? s->ds.channels : pixels;
   s->bands = 1;
-  s->align = s->parts || s->kind == CONV_DW ? 1 : 32;
+  /* SpMM ranges start at multiples of its widest tile: each thread's chunk is whole tiles
+   * but the layer's last, not tiles and a narrow tail that walks every column again */
+  s->align = s->parts || s->kind == CONV_DW ? 1 : s->kind == CONV_SPMM ? SPMM_MR1 : 32;
   op->run = run_conv;
   return SPNN_OK;
 }
