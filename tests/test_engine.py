@@ -406,7 +406,7 @@ def _residual_graph(cin, cout, hw, batch, zero, skip_first, act=1, in_place_chai
 
 @pytest.mark.parametrize("zero", [0.8, 0.0])
 @pytest.mark.parametrize("cin,cout,hw,batch", [(24, 24, 19, 1), (32, 48, 7, 1), (16, 16, 12, 3),
-                                               (40, 40, 7, 2)])
+                                               (40, 40, 7, 2), (300, 40, 9, 1), (520, 520, 7, 2)])
 def test_residual_add_folded_into_the_convolution(zero, cin, cout, hw, batch):
     """ADD(conv1x1(x), skip), skip written before the convolution: the convolution adds it
     itself (the add's profile row says "folded"), with the same bits as the two ops run one

@@ -44,7 +44,7 @@ static double wait_ms(void) {
  * same run, interleaved case by case: on a shared machine only such a comparison is fair. */
 typedef struct kernel_set {
   const char* prefix; /* of the system kinds */
-  size_t (*spmm_packed_bytes)(uint32_t rows, uint32_t block, uint32_t num_columns);
+  size_t (*spmm_packed_bytes)(uint32_t rows, uint32_t cols, uint32_t block, uint32_t num_columns);
   int (*spmm_pack)(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t* counts,
                    const uint32_t* columns, const float* values, const float* bias,
                    uint32_t pixels, void* buffer, spnn_spmm_weights* out);
@@ -59,7 +59,7 @@ typedef struct kernel_set {
 } kernel_set;
 
 #ifdef SPNN_BENCH_BASELINE
-size_t base_spnn_spmm_packed_bytes(uint32_t, uint32_t, uint32_t);
+size_t base_spnn_spmm_packed_bytes(uint32_t, uint32_t, uint32_t, uint32_t);
 int base_spnn_spmm_pack(uint32_t, uint32_t, uint32_t, const uint32_t*, const uint32_t*,
                         const float*, const float*, uint32_t, void*, spnn_spmm_weights*);
 void base_spnn_spmm_run(const spnn_spmm_weights*, size_t, size_t, const float*, float*,
@@ -145,7 +145,7 @@ static void make_sparse(const kernel_set* ks, int rows, int cols, int block, int
     }
   }
   out->nnz = nv;
-  out->buffer = xalloc(ks->spmm_packed_bytes(rows, block, (uint32_t)nc));
+  out->buffer = xalloc(ks->spmm_packed_bytes(rows, cols, block, (uint32_t)nc));
   if (ks->spmm_pack(rows, cols, block, counts, columns, values, bias, pixels, out->buffer,
                      &out->w) != 0) {
     fprintf(stderr, "pack failed\n");

@@ -51,19 +51,40 @@ typedef struct spnn_spmm_segment {
   uint32_t num_blocks;
   uint32_t first_row;        /* output row of the segment's first block */
   int32_t input_offset;      /* bytes from the input's pixel 0 to the first stored column */
+  uint32_t mode;             /* SPMM_FROM_OUTPUT and/or SPMM_PARTIAL (column slices), or 0 */
   const uint32_t* counts;    /* [num_blocks] stored columns per block */
   const int32_t* increments; /* [sum(counts)] byte increments of the input pointer */
   const float* values;       /* per block: bias[block], then block values per column */
 } spnn_spmm_segment;
 
+/* Column slices. A weight with more than SPMM_SLICE_MIN_COLS input channels is packed as
+ * slices of about SPMM_SLICE_COLS columns each, walked one after the other over a chunk of
+ * pixels, so the input rows one slice reads stay near the core while every output row takes
+ * its share of them (a 576-channel input of a 48-pixel tile is 110 KiB, more than L1
+ * holds). A slice's sums go to the output unclamped (SPMM_PARTIAL) and the next slice
+ * starts from them (SPMM_FROM_OUTPUT); columns are summed in the same order, so the bits
+ * are those of one pass. Fewer channels are not cut: their input fits, and each slice
+ * costs a load and a store of every output. */
+#ifndef SPMM_SLICE_COLS
+#define SPMM_SLICE_COLS 128
+#endif
+#ifndef SPMM_SLICE_MIN_COLS
+#define SPMM_SLICE_MIN_COLS 256
+#endif
+#define SPMM_MAX_SLICES 8
+#define SPMM_FROM_OUTPUT 1u /* the sums start from the output, not the bias */
+#define SPMM_PARTIAL 2u     /* store the sums as they are: no residual, no clamp */
+
 typedef struct spnn_spmm_weights {
   uint32_t rows, cols, pixels;
-  uint32_t num_segments; /* 1 or 2 (blocks of `block` rows, then the remainder rows) */
-  spnn_spmm_segment segments[2];
+  uint32_t slices;       /* column slices, 1 to SPMM_MAX_SLICES */
+  uint32_t slice_cols;   /* columns of the widest slice */
+  uint32_t num_segments; /* per slice 1 or 2 (blocks of `block` rows, then the remainder rows) */
+  spnn_spmm_segment segments[2 * SPMM_MAX_SLICES];
 } spnn_spmm_weights;
 
 /* Bytes of the buffer spnn_spmm_pack fills. num_columns = sum(counts). */
-size_t spnn_spmm_packed_bytes(uint32_t rows, uint32_t block, uint32_t num_columns);
+size_t spnn_spmm_packed_bytes(uint32_t rows, uint32_t cols, uint32_t block, uint32_t num_columns);
 
 /* Packs into `buffer`; `out` then points into it. Returns 0, or -1 on an inconsistent
  * description (bad block, columns not increasing or not below cols, byte increments
@@ -76,9 +97,10 @@ int spnn_spmm_pack(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t*
 void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
                    const float* input, float* output, float out_min, float out_max);
 /* The same with a residual added before the clamp: output = clamp(W . input + residual),
- * `residual` laid out as `output` (it may be `output` itself: each element is read before
- * it is written, and no pixel is computed twice). The sum and the residual are added last,
- * as a separate ADD op would, so the bits are those of the two ops. */
+ * `residual` laid out as `output` (it may be `output` itself where w->slices == 1: each
+ * element is read before it is written, and no pixel is computed twice; with slices the
+ * output holds partial sums first). The sum and the residual are added last, as a separate
+ * ADD op would, so the bits are those of the two ops. */
 void spnn_spmm_run_residual(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
                             const float* input, float* output, const float* residual,
                             float out_min, float out_max);
@@ -90,7 +112,8 @@ void spnn_spmm_run_residual(const spnn_spmm_weights* w, size_t pixel_begin, size
  * accumulators, the splatted weight and that register fit x86's sixteen; a separate
  * multiply and add need one more for the product, and V8 then spills accumulators).
  * `input` is the layer input already moved by the segment's input_offset, `output` points
- * at the segment's first output row, `pixels` is the channel stride of the output. */
+ * at the segment's first output row, `pixels` is the channel stride of the output, `mode`
+ * the segment's (SPMM_FROM_OUTPUT, SPMM_PARTIAL). */
 #ifdef SPNN_RELAXED_SIMD
 #define SPMM_DEFAULT_MR1 48
 #define SPMM_DEFAULT_MR2 24
@@ -117,19 +140,19 @@ typedef void (*spnn_spmm_ukernel)(size_t pixel_begin, size_t pixel_end, size_t n
                                   const float* input, const float* values,
                                   const int32_t* increments, const uint32_t* counts,
                                   float* output, const float* residual, size_t pixels,
-                                  float out_min, float out_max);
+                                  float out_min, float out_max, uint32_t mode);
 void spnn_f32_spmm_1row(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                         const float* input, const float* values, const int32_t* increments,
                         const uint32_t* counts, float* output, const float* residual,
-                        size_t pixels, float out_min, float out_max);
+                        size_t pixels, float out_min, float out_max, uint32_t mode);
 void spnn_f32_spmm_2rows(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                          const float* input, const float* values, const int32_t* increments,
                          const uint32_t* counts, float* output, const float* residual,
-                         size_t pixels, float out_min, float out_max);
+                         size_t pixels, float out_min, float out_max, uint32_t mode);
 void spnn_f32_spmm_4rows(size_t pixel_begin, size_t pixel_end, size_t num_blocks,
                          const float* input, const float* values, const int32_t* increments,
                          const uint32_t* counts, float* output, const float* residual,
-                         size_t pixels, float out_min, float out_max);
+                         size_t pixels, float out_min, float out_max, uint32_t mode);
 
 /* ---- Dense 1x1 convolution in CHW (GEMM) ------------------------------------------
  * out[n][p] = clamp(bias[n] + sum_k W[n][k] * in[k][p]), W row-major [rows x cols]

@@ -159,6 +159,9 @@ int spnn_conv_fold_add(spnn_op* op, const float* residual, float* output, float 
   if ((s->kind != CONV_SPMM && s->kind != CONV_GEMM) || s->batch_residual) return 0;
   if (s->lo != -INFINITY || s->hi != INFINITY) return 0; /* the add must see the plain sum */
   if (s->kind == CONV_GEMM && residual == output) return 0;  /* its last tile may recompute */
+  /* column slices keep partial sums in the output: the residual must be elsewhere */
+  const uint32_t slices = s->parts ? s->part_spmm[0].slices : s->spmm.slices;
+  if (s->kind == CONV_SPMM && residual == output && slices > 1) return 0;
   s->batch_residual = residual;
   s->batch_out = output;
   s->lo = lo;
@@ -234,7 +237,7 @@ static spnn_status pack_spmm_parts(spnn_model* m, conv_state* s, const spnn_spar
     size_t first = 0, steps = 0;
     for (uint32_t b = 0; b < b0; b++) first += sp->counts[b];
     for (uint32_t b = b0; b < b0 + nb; b++) steps += sp->counts[b];
-    const size_t size = spnn_spmm_packed_bytes(r1 - r0, sp->block, (uint32_t)steps);
+    const size_t size = spnn_spmm_packed_bytes(r1 - r0, sp->cols, sp->block, (uint32_t)steps);
     if (!(s->part_packed[k] = spnn_alloc(size))) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
     if (spnn_spmm_pack(r1 - r0, sp->cols, sp->block, sp->counts + b0, sp->columns + first,
                        sp->values + first * sp->block, bias ? bias + r0 : NULL, pixels,
@@ -330,7 +333,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
       if ((st = pack_spmm_parts(m, s, sp, bias, (uint32_t)pixels, &bytes))) return st;
     }
     if (!s->parts) {
-      bytes = spnn_spmm_packed_bytes(sp->rows, sp->block, sp->num_steps);
+      bytes = spnn_spmm_packed_bytes(sp->rows, sp->cols, sp->block, sp->num_steps);
       if (!(s->packed = spnn_alloc(bytes))) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
       if (spnn_spmm_pack(sp->rows, sp->cols, sp->block, sp->counts, sp->columns, sp->values, bias,
                          (uint32_t)pixels, s->packed, &s->spmm) != 0)

@@ -109,7 +109,7 @@ static void prepare(const test_case* c, prepared* p) {
     case KIND_SPMM: { /* rows, cols, block, pixels | counts, columns, values, bias, input */
       const uint32_t rows = q[0], cols = q[1], block = q[2], pixels = q[3];
       uint32_t num_columns = c->arrays[1].count;
-      p->packed = xalloc(spnn_spmm_packed_bytes(rows, block, num_columns));
+      p->packed = xalloc(spnn_spmm_packed_bytes(rows, cols, block, num_columns));
       if (spnn_spmm_pack(rows, cols, block, (const uint32_t*)c->arrays[0].data,
                          (const uint32_t*)c->arrays[1].data, (const float*)c->arrays[2].data,
                          f32_or_null(&c->arrays[3]), pixels, p->packed, &p->spmm) != 0) {

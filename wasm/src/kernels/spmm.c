@@ -35,12 +35,14 @@ SPNN_INLINE void spmm_step(size_t width, size_t nr, v128_t acc[4][13], const flo
 
 /* One block of `nr` rows with `n` stored columns on one tile of `width` pixels; `w` points
  * at the block's bias. With a `residual` (laid out as `output`), each output is clamp(sum +
- * residual), else clamp(sum). Returns the input pointer moved past the block's columns.
+ * residual), else clamp(sum); `mode` SPMM_FROM_OUTPUT starts the sums from the output
+ * instead of the bias, SPMM_PARTIAL stores them as they are (a column slice that is not
+ * the last). Returns the input pointer moved past the block's columns.
  *
  * Every tile width sums a pixel's terms in the same order (one accumulator each, column
  * by column), so a pixel's result does not depend on which tile, and so which thread's
  * range, it falls in. */
-SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t n,
+SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t mode, uint32_t n,
                                          const float* input, const float* w,
                                          const int32_t* increments, float* output,
                                          const float* residual, size_t pixels, v128_t vmin,
@@ -51,7 +53,10 @@ SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t n,
   for (size_t r = 0; r < nr; r++) {
     const v128_t vb = wasm_v128_load32_splat(w + r);
     _Pragma("clang loop unroll(full)")
-    for (size_t j = 0; j < nv; j++) acc[r][j] = vb;
+    for (size_t j = 0; j < nv; j++) {
+      acc[r][j] = mode & SPMM_FROM_OUTPUT
+                      ? tile_load(output + r * pixels + 4 * j, TILE_LANES(width, j)) : vb;
+    }
   }
   w += nr;
   for (; n != 0; n--) {
@@ -64,8 +69,11 @@ SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t n,
     for (size_t j = 0; j < nv; j++) {
       v128_t y = acc[r][j];
       const size_t lanes = TILE_LANES(width, j);
-      if (residual) y = wasm_f32x4_add(y, tile_load(residual + r * pixels + 4 * j, lanes));
-      tile_store(output + r * pixels + 4 * j, spnn_clamp(y, vmin, vmax), lanes);
+      if (!(mode & SPMM_PARTIAL)) {
+        if (residual) y = wasm_f32x4_add(y, tile_load(residual + r * pixels + 4 * j, lanes));
+        y = spnn_clamp(y, vmin, vmax);
+      }
+      tile_store(output + r * pixels + 4 * j, y, lanes);
     }
   }
   return input;
@@ -75,7 +83,7 @@ SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t n,
  * `mr`, then halving tails. One-row blocks take a last 1 to 3 pixels (a 7x7 plane's 49th)
  * into their last full tile, as one more partial vector, instead of a pass of their own
  * over every column. */
-SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pixel_end,
+SPNN_INLINE void spmm_range(size_t mr, size_t nr, uint32_t mode, size_t pixel_begin, size_t pixel_end,
                             size_t num_blocks, const float* input, const float* values,
                             const int32_t* increments, const uint32_t* counts, float* output,
                             const float* residual, size_t pixels, float out_min,
@@ -95,14 +103,14 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
     const size_t extra = length % mr; /* pixels after the full tiles */
     const size_t merged = nr == 1 && length > mr && extra < 4 ? extra : 0;
     while (length - done - merged >= mr + (merged ? mr : 0)) {
-      next = spmm_block_tile(mr, nr, n, input + done, w, increments, output + done,
+      next = spmm_block_tile(mr, nr, mode, n, input + done, w, increments, output + done,
                              residual ? residual + done : NULL, pixels, vmin, vmax) - done;
       done += mr;
     }
     _Pragma("clang loop unroll(full)")  /* constant widths: registers */
     for (size_t more = 1; more < 4; more++) {
       if (merged == more) {
-        next = spmm_block_tile(mr + more, nr, n, input + done, w, increments, output + done,
+        next = spmm_block_tile(mr + more, nr, mode, n, input + done, w, increments, output + done,
                                residual ? residual + done : NULL, pixels, vmin, vmax) - done;
         done += mr + more;
       }
@@ -111,7 +119,7 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
     _Pragma("clang loop unroll(full)")  /* constant widths: registers */
     for (size_t width = 32; width != 0; width /= 2) {
       if (width < mr && ((length - done) & width)) {
-        next = spmm_block_tile(width, nr, n, input + done, w, increments, output + done,
+        next = spmm_block_tile(width, nr, mode, n, input + done, w, increments, output + done,
                                residual ? residual + done : NULL, pixels, vmin, vmax) - done;
         done += width;
       }
@@ -124,13 +132,32 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, size_t pixel_begin, size_t pix
   } while (--num_blocks != 0);
 }
 
+/* One copy of the loops per mode: the kernels test it per tile and per row otherwise. */
 #define SPNN_DEFINE_SPMM(NAME, MR, NR)                                                      \
   void NAME(size_t pixel_begin, size_t pixel_end, size_t num_blocks, const float* input,   \
             const float* values, const int32_t* increments, const uint32_t* counts,        \
             float* output, const float* residual, size_t pixels, float out_min,            \
-            float out_max) {                                                               \
-    spmm_range(MR, NR, pixel_begin, pixel_end, num_blocks, input, values, increments,      \
-               counts, output, residual, pixels, out_min, out_max);                        \
+            float out_max, uint32_t mode) {                                                \
+    switch (mode) {                                                                        \
+      case 0:                                                                              \
+        spmm_range(MR, NR, 0, pixel_begin, pixel_end, num_blocks, input, values,           \
+                   increments, counts, output, residual, pixels, out_min, out_max);        \
+        break;                                                                             \
+      case SPMM_PARTIAL:                                                                   \
+        spmm_range(MR, NR, SPMM_PARTIAL, pixel_begin, pixel_end, num_blocks, input,        \
+                   values, increments, counts, output, NULL, pixels, out_min, out_max);    \
+        break;                                                                             \
+      case SPMM_FROM_OUTPUT | SPMM_PARTIAL:                                                \
+        spmm_range(MR, NR, SPMM_FROM_OUTPUT | SPMM_PARTIAL, pixel_begin, pixel_end,        \
+                   num_blocks, input, values, increments, counts, output, NULL, pixels,    \
+                   out_min, out_max);                                                      \
+        break;                                                                             \
+      default:                                                                             \
+        spmm_range(MR, NR, SPMM_FROM_OUTPUT, pixel_begin, pixel_end, num_blocks, input,    \
+                   values, increments, counts, output, residual, pixels, out_min,          \
+                   out_max);                                                               \
+        break;                                                                             \
+    }                                                                                      \
   }
 
 /* Pixel tiles per block size: SPMM_MR1/2/4 (kernels.h), chosen by measurement on V8
@@ -150,7 +177,7 @@ SPNN_DEFINE_SPMM(spnn_f32_spmm_4rows, SPMM_MR4, 4)
 void spnn_spmm_run_residual(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
                             const float* input, float* output, const float* residual,
                             float out_min, float out_max) {
-  size_t chunk = SPMM_CHUNK_BYTES / (4 * (size_t)(w->cols != 0 ? w->cols : 1));
+  size_t chunk = SPMM_CHUNK_BYTES / (4 * (size_t)(w->slice_cols != 0 ? w->slice_cols : 1));
   chunk = chunk < SPMM_CHUNK_UNIT ? SPMM_CHUNK_UNIT : chunk / SPMM_CHUNK_UNIT * SPMM_CHUNK_UNIT;
   for (size_t begin = pixel_begin; begin < pixel_end; begin += chunk) {
     const size_t end = pixel_end - begin > chunk ? begin + chunk : pixel_end;
@@ -162,7 +189,8 @@ void spnn_spmm_run_residual(const spnn_spmm_weights* w, size_t pixel_begin, size
                                  : seg->block == 2 ? spnn_f32_spmm_2rows
                                                    : spnn_f32_spmm_1row;
       kernel(begin, end, seg->num_blocks, in, seg->values, seg->increments, seg->counts,
-             output + first, residual ? residual + first : NULL, w->pixels, out_min, out_max);
+             output + first, residual ? residual + first : NULL, w->pixels, out_min, out_max,
+             seg->mode);
     }
   }
 }
