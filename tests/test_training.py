@@ -175,9 +175,12 @@ def test_masks_pruned_further_keep_the_old_zeros_and_mask_the_gradients(lite, bl
 @pytest.mark.slow
 def test_distill_smoke_and_evaluate_commands(tmp_path, capsys, lite):
     out = tmp_path / "smoke.spnn"
+    small = "model_1/model/conv2d_1/*"  # a 1x1 layer the default rule leaves dense (few weights)
     assert main(["distill", "--smoke", "--model", "hand_landmark_lite", "--sparsity", "0.7", "--threads", "2",
-                 "--cache", str(tmp_path / "cache"), "-o", str(out)]) == 0
+                 "--cache", str(tmp_path / "cache"), "--include", small, "-o", str(out)]) == 0
     report = json.loads(out.with_suffix(".report.json").read_text())
+    row = next(r for r in report["layers"] if r["name"].startswith(small[:-1]))
+    assert row["status"] == "pruned" and row["sparsity"] == pytest.approx(0.7, abs=0.01), row
     assert report["validation"]["crops"] > 100 and set(report["validation"]["by_source"]) == {
         s.name for s in S.split(S.all_sources(), "validation")}
     assert report["sources"]["fingerpose"]["split"] == "train"

@@ -37,6 +37,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="layers left dense")
+    p.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                   help="layers pruned that the default rule leaves dense (such as 1x1 layers with few weights "
+                        "on large planes)")
     p.add_argument("--prune-heads", action="store_true",
                    help="prune the fully connected output heads too (default: the 1x1 convolutions only)")
     p.add_argument("--eval-every", type=int, default=200, metavar="STEPS",

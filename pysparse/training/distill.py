@@ -160,11 +160,13 @@ def validation_set(teacher, val_sources):
 
 # -- sparsity --------------------------------------------------------------------------------
 
-def per_layer_sparsity(dense, images: np.ndarray, target: float, exclude, cache_dir: Path, model: str) -> dict:
+def per_layer_sparsity(dense, images: np.ndarray, target: float, exclude, cache_dir: Path, model: str,
+                       include=()) -> dict:
     """{layer: sparsity} at `target`'s budget of effective multiply-adds (cached sensitivity)."""
     from ..prune import allocate, sensitivity
     levels = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
-    key = hashlib.sha256(json.dumps([model, levels, len(images), list(exclude)]).encode()).hexdigest()[:12]
+    extra = [list(include)] if include else []  # without it, the key of earlier caches
+    key = hashlib.sha256(json.dumps([model, levels, len(images), list(exclude)] + extra).encode()).hexdigest()[:12]
     path = cache_dir / f"sensitivity-{model}-{key}.json"
     if path.exists():
         result = sensitivity.Sensitivity.from_dict(json.loads(path.read_text()))
@@ -173,7 +175,8 @@ def per_layer_sparsity(dense, images: np.ndarray, target: float, exclude, cache_
         name = dense.inputs[0]
         inputs = [{name: A.to_input(img[None])} for img in images]
         bar = tqdm(desc="sensitivity", unit="run")
-        result = sensitivity.analyse(dense, inputs, levels, exclude=exclude, progress=lambda k: bar.update(k))
+        result = sensitivity.analyse(dense, inputs, levels, exclude=exclude, include=include,
+                                     progress=lambda k: bar.update(k))
         bar.close()
         cache_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result.as_dict()))
@@ -219,10 +222,6 @@ def zero_share(params: dict, block: int = 1) -> dict:
         scores, sizes = M.unit_scores(p.detach().cpu().numpy(), block)
         out[n] = float(((scores == 0) * sizes[:, None]).sum() / max(1, p.numel()))
     return out
-
-    def remove(self):
-        for h in self.hooks:
-            h.remove()
 
 
 # -- the loss --------------------------------------------------------------------------------
@@ -395,6 +394,7 @@ def run(args) -> int:
     exclude = list(args.exclude)
     if not args.prune_heads:  # the heads map features to coordinates directly: every weight counts
         exclude += [layer.name for layer in ir_layers(dense) if layer.kind == "fc"]
+    include = list(args.include)
     t0 = time.perf_counter()
     if args.start_from and not 0 < args.ramp < args.steps:
         raise SystemExit(f"--ramp must be between 0 and --steps ({args.steps}), got {args.ramp}")
@@ -402,7 +402,7 @@ def run(args) -> int:
         sparsity = args.sparsity
     else:
         sparsity = per_layer_sparsity(dense, pool[:args.sensitivity_images], args.sparsity, exclude, args.cache,
-                                      args.model)
+                                      args.model, include)
     t_alloc = time.perf_counter() - t0
     log_path = args.output.with_suffix(".log.jsonl")
     checkpoint = args.output.with_suffix(".ckpt.pt")
@@ -410,7 +410,7 @@ def run(args) -> int:
     start_weights, ramp = None, None
     if args.start_from:
         targets = sparsity if isinstance(sparsity, dict) else {
-            name: sparsity for name, why in select(dense, exclude).items() if why is None}
+            name: sparsity for name, why in select(dense, exclude, include).items() if why is None}
         ramp = (targets, args.ramp, args.block)
     if args.resume and checkpoint.exists():  # the checkpoint holds the pruned weights
         start, calibrated = dense, None
@@ -419,6 +419,7 @@ def run(args) -> int:
         start_weights = torch.load(start_checkpoint(args.start_from), map_location="cpu", weights_only=False)["student"]
     else:
         start = reconstruct(dense, A.to_input(pool[:args.calibration]), sparsity, args.block, exclude=exclude,
+                            include=include,
                             seed=args.seed)
         calibrated = compare(dense_val, run_graph(start, val_images))
         print(f"calibrated pruning ({time.perf_counter() - t0:.0f} s): validation landmarks "
@@ -435,7 +436,7 @@ def run(args) -> int:
     # every step of this model, resumed runs included: the log has one line per step
     steps_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     t_steps = float(sum(r["seconds"] for r in steps_log))
-    report_rows = ir_report(trained, args.block, exclude=exclude)
+    report_rows = ir_report(trained, args.block, exclude=exclude, include=include)
     blob = pack(trained, weights="fp16", metadata={
         "source": {"file": args.model + ".tflite", "format": "tflite"},
         "pruning": {"method": "sensitivity allocation + " + (
@@ -449,7 +450,7 @@ def run(args) -> int:
     report = {"model": args.model, "output": str(args.output), "bytes": len(blob), "sparsity": args.sparsity,
               "per_layer_sparsity": sparsity if isinstance(sparsity, dict) else None, "block": args.block,
               "steps": args.steps, "batch": args.batch, "pool_images": args.pool, "lr": args.lr,
-              "start_from": str(args.start_from) if args.start_from else None,
+              "start_from": str(args.start_from) if args.start_from else None, "include": include,
               "ramp_steps": args.ramp if args.start_from else None,
               "feature_weight": args.feature_weight, "logit_weight": args.logit_weight,
               "logit_loss": args.logit_loss, "device": str(device),
