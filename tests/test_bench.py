@@ -198,6 +198,28 @@ def test_users_files_share_pages_up_to_a_memory_budget(tmp_path, monkeypatch):
     assert pages == [["a", "b"], ["c"], ["big"], ["d"]]
 
 
+def test_users_files_of_the_same_name_stay_apart(tmp_path):
+    """Two files called the same in different folders: two artifacts, each labelled by its
+    path, neither overwriting the other's copy."""
+    from pysparse import assets
+    from pysparse.bench.runtimes import _user_files
+    from pysparse.importers import load_model
+    from pysparse.pack import pack
+    from pysparse.prune import oneshot
+    graph = load_model(assets.model_path("hand_landmark_lite.tflite"))
+    paths = []
+    for folder, sparsity in (("a", 0.5), ("b", 0.9)):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "model.spnn")
+        paths[-1].write_bytes(pack(oneshot(graph, sparsity)))
+    out = tmp_path / "bench"
+    out.mkdir()
+    arts = _user_files(paths, out)
+    assert [a.label for a in arts] == [f"pysparse {p}" for p in paths]
+    assert len({a.path for a in arts}) == 2 and all(a.path.exists() for a in arts)
+    assert [a.path.read_bytes() for a in arts] == [p.read_bytes() for p in paths]
+
+
 @pytest.mark.slow
 def test_users_own_files_share_one_session(tmp_path):
     if not Path("/usr/bin/chromium").exists():

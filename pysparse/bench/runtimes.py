@@ -216,18 +216,22 @@ def _user_files(files, out: Path) -> list[Artifact]:
     from ..pack import pack
     from ..passes import optimize
 
+    files = list(map(Path, files))
+    names = [f.name for f in files]
     arts = []
-    for f in map(Path, files):
+    for k, f in enumerate(files):
         data = f.read_bytes()
         graph = read_spnn(data).graph if data[:4] == SPNN_MAGIC else optimize(load_model(f))
         blob = data if data[:4] == SPNN_MAGIC else pack(graph)
         shape = graph.tensors[graph.inputs[0]].shape
         zeros = _pointwise_sparsity(graph)
-        arts.append(Artifact(USER_FILES, "pysparse", zeros, 1, _write(out / f"user.{f.stem}.spnn", blob), shape,
-                             f"pysparse {f.name}", {"pointwise_sparsity": zeros, "source": str(f)}))
+        # files of the same name (from different folders) keep apart: their path as given
+        shown, prefix = (f.name, "user.") if names.count(f.name) == 1 else (str(f), f"user.{k}.")
+        arts.append(Artifact(USER_FILES, "pysparse", zeros, 1, _write(out / f"{prefix}{f.stem}.spnn", blob), shape,
+                             f"pysparse {shown}", {"pointwise_sparsity": zeros, "source": str(f)}))
         if f.suffix.lower() == ".tflite":
-            arts.append(Artifact(USER_FILES, "litert", zeros, 1, _write(out / f"user.{f.name}", data), shape,
-                                 f"litert {f.name}", {"pointwise_sparsity": zeros, "source": str(f)}))
+            arts.append(Artifact(USER_FILES, "litert", zeros, 1, _write(out / f"{prefix}{f.name}", data), shape,
+                                 f"litert {shown}", {"pointwise_sparsity": zeros, "source": str(f)}))
     return arts
 
 
