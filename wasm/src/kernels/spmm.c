@@ -102,7 +102,8 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, uint32_t mode, size_t pixel_be
     size_t done = 0;
     const size_t extra = length % mr; /* pixels after the full tiles */
     const size_t merged = nr == 1 && length > mr && extra < 4 ? extra : 0;
-    while (length - done - merged >= mr + (merged ? mr : 0)) {
+    const size_t full = length / mr - (merged ? 1 : 0); /* the last one takes `merged` more */
+    for (size_t t = 0; t < full; t++) {
       next = spmm_block_tile(mr, nr, mode, n, input + done, w, increments, output + done,
                              residual ? residual + done : NULL, pixels, vmin, vmax) - done;
       done += mr;
