@@ -88,7 +88,11 @@ bench-demo: build
 # CUDA machine `pysparse distill` trains longer on more images by itself.
 SPARSE_MODELS := demo/finetuned
 sparse-models: setup
-	$(VENV)/bin/pysparse distill --sparsity 0.87 -o $(SPARSE_MODELS)/hand_landmark_full.s87.spnn
+	$(VENV)/bin/pysparse distill --sparsity 0.7 --steps 1200 --batch 16 --pool 5000 --lr 6e-4 \
+	  --feature-weight 0.3 -o $(SPARSE_MODELS)/hand_landmark_full.s70.spnn
+	$(VENV)/bin/pysparse distill --sparsity 0.8 --start-from $(SPARSE_MODELS)/hand_landmark_full.s70.spnn \
+	  --ramp 1000 --steps 3000 --batch 16 --pool 5000 --lr 4e-4 --feature-weight 0.3 \
+	  -o $(SPARSE_MODELS)/hand_landmark_full.s80.spnn
 
 fuzz: setup
 	$(MAKE) -C wasm fuzz FUZZ_SECONDS=600
