@@ -18,7 +18,7 @@ static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
 static uint32_t slice_count(uint32_t cols) {
   if (cols <= SPMM_SLICE_MIN_COLS) return 1;
   const uint32_t n = (cols + SPMM_SLICE_COLS - 1) / SPMM_SLICE_COLS;
-  return n < 1 ? 1 : n > SPMM_MAX_SLICES ? SPMM_MAX_SLICES : n;
+  return n > SPMM_MAX_SLICES ? SPMM_MAX_SLICES : n;
 }
 
 size_t spnn_spmm_packed_bytes(uint32_t rows, uint32_t cols, uint32_t block, uint32_t num_columns) {
@@ -31,11 +31,12 @@ size_t spnn_spmm_packed_bytes(uint32_t rows, uint32_t cols, uint32_t block, uint
 }
 
 /* The blocks [0, num_blocks) of the weight (their columns and values from `columns` and
- * `values`), restricted to the columns [c_lo, c_hi), as one segment. */
+ * `values`), restricted to the columns [c_lo, c_hi), as one segment run in `mode`. */
 static int pack_segment(uint32_t block, uint32_t num_blocks, uint32_t first_row,
                         uint32_t cols, uint32_t pixels, const uint32_t* counts,
                         const uint32_t* columns, const float* values, const float* bias,
-                        uint32_t c_lo, uint32_t c_hi, uint8_t** cursor, spnn_spmm_segment* seg) {
+                        uint32_t c_lo, uint32_t c_hi, uint32_t mode, uint8_t** cursor,
+                        spnn_spmm_segment* seg) {
   float* out_values = (float*)*cursor;
   size_t v = 0, src = 0, kept = 0;
   uint32_t* out_counts;
@@ -78,7 +79,7 @@ static int pack_segment(uint32_t block, uint32_t num_blocks, uint32_t first_row,
   seg->num_blocks = num_blocks;
   seg->first_row = first_row;
   seg->input_offset = kept != 0 ? (int32_t)(first * plane_bytes) : 0;
-  seg->mode = 0;
+  seg->mode = mode;
   seg->counts = out_counts;
   seg->increments = out_increments;
   seg->values = out_values;
@@ -111,23 +112,16 @@ int spnn_spmm_pack(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t*
     if (c_hi - c_lo > out->slice_cols) out->slice_cols = c_hi - c_lo;
     const uint32_t mode = (j > 0 ? SPMM_FROM_OUTPUT : 0) | (j + 1 < out->slices ? SPMM_PARTIAL : 0);
     const float* slice_bias = j == 0 ? bias : NULL;
-    spnn_spmm_segment* seg = &out->segments[out->num_segments];
-    if (main_blocks != 0) {
-      if (pack_segment(block, main_blocks, 0, cols, pixels, counts, columns, values, slice_bias,
-                       c_lo, c_hi, &cursor, seg) != 0) {
-        return -1;
-      }
-      (seg++)->mode = mode;
-      out->num_segments++;
+    if (main_blocks != 0 &&
+        pack_segment(block, main_blocks, 0, cols, pixels, counts, columns, values, slice_bias,
+                     c_lo, c_hi, mode, &cursor, &out->segments[out->num_segments++]) != 0) {
+      return -1;
     }
-    if (rest != 0) {
-      if (pack_segment(1, rest, main_blocks * block, cols, pixels, counts + main_blocks,
-                       columns + main_columns, values + main_columns * block, slice_bias, c_lo,
-                       c_hi, &cursor, seg) != 0) {
-        return -1;
-      }
-      seg->mode = mode;
-      out->num_segments++;
+    if (rest != 0 &&
+        pack_segment(1, rest, main_blocks * block, cols, pixels, counts + main_blocks,
+                     columns + main_columns, values + main_columns * block, slice_bias, c_lo,
+                     c_hi, mode, &cursor, &out->segments[out->num_segments++]) != 0) {
+      return -1;
     }
   }
   return 0;
