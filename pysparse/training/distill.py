@@ -375,6 +375,10 @@ def run(args) -> int:
         args.ramp = min(args.ramp, 2)
     if not args.output.parent.is_dir():
         raise SystemExit(f"output folder {args.output.parent} does not exist")
+    if args.start_from:  # before the pool and the sensitivity analysis, not after them
+        start_ckpt = start_checkpoint(args.start_from)
+        if not 0 < args.ramp < args.steps:
+            raise SystemExit(f"--ramp must be between 0 and --steps ({args.steps}), got {args.ramp}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = device_of(args.device)
@@ -396,8 +400,6 @@ def run(args) -> int:
         exclude += [layer.name for layer in ir_layers(dense) if layer.kind == "fc"]
     include = list(args.include)
     t0 = time.perf_counter()
-    if args.start_from and not 0 < args.ramp < args.steps:
-        raise SystemExit(f"--ramp must be between 0 and --steps ({args.steps}), got {args.ramp}")
     if args.uniform or args.smoke:
         sparsity = args.sparsity
     else:
@@ -416,7 +418,7 @@ def run(args) -> int:
         start, calibrated = dense, None
     elif args.start_from:  # a less sparse model of an earlier run, pruned further while it trains
         start, calibrated = dense, None
-        start_weights = torch.load(start_checkpoint(args.start_from), map_location="cpu", weights_only=False)["student"]
+        start_weights = torch.load(start_ckpt, map_location="cpu", weights_only=False)["student"]
     else:
         start = reconstruct(dense, A.to_input(pool[:args.calibration]), sparsity, args.block, exclude=exclude,
                             include=include,
