@@ -404,6 +404,70 @@ def _residual_graph(cin, cout, hw, batch, zero, skip_first, act=1, in_place_chai
     return g
 
 
+
+def _expand_depthwise_graph(cin, c, h, w, k, stride, pads, zero, keep_t):
+    """y = depthwise(conv1x1(x)): the engine runs the two band by band where only the depthwise
+    layer reads the 1x1 layer's output (keep_t: that output is a graph output too, so it
+    cannot)."""
+    r = np.random.default_rng(cin * 7 + c + h)
+    g = Graph()
+    g.add_tensor("x", (1, cin, h, w))
+    g.inputs = ["x"]
+    pt, pl, pb, pr = pads
+    oh, ow = (h + pt + pb - k) // stride + 1, (w + pl + pr - k) // stride + 1
+    g.add_tensor("t", (1, c, h, w))
+    g.add_tensor("y", (1, c, oh, ow))
+    one = dict(stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, pad_top=0, pad_left=0,
+               pad_bottom=0, pad_right=0, groups=1)
+    g.add_op("CONV2D", ["x", g.add_constant("w", eg._w(r, c, cin, 1, 1, zero=zero)),
+                        g.add_constant("b", eg._w(r, c))], ["t"], "expand", act=2, **one)
+    g.add_op("CONV2D", ["t", g.add_constant("wd", eg._w(r, c, 1, k, k)), g.add_constant("bd", eg._w(r, c))],
+             ["y"], "depthwise", act=0, **dict(one, stride_h=stride, stride_w=stride, pad_top=pt,
+                                               pad_left=pl, pad_bottom=pb, pad_right=pr, groups=c))
+    g.outputs = ["y", "t"] if keep_t else ["y"]
+    g.validate()
+    return g
+
+
+@pytest.mark.parametrize("zero", [0.8, 0.0])
+@pytest.mark.parametrize("cin,c,h,w,k,stride,pads", [
+    (24, 96, 112, 112, 3, 2, (0, 0, 1, 1)),  # MobileNetV2's first expansion, TF padding
+    (16, 112, 72, 72, 3, 1, (1, 1, 1, 1)),
+    (16, 128, 71, 69, 3, 2, (1, 1, 1, 1)),
+    (8, 80, 97, 80, 5, 2, (2, 2, 2, 2)),
+    (12, 80, 90, 84, 5, 1, (2, 2, 2, 2)),
+    (8, 4096, 12, 12, 3, 1, (1, 1, 1, 1)),  # too few rows for four threads' bands: one by one
+])
+def test_expansion_and_depthwise_run_band_by_band(zero, cin, c, h, w, k, stride, pads, tmp_path):
+    """A 1x1 layer whose output only a depthwise layer reads runs with it band by band (the
+    depthwise row in the profile says "fused"), on 1 to 4 threads, with the same bits as the
+    two layers run one after the other, and the reference's values; on 3 threads under ASan
+    and UBSan with no report."""
+    sparse = True if zero else None
+    x = np.random.default_rng(3).standard_normal((1, cin, h, w)).astype(np.float32)
+    outs, kernels = {}, {}
+    for keep_t in (False, True):
+        g = _expand_depthwise_graph(cin, c, h, w, k, stride, pads, zero, keep_t)
+        for t in (4, 3, 2, 1):
+            with NativeModel(pack(g, sparse=sparse), threads=t) as m:
+                m.set_profiling(True)
+                outs[keep_t, t] = m.run([x])[0]
+                kernels[keep_t] = {p["name"]: p["kernel"] for p in m.profile()}
+        ref = reference.run(g, {"x": x})["y"]
+        assert close(outs[keep_t, 1], ref), f"max error {np.abs(outs[keep_t, 1] - ref).max()}"
+    assert kernels[False]["depthwise"] == "fused", kernels[False]
+    assert kernels[False]["expand"].endswith("+" + kernels[True]["depthwise"]), kernels
+    assert kernels[True]["depthwise"] != "fused", kernels[True]
+    for keep_t, t in outs:
+        assert np.array_equal(outs[keep_t, t], outs[True, 1]), f"fused: {not keep_t}, {t} threads"
+    model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
+    model.write_bytes(pack(_expand_depthwise_graph(cin, c, h, w, k, stride, pads, zero, False), sparse=sparse))
+    x.tofile(inp)
+    r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
+    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)
+
 @pytest.mark.parametrize("zero", [0.8, 0.0])
 @pytest.mark.parametrize("cin,cout,hw,batch", [(24, 24, 19, 1), (32, 48, 7, 1), (16, 16, 12, 3),
                                                (40, 40, 7, 2), (300, 40, 9, 1), (520, 520, 7, 2)])

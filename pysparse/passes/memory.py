@@ -11,6 +11,11 @@ One exception to "from the op that writes it": the engine folds a residual ADD i
 the skip, to its sums and writes the add's output itself) where that is safe, which
 includes the add's output holding no tensor live between the two ops. The plan makes it
 so: such an add's output is placed as if written by the convolution (`folded_adds`).
+
+And one exception to "to the last op that reads it": the engine runs a 1x1 convolution and
+the depthwise convolution that alone reads its output band by band, so the depthwise output
+is written while the 1x1 input is still being read. The plan keeps that input live through
+the depthwise op (`fused_depthwise`).
 """
 from __future__ import annotations
 
@@ -83,6 +88,31 @@ def folded_adds(graph: Graph) -> dict[str, int]:
     return found
 
 
+def fused_depthwise(graph: Graph) -> dict[str, int]:
+    """Input of each 1x1 convolution whose output only the next op, a depthwise convolution,
+    reads -> that depthwise op's index (the engine may run the two band by band; it checks
+    the rest at load)."""
+    readers: dict[str, int] = {}
+    for op in graph.ops:
+        for n in op.inputs:
+            readers[n] = readers.get(n, 0) + 1
+    found = {}
+    for i, (op, dw) in enumerate(zip(graph.ops, graph.ops[1:])):
+        if op.type != "CONV2D" or dw.type != "CONV2D" or len(op.inputs) < 2 or len(dw.inputs) < 2:
+            continue
+        t = op.outputs[0]
+        if dw.inputs[0] != t or readers.get(t) != 1 or t in graph.outputs:
+            continue
+        w, wd = graph.tensors[op.inputs[1]].shape, graph.tensors[dw.inputs[1]].shape
+        pointwise = len(w) == 4 and tuple(w[2:]) == (1, 1) and op.attrs.get("groups", 1) == 1 and \
+            op.attrs.get("stride_h", 1) == 1 and op.attrs.get("stride_w", 1) == 1 and \
+            not any(op.attrs.get(k, 0) for k in ("pad_top", "pad_left", "pad_bottom", "pad_right"))
+        depthwise = len(wd) == 4 and wd[1] == 1 and dw.attrs.get("groups", 1) == wd[0] == w[0]
+        if pointwise and depthwise:
+            found[op.inputs[0]] = i + 1
+    return found
+
+
 class _FreeList:
     """Free holes below the arena's high-water mark, sorted by offset, coalesced."""
 
@@ -128,6 +158,9 @@ def tensor_bytes(graph: Graph, name: str) -> int:
 def plan_memory(graph: Graph, alignment: int = ALIGNMENT) -> tuple[dict[str, int], int]:
     """Arena offset of every graph input and op output, and the arena size in bytes."""
     life = lifetimes(graph)
+    for x, last in fused_depthwise(graph).items():
+        if x in life:
+            life[x] = (life[x][0], max(life[x][1], last))
     free = _FreeList()
     offsets: dict[str, int] = {}
     size = {n: _round(tensor_bytes(graph, n), alignment) for n in life}

@@ -136,6 +136,9 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op);           /* CONV2D *
  * the ADD's clamp. 0 where the convolution cannot (another kernel, its own activation, or a
  * GEMM asked to work in place); the caller has checked shapes and memory. */
 int spnn_conv_fold_add(spnn_op* op, const float* residual, float* output, float lo, float hi);
+/* Runs the depthwise layer `dw`, which reads only `op`'s output, with the 1x1 layer `op`,
+ * band by band; 1 if done (`dw` then has nothing left to run). */
+int spnn_conv_fuse_depthwise(spnn_op* op, spnn_op* dw);
 
 spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op); /* CONV_TRANSPOSE2D */
 spnn_status spnn_prepare_fully_connected(spnn_model* m, spnn_op* op);

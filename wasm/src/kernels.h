@@ -246,6 +246,16 @@ spnn_dwconv_ukernel spnn_dwconv_select(const spnn_dwconv_shape* s);
 void spnn_f32_dwconv_rows(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
                           size_t row_begin, size_t row_end, const float* input,
                           const void* packed, float* output, float out_min, float out_max);
+/* The input rows [*top, *bottom) that output rows [row_begin, row_end) read. */
+void spnn_dwconv_input_rows(const spnn_dwconv_shape* s, size_t row_begin, size_t row_end,
+                            size_t* top, size_t* bottom);
+/* spnn_f32_dwconv_rows on input rows held elsewhere: `input_rows` holds rows [top, bottom)
+ * (spnn_dwconv_input_rows) of each channel, `in_plane` floats from one channel to the next;
+ * `output` is the whole layer's. */
+void spnn_f32_dwconv_rows_at(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                             size_t row_begin, size_t row_end, const float* input_rows,
+                             size_t in_plane, const void* packed, float* output, float out_min,
+                             float out_max);
 
 #ifdef __cplusplus
 }

@@ -874,6 +874,32 @@ static void fold_residual_adds(spnn_model* m) {
   }
 }
 
+static int data_overlap(const spnn_tensor* a, const spnn_tensor* b) {
+  const uintptr_t a0 = (uintptr_t)a->data, a1 = a0 + 4 * (uintptr_t)a->count;
+  const uintptr_t b0 = (uintptr_t)b->data, b1 = b0 + 4 * (uintptr_t)b->count;
+  return a0 < b1 && b0 < a1;
+}
+
+/* A 1x1 layer whose output only the next op, a depthwise layer, reads: the two run band by
+ * band (spnn_conv_fuse_depthwise). The depthwise output is written while the 1x1 layer still
+ * reads its input, so the two must not share bytes. */
+static void fuse_depthwise(spnn_model* m) {
+  for (uint32_t k = 0; k + 1 < m->num_ops; k++) {
+    spnn_op *op = &m->ops[k], *dw = &m->ops[k + 1];
+    if (op->code != SPNN_OP_CONV2D || dw->code != SPNN_OP_CONV2D || op->run == noop_run) continue;
+    const spnn_tensor* t = spnn_out(m, op);
+    const spnn_tensor* x = spnn_in(m, op, 0);
+    const spnn_tensor* y = spnn_out(m, dw);
+    if (t->kind != SPNN_KIND_ACTIVATION || t->last_use != (int32_t)(k + 1)) continue;
+    if (spnn_in(m, dw, 0) != t || !x || !x->data || data_overlap(y, x) || data_overlap(y, t)) continue;
+    if (spnn_conv_fuse_depthwise(op, dw)) {
+      dw->run = noop_run;
+      dw->kernel = "fused";
+      k++;
+    }
+  }
+}
+
 static spnn_status prepare_ops(spnn_model* m) {
   for (uint32_t k = 0; k < m->num_ops; k++) {
     spnn_op* op = &m->ops[k];
@@ -889,6 +915,7 @@ static spnn_status prepare_ops(spnn_model* m) {
     m->total_macs += op->macs;
   }
   fold_residual_adds(m);
+  fuse_depthwise(m);
   /* Constants every consumer packed for itself are not kept. */
   for (uint32_t i = 0; i < m->num_tensors; i++) {
     spnn_tensor* t = &m->tensors[i];

@@ -9,6 +9,8 @@
  * A batch of N images is one job over N x (one image's units), on the same packed weights.
  */
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +56,9 @@ typedef struct conv_state {
   uint32_t part_row[PARTS + 1];
   void* part_packed[PARTS];
   spnn_spmm_weights part_spmm[PARTS];
+  /* a depthwise layer run with this 1x1 layer band by band (spnn_conv_fuse_depthwise) */
+  spnn_op* then_dw;
+  char fused_name[48];
 } conv_state;
 
 static void free_conv(void* p) {
@@ -129,11 +134,107 @@ static void kxk_task(void* ctx, size_t b, size_t e) {
   conv_units(k->s, k->n, b, e);
 }
 
+/* ---- A 1x1 layer and the depthwise layer after it, band by band ----------------------
+ * The 1x1 layer's output (an expansion: many channels on a large plane) is written and read
+ * back a band of rows at a time, into a few rows of its own buffer that stay in the core's
+ * L2, instead of the whole plane going out to memory and back. Thread t of T takes the
+ * depthwise output rows [H t / T, H (t + 1) / T) and walks them FUSE_BAND_BYTES of 1x1 output
+ * at a time, in slot t: rows [t R, (t + 1) R) of every channel of the 1x1 layer's buffer (R
+ * the input rows of one band). The depthwise taps of two bands overlap by K - S rows, which
+ * each band computes again. Every pixel is summed as the two layers would sum it (a range of
+ * pixels of a 1x1 layer, a band of rows of a depthwise one), so the bits are theirs. */
+#ifndef FUSE_BAND_BYTES
+#define FUSE_BAND_BYTES (1024 * 1024)
+#endif
+/* Only planes larger than this go band by band: a smaller one stays in L2 between the two
+ * layers anyway, and the overlapping rows would be computed twice for nothing. */
+#ifndef FUSE_MIN_BYTES
+#define FUSE_MIN_BYTES (2048 * 1024)
+#endif
+
+typedef struct fused_job {
+  conv_state* s; /* the 1x1 layer */
+  conv_state* d; /* the depthwise layer */
+  size_t threads, band, slot_rows;
+} fused_job;
+
+/* The input rows of `band` output rows of a depthwise layer. */
+static size_t band_input_rows(const spnn_dwconv_shape* ds, size_t band) {
+  return (band - 1) * ds->stride_h + (size_t)(ds->kernel_h - 1) * ds->dilation_h + 1;
+}
+
+/* Depthwise output rows per band, for `threads` slots: 0 if the slots do not fit. */
+static size_t fused_band_rows(const conv_state* d, size_t threads) {
+  const spnn_dwconv_shape* ds = &d->ds;
+  const size_t row_bytes = (size_t)ds->channels * ds->in_w * sizeof(float);
+  size_t rows = FUSE_BAND_BYTES / row_bytes;
+  if (rows > ds->in_h / threads) rows = ds->in_h / threads;
+  if (rows < band_input_rows(ds, 2)) return 0; /* under two output rows a band */
+  return (rows - band_input_rows(ds, 1)) / ds->stride_h + 1;
+}
+
+static void fused_task(void* ctx, size_t b, size_t e) {
+  const fused_job* j = (const fused_job*)ctx;
+  const conv_state *s = j->s, *d = j->d;
+  const spnn_dwconv_shape* ds = &d->ds;
+  const size_t W = ds->in_w, P = (size_t)ds->in_h * W, H = ds->out_h;
+  for (size_t t = b; t < e; t++) {
+    float* slot = s->batch_out + t * j->slot_rows * W;
+    for (size_t r = H * t / j->threads, end = H * (t + 1) / j->threads; r < end; r += j->band) {
+      const size_t r_end = r + j->band < end ? r + j->band : end;
+      size_t top, bottom;
+      spnn_dwconv_input_rows(ds, r, r_end, &top, &bottom);
+      /* pixel p of the 1x1 layer's rows [top, bottom) lands at slot[p - top W] */
+      float* out = (float*)((uintptr_t)slot - top * W * sizeof(float));
+      if (s->kind == CONV_SPMM)
+        spnn_spmm_run(&s->spmm, top * W, bottom * W, s->batch_in, out, s->lo, s->hi);
+      else
+        spnn_gemm_run(s->rows, s->cols, s->packed, top * W, bottom * W, s->batch_in, P, out, P,
+                      s->lo, s->hi);
+      spnn_f32_dwconv_rows_at(ds, 0, ds->channels, r, r_end, slot, P, d->packed, d->batch_out,
+                              d->lo, d->hi);
+    }
+  }
+}
+
+/* 0 where the slots do not fit this thread count (the two layers then run one by one). */
+static int run_fused(spnn_model* m, spnn_op* op, conv_state* s) {
+  conv_state* d = (conv_state*)s->then_dw->state;
+  fused_job j = {s, d, (size_t)spnn_parallel_threads(m, op->macs + s->then_dw->macs), 0, 0};
+  if (!(j.band = fused_band_rows(d, j.threads))) return 0;
+  j.slot_rows = band_input_rows(&d->ds, j.band);
+  spnn_parallel(m, op->macs + s->then_dw->macs, j.threads, 1, fused_task, &j);
+  return 1;
+}
+
+int spnn_conv_fuse_depthwise(spnn_op* op, spnn_op* dw) {
+  if (op->code != SPNN_OP_CONV2D || dw->code != SPNN_OP_CONV2D || !op->state || !dw->state) return 0;
+  conv_state *s = (conv_state*)op->state, *d = (conv_state*)dw->state;
+  if ((s->kind != CONV_SPMM && s->kind != CONV_GEMM) || s->parts || s->batch != 1 ||
+      s->batch_residual || s->then_dw)
+    return 0;
+  if (d->kind != CONV_DW || d->batch != 1 || d->batch_in != s->batch_out) return 0;
+  if (s->out_image * sizeof(float) <= FUSE_MIN_BYTES || !fused_band_rows(d, 1)) return 0;
+  s->then_dw = dw;
+  snprintf(s->fused_name, sizeof s->fused_name, "%s+%s", op->kernel, dw->kernel);
+  op->kernel = s->fused_name;
+  return 1;
+}
+
+static void run_conv_layer(spnn_model* m, spnn_op* op);
+
+static void run_conv(spnn_model* m, spnn_op* op) {
+  conv_state* s = (conv_state*)op->state;
+  if (s->then_dw && run_fused(m, op, s)) return;
+  run_conv_layer(m, op);
+  if (s->then_dw) run_conv_layer(m, s->then_dw);
+}
+
 /* One parallel job over the whole batch: the packed weights serve every image, and when the
  * images divide evenly between the threads each thread takes whole images (no thread
  * shares a plane, one sync point per layer however large the batch). KxK convolutions run
  * image by image: their scratch holds one image's columns. */
-static void run_conv(spnn_model* m, spnn_op* op) {
+static void run_conv_layer(spnn_model* m, spnn_op* op) {
   conv_state* s = (conv_state*)op->state;
   if (s->kind == CONV_KXK) {
     for (size_t n = 0; n < s->batch; n++) {

@@ -733,25 +733,32 @@ static int dw_special(const spnn_dwconv_shape* s) {
          (s->stride_h == 1 || s->stride_h == 2);
 }
 
-/* A band of output rows is the whole output of a shorter layer: the input rows the band's
- * taps reach, with what is left of the top padding; the bottom padding follows from the
- * band's height. The kernel (whole-plane or row) is the one the full layer takes, so a layer
- * run band by band computes every pixel as the same kernel would over whole planes. */
-static void dw_rows_band(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                         size_t row_begin, size_t row_end, const float* input,
-                         const void* packed, float* output, float out_min, float out_max) {
+void spnn_dwconv_input_rows(const spnn_dwconv_shape* s, size_t row_begin, size_t row_end,
+                            size_t* top, size_t* bottom) {
   const long first = (long)(row_begin * s->stride_h) - (long)s->pad_top;
   const long last = (long)((row_end - 1) * s->stride_h) - (long)s->pad_top +
                     (long)((s->kernel_h - 1) * s->dilation_h);
-  const long top = first > 0 ? first : 0;
-  const long bottom = last + 1 < (long)s->in_h ? last + 1 : (long)s->in_h;
+  *top = first > 0 ? (size_t)first : 0;
+  *bottom = last + 1 < (long)s->in_h ? (size_t)(last + 1) : s->in_h;
+  if (*bottom < *top) *bottom = *top;
+}
+
+/* A band of output rows is the whole output of a shorter layer: the input rows the band's
+ * taps reach (`in` points at the first, channels `in_plane` apart), with what is left of the
+ * top padding; the bottom padding follows from the band's height. The kernel (whole-plane or
+ * row) is the one the full layer takes, so a layer run band by band computes every pixel as
+ * the same kernel would over whole planes. */
+static void dw_rows_band(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                         size_t row_begin, size_t row_end, const float* in, size_t in_plane,
+                         const void* packed, float* output, float out_min, float out_max) {
+  size_t top, bottom;
+  spnn_dwconv_input_rows(s, row_begin, row_end, &top, &bottom);
   spnn_dwconv_shape band = *s;
-  band.in_h = bottom > top ? (uint32_t)(bottom - top) : 0;
+  band.in_h = (uint32_t)(bottom - top);
   band.out_h = (uint32_t)(row_end - row_begin);
-  band.pad_top = (uint32_t)(top - first);
-  const float* in = input + (size_t)top * s->in_w;
+  band.pad_top = (uint32_t)((long)top - ((long)(row_begin * s->stride_h) - (long)s->pad_top));
   float* out = output + row_begin * s->out_w;
-  const size_t in_plane = (size_t)s->in_h * s->in_w, out_plane = (size_t)s->out_h * s->out_w;
+  const size_t out_plane = (size_t)s->out_h * s->out_w;
   if (!dw_special(s)) {
     dw_generic(&band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
     return;
@@ -772,14 +779,28 @@ static void dw_rows_band(const spnn_dwconv_shape* s, size_t c_begin, size_t c_en
 
 /* Stride-2 flat layers over large planes go band by band (DW_BAND_BYTES), as the whole-layer
  * kernel does, so a thread's share of rows keeps each band's phases in L1 too. */
+void spnn_f32_dwconv_rows_at(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                             size_t row_begin, size_t row_end, const float* input_rows,
+                             size_t in_plane, const void* packed, float* output, float out_min,
+                             float out_max) {
+  if (row_begin >= row_end || c_begin >= c_end) return;
+  size_t step = row_end - row_begin, first, bottom;
+  if (dw_special(s) && s->stride_h == 2 && dw_flat_fits(s->kernel_h, 2, s)) step = dw_band_rows(s);
+  spnn_dwconv_input_rows(s, row_begin, row_end, &first, &bottom);
+  for (size_t r = row_begin; r < row_end; r += step) {
+    size_t top;
+    spnn_dwconv_input_rows(s, r, r + step < row_end ? r + step : row_end, &top, &bottom);
+    dw_rows_band(s, c_begin, c_end, r, r + step < row_end ? r + step : row_end,
+                 input_rows + (top - first) * s->in_w, in_plane, packed, output, out_min, out_max);
+  }
+}
+
 void spnn_f32_dwconv_rows(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
                           size_t row_begin, size_t row_end, const float* input,
                           const void* packed, float* output, float out_min, float out_max) {
-  if (row_begin >= row_end || c_begin >= c_end) return;
-  size_t step = row_end - row_begin;
-  if (dw_special(s) && s->stride_h == 2 && dw_flat_fits(s->kernel_h, 2, s)) step = dw_band_rows(s);
-  for (size_t r = row_begin; r < row_end; r += step) {
-    dw_rows_band(s, c_begin, c_end, r, r + step < row_end ? r + step : row_end, input, packed, output,
-            out_min, out_max);
-  }
+  if (row_begin >= row_end) return;
+  size_t top, bottom;
+  spnn_dwconv_input_rows(s, row_begin, row_end, &top, &bottom);
+  spnn_f32_dwconv_rows_at(s, c_begin, c_end, row_begin, row_end, input + top * s->in_w,
+                          (size_t)s->in_h * s->in_w, packed, output, out_min, out_max);
 }
