@@ -45,51 +45,76 @@ void spnn_gemm_pack(uint32_t rows, uint32_t cols, const float* weights, const fl
   }
 }
 
-/* `width` pixels of all output rows; with a `residual` (laid out as `output`) each output
- * is clamp(sum + residual). */
+/* `width` pixels of R rows of one packed block (bias then GEMM_NR weights per input
+ * channel), the first `valid` of them stored; with a `residual` (laid out as `output`) each
+ * output is clamp(sum + residual). */
+SPNN_INLINE void gemm_block(size_t R, size_t width, size_t valid, size_t cols, const float* w,
+                            const float* input, size_t input_stride, float* output,
+                            const float* residual, size_t output_stride, v128_t vmin,
+                            v128_t vmax) {
+  const size_t nv = width >= 4 ? width / 4 : 1;
+  v128_t acc[GEMM_NR][GEMM_MR / 4];
+  _Pragma("clang loop unroll(full)")
+  for (size_t r = 0; r < R; r++) {
+    const v128_t vb = wasm_v128_load32_splat(w + r);
+    _Pragma("clang loop unroll(full)")
+    for (size_t j = 0; j < nv; j++) acc[r][j] = vb;
+  }
+  w += GEMM_NR;
+  const float* x = input;
+  for (size_t k = cols; k != 0; k--) {
+    v128_t vx[GEMM_MR / 4];
+    _Pragma("clang loop unroll(full)")
+    for (size_t j = 0; j < nv; j++) vx[j] = tile_load(x + 4 * j, width);
+    x += input_stride;
+    _Pragma("clang loop unroll(full)")
+    for (size_t r = 0; r < R; r++) {
+      const v128_t vw = wasm_v128_load32_splat(w + r);
+      _Pragma("clang loop unroll(full)")
+      for (size_t j = 0; j < nv; j++) acc[r][j] = spnn_madd(acc[r][j], vx[j], vw);
+    }
+    w += GEMM_NR;
+  }
+  /* Constant trip counts keep the accumulators in registers (a runtime row bound would
+   * make the compiler keep the array in memory and store it on every iteration). */
+  _Pragma("clang loop unroll(full)")
+  for (size_t r = 0; r < R; r++) {
+    _Pragma("clang loop unroll(full)")
+    for (size_t j = 0; j < nv; j++) {
+      if (r < valid) {
+        const size_t at = r * output_stride + 4 * j;
+        v128_t y = acc[r][j];
+        if (residual) y = wasm_f32x4_add(y, tile_load(residual + at, width));
+        tile_store(output + at, spnn_clamp(y, vmin, vmax), width);
+      }
+    }
+  }
+}
+
+/* `width` pixels of all output rows. The last block's rows past the end are not computed
+ * where two or four rows cover the rest (a 32-row layer is 5 blocks of 6 and one of 2, not
+ * 6 of 6): fewer accumulators do less work than a whole block of zero rows. */
 SPNN_INLINE void gemm_tile(size_t width, size_t rows, size_t cols, const float* w,
                            const float* input, size_t input_stride, float* output,
                            const float* residual, size_t output_stride, v128_t vmin,
                            v128_t vmax) {
-  const size_t nv = width >= 4 ? width / 4 : 1;
-  for (size_t n0 = 0; n0 < rows; n0 += GEMM_NR) {
-    v128_t acc[GEMM_NR][GEMM_MR / 4];
-    _Pragma("clang loop unroll(full)")
-    for (size_t r = 0; r < GEMM_NR; r++) {
-      const v128_t vb = wasm_v128_load32_splat(w + r);
-      _Pragma("clang loop unroll(full)")
-      for (size_t j = 0; j < nv; j++) acc[r][j] = vb;
-    }
-    w += GEMM_NR;
-    const float* x = input;
-    for (size_t k = cols; k != 0; k--) {
-      v128_t vx[GEMM_MR / 4];
-      _Pragma("clang loop unroll(full)")
-      for (size_t j = 0; j < nv; j++) vx[j] = tile_load(x + 4 * j, width);
-      x += input_stride;
-      _Pragma("clang loop unroll(full)")
-      for (size_t r = 0; r < GEMM_NR; r++) {
-        const v128_t vw = wasm_v128_load32_splat(w + r);
-        _Pragma("clang loop unroll(full)")
-        for (size_t j = 0; j < nv; j++) acc[r][j] = spnn_madd(acc[r][j], vx[j], vw);
-      }
-      w += GEMM_NR;
-    }
-    const size_t valid = rows - n0 < GEMM_NR ? rows - n0 : GEMM_NR;
-    /* Constant trip counts keep the accumulators in registers (a runtime row bound would
-     * make the compiler keep the array in memory and store it on every iteration). */
-    _Pragma("clang loop unroll(full)")
-    for (size_t r = 0; r < GEMM_NR; r++) {
-      _Pragma("clang loop unroll(full)")
-      for (size_t j = 0; j < nv; j++) {
-        if (r < valid) {
-          const size_t at = (n0 + r) * output_stride + 4 * j;
-          v128_t y = acc[r][j];
-          if (residual) y = wasm_f32x4_add(y, tile_load(residual + at, width));
-          tile_store(output + at, spnn_clamp(y, vmin, vmax), width);
-        }
-      }
-    }
+  const size_t block = GEMM_NR * (cols + 1);
+  size_t n0 = 0;
+  for (; n0 + GEMM_NR <= rows; n0 += GEMM_NR, w += block) {
+    gemm_block(GEMM_NR, width, GEMM_NR, cols, w, input, input_stride, output + n0 * output_stride,
+               residual ? residual + n0 * output_stride : NULL, output_stride, vmin, vmax);
+  }
+  const size_t rest = rows - n0;
+  float* out = output + n0 * output_stride;
+  const float* res = residual ? residual + n0 * output_stride : NULL;
+  if (rest == 0) return;
+  if (rest <= 2) {
+    gemm_block(2, width, rest, cols, w, input, input_stride, out, res, output_stride, vmin, vmax);
+  } else if (rest <= 4 && GEMM_NR > 4) {
+    gemm_block(4, width, rest, cols, w, input, input_stride, out, res, output_stride, vmin, vmax);
+  } else {
+    gemm_block(GEMM_NR, width, rest, cols, w, input, input_stride, out, res, output_stride, vmin,
+               vmax);
   }
 }
 
