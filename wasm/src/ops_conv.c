@@ -30,7 +30,9 @@
 /* Depthwise layers split their rows between threads (not their channels) where each thread's
  * band has at least this many pixels: on smaller planes the per-band set-up costs more than
  * the data the split keeps in a core's cache. */
+#ifndef DW_BAND_MIN_PIXELS
 #define DW_BAND_MIN_PIXELS 1024
+#endif
 
 enum { CONV_SPMM, CONV_GEMM, CONV_DW, CONV_KXK };
 
