@@ -8,6 +8,7 @@ import torch
 
 from pysparse import assets
 from pysparse.cli import main
+from pysparse.format.reader import read_spnn
 from pysparse.prune import allocate
 from pysparse.training import augment as A
 from pysparse.training import evaluate as E
@@ -193,6 +194,12 @@ def test_distill_smoke_and_evaluate_commands(tmp_path, capsys, lite):
     assert report["start_from"] == str(out) and report["ramp_steps"] == 2
     pruned = [row for row in report["layers"] if row["status"] == "pruned"]
     assert pruned and all(row["sparsity"] == pytest.approx(0.85, abs=0.01) for row in pruned)
+    # a run resumed from its checkpoint keeps where the model started, and lists both runs
+    assert main(["distill", "--smoke", "--model", "hand_landmark_lite", "--sparsity", "0.85", "--threads", "2",
+                 "--cache", str(tmp_path / "cache"), "--resume", "--lr", "1e-4", "-o", str(further)]) == 0
+    report = json.loads(further.with_suffix(".report.json").read_text())
+    assert report["start_from"] == str(out) and [p["lr"] for p in report["phases"]] == [2e-4, 1e-4]
+    assert "gradual pruning from smoke.spnn" in read_spnn(further.read_bytes()).metadata["pruning"]["method"]
     with pytest.raises(SystemExit, match="no checkpoint"):
         main(["distill", "--smoke", "--model", "hand_landmark_lite", "--start-from", str(tmp_path / "none.spnn"),
               "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "x.spnn")])

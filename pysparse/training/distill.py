@@ -270,7 +270,7 @@ def batch_views(x, rng, torch):
 def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, seed: int, device,
           feature_weight: float, log_path: Path, checkpoint: Path, checkpoint_every: int, resume: bool,
           probe=None, probe_every: int = 0, logit_weight: float = 0.05, logit_loss: str = "smooth-l1",
-          start_weights: dict | None = None, ramp: tuple | None = None):
+          start_weights: dict | None = None, ramp: tuple | None = None, phases: list | None = None):
     """Fine-tunes the pruned graph `start` with its zeros fixed; returns the trained graph.
     `start_weights`: a state dict to begin from instead of `start`'s weights. `ramp`:
     ({layer: sparsity}, steps, block): over the first `steps` steps each layer is pruned
@@ -339,7 +339,8 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         if checkpoint_every and (done % checkpoint_every == 0 or done == steps):
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"step": done, "student": student.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "rng": rng.bit_generator.state, "ramp_from": ramp_from},
+                        "scheduler": sched.state_dict(), "rng": rng.bit_generator.state, "ramp_from": ramp_from,
+                        "phases": phases or []},
                        tmp)
             tmp.replace(checkpoint)
     log.close()
@@ -429,11 +430,22 @@ def run(args) -> int:
     t_calib = time.perf_counter() - t0
     if not args.resume:
         log_path.unlink(missing_ok=True)
+    # this run's settings after those of the runs it resumes (kept in the checkpoint): the
+    # model's recipe is the list, its start is the first run's
+    phase = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "pool": args.pool, "block": args.block,
+             "start_from": str(args.start_from) if args.start_from else None,
+             "ramp": args.ramp if args.start_from else None, "include": include,
+             "feature_weight": args.feature_weight, "logit_weight": args.logit_weight, "logit_loss": args.logit_loss}
+    phases = [phase]
+    if args.resume and checkpoint.exists():
+        earlier = torch.load(checkpoint, map_location="cpu", weights_only=False).get("phases")
+        phases = (earlier or [{"note": "the runs before this one are not recorded in the checkpoint"}]) + phases
+    origin = phases[0]
     t0 = time.perf_counter()
     trained = train(start, teacher, pool, args.steps, args.batch, args.lr, args.seed, device, args.feature_weight,
                     log_path, checkpoint, args.checkpoint_every, args.resume,
                     validation_probe(val_images, dense_val, device), args.eval_every, args.logit_weight,
-                    args.logit_loss, start_weights, ramp)
+                    args.logit_loss, start_weights, ramp, phases)
     t_train = time.perf_counter() - t0
     # every step of this model, resumed runs included: the log has one line per step
     steps_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
@@ -442,8 +454,9 @@ def run(args) -> int:
     blob = pack(trained, weights="fp16", metadata={
         "source": {"file": args.model + ".tflite", "format": "tflite"},
         "pruning": {"method": "sensitivity allocation + " + (
-                        f"gradual pruning from {args.start_from.name} over {args.ramp} steps" if args.start_from
-                        else "calibrated pruning") + " + distillation",
+                        f"gradual pruning from {Path(origin['start_from']).name} over {origin['ramp']} steps"
+                        if origin.get("start_from") else "calibrated pruning" if "note" not in origin
+                        else "pruning") + " + distillation",
                     "sparsity": args.sparsity, "per_layer": not args.uniform, "block": args.block,
                     "steps": args.steps, "batch": args.batch, "pool": args.pool, "seed": args.seed}})
     shipped = read_spnn(blob).graph  # evaluate exactly what is shipped (fp16 weights)
@@ -452,8 +465,8 @@ def run(args) -> int:
     report = {"model": args.model, "output": str(args.output), "bytes": len(blob), "sparsity": args.sparsity,
               "per_layer_sparsity": sparsity if isinstance(sparsity, dict) else None, "block": args.block,
               "steps": args.steps, "batch": args.batch, "pool_images": args.pool, "lr": args.lr,
-              "start_from": str(args.start_from) if args.start_from else None, "include": include,
-              "ramp_steps": args.ramp if args.start_from else None,
+              "start_from": origin.get("start_from"), "include": include, "ramp_steps": origin.get("ramp"),
+              "phases": phases,
               "feature_weight": args.feature_weight, "logit_weight": args.logit_weight,
               "logit_loss": args.logit_loss, "device": str(device),
               "hardware": hardware(device), "seconds_data": t_data, "seconds_allocation": t_alloc,
