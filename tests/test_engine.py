@@ -374,6 +374,22 @@ def test_batch_equals_its_images_on_every_thread_count(layer, batch):
             assert np.array_equal(many.run([images])[0], want), f"{t} threads"
 
 
+def _on_1_to_4_threads(graphs: dict, x, sparse):
+    """Each graph (input "x", output "y") packed and run natively on 4, 3, 2 and 1 threads:
+    the outputs by (key, threads), the kernels by key and op name, and the reference's output
+    (the same for every graph), which the 1-thread run matches."""
+    outs, kernels = {}, {}
+    for key, g in graphs.items():
+        for t in (4, 3, 2, 1):
+            with NativeModel(pack(g, sparse=sparse), threads=t) as m:
+                m.set_profiling(True)
+                outs[key, t] = m.run([x])[0]
+                kernels[key] = {p["name"]: p["kernel"] for p in m.profile()}
+        ref = reference.run(g, {"x": x})["y"]
+        assert close(outs[key, 1], ref), f"{key}: max error {np.abs(outs[key, 1] - ref).max()}"
+    return outs, kernels, ref
+
+
 def _residual_graph(cin, cout, hw, batch, zero, skip_first, act=1, in_place_chain=False):
     """y = ADD(conv1x1(x), RELU(x) or a second conv's output), the skip computed before the
     convolution (the engine folds the add into it) or after it (it cannot)."""
@@ -445,16 +461,9 @@ def test_expansion_and_depthwise_run_band_by_band(zero, cin, c, h, w, k, stride,
     and UBSan with no report."""
     sparse = True if zero else None
     x = np.random.default_rng(3).standard_normal((1, cin, h, w)).astype(np.float32)
-    outs, kernels = {}, {}
-    for keep_t in (False, True):
-        g = _expand_depthwise_graph(cin, c, h, w, k, stride, pads, zero, keep_t)
-        for t in (4, 3, 2, 1):
-            with NativeModel(pack(g, sparse=sparse), threads=t) as m:
-                m.set_profiling(True)
-                outs[keep_t, t] = m.run([x])[0]
-                kernels[keep_t] = {p["name"]: p["kernel"] for p in m.profile()}
-        ref = reference.run(g, {"x": x})["y"]
-        assert close(outs[keep_t, 1], ref), f"max error {np.abs(outs[keep_t, 1] - ref).max()}"
+    outs, kernels, ref = _on_1_to_4_threads(
+        {keep_t: _expand_depthwise_graph(cin, c, h, w, k, stride, pads, zero, keep_t) for keep_t in (False, True)},
+        x, sparse)
     assert kernels[False]["depthwise"] == "fused", kernels[False]
     assert kernels[False]["expand"].endswith("+" + kernels[True]["depthwise"]), kernels
     assert kernels[True]["depthwise"] != "fused", kernels[True]
@@ -478,16 +487,8 @@ def test_residual_add_folded_into_the_convolution(zero, cin, cout, hw, batch):
     threads, and the reference's values."""
     sparse = True if zero else None
     x = np.random.default_rng(7).standard_normal((batch, cin, hw, hw)).astype(np.float32)
-    outs, kernels = {}, {}
-    for first in (True, False):
-        g = _residual_graph(cin, cout, hw, batch, zero, skip_first=first)
-        for t in (4, 3, 2, 1):
-            with NativeModel(pack(g, sparse=sparse), threads=t) as m:
-                m.set_profiling(True)
-                outs[first, t] = m.run([x])[0]
-                kernels[first] = {p["name"]: p["kernel"] for p in m.profile()}
-        ref = reference.run(g, {"x": x})["y"]
-        assert close(outs[first, 1], ref), f"max error {np.abs(outs[first, 1] - ref).max()}"
+    outs, kernels, _ = _on_1_to_4_threads(
+        {first: _residual_graph(cin, cout, hw, batch, zero, skip_first=first) for first in (True, False)}, x, sparse)
     assert kernels[True]["residual"] == "folded", kernels[True]
     assert kernels[False]["residual"] != "folded", kernels[False]
     for first, t in outs:
