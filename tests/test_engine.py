@@ -454,6 +454,7 @@ def _expand_depthwise_graph(cin, c, h, w, k, stride, pads, zero, keep_t):
     (12, 80, 90, 84, 5, 1, (2, 2, 2, 2)),
     (8, 4096, 12, 12, 3, 1, (1, 1, 1, 1)),  # too few rows for four threads' bands: one by one
     (300, 64, 96, 96, 3, 1, (1, 1, 1, 1)),  # the sparse 1x1 layer in column slices
+    (8, 64, 100, 100, 7, 1, (3, 3, 3, 3)),  # a depthwise kernel size without its own kernel
 ])
 def test_expansion_and_depthwise_run_band_by_band(zero, cin, c, h, w, k, stride, pads, tmp_path):
     """A 1x1 layer whose output only a depthwise layer reads runs with it band by band (the
