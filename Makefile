@@ -84,15 +84,37 @@ $(STAMPS)/bench-node: wasm/bench/node/package.json wasm/bench/node/package-lock.
 bench-demo: build
 	$(PY) -m pysparse.bench.demo
 
-# Distils sparse hand landmark models from the dense one (long: see docs/pruning.md). On a
-# CUDA machine `pysparse distill` trains longer on more images by itself.
+# Distils the demo's sparse hand landmark models from the dense one, each sparser model
+# pruned on from a less sparse one while it learns (long: see docs/pruning.md): 70%; 80%
+# from it, then with the first three 1x1 layers pruned too in three runs (the demo's 80%
+# model); 90% from the first 80% one; block 4 70% from the unstructured 70% model, then 80%
+# and 90% each from the one before. The steps in between, with the checkpoints the next runs
+# start from, go to $(SPARSE_STEPS). On a CUDA machine `pysparse distill` trains on more
+# images by itself.
 SPARSE_MODELS := demo/finetuned
+SPARSE_STEPS := build/sparse-models
+DISTILL := $(VENV)/bin/pysparse distill --batch 16 --pool 5000 --feature-weight 0.3
+FIRST_LAYERS := 'model_1/model/conv2d_[123]/*'
+HAND := hand_landmark_full
 sparse-models: setup
-	$(VENV)/bin/pysparse distill --sparsity 0.7 --steps 1200 --batch 16 --pool 5000 --lr 6e-4 \
-	  --feature-weight 0.3 -o $(SPARSE_MODELS)/hand_landmark_full.s70.spnn
-	$(VENV)/bin/pysparse distill --sparsity 0.8 --start-from $(SPARSE_MODELS)/hand_landmark_full.s70.spnn \
-	  --ramp 1000 --steps 3000 --batch 16 --pool 5000 --lr 4e-4 --feature-weight 0.3 \
-	  -o $(SPARSE_MODELS)/hand_landmark_full.s80.spnn
+	mkdir -p $(SPARSE_STEPS)
+	$(DISTILL) --sparsity 0.7 --steps 1200 --lr 6e-4 -o $(SPARSE_MODELS)/$(HAND).s70.spnn
+	$(DISTILL) --sparsity 0.8 --start-from $(SPARSE_MODELS)/$(HAND).s70.spnn --ramp 1000 --steps 3000 \
+	  --lr 4e-4 -o $(SPARSE_STEPS)/$(HAND).s80.spnn
+	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --start-from $(SPARSE_STEPS)/$(HAND).s80.spnn \
+	  --ramp 400 --steps 1000 --lr 3e-4 -o $(SPARSE_MODELS)/$(HAND).s80.spnn
+	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --resume --steps 2500 --lr 2e-4 \
+	  -o $(SPARSE_MODELS)/$(HAND).s80.spnn
+	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --resume --steps 5000 --lr 2e-4 --logit-weight 0.2 \
+	  -o $(SPARSE_MODELS)/$(HAND).s80.spnn
+	$(DISTILL) --sparsity 0.9 --start-from $(SPARSE_STEPS)/$(HAND).s80.spnn --ramp 600 --steps 1000 \
+	  --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s90.spnn
+	$(DISTILL) --sparsity 0.7 --block 4 --start-from $(SPARSE_MODELS)/$(HAND).s70.spnn --ramp 600 \
+	  --steps 1500 --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s70b4.spnn
+	$(DISTILL) --sparsity 0.8 --block 4 --start-from $(SPARSE_MODELS)/$(HAND).s70b4.spnn --ramp 800 \
+	  --steps 1500 --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s80b4.spnn
+	$(DISTILL) --sparsity 0.9 --block 4 --start-from $(SPARSE_MODELS)/$(HAND).s80b4.spnn --ramp 600 \
+	  --steps 1000 --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s90b4.spnn
 
 fuzz: setup
 	$(MAKE) -C wasm fuzz FUZZ_SECONDS=600
