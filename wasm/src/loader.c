@@ -874,12 +874,6 @@ static void fold_residual_adds(spnn_model* m) {
   }
 }
 
-static int data_overlap(const spnn_tensor* a, const spnn_tensor* b) {
-  const uintptr_t a0 = (uintptr_t)a->data, a1 = a0 + 4 * (uintptr_t)a->count;
-  const uintptr_t b0 = (uintptr_t)b->data, b1 = b0 + 4 * (uintptr_t)b->count;
-  return a0 < b1 && b0 < a1;
-}
-
 /* A 1x1 layer whose output only the next op, a depthwise layer, reads: the two run band by
  * band (spnn_conv_fuse_depthwise). The depthwise output is written while the 1x1 layer still
  * reads its input, so the two must not share bytes. */
@@ -891,7 +885,7 @@ static void fuse_depthwise(spnn_model* m) {
     const spnn_tensor* x = spnn_in(m, op, 0);
     const spnn_tensor* y = spnn_out(m, dw);
     if (t->kind != SPNN_KIND_ACTIVATION || t->last_use != (int32_t)(k + 1)) continue;
-    if (spnn_in(m, dw, 0) != t || !x || !x->data || data_overlap(y, x) || data_overlap(y, t)) continue;
+    if (spnn_in(m, dw, 0) != t || !x || bytes_overlap(y, x) || bytes_overlap(y, t)) continue;
     if (spnn_conv_fuse_depthwise(op, dw)) {
       dw->run = noop_run;
       dw->kernel = "fused";

@@ -788,10 +788,11 @@ void spnn_f32_dwconv_rows_at(const spnn_dwconv_shape* s, size_t c_begin, size_t 
   if (dw_special(s) && s->stride_h == 2 && dw_flat_fits(s->kernel_h, 2, s)) step = dw_band_rows(s);
   spnn_dwconv_input_rows(s, row_begin, row_end, &first, &bottom);
   for (size_t r = row_begin; r < row_end; r += step) {
+    const size_t end = r + step < row_end ? r + step : row_end;
     size_t top;
-    spnn_dwconv_input_rows(s, r, r + step < row_end ? r + step : row_end, &top, &bottom);
-    dw_rows_band(s, c_begin, c_end, r, r + step < row_end ? r + step : row_end,
-                 input_rows + (top - first) * s->in_w, in_plane, packed, output, out_min, out_max);
+    spnn_dwconv_input_rows(s, r, end, &top, &bottom);
+    dw_rows_band(s, c_begin, c_end, r, end, input_rows + (top - first) * s->in_w, in_plane, packed,
+                 output, out_min, out_max);
   }
 }
 
