@@ -270,8 +270,10 @@ def batch_views(x, rng, torch):
 def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, seed: int, device,
           feature_weight: float, log_path: Path, checkpoint: Path, checkpoint_every: int, resume: bool,
           probe=None, probe_every: int = 0, logit_weight: float = 0.05, logit_loss: str = "smooth-l1",
-          start_weights: dict | None = None, ramp: tuple | None = None, phases: list | None = None):
-    """Fine-tunes the pruned graph `start` with its zeros fixed; returns the trained graph.
+          start_weights: dict | None = None, ramp: tuple | None = None, phase: dict | None = None):
+    """Fine-tunes the pruned graph `start` with its zeros fixed; returns the trained graph and
+    the settings of every run that made it (`phase`, this run's, after those of the runs it
+    resumes, which the checkpoint keeps).
     `start_weights`: a state dict to begin from instead of `start`'s weights. `ramp`:
     ({layer: sparsity}, steps, block): over the first `steps` steps each layer is pruned
     further, by magnitude, from its sparsity at step 0 to the given one (a cubic schedule
@@ -293,6 +295,7 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         student.load_state_dict(start_weights)
     layers = {info.name: p for info, p in student.prunable_layers()}
     ramp_from = zero_share({n: layers[n] for n in ramp[0]}, ramp[2]) if ramp else None
+    phases = [phase] if phase else []
     if resume and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         student.load_state_dict(state["student"])
@@ -302,6 +305,7 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         rng.bit_generator.state = state["rng"]
         first = state["step"]
         ramp_from = state.get("ramp_from", ramp_from)
+        phases = (state.get("phases") or [{"note": "the runs before this one are not recorded"}]) + phases
         print(f"resumed from {checkpoint} at step {first}", flush=True)
     pruned = {n: p for n, p in layers.items() if (p.detach() == 0).any() or (ramp and n in ramp[0])}
     masks = FixedMasks(pruned, opt)
@@ -340,13 +344,13 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"step": done, "student": student.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "rng": rng.bit_generator.state, "ramp_from": ramp_from,
-                        "phases": phases or []},
+                        "phases": phases},
                        tmp)
             tmp.replace(checkpoint)
     log.close()
     masks.remove()
     masks.apply()
-    return student.cpu().to_graph()
+    return student.cpu().to_graph(), phases
 
 
 def validation_probe(images: np.ndarray, dense_out: Outputs, device):
@@ -430,33 +434,24 @@ def run(args) -> int:
     t_calib = time.perf_counter() - t0
     if not args.resume:
         log_path.unlink(missing_ok=True)
-    # this run's settings after those of the runs it resumes (kept in the checkpoint): the
-    # model's recipe is the list, its start is the first run's
     phase = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "pool": args.pool, "block": args.block,
              "start_from": str(args.start_from) if args.start_from else None,
              "ramp": args.ramp if args.start_from else None, "include": include,
              "feature_weight": args.feature_weight, "logit_weight": args.logit_weight, "logit_loss": args.logit_loss}
-    phases = [phase]
-    if args.resume and checkpoint.exists():
-        earlier = torch.load(checkpoint, map_location="cpu", weights_only=False).get("phases")
-        phases = (earlier or [{"note": "the runs before this one are not recorded in the checkpoint"}]) + phases
-    origin = phases[0]
     t0 = time.perf_counter()
-    trained = train(start, teacher, pool, args.steps, args.batch, args.lr, args.seed, device, args.feature_weight,
-                    log_path, checkpoint, args.checkpoint_every, args.resume,
-                    validation_probe(val_images, dense_val, device), args.eval_every, args.logit_weight,
-                    args.logit_loss, start_weights, ramp, phases)
+    trained, phases = train(start, teacher, pool, args.steps, args.batch, args.lr, args.seed, device,
+                            args.feature_weight, log_path, checkpoint, args.checkpoint_every, args.resume,
+                            validation_probe(val_images, dense_val, device), args.eval_every, args.logit_weight,
+                            args.logit_loss, start_weights, ramp, phase)
     t_train = time.perf_counter() - t0
+    origin = phases[0]  # the model's start: the first run's
     # every step of this model, resumed runs included: the log has one line per step
     steps_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     t_steps = float(sum(r["seconds"] for r in steps_log))
     report_rows = ir_report(trained, args.block, exclude=exclude, include=include)
     blob = pack(trained, weights="fp16", metadata={
         "source": {"file": args.model + ".tflite", "format": "tflite"},
-        "pruning": {"method": "sensitivity allocation + " + (
-                        f"gradual pruning from {Path(origin['start_from']).name} over {origin['ramp']} steps"
-                        if origin.get("start_from") else "calibrated pruning" if "note" not in origin
-                        else "pruning") + " + distillation",
+        "pruning": {"method": f"sensitivity allocation + {start_method(origin)} + distillation",
                     "sparsity": args.sparsity, "per_layer": not args.uniform, "block": args.block,
                     "steps": args.steps, "batch": args.batch, "pool": args.pool, "seed": args.seed}})
     shipped = read_spnn(blob).graph  # evaluate exactly what is shipped (fp16 weights)
@@ -486,6 +481,13 @@ def run(args) -> int:
     print(f"training {t_steps:.0f} s in {len(steps_log)} steps on {report['hardware']}; wrote {args.output} ({len(blob):,} bytes), "
           f"{report_path}, {log_path}")
     return 0
+
+
+def start_method(origin: dict) -> str:
+    """How the first run of a model began (its settings as `train` records them)."""
+    if origin.get("start_from"):
+        return f"gradual pruning from {Path(origin['start_from']).name} over {origin['ramp']} steps"
+    return "pruning" if "note" in origin else "calibrated pruning"
 
 
 def start_checkpoint(path: Path) -> Path:
