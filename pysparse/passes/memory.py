@@ -48,10 +48,12 @@ def lifetimes(graph: Graph) -> dict[str, tuple[int, int]]:
     return {n: (a, b) for n, (a, b) in life.items()}
 
 
-def _pointwise_plain(op) -> bool:
-    """A 1x1, stride-1, unpadded, ungrouped CONV2D without activation (the engine's SpMM and
-    GEMM layers, whose sums an add can take)."""
-    if op.type != "CONV2D" or op.attrs.get("act", 0) != 0 or op.attrs.get("groups", 1) != 1:
+def _pointwise(graph: Graph, op) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped CONV2D (the engine's SpMM and GEMM layers)."""
+    if op.type != "CONV2D" or op.attrs.get("groups", 1) != 1 or len(op.inputs) < 2:
+        return False
+    w = graph.tensors[op.inputs[1]].shape
+    if len(w) != 4 or tuple(w[2:]) != (1, 1):
         return False
     if any(op.attrs.get(k, 0) for k in ("pad_top", "pad_left", "pad_bottom", "pad_right")):
         return False
@@ -78,8 +80,7 @@ def folded_adds(graph: Graph) -> dict[str, int]:
             if p is None or readers.get(t) != 1 or t in graph.outputs:
                 continue
             conv = graph.ops[p]
-            w = graph.tensors[conv.inputs[1]].shape if len(conv.inputs) > 1 else ()
-            if not _pointwise_plain(conv) or len(w) != 4 or tuple(w[2:]) != (1, 1):
+            if not _pointwise(graph, conv) or conv.attrs.get("act", 0) != 0:  # the add takes the plain sums
                 continue
             if not (shape[t] == shape[skip] == shape[y]) or writer.get(skip, -1) >= p:
                 continue
@@ -98,17 +99,13 @@ def fused_depthwise(graph: Graph) -> dict[str, int]:
             readers[n] = readers.get(n, 0) + 1
     found = {}
     for i, (op, dw) in enumerate(zip(graph.ops, graph.ops[1:])):
-        if op.type != "CONV2D" or dw.type != "CONV2D" or len(op.inputs) < 2 or len(dw.inputs) < 2:
+        if not _pointwise(graph, op) or dw.type != "CONV2D" or len(dw.inputs) < 2:
             continue
         t = op.outputs[0]
         if dw.inputs[0] != t or readers.get(t) != 1 or t in graph.outputs:
             continue
-        w, wd = graph.tensors[op.inputs[1]].shape, graph.tensors[dw.inputs[1]].shape
-        pointwise = len(w) == 4 and tuple(w[2:]) == (1, 1) and op.attrs.get("groups", 1) == 1 and \
-            op.attrs.get("stride_h", 1) == 1 and op.attrs.get("stride_w", 1) == 1 and \
-            not any(op.attrs.get(k, 0) for k in ("pad_top", "pad_left", "pad_bottom", "pad_right"))
-        depthwise = len(wd) == 4 and wd[1] == 1 and dw.attrs.get("groups", 1) == wd[0] == w[0]
-        if pointwise and depthwise:
+        wd = graph.tensors[dw.inputs[1]].shape
+        if len(wd) == 4 and wd[1] == 1 and dw.attrs.get("groups", 1) == wd[0] == graph.tensors[t].shape[1]:
             found[op.inputs[0]] = i + 1
     return found
 
