@@ -167,6 +167,21 @@ def test_fold_pad_into_conv_and_avg_pool_but_not_max_pool():
     same_results(g, o)
 
 
+def test_fold_pad_into_every_reader_or_none():
+    b = Builder((1, 4, 7, 7))
+    valid = dict(pad_top=0, pad_left=0, pad_bottom=0, pad_right=0)
+    p = b.op("PAD", ["x"], (1, 4, 9, 9), pad2_begin=1, pad2_end=1, pad3_begin=1, pad3_end=1)
+    c1, c2 = conv(b, p, **valid), conv(b, p, cout=5, **valid)  # two layers read the padded tensor
+    p2 = b.op("PAD", ["x"], (1, 4, 9, 9), pad2_begin=1, pad2_end=1, pad3_begin=1, pad3_end=1)
+    c3 = conv(b, p2, **valid)
+    m = b.op("MAX_POOL2D", [p2], (1, 4, 4, 4), kernel_h=3, kernel_w=3, stride_h=2, stride_w=2)
+    g = b.done(c1, c2, c3, m)
+    o = passes.fold_pad(g)
+    assert types(o) == ["CONV2D", "CONV2D", "PAD", "CONV2D", "MAX_POOL2D"]  # a max pool keeps its PAD
+    assert all(o.ops[i].attr("pad_top") == 1 and o.ops[i].inputs[0] == "x" for i in (0, 1))
+    same_results(g, o)
+
+
 def test_fold_pad_keeps_nonzero_value_and_excluding_avg_pool():
     b = Builder((1, 4, 7, 7))
     p = b.op("PAD", ["x"], (1, 4, 9, 9), pad2_begin=1, pad2_end=1, pad3_begin=1, pad3_end=1, value=1.0)

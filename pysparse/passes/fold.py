@@ -166,10 +166,22 @@ def fuse_activations(graph: Graph) -> Graph:
 
 # -- explicit padding into convolutions and average pools --------------------------------
 
-def fold_pad(graph: Graph) -> Graph:
-    """A zero PAD of H and W only, read only by a CONV2D (as its input) or by an AVG_POOL2D
-    that counts padding (or has none of its own), becomes that op's own padding.
+def _takes_pad(op: Op, name: str) -> bool:
+    """Whether `op` can read tensor `name` unpadded with a zero padding of its own: a CONV2D
+    reading it as its input, or an AVG_POOL2D that counts padding or has none of its own.
     (Max pooling pads with -inf, so a zero PAD never folds into it.)"""
+    if op.inputs.count(name) != 1 or op.inputs[0] != name:
+        return False
+    if op.type == "AVG_POOL2D":
+        own = any(op.attr(k) for k in ("pad_top", "pad_left", "pad_bottom", "pad_right"))
+        return not own or bool(op.attr("count_include_pad"))
+    return op.type == "CONV2D"
+
+
+def fold_pad(graph: Graph) -> Graph:
+    """A zero PAD of H and W only whose every reader can pad by itself (`_takes_pad`: a
+    BlazePose-style padded tensor read by two depthwise layers, say) becomes each reader's
+    own padding, and the copy goes."""
     g = copy.deepcopy(graph)
     consumers = g.consumers()
     for pad in list(g.ops):
@@ -177,21 +189,18 @@ def fold_pad(graph: Graph) -> Graph:
             continue
         if any(pad.attr(f"pad{a}_{e}") for a in (0, 1) for e in ("begin", "end")):
             continue
-        nxt = _sole_consumer(g, pad.outputs[0], consumers)
-        if nxt is None or nxt.inputs[0] != pad.outputs[0]:
+        out = pad.outputs[0]
+        readers = consumers.get(out, [])
+        if not readers or out in g.outputs or not all(_takes_pad(op, out) for op in readers):
             continue
-        if nxt.type == "AVG_POOL2D":
-            own = any(nxt.attr(k) for k in ("pad_top", "pad_left", "pad_bottom", "pad_right"))
-            if own and not nxt.attr("count_include_pad"):
-                continue
-            nxt.attrs["count_include_pad"] = 1  # the PAD's zeros were counted as pixels
-        elif nxt.type != "CONV2D":
-            continue
-        for key, (axis, end) in {"pad_top": (2, "begin"), "pad_bottom": (2, "end"),
-                                 "pad_left": (3, "begin"), "pad_right": (3, "end")}.items():
-            nxt.attrs[key] = nxt.attr(key) + pad.attr(f"pad{axis}_{end}")
-        nxt.inputs[0] = pad.inputs[0]
+        for nxt in readers:
+            if nxt.type == "AVG_POOL2D":
+                nxt.attrs["count_include_pad"] = 1  # the PAD's zeros were counted as pixels
+            for key, (axis, end) in {"pad_top": (2, "begin"), "pad_bottom": (2, "end"),
+                                     "pad_left": (3, "begin"), "pad_right": (3, "end")}.items():
+                nxt.attrs[key] = nxt.attr(key) + pad.attr(f"pad{axis}_{end}")
+            nxt.inputs[0] = pad.inputs[0]
         g.ops.remove(pad)
-        del g.tensors[pad.outputs[0]]
+        del g.tensors[out]
         consumers = g.consumers()
     return g
