@@ -126,6 +126,16 @@ def op_graphs() -> dict[str, Graph]:
         gs[f"resize_nearest_{mode}"] = _single("RESIZE_NEAREST", [(1, 3, 5, 6)], (1, 3, 10, 13),
                                                align_corners=ac, half_pixel_centers=hp)
     gs["resize_bilinear_2x"] = _single("RESIZE_BILINEAR", [(1, 6, 7, 9)], (1, 6, 14, 18), half_pixel_centers=1)
+    for w in (1, 2, 3, 4, 5, 7, 8):  # rows doubled four input columns at a time, and their tails
+        gs[f"resize_bilinear_2x_w{w}"] = _single("RESIZE_BILINEAR", [(1, 3, 3, w)], (1, 3, 6, 2 * w),
+                                                 half_pixel_centers=1)
+    gs["resize_bilinear_2x_rows_only"] = _single("RESIZE_BILINEAR", [(1, 2, 5, 6)], (1, 2, 7, 12),
+                                                 half_pixel_centers=1)  # x doubled, y not
+    gs["resize_bilinear_2x_large"] = _single("RESIZE_BILINEAR", [(1, 1, 70, 300)], (1, 1, 140, 600),
+                                             half_pixel_centers=1)  # too large for one plane's buffer
+    gs["resize_bilinear_2x_plain"] = _single("RESIZE_BILINEAR", [(1, 3, 4, 6)], (1, 3, 8, 12))
+    gs["resize_bilinear_2x_wide"] = _single("RESIZE_BILINEAR", [(1, 2, 2, 1030)], (1, 2, 4, 2060),
+                                            half_pixel_centers=1)  # over one span: the scalar rows
     gs["resize_bilinear_wide"] = _single("RESIZE_BILINEAR", [(1, 2, 3, 1100)], (1, 2, 5, 2300), half_pixel_centers=1)
     gs["resize_bilinear_down"] = _single("RESIZE_BILINEAR", [(2, 3, 13, 17)], (2, 3, 5, 7), align_corners=1)
     gs["depth_to_space_dcr"] = _single("DEPTH_TO_SPACE", [(1, 8, 3, 4)], (1, 2, 6, 8), block=2, mode=0)

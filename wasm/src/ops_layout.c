@@ -167,6 +167,8 @@ spnn_status spnn_prepare_pad(spnn_model* m, spnn_op* op) {
 
 /* ---- RESIZE_BILINEAR / RESIZE_NEAREST (TFLite conventions) ------------------------ */
 
+#define RESIZE_ROW_MAX 2048 /* output columns per span (bilinear_plane) */
+
 typedef struct resize_state {
   int32_t h, w, oh, ow;
   int bilinear;
@@ -175,6 +177,10 @@ typedef struct resize_state {
   /* tables: y0[oh], y1[oh], fy[oh], x0[ow], x1[ow], fx[ow] (nearest uses y0 and x0) */
   int32_t *y0, *y1, *x0, *x1;
   float *fy, *fx;
+  /* rows upsampled 2x along x with half-pixel centres (bilinear_row_2x): fx of the even and
+   * of the odd output columns, four floats to spare each; NULL where the taps differ */
+  float *fx_even, *fx_odd;
+  int plane_2x; /* both axes doubled that way, and the plane fits bilinear_plane_2x */
 } resize_state;
 
 static double source_scale(int32_t out, int32_t in, int align) {
@@ -216,13 +222,35 @@ static void bilinear_row(const resize_state* s, const float* in, int32_t iy, int
   }
 }
 
+/* Rows doubled along x with half-pixel centres: output column 2i reads input columns
+ * i - 1 and i, column 2i + 1 columns i and i + 1 (each clamped to the row). With the row
+ * copied between its edge values, both are four-wide loads, and the two results interleave
+ * into eight outputs; each output is the scalar row's r[x0]*(1 - fx) + r[x1]*fx, the same
+ * floats in the same order. Writes up to 7 floats past the row's 2 * w (the span has room). */
+static void bilinear_row_2x(const resize_state* s, const float* in, int32_t iy, float* row) {
+  const int32_t w = s->w;
+  const float* r = in + (size_t)iy * w;
+  float padded[RESIZE_ROW_MAX / 2 + 8] __attribute__((aligned(16)));
+  padded[0] = r[0];
+  memcpy(padded + 1, r, (size_t)w * sizeof(float));
+  for (int32_t k = w + 1; k < w + 6; k++) padded[k] = r[w - 1];
+  const v128_t one = wasm_f32x4_splat(1.0f);
+  for (int32_t i = 0; i < w; i += 4) {
+    const v128_t left = wasm_v128_load(padded + i), mid = wasm_v128_load(padded + i + 1);
+    const v128_t right = wasm_v128_load(padded + i + 2);
+    const v128_t fe = wasm_v128_load(s->fx_even + i), fo = wasm_v128_load(s->fx_odd + i);
+    const v128_t even = wasm_f32x4_add(wasm_f32x4_mul(left, wasm_f32x4_sub(one, fe)), wasm_f32x4_mul(mid, fe));
+    const v128_t odd = wasm_f32x4_add(wasm_f32x4_mul(mid, wasm_f32x4_sub(one, fo)), wasm_f32x4_mul(right, fo));
+    wasm_v128_store(row + 2 * i, wasm_i32x4_shuffle(even, odd, 0, 4, 1, 5));
+    wasm_v128_store(row + 2 * i + 4, wasm_i32x4_shuffle(even, odd, 2, 6, 3, 7));
+  }
+}
+
 /* Output columns per span: each span of rows interpolates each input row along x once (into
  * one of two row buffers on the stack), then blends two such rows with vectors, so a pixel is
  * top*(1 - fy) + bottom*fy of its two x-interpolated values. */
-#define RESIZE_ROW_MAX 2048
-
 static void bilinear_plane(const resize_state* s, const float* in, float* out) {
-  float rows[2][RESIZE_ROW_MAX] __attribute__((aligned(16)));
+  float rows[2][RESIZE_ROW_MAX + 8] __attribute__((aligned(16)));
   for (int32_t x0 = 0; x0 < s->ow; x0 += RESIZE_ROW_MAX) {
     const int32_t x1 = s->ow - x0 > RESIZE_ROW_MAX ? x0 + RESIZE_ROW_MAX : s->ow, n = x1 - x0;
     int32_t held[2] = {-1, -1}; /* the input row in each buffer */
@@ -233,7 +261,8 @@ static void bilinear_plane(const resize_state* s, const float* in, float* out) {
         int slot = held[0] == want[k] ? 0 : held[1] == want[k] ? 1 : -1;
         if (slot < 0) { /* the buffer whose row this output row does not need */
           slot = held[0] == want[0] || held[0] == want[1] ? 1 : 0;
-          bilinear_row(s, in, want[k], x0, x1, rows[slot]);
+          if (s->fx_even) bilinear_row_2x(s, in, want[k], rows[slot]);
+          else bilinear_row(s, in, want[k], x0, x1, rows[slot]);
           held[slot] = want[k];
         }
         r[k] = rows[slot];
@@ -251,11 +280,46 @@ static void bilinear_plane(const resize_state* s, const float* in, float* out) {
   }
 }
 
+/* Planes doubled along both axes with half-pixel centres (the MediaPipe detectors'
+ * upsampling): each input row doubled along x into T (bilinear_row_2x), between a copy of
+ * its first row above and of its last below (the clamped taps), then output rows 2j and
+ * 2j + 1 as one run of 4w floats: pixel q of that run blends T's rows j - 1 and j at offset
+ * q (row 2j + 1 reads rows j and j + 1, one row of T further, as its pixels lie one row
+ * further), with row 2j's weight on the first 2w floats and row 2j + 1's on the rest. The
+ * same floats in the same order as bilinear_plane. */
+#define RESIZE_2X_MAX 16384 /* floats of T */
+
+static void bilinear_plane_2x(const resize_state* s, const float* in, float* out) {
+  const size_t h = (size_t)s->h, ow = (size_t)s->ow;
+  float t[RESIZE_2X_MAX + 8] __attribute__((aligned(16)));
+  /* rows in order: each row's spill past its end is overwritten by the next */
+  for (size_t iy = 0; iy < h; iy++) bilinear_row_2x(s, in, (int32_t)iy, t + (iy + 1) * ow);
+  memcpy(t, t + ow, ow * sizeof(float));
+  memcpy(t + (h + 1) * ow, t + h * ow, ow * sizeof(float));
+  const v128_t one = wasm_f32x4_splat(1.0f);
+  for (size_t j = 0; j < h; j++) {
+    const float* top = t + j * ow;
+    const float* bottom = top + ow;
+    float* o = out + 2 * j * ow;
+    const v128_t fe = wasm_f32x4_splat(s->fy[2 * j]), fo = wasm_f32x4_splat(s->fy[2 * j + 1]);
+    for (size_t q = 0; q < 2 * ow; q += 4) {
+      const v128_t f = q + 4 <= ow ? fe : q >= ow ? fo : wasm_i32x4_shuffle(fe, fo, 0, 1, 6, 7);
+      const v128_t v = wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(top + q), wasm_f32x4_sub(one, f)),
+                                      wasm_f32x4_mul(wasm_v128_load(bottom + q), f));
+      wasm_v128_store(o + q, v);
+    }
+  }
+}
+
 static void resize_task(void* ctx, size_t p_begin, size_t p_end) {
   const resize_state* s = (const resize_state*)ctx;
   for (size_t p = p_begin; p < p_end; p++) {
     const float* in = s->x + p * (size_t)s->h * s->w;
     float* out = s->y + p * (size_t)s->oh * s->ow;
+    if (s->plane_2x) {
+      bilinear_plane_2x(s, in, out);
+      continue;
+    }
     if (s->bilinear) {
       bilinear_plane(s, in, out);
       continue;
@@ -277,6 +341,17 @@ static void free_resize(void* p) {
   resize_state* s = (resize_state*)p;
   spnn_dealloc(s->y0);
   free(s);
+}
+
+/* Whether an axis of `in` samples doubled to `out` has the taps of bilinear_row_2x: output
+ * 2i reads inputs i - 1 and i, output 2i + 1 inputs i and i + 1, each clamped. */
+static int doubles(int32_t in, int32_t out, const int32_t* lo, const int32_t* hi) {
+  if (out != 2 * in) return 0;
+  for (int32_t i = 0; i < in; i++) {
+    const int32_t prev = i > 0 ? i - 1 : 0, next = i + 1 < in ? i + 1 : i;
+    if (lo[2 * i] != prev || hi[2 * i] != i || lo[2 * i + 1] != i || hi[2 * i + 1] != next) return 0;
+  }
+  return 1;
 }
 
 spnn_status spnn_prepare_resize(spnn_model* m, spnn_op* op) {
@@ -303,8 +378,9 @@ spnn_status spnn_prepare_resize(spnn_model* m, spnn_op* op) {
   s->x = x->data;
   s->y = y->data;
   size_t n = (size_t)s->oh + s->ow;
-  /* one block: y0 y1 x0 x1 (int32) then fy fx (float), each table sized by its axis */
-  uint8_t* block = (uint8_t*)spnn_alloc(n * 2 * 4 + n * 4);
+  const size_t halves = (size_t)s->w + 4; /* fx_even, fx_odd */
+  /* one block: y0 y1 x0 x1 (int32) then fy fx fx_even fx_odd (float) */
+  uint8_t* block = (uint8_t*)spnn_alloc(n * 2 * 4 + n * 4 + 2 * halves * 4);
   if (!block) return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
   s->y0 = (int32_t*)block;
   s->y1 = s->y0 + s->oh;
@@ -315,11 +391,21 @@ spnn_status spnn_prepare_resize(spnn_model* m, spnn_op* op) {
   if (s->bilinear) {
     bilinear_taps(s->oh, s->h, align, half, s->y0, s->y1, s->fy);
     bilinear_taps(s->ow, s->w, align, half, s->x0, s->x1, s->fx);
+    if (s->ow <= RESIZE_ROW_MAX && doubles(s->w, s->ow, s->x0, s->x1)) {
+      s->fx_even = s->fx + s->ow;
+      s->fx_odd = s->fx_even + halves;
+      for (size_t i = 0; i < halves; i++) { /* the four to spare: zeros */
+        s->fx_even[i] = i < (size_t)s->w ? s->fx[2 * i] : 0.0f;
+        s->fx_odd[i] = i < (size_t)s->w ? s->fx[2 * i + 1] : 0.0f;
+      }
+      s->plane_2x = doubles(s->h, s->oh, s->y0, s->y1) &&
+                    ((size_t)s->h + 2) * (size_t)s->ow <= RESIZE_2X_MAX;
+    }
   } else {
     nearest_taps(s->oh, s->h, align, half, s->y0);
     nearest_taps(s->ow, s->w, align, half, s->x0);
   }
-  op->state_bytes = n * 12;
+  op->state_bytes = n * 12 + 2 * halves * 4;
   op->macs = (double)y->count * (s->bilinear ? 6 : 1);
   op->kernel = s->bilinear ? "bilinear" : "nearest";
   op->run = run_resize;
