@@ -10,6 +10,8 @@ or a background photo (docs/pruning.md lists every source and its licence).
 | fingerpose | one person's hand: 3 photos, 43 GIF frames | npm fingerpose 0.1.0 (MIT) | train |
 | group-photos-a | 9 hands of other people in 4 group photos | npm @vladmandic/face-api 1.7.15 (MIT), sample1, 4, 5, 6 | train |
 | noto-emoji | 31 hand gestures x 6 skin tones, drawn | Debian fonts-noto-color-emoji (OFL 1.1) | train |
+| openmoji | 31 hand gestures x 6 skin tones in a flat style with black outlines | npm openmoji 17.0.0 (CC BY-SA 4.0) | train |
+| openmoji-line | the same gestures as black line drawings | npm openmoji 17.0.0 (CC BY-SA 4.0) | train |
 | backgrounds | wallpapers and a portrait: images without hands | Debian gnome-backgrounds (CC BY-SA 3.0), matplotlib's grace_hopper.jpg (public domain) | train |
 | group-photos-b | 9 hands of other people in 2 other group photos | npm @vladmandic/face-api 1.7.15 (MIT), sample2, 3 | validation |
 | human-samples | 10 small, half-hidden hands in a party photo | npm @vladmandic/human 3.3.6 (MIT) | validation |
@@ -29,6 +31,7 @@ GNOME_BACKGROUNDS = Path("/usr/share/backgrounds/gnome")
 HUMAN_SAMPLES = "@vladmandic/human/assets/samples.jpg"
 FACE_API_DEMO = "@vladmandic/face-api/demo"
 TWEMOJI = "@twemoji/svg"
+OPENMOJI = "openmoji"
 FINGERPOSE_GIF = "fingerpose/assets/fingers-lq.gif"
 FINGERPOSE_PHOTOS = ("hand_nocurl.jpg", "hand_halfcurl.jpg", "hand_fullcurl.jpg")
 GIF_HAND_BOX = (225.0, 135.0, 150.0)  # centre x, y and side of a first guess at the GIF's hand
@@ -135,26 +138,43 @@ def group_photos(name: str, split: str, photos) -> Source:
     return s
 
 
-def twemoji() -> Source:
-    """Twemoji's hand emoji (SVG, rasterised by CairoSVG) in every skin tone."""
+def _svg_emoji(source: "Source", folder: Path, prefix: str, tones, upper: bool = False) -> "Source":
+    """The hand emoji of an SVG emoji set (one file per code point and tone), rasterised by
+    CairoSVG at 160 pixels on a transparent 224 x 224 canvas."""
     import io
 
     import cairosvg
     from PIL import Image
-    s = Source("twemoji", "validation", "drawing", "CC BY 4.0 (npm @twemoji/svg 15.0.0)")
-    folder = assets.node_modules() / TWEMOJI
     for code in HAND_EMOJI:
-        for tone in SKIN_TONES:
+        for tone in tones:
             name = f"{code:x}" + (f"-{tone:x}" if tone else "")
-            path = folder / f"{name}.svg"
+            path = folder / f"{name.upper() if upper else name}.svg"
             if not path.exists():
                 continue
             png = cairosvg.svg2png(url=str(path), output_width=160, output_height=160)
             im = Image.open(io.BytesIO(png)).convert("RGBA")
             pad = Image.new("RGBA", (224, 224), (0, 0, 0, 0))
             pad.paste(im, (32, 32), im)
-            s.items.append(Item("twemoji " + name, pad, _cutout_box(pad)))
-    return s
+            source.items.append(Item(f"{prefix} {name}", pad, _cutout_box(pad)))
+    return source
+
+
+def twemoji() -> Source:
+    """Twemoji's hand emoji in every skin tone."""
+    s = Source("twemoji", "validation", "drawing", "CC BY 4.0 (npm @twemoji/svg 15.0.0)")
+    return _svg_emoji(s, assets.node_modules() / TWEMOJI, "twemoji", SKIN_TONES)
+
+
+def openmoji() -> Source:
+    """OpenMoji's hand emoji in every skin tone: flat colours inside black outlines."""
+    s = Source("openmoji", "train", "drawing", "CC BY-SA 4.0 (npm openmoji 17.0.0)")
+    return _svg_emoji(s, assets.node_modules() / OPENMOJI / "color" / "svg", "openmoji", SKIN_TONES, upper=True)
+
+
+def openmoji_line() -> Source:
+    """OpenMoji's hand emoji as black line drawings."""
+    s = Source("openmoji-line", "train", "drawing", "CC BY-SA 4.0 (npm openmoji 17.0.0)")
+    return _svg_emoji(s, assets.node_modules() / OPENMOJI / "black" / "svg", "openmoji-line", (None,), upper=True)
 
 
 def noto_emoji() -> Source:
@@ -199,7 +219,7 @@ def backgrounds() -> Source:
 def train_sources() -> list[Source]:
     return [fingerpose(), group_photos("group-photos-a", "train", ("sample1.jpg", "sample4.jpg", "sample5.jpg",
                                                                   "sample6.jpg")),
-            noto_emoji(), backgrounds()]
+            noto_emoji(), openmoji(), openmoji_line(), backgrounds()]
 
 
 def all_sources() -> list[Source]:
