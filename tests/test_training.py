@@ -238,3 +238,25 @@ def test_calibration_uses_framed_hands_for_hand_landmark_models_only(lite, monke
     x = hand_crops(Path("models/hand_landmark_lite.tflite"), lite, 5)
     assert made == {"n": 5, "sources": {"train"}}
     assert x.shape == (5, 3, A.SIZE, A.SIZE) and x.dtype == np.float32 and float(x.max()) == 1.0
+
+
+def test_pool_draws_each_source_as_often_as_the_others_of_its_kind(monkeypatch):
+    """Many frames of one person do not outweigh a few photos of many people: the pool picks
+    a source of the kind first, then one of its items."""
+    from PIL import Image
+
+    from pysparse.training import distill
+
+    def source(name, kind, n):
+        img = Image.new("RGB", (64, 64))
+        return S.Source(name, "train", kind, "test", [S.Item(f"{name}#{i}", img, (32.0, 32.0, 64.0))
+                                                     for i in range(n)])
+    sources = [source("many-frames", "photo", 40), source("few-photos", "photo", 2),
+               source("drawn", "drawing", 5), source("plain", "background", 1)]
+    monkeypatch.setattr(distill, "prepare", lambda teacher, ss: [(s, it, it.box, None) for s in ss
+                                                                  if s.kind != "background" for it in s.items])
+    monkeypatch.setattr(A, "augment", lambda rng, img, roi, photos, lm: np.zeros((A.SIZE, A.SIZE, 3), np.uint8))
+    _, names = distill.build_pool(None, sources, 2000, seed=0, progress=False)
+    count = {k: sum(n.startswith(k + ":") for n in names) for k in ("many-frames", "few-photos", "drawn")}
+    assert abs(count["many-frames"] - count["few-photos"]) < 0.15 * count["few-photos"], count
+    assert names.count("no hand") > 0.08 * len(names)

@@ -86,9 +86,10 @@ def hand_mask(landmarks: np.ndarray, size: int = SIZE):
 
 
 def random_background(rng, photos, size: int = SIZE):
-    """A photo's random square (rotated, flipped), a colour gradient or a blotchy texture."""
+    """A photo's random square (rotated, flipped), a colour gradient, a blotchy texture or a
+    plain colour (a page or a screen: white or grey more often than not)."""
     from PIL import Image
-    kind = rng.choice(3, p=(0.6, 0.2, 0.2)) if photos else rng.integers(1, 3)
+    kind = rng.choice(4, p=(0.5, 0.15, 0.15, 0.2)) if photos else rng.integers(1, 4)
     if kind == 0:
         src = photos[rng.integers(len(photos))]
         side = rng.uniform(0.2, 1.0) * min(src.size)
@@ -102,8 +103,12 @@ def random_background(rng, photos, size: int = SIZE):
         if rng.integers(2):
             g = g.transpose(1, 0, 2)
         return Image.fromarray(g.astype(np.uint8))
-    blobs = rng.uniform(0, 255, (int(rng.integers(3, 12)),) * 2 + (3,)).astype(np.uint8)  # blotchy texture
-    return Image.fromarray(blobs).resize((size, size), Image.BICUBIC)
+    if kind == 2:  # blotchy texture
+        blobs = rng.uniform(0, 255, (int(rng.integers(3, 12)),) * 2 + (3,)).astype(np.uint8)
+        return Image.fromarray(blobs).resize((size, size), Image.BICUBIC)
+    grey = rng.uniform(100, 255)
+    colour = np.full(3, grey) if rng.random() < 0.6 else rng.uniform(0, 255, 3)
+    return Image.new("RGB", (size, size), tuple(int(c) for c in colour))
 
 
 def skin_tone(rng, a: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from . import augment as A
 from . import sources as S
 from .evaluate import Outputs, compare, module_outputs
 
-POOL_VERSION = 3
+POOL_VERSION = 5
 NEGATIVE_SHARE = 0.12  # images without hands in the pool
 DRAWING_SHARE = 0.3  # of the images with hands
 RAMP_EVERY = 50  # steps between two mask updates while a run prunes further
@@ -109,8 +109,13 @@ def build_pool(teacher, train_sources, n: int, seed: int, progress: bool = True)
     rng = np.random.default_rng(seed)
     hands = prepare(teacher, train_sources)
     photos = [it.image for s in train_sources if s.kind in ("background", "photo") for it in s.items]
-    drawings = [h for h in hands if h[0].kind == "drawing"]
-    real = [h for h in hands if h[0].kind == "photo"]
+    # by source, each source as likely as any other of its kind: a few photos of many people
+    # weigh as much as many frames of one person
+    by_source = {}
+    for h in hands:
+        by_source.setdefault(h[0].name, []).append(h)
+    drawings = [g for g in by_source.values() if g[0][0].kind == "drawing"]
+    real = [g for g in by_source.values() if g[0][0].kind == "photo"]
     images = np.empty((n, A.SIZE, A.SIZE, 3), np.uint8)
     names = []
     for i in tqdm(range(n), desc="augmenting", unit="img", disable=not progress):
@@ -119,7 +124,8 @@ def build_pool(teacher, train_sources, n: int, seed: int, progress: bool = True)
             images[i] = A.negative(rng, photos)
             names.append("no hand")
             continue
-        group = drawings if (r - NEGATIVE_SHARE) / (1 - NEGATIVE_SHARE) < DRAWING_SHARE else real
+        kind = drawings if (r - NEGATIVE_SHARE) / (1 - NEGATIVE_SHARE) < DRAWING_SHARE else real
+        group = kind[rng.integers(len(kind))]
         s, item, roi, lm = group[rng.integers(len(group))]
         images[i] = A.augment(rng, item.image, roi, photos, lm)
         names.append(f"{s.name}: {item.name}")
