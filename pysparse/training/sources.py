@@ -138,7 +138,7 @@ def group_photos(name: str, split: str, photos) -> Source:
     return s
 
 
-def _svg_emoji(source: "Source", folder: Path, prefix: str, tones, upper: bool = False) -> "Source":
+def _svg_emoji(source: Source, folder: Path, prefix: str, tones, upper: bool = False) -> Source:
     """The hand emoji of an SVG emoji set (one file per code point and tone), rasterised by
     CairoSVG at 160 pixels on a transparent 224 x 224 canvas."""
     import io
