@@ -88,7 +88,7 @@ bench-demo: build
 # pruned on from a less sparse one while it learns (long: see docs/pruning.md): 70%; 80%
 # from it, then with the first three 1x1 layers pruned too in five runs (the demo's 80%
 # model); 90% from the first 80% one; block 4 70% from the unstructured 70% model, then 80%
-# and 90% each from the one before. The steps in between, with the checkpoints the next runs
+# and 90% each from the one before, then the 80% one trained on. The steps in between, with the checkpoints the next runs
 # start from, go to $(SPARSE_STEPS). On a CUDA machine `pysparse distill` trains on more
 # images by itself.
 SPARSE_MODELS := demo/finetuned
@@ -119,6 +119,8 @@ sparse-models: setup
 	  --steps 1500 --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s80b4.spnn
 	$(DISTILL) --sparsity 0.9 --block 4 --start-from $(SPARSE_MODELS)/$(HAND).s80b4.spnn --ramp 600 \
 	  --steps 1000 --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s90b4.spnn
+	$(DISTILL) --sparsity 0.8 --block 4 --start-from $(SPARSE_MODELS)/$(HAND).s70b4.spnn --ramp 800 \
+	  --resume --steps 3000 --lr 3e-4 -o $(SPARSE_MODELS)/$(HAND).s80b4.spnn
 
 fuzz: setup
 	$(MAKE) -C wasm fuzz FUZZ_SECONDS=600
