@@ -87,7 +87,7 @@ bench-demo: build
 # Distils the demo's sparse hand landmark models from the dense one, each sparser model
 # pruned on from a less sparse one while it learns (long: see docs/pruning.md): 70%; 80%
 # from it, then with the first three 1x1 layers pruned too in five runs (the demo's 80%
-# model); 90% from the first 80% one; block 4 70% from the unstructured 70% model, then 80%
+# model); 90% from the first 80% one, in two runs; block 4 70% from the unstructured 70% model, then 80%
 # and 90% each from the one before, then the 80% one trained on. The steps in between, with the checkpoints the next runs
 # start from, go to $(SPARSE_STEPS). On a CUDA machine `pysparse distill` trains on more
 # images by itself.
@@ -113,6 +113,8 @@ sparse-models: setup
 	  -o $(SPARSE_MODELS)/$(HAND).s80.spnn
 	$(DISTILL) --sparsity 0.9 --start-from $(SPARSE_STEPS)/$(HAND).s80.spnn --ramp 600 --steps 1000 \
 	  --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s90.spnn
+	$(DISTILL) --sparsity 0.9 --start-from $(SPARSE_STEPS)/$(HAND).s80.spnn --ramp 600 --resume --steps 2000 \
+	  --lr 3e-4 -o $(SPARSE_MODELS)/$(HAND).s90.spnn
 	$(DISTILL) --sparsity 0.7 --block 4 --start-from $(SPARSE_MODELS)/$(HAND).s70.spnn --ramp 600 \
 	  --steps 1500 --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s70b4.spnn
 	$(DISTILL) --sparsity 0.8 --block 4 --start-from $(SPARSE_MODELS)/$(HAND).s70b4.spnn --ramp 800 \
