@@ -246,6 +246,12 @@ static void bilinear_row_2x(const resize_state* s, const float* in, int32_t iy, 
   }
 }
 
+/* out[0..3] = top * g + bottom * f, g = 1 - f: two rows blended. */
+static inline void blend4(const float* top, const float* bottom, v128_t g, v128_t f, float* out) {
+  wasm_v128_store(out, wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(top), g),
+                                      wasm_f32x4_mul(wasm_v128_load(bottom), f)));
+}
+
 /* Output columns per span: each span of rows interpolates each input row along x once (into
  * one of two row buffers on the stack), then blends two such rows with vectors, so a pixel is
  * top*(1 - fy) + bottom*fy of its two x-interpolated values. */
@@ -271,10 +277,7 @@ static void bilinear_plane(const resize_state* s, const float* in, float* out) {
       const float fy = s->fy[oy];
       const v128_t a = wasm_f32x4_splat(1 - fy), b = wasm_f32x4_splat(fy);
       int32_t ox = 0;
-      for (; ox + 4 <= n; ox += 4) {
-        const v128_t top = wasm_v128_load(r[0] + ox), bot = wasm_v128_load(r[1] + ox);
-        wasm_v128_store(o + ox, wasm_f32x4_add(wasm_f32x4_mul(top, a), wasm_f32x4_mul(bot, b)));
-      }
+      for (; ox + 4 <= n; ox += 4) blend4(r[0] + ox, r[1] + ox, a, b, o + ox);
       for (; ox < n; ox++) o[ox] = r[0][ox] * (1 - fy) + r[1][ox] * fy;
     }
   }
@@ -297,17 +300,21 @@ static void bilinear_plane_2x(const resize_state* s, const float* in, float* out
   memcpy(t, t + ow, ow * sizeof(float));
   memcpy(t + (h + 1) * ow, t + h * ow, ow * sizeof(float));
   const v128_t one = wasm_f32x4_splat(1.0f);
+  const size_t even_end = ow & ~(size_t)3; /* vectors below it are all row 2j's */
   for (size_t j = 0; j < h; j++) {
     const float* top = t + j * ow;
     const float* bottom = top + ow;
     float* o = out + 2 * j * ow;
     const v128_t fe = wasm_f32x4_splat(s->fy[2 * j]), fo = wasm_f32x4_splat(s->fy[2 * j + 1]);
-    for (size_t q = 0; q < 2 * ow; q += 4) {
-      const v128_t f = q + 4 <= ow ? fe : q >= ow ? fo : wasm_i32x4_shuffle(fe, fo, 0, 1, 6, 7);
-      const v128_t v = wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(top + q), wasm_f32x4_sub(one, f)),
-                                      wasm_f32x4_mul(wasm_v128_load(bottom + q), f));
-      wasm_v128_store(o + q, v);
+    const v128_t ge = wasm_f32x4_sub(one, fe), go = wasm_f32x4_sub(one, fo);
+    size_t q = 0;
+    for (; q < even_end; q += 4) blend4(top + q, bottom + q, ge, fe, o + q);
+    if (q < ow) { /* two pixels of each row */
+      const v128_t f = wasm_i32x4_shuffle(fe, fo, 0, 1, 6, 7);
+      blend4(top + q, bottom + q, wasm_f32x4_sub(one, f), f, o + q);
+      q += 4;
     }
+    for (; q < 2 * ow; q += 4) blend4(top + q, bottom + q, go, fo, o + q);
   }
 }
 
