@@ -87,10 +87,10 @@ bench-demo: build
 # Distils the demo's sparse hand landmark models from the dense one, each sparser model
 # pruned on from a less sparse one while it learns (long: see docs/pruning.md): 70%; 80%
 # from it, then with the first three 1x1 layers pruned too in five runs (the demo's 80%
-# model); 90% from the first 80% one, in two runs; block 4 70% from the unstructured 70% model, then 80%
-# and 90% each from the one before, then the 80% one trained on. The steps in between, with the checkpoints the next runs
-# start from, go to $(SPARSE_STEPS). On a CUDA machine `pysparse distill` trains on more
-# images by itself.
+# model); 90% from the first 80% one, in two runs; block 4: 70% from the unstructured 70%
+# model, 80% and 90% each from the one before, then the 80% one trained on. The steps in
+# between, with the checkpoints the next runs start from, go to $(SPARSE_STEPS). On a CUDA
+# machine `pysparse distill` trains on more images by itself.
 SPARSE_MODELS := demo/finetuned
 SPARSE_STEPS := build/sparse-models
 DISTILL := $(VENV)/bin/pysparse distill --batch 16 --pool 5000 --feature-weight 0.3
