@@ -121,6 +121,17 @@ def test_loss_is_zero_for_the_teacher_and_masks_stay_fixed(lite):
     assert loss.item() == pytest.approx(0, abs=1e-9)
     loss, parts = D.distill_loss(t, t, lite, 0.3, torch, logit_loss="bce")
     assert loss.item() == pytest.approx(0, abs=1e-6)
+    # landmarks in units of the hand, weighted by presence: an image without a hand costs nothing
+    lm_name, pres_name = lite.outputs[:2]
+    no_hand = dict(t)
+    no_hand[pres_name] = torch.tensor([[1.0], [0.0]])
+    moved = dict(no_hand)
+    moved[lm_name] = t[lm_name].clone()
+    moved[lm_name][1] += 20
+    assert D.distill_loss(no_hand, no_hand, lite, 0.3, torch, landmark_loss="hand")[0].item() == pytest.approx(0)
+    assert D.distill_loss(moved, no_hand, lite, 0.3, torch, landmark_loss="hand")[1]["landmarks"] == 0
+    moved[lm_name][0] += 20
+    assert D.distill_loss(moved, no_hand, lite, 0.3, torch, landmark_loss="hand")[1]["landmarks"] > 0
     # a presence logit on the other side of 0 costs more than one further out on the same side
     n = D.logit_tensors(lite)[0]
     flipped, further = dict(t), dict(t)
@@ -196,9 +207,11 @@ def test_distill_smoke_and_evaluate_commands(tmp_path, capsys, lite):
     assert pruned and all(row["sparsity"] == pytest.approx(0.85, abs=0.01) for row in pruned)
     # a run resumed from its checkpoint keeps where the model started, and lists both runs
     assert main(["distill", "--smoke", "--model", "hand_landmark_lite", "--sparsity", "0.85", "--threads", "2",
-                 "--cache", str(tmp_path / "cache"), "--resume", "--lr", "1e-4", "-o", str(further)]) == 0
+                 "--cache", str(tmp_path / "cache"), "--resume", "--lr", "1e-4", "--ema", "0.9",
+                 "-o", str(further)]) == 0
     report = json.loads(further.with_suffix(".report.json").read_text())
     assert report["start_from"] == str(out) and [p["lr"] for p in report["phases"]] == [2e-4, 1e-4]
+    assert [p["ema"] for p in report["phases"]] == [0.0, 0.9]
     assert "gradual pruning from smoke.spnn" in read_spnn(further.read_bytes()).metadata["pruning"]["method"]
     with pytest.raises(SystemExit, match="no checkpoint"):
         main(["distill", "--smoke", "--model", "hand_landmark_lite", "--start-from", str(tmp_path / "none.spnn"),
@@ -260,3 +273,33 @@ def test_pool_draws_each_source_as_often_as_the_others_of_its_kind(monkeypatch):
     count = {k: sum(n.startswith(k + ":") for n in names) for k in ("many-frames", "few-photos", "drawn")}
     assert abs(count["many-frames"] - count["few-photos"]) < 0.15 * count["few-photos"], count
     assert names.count("no hand") > 0.08 * len(names)
+
+
+def test_weight_average_follows_the_weights_and_swaps_back():
+    """`--ema`: the average moves towards each step's weights by 1 - decay (a smaller step for
+    the first updates), evaluation can borrow it, and a checkpoint carries it."""
+    from pysparse.training import distill as D
+    module = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        module.weight.zero_()
+    avg = D.WeightAverage(module, 0.5)
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    avg.update()  # decay min(0.5, 2/11): the first updates follow the weights closely
+    assert torch.allclose(avg.shadow["weight"], torch.full((2, 3), 9 / 11))
+    avg.update()  # decay 0.25
+    assert torch.allclose(avg.shadow["weight"], torch.full((2, 3), 0.25 * 9 / 11 + 0.75))
+    expected = avg.shadow["weight"].clone()
+    with avg.swapped():
+        assert torch.equal(module.weight.detach(), expected)
+    assert torch.equal(module.weight.detach(), torch.ones(2, 3))
+    again = D.WeightAverage(torch.nn.Linear(3, 2), 0.5)
+    again.load_state_dict(avg.state_dict())
+    assert again.updates == 2 and torch.equal(again.shadow["weight"], expected)
+    avg.copy_to_model()
+    assert torch.equal(module.weight.detach(), expected)
+    # a later run started from this one begins from the averaged weights, with the zeros kept
+    with torch.no_grad():
+        module.weight[0, 0] = 0.0
+    start = D.shipped_weights({"student": module.state_dict(), "ema": avg.state_dict()})
+    assert start["weight"][0, 0] == 0 and start["weight"][1, 1] == expected[1, 1]

@@ -29,6 +29,12 @@ def add_parser(sub) -> None:
     p.add_argument("--logit-loss", choices=("smooth-l1", "bce"), default="smooth-l1",
                    help="how the logits are matched: smooth L1 on the logits, or cross-entropy "
                         "against the teacher's probabilities")
+    p.add_argument("--landmark-loss", choices=("crop", "hand"), default="crop",
+                   help="how the landmarks are matched: in units of the crop on every image, or in units of "
+                        "the dense model's hand size, each image weighted by its presence score")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (decay such as 0.999) and ship it "
+                        "in place of the last step's weights (default 0: none)")
     p.add_argument("--pool", type=int, default=None,
                    help="augmented training images (default: 6000 on CPU, 30000 on CUDA; cached)")
     p.add_argument("--calibration", type=int, default=64, help="images for calibrated pruning")

@@ -37,6 +37,7 @@ POOL_VERSION = 5
 NEGATIVE_SHARE = 0.12  # images without hands in the pool
 DRAWING_SHARE = 0.3  # of the images with hands
 RAMP_EVERY = 50  # steps between two mask updates while a run prunes further
+HAND_SHARE = 0.5  # a hand's size as a share of the crop, roughly, as the tracker frames it
 
 
 def device_of(name: str):
@@ -233,20 +234,35 @@ def zero_share(params: dict, block: int = 1) -> dict:
 # -- the loss --------------------------------------------------------------------------------
 
 def distill_loss(s: dict, t: dict, graph, feature_weight: float, torch, logit_weight: float = 0.05,
-                 logit_loss: str = "smooth-l1") -> tuple:
-    """Landmarks (pixels / 224; depth weighted down), world landmarks (x10: tens of cm),
-    presence and handedness logits, and features (mean squared error relative to the
-    teacher's mean square, per tensor). The logits are matched by smooth L1 (`smooth-l1`)
-    or by the cross-entropy against the teacher's probability less its own entropy (`bce`:
-    zero when they agree, largest where the two sides of 0.5 differ)."""
+                 logit_loss: str = "smooth-l1", landmark_loss: str = "crop") -> tuple:
+    """Landmarks (depth weighted down), world landmarks (x10: tens of cm), presence and
+    handedness logits, and features (mean squared error relative to the teacher's mean
+    square, per tensor). The landmarks are matched in units of the crop over every image
+    (`crop`), or as the evaluation measures them (`hand`): in units of the teacher's hand
+    size, each image weighted by the teacher's presence (its landmarks on an image without
+    a hand mean nothing). The logits are matched by smooth L1 (`smooth-l1`) or by the
+    cross-entropy against the teacher's probability less its own entropy (`bce`: zero when
+    they agree, largest where the two sides of 0.5 differ)."""
     F = torch.nn.functional
     lm_name, pres_name, hand_name, world_name = graph.outputs
     b = t[lm_name].shape[0]
     lm = s[lm_name].reshape(b, 21, 3) / A.SIZE
     t_lm = t[lm_name].reshape(b, 21, 3) / A.SIZE
     w = torch.tensor([1.0, 1.0, 0.3], dtype=lm.dtype, device=lm.device)
-    l_lm = (F.smooth_l1_loss(lm, t_lm, reduction="none", beta=0.01) * w).mean() * 3
-    l_world = F.smooth_l1_loss(s[world_name].reshape(b, 21, 3) * 10, t[world_name].reshape(b, 21, 3) * 10, beta=0.01)
+    world = F.smooth_l1_loss(s[world_name].reshape(b, 21, 3) * 10, t[world_name].reshape(b, 21, 3) * 10,
+                             reduction="none", beta=0.01)
+    if landmark_loss == "hand":
+        size = (t_lm[..., :2].amax(dim=1) - t_lm[..., :2].amin(dim=1)).amax(dim=1).clamp(min=0.1)
+        hand = t[pres_name].reshape(b)
+        share = hand / hand.sum().clamp(min=1e-3)
+        # x HAND_SHARE: a hand fills about half the crop, so the term weighs what `crop`'s does
+        per_image = (F.smooth_l1_loss(lm / size[:, None, None], t_lm / size[:, None, None], reduction="none",
+                                      beta=0.01 / HAND_SHARE) * w).mean(dim=(1, 2)) * 3 * HAND_SHARE
+        l_lm = (per_image * share).sum()
+        l_world = (world.mean(dim=(1, 2)) * share).sum()
+    else:
+        l_lm = (F.smooth_l1_loss(lm, t_lm, reduction="none", beta=0.01) * w).mean() * 3
+        l_world = world.mean()
     logits = logit_tensors(graph)
     if logit_loss == "bce":
         def logit_term(a, b):
@@ -276,14 +292,17 @@ def batch_views(x, rng, torch):
 def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, seed: int, device,
           feature_weight: float, log_path: Path, checkpoint: Path, checkpoint_every: int, resume: bool,
           probe=None, probe_every: int = 0, logit_weight: float = 0.05, logit_loss: str = "smooth-l1",
-          start_weights: dict | None = None, ramp: tuple | None = None, phase: dict | None = None):
+          start_weights: dict | None = None, ramp: tuple | None = None, phase: dict | None = None,
+          ema: float = 0.0, landmark_loss: str = "crop"):
     """Fine-tunes the pruned graph `start` with its zeros fixed; returns the trained graph and
     the settings of every run that made it (`phase`, this run's, after those of the runs it
     resumes, which the checkpoint keeps).
     `start_weights`: a state dict to begin from instead of `start`'s weights. `ramp`:
     ({layer: sparsity}, steps, block): over the first `steps` steps each layer is pruned
     further, by magnitude, from its sparsity at step 0 to the given one (a cubic schedule
-    that cuts fast at first and gently at the end), masks recomputed every RAMP_EVERY steps."""
+    that cuts fast at first and gently at the end), masks recomputed every RAMP_EVERY steps.
+    `ema`: the decay of an exponential moving average of the weights, which is returned in
+    place of the last step's weights (0: none)."""
     import torch
     from tqdm import tqdm
 
@@ -302,6 +321,7 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
     layers = {info.name: p for info, p in student.prunable_layers()}
     ramp_from = zero_share({n: layers[n] for n in ramp[0]}, ramp[2]) if ramp else None
     phases = [phase] if phase else []
+    state = {}
     if resume and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         student.load_state_dict(state["student"])
@@ -313,6 +333,9 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         ramp_from = state.get("ramp_from", ramp_from)
         phases = (state.get("phases") or [{"note": "the runs before this one are not recorded"}]) + phases
         print(f"resumed from {checkpoint} at step {first}", flush=True)
+    average = WeightAverage(student, ema) if ema else None  # from the weights this run starts with
+    if average is not None and state.get("ema"):
+        average.load_state_dict(state["ema"])
     pruned = {n: p for n, p in layers.items() if (p.detach() == 0).any() or (ramp and n in ramp[0])}
     masks = FixedMasks(pruned, opt)
     masks.apply()
@@ -332,11 +355,14 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         x = batch_views(x, rng, torch).contiguous(memory_format=torch.channels_last)
         target = teacher.tensors(x)
         values = student.values([x], wanted=set(target))
-        loss, parts = distill_loss(values, target, graph, feature_weight, torch, logit_weight, logit_loss)
+        loss, parts = distill_loss(values, target, graph, feature_weight, torch, logit_weight, logit_loss,
+                                   landmark_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        if average is not None:
+            average.update()
         bar.set_postfix(loss=f"{loss.item():.4f}", lm=f"{parts['landmarks']:.4f}", feat=f"{parts['features']:.3f}")
         log.write(json.dumps({"step": step, "loss": loss.item(), **parts, "lr": sched.get_last_lr()[0],
                               "seconds": time.perf_counter() - t0}) + "\n")
@@ -345,18 +371,65 @@ def train(start, teacher, pool: np.ndarray, steps: int, batch: int, lr: float, s
         if probe is not None and probe_every and done % probe_every == 0:
             student.eval()
             bar.write(f"step {done}: {probe(student)}")
+            if average is not None:
+                with average.swapped():
+                    bar.write(f"step {done}, weights averaged: {probe(student)}")
             student.train()
         if checkpoint_every and (done % checkpoint_every == 0 or done == steps):
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"step": done, "student": student.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "rng": rng.bit_generator.state, "ramp_from": ramp_from,
-                        "phases": phases},
+                        "phases": phases, "ema": average.state_dict() if average is not None else None},
                        tmp)
             tmp.replace(checkpoint)
     log.close()
     masks.remove()
-    masks.apply()
+    if average is not None:
+        average.copy_to_model()
+    masks.apply()  # the final masks (the average still holds weights pruned during a ramp)
     return student.cpu().to_graph(), phases
+
+
+class WeightAverage:
+    """An exponential moving average of a module's floating-point weights; its decay grows
+    from 0 to `decay` over the first updates, so that the average starts from recent weights."""
+
+    def __init__(self, module, decay: float):
+        self.module, self.decay, self.updates = module, decay, 0
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+    def update(self):
+        import torch
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            for k, v in self.module.state_dict().items():
+                if k in self.shadow:
+                    self.shadow[k].mul_(d).add_(v, alpha=1 - d)
+
+    def copy_to_model(self):
+        self.module.load_state_dict(self.shadow, strict=False)
+
+    def swapped(self):
+        """A context in which the module holds the averaged weights."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            raw = {k: v.detach().clone() for k, v in self.module.state_dict().items() if k in self.shadow}
+            self.copy_to_model()
+            try:
+                yield
+            finally:
+                self.module.load_state_dict(raw, strict=False)
+        return ctx()
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict):
+        self.updates = state["updates"]
+        self.shadow = {k: v.to(self.shadow[k].device) for k, v in state["shadow"].items()}
 
 
 def validation_probe(images: np.ndarray, dense_out: Outputs, device):
@@ -429,7 +502,7 @@ def run(args) -> int:
         start, calibrated = dense, None
     elif args.start_from:  # a less sparse model of an earlier run, pruned further while it trains
         start, calibrated = dense, None
-        start_weights = torch.load(start_ckpt, map_location="cpu", weights_only=False)["student"]
+        start_weights = shipped_weights(torch.load(start_ckpt, map_location="cpu", weights_only=False))
     else:
         start = reconstruct(dense, A.to_input(pool[:args.calibration]), sparsity, args.block, exclude=exclude,
                             include=include,
@@ -443,12 +516,14 @@ def run(args) -> int:
     phase = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "pool": args.pool, "block": args.block,
              "start_from": str(args.start_from) if args.start_from else None,
              "ramp": args.ramp if args.start_from else None, "include": include,
-             "feature_weight": args.feature_weight, "logit_weight": args.logit_weight, "logit_loss": args.logit_loss}
+             "feature_weight": args.feature_weight, "logit_weight": args.logit_weight, "logit_loss": args.logit_loss,
+             "landmark_loss": args.landmark_loss, "ema": args.ema}
     t0 = time.perf_counter()
     trained, phases = train(start, teacher, pool, args.steps, args.batch, args.lr, args.seed, device,
                             args.feature_weight, log_path, checkpoint, args.checkpoint_every, args.resume,
                             validation_probe(val_images, dense_val, device), args.eval_every, args.logit_weight,
-                            args.logit_loss, start_weights, ramp, phase)
+                            args.logit_loss, start_weights, ramp, phase, args.ema,
+                            args.landmark_loss)
     t_train = time.perf_counter() - t0
     origin = phases[0]  # the model's start: the first run's
     # every step of this model, resumed runs included: the log has one line per step
@@ -494,6 +569,16 @@ def start_method(origin: dict) -> str:
     if origin.get("start_from"):
         return f"gradual pruning from {Path(origin['start_from']).name} over {origin['ramp']} steps"
     return "pruning" if "note" in origin else "calibrated pruning"
+
+
+def shipped_weights(state: dict) -> dict:
+    """The weights a checkpoint's model was packed with: the last step's, or their average
+    (`--ema`) with the last step's zeros."""
+    weights = dict(state["student"])
+    if state.get("ema"):
+        for k, v in state["ema"]["shadow"].items():
+            weights[k] = v * (weights[k] != 0)
+    return weights
 
 
 def start_checkpoint(path: Path) -> Path:
