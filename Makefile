@@ -86,7 +86,7 @@ bench-demo: build
 
 # Distils the demo's sparse hand landmark models from the dense one, each sparser model
 # pruned on from a less sparse one while it learns (long: see docs/pruning.md): 70%; 80%
-# from it, then with the first three 1x1 layers pruned too in five runs (the demo's 80%
+# from it, then with the first three 1x1 layers pruned too in six runs (the demo's 80%
 # model); 90% from the first 80% one, in two runs; block 4: 70% from the unstructured 70%
 # model, 80% and 90% each from the one before, then the 80% one trained on. The steps in
 # between, with the checkpoints the next runs start from, go to $(SPARSE_STEPS). On a CUDA
@@ -111,6 +111,8 @@ sparse-models: setup
 	  -o $(SPARSE_MODELS)/$(HAND).s80.spnn
 	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --resume --steps 11000 --lr 7e-4 --logit-weight 0.2 \
 	  -o $(SPARSE_MODELS)/$(HAND).s80.spnn
+	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --resume --steps 15000 --lr 6e-4 --logit-weight 0.2 \
+	  --landmark-loss hand --ema 0.998 -o $(SPARSE_MODELS)/$(HAND).s80.spnn
 	$(DISTILL) --sparsity 0.9 --start-from $(SPARSE_STEPS)/$(HAND).s80.spnn --ramp 600 --steps 1000 \
 	  --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s90.spnn
 	$(DISTILL) --sparsity 0.9 --start-from $(SPARSE_STEPS)/$(HAND).s80.spnn --ramp 600 --resume --steps 2000 \
