@@ -88,9 +88,9 @@ bench-demo: build
 # pruned on from a less sparse one while it learns (long: see docs/pruning.md): 70%; 80%
 # from it, then with the first three 1x1 layers pruned too in six runs (the demo's 80%
 # model); 90% from the first 80% one, in two runs; block 4: 70% from the unstructured 70%
-# model, 80% and 90% each from the one before, then the 80% one trained on. The steps in
-# between, with the checkpoints the next runs start from, go to $(SPARSE_STEPS). On a CUDA
-# machine `pysparse distill` trains on more images by itself.
+# model, 80% and 90% each from the one before, then the 80% one trained on in two runs.
+# The steps in between, with the checkpoints the next runs start from, go to
+# $(SPARSE_STEPS). On a CUDA machine `pysparse distill` trains on more images by itself.
 SPARSE_MODELS := demo/finetuned
 SPARSE_STEPS := build/sparse-models
 DISTILL := $(VENV)/bin/pysparse distill --batch 16 --pool 5000 --feature-weight 0.3
@@ -125,6 +125,9 @@ sparse-models: setup
 	  --steps 1000 --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s90b4.spnn
 	$(DISTILL) --sparsity 0.8 --block 4 --start-from $(SPARSE_MODELS)/$(HAND).s70b4.spnn --ramp 800 \
 	  --resume --steps 3000 --lr 3e-4 -o $(SPARSE_MODELS)/$(HAND).s80b4.spnn
+	$(DISTILL) --sparsity 0.8 --block 4 --start-from $(SPARSE_MODELS)/$(HAND).s70b4.spnn --ramp 800 \
+	  --resume --steps 5000 --lr 6e-4 --landmark-loss hand --ema 0.998 \
+	  -o $(SPARSE_MODELS)/$(HAND).s80b4.spnn
 
 fuzz: setup
 	$(MAKE) -C wasm fuzz FUZZ_SECONDS=600
