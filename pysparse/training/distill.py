@@ -19,6 +19,7 @@ Recipe:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -410,19 +411,15 @@ class WeightAverage:
     def copy_to_model(self):
         self.module.load_state_dict(self.shadow, strict=False)
 
+    @contextlib.contextmanager
     def swapped(self):
         """A context in which the module holds the averaged weights."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def ctx():
-            raw = {k: v.detach().clone() for k, v in self.module.state_dict().items() if k in self.shadow}
-            self.copy_to_model()
-            try:
-                yield
-            finally:
-                self.module.load_state_dict(raw, strict=False)
-        return ctx()
+        raw = {k: v.detach().clone() for k, v in self.module.state_dict().items() if k in self.shadow}
+        self.copy_to_model()
+        try:
+            yield
+        finally:
+            self.module.load_state_dict(raw, strict=False)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
