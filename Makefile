@@ -87,9 +87,9 @@ bench-demo: build
 # Distils the demo's sparse hand landmark models from the dense one, each sparser model
 # pruned on from a less sparse one while it learns (long: see docs/pruning.md): 70%; 80%
 # from it, then with the first three 1x1 layers pruned too in six runs (the demo's 80%
-# model); 90% from the first 80% one, in two runs; block 4: 70% from the unstructured 70%
-# model, 80% and 90% each from the one before, then the 80% one trained on in two runs.
-# The steps in between, with the checkpoints the next runs start from, go to
+# model); 90% from the first 80% one, in three runs; block 4: 70% from the unstructured
+# 70% model, 80% and 90% each from the one before, then the 80% one trained on in two
+# runs. The steps in between, with the checkpoints the next runs start from, go to
 # $(SPARSE_STEPS). On a CUDA machine `pysparse distill` trains on more images by itself.
 SPARSE_MODELS := demo/finetuned
 SPARSE_STEPS := build/sparse-models
@@ -117,6 +117,8 @@ sparse-models: setup
 	  --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s90.spnn
 	$(DISTILL) --sparsity 0.9 --start-from $(SPARSE_STEPS)/$(HAND).s80.spnn --ramp 600 --resume --steps 2000 \
 	  --lr 3e-4 -o $(SPARSE_MODELS)/$(HAND).s90.spnn
+	$(DISTILL) --sparsity 0.9 --start-from $(SPARSE_STEPS)/$(HAND).s80.spnn --ramp 600 --resume --steps 3500 \
+	  --lr 6e-4 --landmark-loss hand --ema 0.998 -o $(SPARSE_MODELS)/$(HAND).s90.spnn
 	$(DISTILL) --sparsity 0.7 --block 4 --start-from $(SPARSE_MODELS)/$(HAND).s70.spnn --ramp 600 \
 	  --steps 1500 --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s70b4.spnn
 	$(DISTILL) --sparsity 0.8 --block 4 --start-from $(SPARSE_MODELS)/$(HAND).s70b4.spnn --ramp 800 \
