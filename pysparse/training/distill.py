@@ -397,16 +397,17 @@ class WeightAverage:
 
     def __init__(self, module, decay: float):
         self.module, self.decay, self.updates = module, decay, 0
-        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+        # the module's own tensors (a state dict shares their storage): read in place every step
+        self.live = {k: v for k, v in module.state_dict().items() if v.is_floating_point()}
+        self.shadow = {k: v.clone() for k, v in self.live.items()}
 
     def update(self):
         import torch
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         with torch.no_grad():
-            for k, v in self.module.state_dict().items():
-                if k in self.shadow:
-                    self.shadow[k].mul_(d).add_(v, alpha=1 - d)
+            for k, v in self.live.items():
+                self.shadow[k].mul_(d).add_(v, alpha=1 - d)
 
     def copy_to_model(self):
         self.module.load_state_dict(self.shadow, strict=False)
@@ -414,7 +415,7 @@ class WeightAverage:
     @contextlib.contextmanager
     def swapped(self):
         """A context in which the module holds the averaged weights."""
-        raw = {k: v.detach().clone() for k, v in self.module.state_dict().items() if k in self.shadow}
+        raw = {k: v.clone() for k, v in self.live.items()}
         self.copy_to_model()
         try:
             yield
