@@ -495,3 +495,70 @@ def test_residual_add_folded_into_the_convolution(zero, cin, cout, hw, batch):
     assert kernels[False]["residual"] != "folded", kernels[False]
     for first, t in outs:
         assert np.array_equal(outs[first, t], outs[False, 1]), f"skip first: {first}, {t} threads"
+
+
+def _inverted_residual_graph(c, e, hw, stride, zero, residual):
+    """MobileNetV2's block: y = conv1x1(depthwise3x3(conv1x1(x))) (+ x), the depthwise layer
+    on a plane small enough that threads split its channels, not its rows."""
+    r = np.random.default_rng(c * 13 + e + hw)
+    g = Graph()
+    g.add_tensor("x", (1, c, hw, hw))
+    g.inputs = ["x"]
+    oh = (hw + 2 - 3) // stride + 1
+    g.add_tensor("t", (1, e, hw, hw))
+    g.add_tensor("d", (1, e, oh, oh))
+    g.add_tensor("p" if residual else "y", (1, c, oh, oh))
+    one = dict(stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, pad_top=0, pad_left=0,
+               pad_bottom=0, pad_right=0, groups=1)
+    g.add_op("CONV2D", ["x", g.add_constant("we", eg._w(r, e, c, 1, 1, zero=zero)),
+                        g.add_constant("be", eg._w(r, e))], ["t"], "expand", act=2, **one)
+    g.add_op("CONV2D", ["t", g.add_constant("wd", eg._w(r, e, 1, 3, 3)), g.add_constant("bd", eg._w(r, e))],
+             ["d"], "depthwise", act=2, **dict(one, stride_h=stride, stride_w=stride, pad_top=1, pad_left=1,
+                                               pad_bottom=1, pad_right=1, groups=e))
+    g.add_op("CONV2D", ["d", g.add_constant("wp", eg._w(r, c, e, 1, 1, zero=zero)),
+                        g.add_constant("bp", eg._w(r, c))], ["p" if residual else "y"], "project", act=0, **one)
+    if residual:
+        g.add_tensor("y", (1, c, oh, oh))
+        g.add_op("ADD", ["p", "x"], ["y"], "residual", act=0)
+    g.outputs = ["y"]
+    g.validate()
+    return g
+
+
+@pytest.mark.parametrize("c,e,hw,stride,residual", [
+    (32, 192, 28, 1, True),    # MobileNetV2's 28x28 blocks
+    (64, 384, 14, 1, True),    # 14x14, the projection in column slices
+    (24, 144, 56, 2, False),   # a stride-2 block into 28x28
+    (40, 99, 9, 1, True),      # channels that do not divide evenly
+])
+def test_layers_around_channel_split_depthwise(c, e, hw, stride, residual, tmp_path):
+    """Around a depthwise layer whose channels the threads split, the sparse 1x1 layer after
+    it sums its input channels in one part per thread the model was loaded for (its profile
+    kernel ends in "/<parts>"), then adds the parts: for each load, the same bits on every
+    thread count up to it, and the reference's values; loaded for one thread it is one part.
+    On 3 threads under ASan and UBSan with no report."""
+    g = _inverted_residual_graph(c, e, hw, stride, 0.8, residual)
+    data = pack(g, sparse=True)
+    x = np.random.default_rng(11).standard_normal((1, c, hw, hw)).astype(np.float32)
+    ref = reference.run(g, {"x": x})["y"]
+    for loaded in (1, 2, 3, 4):
+        with NativeModel(data, threads=loaded) as m:
+            m.set_profiling(True)
+            outs = []
+            for t in range(loaded, 0, -1):
+                m.set_threads(t)
+                outs.append(m.run([x])[0])
+            kernels = {p["name"]: p["kernel"] for p in m.profile()}
+        for o in outs[1:]:
+            assert np.array_equal(o, outs[0]), f"loaded for {loaded} threads"
+        assert close(outs[0], ref), f"loaded for {loaded}: max error {np.abs(outs[0] - ref).max()}"
+        want = "" if loaded == 1 else f"/{loaded}"
+        assert kernels["project"].startswith("spmm_") and kernels["project"].endswith(want), kernels
+        assert ("/" in kernels["project"]) == (loaded > 1), kernels
+    model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
+    model.write_bytes(data)
+    x.tofile(inp)
+    r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
+    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)

@@ -33,7 +33,9 @@ typedef struct spnn_model spnn_model;
 
 /* Loads a model from `size` bytes. On success *out is set and SPNN_OK returned. On
  * failure *out is NULL and `error` (if not NULL, `error_size` bytes) holds a message.
- * The bytes are not referenced after the call returns. num_threads >= 1. */
+ * The bytes are not referenced after the call returns. num_threads >= 1: the most threads
+ * it may run on; some layers are laid out for that count, so models loaded for different
+ * counts may differ in the last bits of their outputs (never with how many of them run). */
 spnn_status spnn_load(const uint8_t* data, size_t size, int num_threads, spnn_model** out,
                       char* error, size_t error_size);
 void spnn_free(spnn_model* model);

@@ -95,6 +95,7 @@ struct spnn_model {
   int max_threads;
   int num_threads;
   spnn_threadpool* pool;
+  float* scratch;      /* shared by the ops that sum partial results between two jobs */
 
   int profiling;
   char* profile_json;
@@ -139,6 +140,14 @@ int spnn_conv_fold_add(spnn_op* op, const float* residual, float* output, float 
 /* Runs the depthwise layer `dw`, which reads only `op`'s output, with the 1x1 layer `op`,
  * band by band; 1 if done (`dw` then has nothing left to run). */
 int spnn_conv_fuse_depthwise(spnn_op* op, spnn_op* dw);
+/* Splits the input channels of the sparse 1x1 layer `op`, which reads the output of
+ * `producer`, into parts summed by different threads, where `producer` is a depthwise layer
+ * that splits its channels between threads; returns the floats of m->scratch the layer
+ * then needs (0: not split). The weight's sparse form must still be there. */
+size_t spnn_conv_split_inputs(spnn_model* m, spnn_op* op, const spnn_op* producer);
+/* Splits the output channels of the 1x1 layer `op` between threads where `consumer`, the only
+ * reader of its output, is a depthwise layer that splits its channels; 1 if done. */
+int spnn_conv_split_outputs(spnn_model* m, spnn_op* op, const spnn_op* consumer);
 
 spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op); /* CONV_TRANSPOSE2D */
 spnn_status spnn_prepare_fully_connected(spnn_model* m, spnn_op* op);

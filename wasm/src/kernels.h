@@ -105,6 +105,12 @@ void spnn_spmm_run_residual(const spnn_spmm_weights* w, size_t pixel_begin, size
                             const float* input, float* output, const float* residual,
                             float out_min, float out_max);
 
+/* out = clamp(sum of `parts` partial sums (+ residual)) for pixels [begin, end) of every
+ * row: partial sum j of row r at sums[(j rows + r) pixels], the parts added in order, then
+ * the residual (laid out as `out`, or NULL; it may be `out` itself). */
+void spnn_f32_add_parts(size_t parts, const float* sums, size_t rows, size_t pixels, size_t begin,
+                        size_t end, const float* residual, float* out, float out_min, float out_max);
+
 /* The microkernels spnn_spmm_run calls, one per block size (1, 2, 4 rows): pixels of one
  * segment. Their tiles hold twelve f32x4 accumulators where the multiply-add is fused
  * (relaxed SIMD: 48x1, 24x2 and 12x4 pixels x rows) and eight otherwise (32x1, 16x2, 8x4:

@@ -894,6 +894,30 @@ static void fuse_depthwise(spnn_model* m) {
   }
 }
 
+/* Around a depthwise layer that splits its channels between threads, the 1x1 layers keep
+ * each thread on the channels it holds: the one before it splits its output channels the
+ * same way (spnn_conv_split_outputs), the one after it its input channels
+ * (spnn_conv_split_inputs; these share one scratch buffer). */
+static spnn_status split_channels(spnn_model* m) {
+  size_t floats = 0;
+  for (uint32_t k = 0; k < m->num_ops; k++) {
+    spnn_op* op = &m->ops[k];
+    const spnn_tensor* x = spnn_in(m, op, 0);
+    if (op->code != SPNN_OP_CONV2D || op->run == noop_run || !x) continue;
+    if (op->macs < PARALLEL_MIN_WORK) continue; /* runs on one thread anyway */
+    const spnn_tensor* y = spnn_out(m, op);
+    if (k + 1 < m->num_ops && y->last_use == (int32_t)(k + 1) && spnn_in(m, &m->ops[k + 1], 0) == y &&
+        spnn_conv_split_outputs(m, op, &m->ops[k + 1]))
+      continue;
+    if (x->producer < 0 || m->ops[x->producer].run == noop_run) continue; /* fused: row bands */
+    const size_t need = spnn_conv_split_inputs(m, op, &m->ops[x->producer]);
+    if (need > floats) floats = need;
+  }
+  if (floats && !(m->scratch = (float*)spnn_alloc(floats * sizeof(float))))
+    return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  return SPNN_OK;
+}
+
 static spnn_status prepare_ops(spnn_model* m) {
   for (uint32_t k = 0; k < m->num_ops; k++) {
     spnn_op* op = &m->ops[k];
@@ -910,6 +934,8 @@ static spnn_status prepare_ops(spnn_model* m) {
   }
   fold_residual_adds(m);
   fuse_depthwise(m);
+  spnn_status st = split_channels(m);
+  if (st) return st;
   /* Constants every consumer packed for itself are not kept. */
   for (uint32_t i = 0; i < m->num_tensors; i++) {
     spnn_tensor* t = &m->tensors[i];
@@ -971,6 +997,10 @@ spnn_status spnn_load(const uint8_t* data, size_t size, int num_threads, spnn_mo
     if (error && error_size) snprintf(error, error_size, "out of memory");
     return SPNN_ERROR_NOMEM;
   }
+  m->max_threads = num_threads; /* some layers are laid out for it */
+#ifndef SPNN_THREADS
+  m->max_threads = 1;
+#endif
   /* What the engine takes for this file's buffers: twice what the format lets the file ask
    * for, room for the weights' packed copies and the kernels' tables. */
   spnn_budget_begin(2 * spnn_memory_limit(size));

@@ -34,6 +34,9 @@
 #define DW_BAND_MIN_PIXELS 1024
 #endif
 
+/* Input-channel parts of a 1x1 layer after a channel-split depthwise one: at most this many. */
+#define MAX_KPARTS 8
+
 enum { CONV_SPMM, CONV_GEMM, CONV_DW, CONV_KXK };
 
 typedef struct conv_state {
@@ -58,6 +61,12 @@ typedef struct conv_state {
   uint32_t part_row[PARTS + 1];
   void* part_packed[PARTS];
   spnn_spmm_weights part_spmm[PARTS];
+  /* input-channel parts (0: none): part k sums channels [kpart_col[k], kpart_col[k + 1]) */
+  uint32_t kparts;
+  uint32_t kpart_col[MAX_KPARTS + 1];
+  void* kpart_packed[MAX_KPARTS];
+  spnn_spmm_weights kpart_spmm[MAX_KPARTS];
+  float* ksums; /* kparts x rows x pixels: the model's scratch, set per run */
   /* a depthwise layer run with this 1x1 layer band by band (spnn_conv_fuse_depthwise) */
   spnn_op* then_dw;
   char fused_name[48];
@@ -65,6 +74,7 @@ typedef struct conv_state {
 
 static void free_conv(void* p) {
   conv_state* s = (conv_state*)p;
+  for (uint32_t k = 0; k < s->kparts; k++) spnn_dealloc(s->kpart_packed[k]);
   for (uint32_t k = 0; k < s->parts; k++) spnn_dealloc(s->part_packed[k]);
   spnn_dealloc(s->packed);
   spnn_dealloc(s->scratch);
@@ -223,10 +233,191 @@ int spnn_conv_fuse_depthwise(spnn_op* op, spnn_op* dw) {
   return 1;
 }
 
+/* ---- The 1x1 layers around a depthwise layer that splits its channels --------------------
+ * A depthwise layer on a plane too small for row bands splits its channels between the
+ * threads. Data one core wrote and the other reads crosses between their caches, which on
+ * small layers costs more than the arithmetic; so the 1x1 layers on either side follow the
+ * depthwise layer's split instead of splitting pixels:
+ * - the one before it (an expansion) splits its output channels (the channel parts of
+ *   SPLIT_CHANNELS_BELOW): each thread writes the channels it will filter;
+ * - the one after it (a projection) splits its input channels: part k sums the channels
+ *   [kpart_col[k], kpart_col[k + 1]), which thread k filtered, over all pixels into a buffer
+ *   of its own, then a second job adds the parts in order (and the residual) and clamps,
+ *   split by pixels. Only the partial sums, a few output channels, cross between cores.
+ * The parts are fixed at load (one per thread the model is loaded for), so the bits do not
+ * depend on how many threads run it. */
+
+/* Part k of the sums over pixels [b, e), into its buffer. */
+static void sum_kpart(const conv_state* s, size_t k, size_t b, size_t e) {
+  const size_t p = s->cs.out_h * (size_t)s->cs.out_w;
+  spnn_spmm_run(&s->kpart_spmm[k], b, e, s->batch_in + s->kpart_col[k] * p,
+                s->ksums + k * s->rows * p, -INFINITY, INFINITY);
+}
+
+static void kpart_task(void* ctx, size_t b, size_t e) {
+  const conv_state* s = (const conv_state*)ctx;
+  for (size_t k = b; k < e; k++) sum_kpart(s, k, 0, s->cs.out_h * (size_t)s->cs.out_w);
+}
+
+static void kpart_sum_task(void* ctx, size_t b, size_t e) {
+  conv_state* s = (conv_state*)ctx;
+  spnn_f32_add_parts(s->kparts, s->ksums, s->rows, s->cs.out_h * (size_t)s->cs.out_w, b, e,
+                     s->batch_residual, s->batch_out, s->lo, s->hi);
+}
+
+/* Pixels per pass when one thread sums all the parts: the partial sums stay in its cache. */
+#define KPART_CHUNK 256
+
+static void run_kparts(spnn_model* m, spnn_op* op, conv_state* s) {
+  s->ksums = m->scratch;
+  if (spnn_parallel_threads(m, op->macs) < 2) { /* the same sums, a pixel chunk at a time */
+    const size_t p = s->cs.out_h * (size_t)s->cs.out_w;
+    for (size_t b = 0; b < p; b += KPART_CHUNK) {
+      const size_t e = p - b > KPART_CHUNK ? b + KPART_CHUNK : p;
+      for (size_t k = 0; k < s->kparts; k++) sum_kpart(s, k, b, e);
+      kpart_sum_task(s, b, e);
+    }
+    return;
+  }
+  spnn_parallel(m, op->macs, s->kparts, 1, kpart_task, s);
+  /* boundaries on whole cache lines of every row where the rows allow it */
+  spnn_parallel(m, op->macs, s->cs.out_h * (size_t)s->cs.out_w, 16, kpart_sum_task, s);
+}
+
+/* Packs the columns [c0, c1) of a sparse weight as a weight of its own (columns renumbered
+ * from 0), with `bias` (NULL: zeros). */
+static spnn_status pack_columns(spnn_model* m, const spnn_sparse* sp, const float* bias, uint32_t c0,
+                                uint32_t c1, uint32_t pixels, void** packed,
+                                spnn_spmm_weights* w, size_t* bytes) {
+  uint32_t* counts = (uint32_t*)malloc((size_t)sp->num_blocks * sizeof(uint32_t) + 1);
+  uint32_t* columns = (uint32_t*)malloc((size_t)sp->num_steps * sizeof(uint32_t) + 1);
+  float* values = (float*)malloc((size_t)sp->nnz * sizeof(float) + 1);
+  spnn_status st = SPNN_OK;
+  if (!counts || !columns || !values) {
+    st = spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+    goto done;
+  }
+  const uint32_t main_blocks = sp->rows / sp->block;
+  size_t src = 0, kept = 0, v_in = 0, v_out = 0;
+  for (uint32_t b = 0; b < sp->num_blocks; b++) {
+    const uint32_t rows = b < main_blocks ? sp->block : 1; /* the remainder rows: blocks of one */
+    counts[b] = 0;
+    for (uint32_t c = 0; c < sp->counts[b]; c++, src++, v_in += rows) {
+      if (sp->columns[src] < c0 || sp->columns[src] >= c1) continue;
+      columns[kept++] = sp->columns[src] - c0;
+      memcpy(values + v_out, sp->values + v_in, rows * sizeof(float));
+      v_out += rows;
+      counts[b]++;
+    }
+  }
+  *bytes = spnn_spmm_packed_bytes(sp->rows, c1 - c0, sp->block, (uint32_t)kept);
+  if (!(*packed = spnn_alloc(*bytes))) st = spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
+  else if (spnn_spmm_pack(sp->rows, c1 - c0, sp->block, counts, columns, values, bias, pixels,
+                          *packed, w) != 0)
+    st = spnn_fail(m, SPNN_ERROR_FORMAT, "sparse weight cannot be packed");
+done:
+  free(counts);
+  free(columns);
+  free(values);
+  return st;
+}
+
+static spnn_status pack_spmm_parts(spnn_model* m, conv_state* s, const spnn_sparse* sp,
+                                   const float* bias, uint32_t pixels, size_t* bytes);
+static spnn_status pack_gemm_parts(spnn_model* m, conv_state* s, const float* w,
+                                   const float* bias, size_t* bytes);
+
+/* Whether the depthwise layer `op` splits its channels (not rows) between `threads`. */
+static int dw_splits_channels(const spnn_op* op, int threads) {
+  const conv_state* d = (const conv_state*)op->state;
+  return op->code == SPNN_OP_CONV2D && d && d->kind == CONV_DW && d->batch == 1 && threads >= 2 &&
+         (size_t)d->ds.out_h * d->ds.out_w < DW_BAND_MIN_PIXELS * (size_t)threads &&
+         d->ds.channels >= 4 * (uint32_t)threads;
+}
+
+int spnn_conv_split_outputs(spnn_model* m, spnn_op* op, const spnn_op* consumer) {
+  if (op->code != SPNN_OP_CONV2D || !op->state || !dw_splits_channels(consumer, m->max_threads))
+    return 0;
+  conv_state* s = (conv_state*)op->state;
+  const conv_state* d = (const conv_state*)consumer->state;
+  /* an expansion: its input, which every thread then reads whole, is the smaller tensor */
+  if ((s->kind != CONV_SPMM && s->kind != CONV_GEMM) || s->parts || s->kparts || s->then_dw ||
+      s->batch != 1 || d->batch_in != s->batch_out || s->cols >= s->rows)
+    return 0;
+  const spnn_tensor* w = spnn_in(m, op, 1);
+  const spnn_tensor* b = spnn_in(m, op, 2);
+  const float* bias = b ? b->data : NULL;
+  size_t bytes = 0;
+  spnn_status st = SPNN_ERROR_FORMAT;
+  if (s->kind == CONV_SPMM && w->sparse)
+    st = pack_spmm_parts(m, s, w->sparse, bias, s->cs.out_h * s->cs.out_w, &bytes);
+  else if (s->kind == CONV_GEMM && w->data)
+    st = pack_gemm_parts(m, s, w->data, bias, &bytes);
+  if (st != SPNN_OK || !s->parts) { /* keeps the whole-layer packing */
+    for (uint32_t k = 0; k < s->parts; k++) spnn_dealloc(s->part_packed[k]);
+    s->parts = 0;
+    m->error[0] = 0;
+    return 0;
+  }
+  spnn_dealloc(s->packed);
+  s->packed = NULL;
+  op->state_bytes = bytes;
+  s->units = s->parts;
+  s->align = 1;
+  return 1;
+}
+
+size_t spnn_conv_split_inputs(spnn_model* m, spnn_op* op, const spnn_op* producer) {
+  if (op->code != SPNN_OP_CONV2D || producer->code != SPNN_OP_CONV2D || !op->state ||
+      !producer->state)
+    return 0;
+  conv_state *s = (conv_state*)op->state, *d = (conv_state*)producer->state;
+  const int threads = m->max_threads;
+  /* a projection: the partial sums (its output channels, per part) that cross between cores
+   * are fewer than the input channels a pixel split would move */
+  if (threads > MAX_KPARTS || s->kind != CONV_SPMM || s->batch != 1 || s->then_dw ||
+      !dw_splits_channels(producer, threads) || d->batch_out != s->batch_in ||
+      2 * s->rows > s->cols)
+    return 0;
+  const spnn_tensor* w = spnn_in(m, op, 1);
+  const spnn_tensor* b = spnn_in(m, op, 2);
+  if (!w || !w->sparse) return 0;
+  const uint32_t cols = s->cols, pixels = s->cs.out_h * s->cs.out_w;
+  conv_state t = *s; /* packed into a copy: on failure the layer stays as it was */
+  t.kparts = (uint32_t)threads;
+  size_t bytes = 0;
+  for (uint32_t k = 0; k <= t.kparts; k++) /* the depthwise layer's split (threadpool.h) */
+    t.kpart_col[k] = (uint32_t)((size_t)cols * k / t.kparts);
+  for (uint32_t k = 0; k < t.kparts; k++) {
+    size_t part_bytes;
+    if (pack_columns(m, w->sparse, k == 0 && b ? b->data : NULL, t.kpart_col[k], t.kpart_col[k + 1],
+                     pixels, &t.kpart_packed[k], &t.kpart_spmm[k], &part_bytes) != SPNN_OK) {
+      for (uint32_t j = 0; j <= k; j++) spnn_dealloc(t.kpart_packed[j]);
+      m->error[0] = 0;
+      return 0;
+    }
+    bytes += part_bytes;
+  }
+  /* the whole-layer packing is not needed any more */
+  for (uint32_t k = 0; k < s->parts; k++) spnn_dealloc(s->part_packed[k]);
+  spnn_dealloc(s->packed);
+  t.packed = NULL;
+  t.parts = 0;
+  *s = t;
+  op->state_bytes = bytes;
+  snprintf(s->fused_name, sizeof s->fused_name, "%s/%u", op->kernel, (unsigned)s->kparts);
+  op->kernel = s->fused_name;
+  return (size_t)s->kparts * s->rows * pixels;
+}
+
 static void run_conv_layer(spnn_model* m, spnn_op* op);
 
 static void run_conv(spnn_model* m, spnn_op* op) {
   conv_state* s = (conv_state*)op->state;
+  if (s->kparts) {
+    run_kparts(m, op, s);
+    return;
+  }
   if (s->then_dw && run_fused(m, op, s)) return;
   run_conv_layer(m, op);
   if (s->then_dw) run_conv_layer(m, s->then_dw);

@@ -2,7 +2,7 @@
  *
  * Work is split into a fixed grid of contiguous chunks, a few per thread, so which thread
  * computes an element never changes its arithmetic: outputs are bit-identical whatever the
- * thread count. Thread t starts on the t-th contiguous part of the grid in every job (the
+ * thread count a job runs on. Thread t starts on the t-th contiguous part of the grid in every job (the
  * caller is thread 0), so consecutive layers split the same way keep their data in one
  * core's cache. Without SPNN_THREADS (single-thread builds) there are no workers and no
  * pthreads; every job runs on the caller.

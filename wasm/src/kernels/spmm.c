@@ -200,3 +200,40 @@ void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_
                    const float* input, float* output, float out_min, float out_max) {
   spnn_spmm_run_residual(w, pixel_begin, pixel_end, input, output, NULL, out_min, out_max);
 }
+
+/* One row's pixels [begin, end): whole vectors, then a 1 to 3 pixel tail. */
+SPNN_INLINE void add_parts_row(size_t parts, const float* s, size_t plane, size_t begin, size_t end,
+                               const float* res, float* o, v128_t vmin, v128_t vmax) {
+  size_t p = begin;
+  for (; p + 4 <= end; p += 4) {
+    v128_t y = wasm_v128_load(s + p);
+    for (size_t j = 1; j < parts; j++) y = wasm_f32x4_add(y, wasm_v128_load(s + j * plane + p));
+    if (res) y = wasm_f32x4_add(y, wasm_v128_load(res + p));
+    wasm_v128_store(o + p, spnn_clamp(y, vmin, vmax));
+  }
+  if (p < end) {
+    const size_t lanes = end - p;
+    v128_t y = tile_load(s + p, lanes);
+    for (size_t j = 1; j < parts; j++) y = wasm_f32x4_add(y, tile_load(s + j * plane + p, lanes));
+    if (res) y = wasm_f32x4_add(y, tile_load(res + p, lanes));
+    tile_store(o + p, spnn_clamp(y, vmin, vmax), lanes);
+  }
+}
+
+void spnn_f32_add_parts(size_t parts, const float* sums, size_t rows, size_t pixels, size_t begin,
+                        size_t end, const float* residual, float* out, float out_min, float out_max) {
+  const v128_t vmin = wasm_f32x4_splat(out_min);
+  const v128_t vmax = wasm_f32x4_splat(out_max);
+  const size_t plane = rows * pixels;
+  for (size_t r = 0; r < rows; r++) {
+    const size_t at = r * pixels;
+    /* two parts, the common case, with and without a residual: loops the compiler unrolls */
+    if (parts == 2 && residual)
+      add_parts_row(2, sums + at, plane, begin, end, residual + at, out + at, vmin, vmax);
+    else if (parts == 2)
+      add_parts_row(2, sums + at, plane, begin, end, NULL, out + at, vmin, vmax);
+    else
+      add_parts_row(parts, sums + at, plane, begin, end, residual ? residual + at : NULL, out + at,
+                    vmin, vmax);
+  }
+}
