@@ -20,8 +20,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 # Idle time before each timed run (ms): a runtime whose workers spin after a run (XNNPACK's
-# thread pool) must not share the next system's cores (web/bench/bench.mjs).
-SETTLE_MS = 20
+# thread pool) must not share the next system's cores; short, because a virtual machine's
+# core left idle longer wakes slowly (web/bench/bench.mjs).
+SETTLE_MS = 2
 
 
 def block_outside(page, base_url: str, blocked: list) -> None:

@@ -169,14 +169,16 @@ const stats = (xs) => {
  * configs: [{id, system: 'pysparse'|'litert'|'tflite'|'ort', url, threads, input_shape (NCHW)}]
  * opts: {runs, warmup, profileRuns, settleMs, progress(done, total, what)}
  *
- * Before each timed run the page idles settleMs (default 20): a runtime whose worker threads
+ * Before each timed run the page idles settleMs (default 2): a runtime whose worker threads
  * spin for a while after a run (XNNPACK's pthreadpool does) would otherwise still hold a core
  * while the next system's run starts, so each system's time would depend on what ran before.
+ * Not longer: on a virtual machine a core left idle for ~10 ms or more takes milliseconds to
+ * wake, which every threaded runtime's next run would pay (docs/benchmarks.md).
  * Returns {environment, results: [{id, system, ..., load_ms, first_ms, samples_ms, median_ms, ...} | {id, error}]}
  */
 export async function runBench(configs, opts = {}) {
   const runs = opts.runs ?? 20, warmup = opts.warmup ?? 3, profileRuns = opts.profileRuns ?? 5;
-  const settleMs = opts.settleMs ?? 20;
+  const settleMs = opts.settleMs ?? 2;
   const settle = () => new Promise((resolve) => setTimeout(resolve, settleMs));
   const progress = opts.progress || globalThis.benchProgress || (() => {});
   const total = configs.length * (2 + warmup) + runs * configs.length;
