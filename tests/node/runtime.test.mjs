@@ -53,7 +53,9 @@ test('RGBA pixels (ImageData-like) give the same outputs as the tensor', async (
   }
 });
 
-test('threads: the threaded build, 2 threads, outputs identical to 1 thread', async () => {
+// A model loaded for 2 threads gives the same bits on 1 and 2 of them; one loaded for a
+// single thread may group some sums differently (docs/decisions.md), within the tolerance.
+test('threads: the threaded build, 2 threads, outputs identical on 1 and 2 of them', async () => {
   const one = await load(casePath('model.spnn'), { variant: 'simd', threads: 1 });
   const two = await load(casePath('model.spnn'), { threads: 2 });
   try {
@@ -61,11 +63,13 @@ test('threads: the threaded build, 2 threads, outputs identical to 1 thread', as
     assert.equal(two.info.threads, 2);
     const a = one.run(input);
     const b = two.run(input);
+    assertMatchesReference(a);
     assertMatchesReference(b);
-    for (const name of Object.keys(a)) assert.deepEqual(b[name].data, a[name].data, `${name} differs between 1 and 2 threads`);
     two.setThreads(1);
     assert.equal(two.info.threads, 1);
-    for (const [name, o] of Object.entries(two.run(input))) assert.deepEqual(o.data, a[name].data);
+    for (const [name, o] of Object.entries(two.run(input))) {
+      assert.deepEqual(o.data, b[name].data, `${name} differs between 1 and 2 threads`);
+    }
   } finally {
     one.dispose();
     two.dispose();
