@@ -743,6 +743,21 @@ void spnn_dwconv_input_rows(const spnn_dwconv_shape* s, size_t row_begin, size_t
   if (*bottom < *top) *bottom = *top;
 }
 
+/* One function per kernel shape, as the whole-plane kernels are: inlined together into one
+ * caller, the four would make a function V8 optimises poorly. */
+#define SPNN_DEFINE_DW_BAND(K, S)                                                          \
+  static __attribute__((noinline)) void dw_band_##K##x##K##s##S(                          \
+      int flat, const spnn_dwconv_shape* s, size_t c_begin, size_t c_end, const float* in, \
+      size_t in_plane, const void* packed, float* out, size_t out_plane, float out_min,    \
+      float out_max) {                                                                     \
+    dw_kxk(K, S, flat, s, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min,   \
+           out_max);                                                                       \
+  }
+SPNN_DEFINE_DW_BAND(3, 1)
+SPNN_DEFINE_DW_BAND(3, 2)
+SPNN_DEFINE_DW_BAND(5, 1)
+SPNN_DEFINE_DW_BAND(5, 2)
+
 /* A band of output rows is the whole output of a shorter layer: the input rows the band's
  * taps reach (`in` points at the first, channels `in_plane` apart), with what is left of the
  * top padding; the bottom padding follows from the band's height. The kernel (whole-plane or
@@ -767,13 +782,13 @@ static void dw_rows_band(const spnn_dwconv_shape* s, size_t c_begin, size_t c_en
   /* the full layer's choice; a band of a layer that fits fits too */
   const int flat = dw_flat_fits(K, s->stride_h, s);
   if (K == 3 && s->stride_h == 1) {
-    dw_kxk(3, 1, flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
+    dw_band_3x3s1(flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
   } else if (K == 3) {
-    dw_kxk(3, 2, flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
+    dw_band_3x3s2(flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
   } else if (s->stride_h == 1) {
-    dw_kxk(5, 1, flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
+    dw_band_5x5s1(flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
   } else {
-    dw_kxk(5, 2, flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
+    dw_band_5x5s2(flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
   }
 }
 
