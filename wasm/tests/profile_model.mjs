@@ -2,6 +2,7 @@
 // whole-run medians and best-of per build and thread count; with --layers, per-op medians.
 //
 //   node --no-experimental-fetch wasm/tests/profile_model.mjs MODEL.spnn [options]
+//   (Node 20 runs the relaxed-SIMD builds with --experimental-wasm-relaxed-simd too)
 //     --threads N        thread counts 1..N (default 2)
 //     --runs R           timed rounds (default 41); one warm-up round first
 //     --input IN.bin     float32 input (default: a fixed pseudo-random pattern)
