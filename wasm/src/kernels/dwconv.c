@@ -744,7 +744,7 @@ void spnn_dwconv_input_rows(const spnn_dwconv_shape* s, size_t row_begin, size_t
 }
 
 /* One function per kernel shape, as the whole-plane kernels are: inlined together into one
- * caller, the four would make a function V8 optimises poorly. */
+ * caller, the four made a function Node 20's V8 ran 1.3x slower (docs/benchmarks.md). */
 #define SPNN_DEFINE_DW_BAND(K, S)                                                          \
   static __attribute__((noinline)) void dw_band_##K##x##K##s##S(                          \
       int flat, const spnn_dwconv_shape* s, size_t c_begin, size_t c_end, const float* in, \
