@@ -92,6 +92,13 @@ size_t spnn_spmm_packed_bytes(uint32_t rows, uint32_t cols, uint32_t block, uint
 int spnn_spmm_pack(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t* counts,
                    const uint32_t* columns, const float* values, const float* bias,
                    uint32_t pixels, void* buffer, spnn_spmm_weights* out);
+/* The same for the input channels [c_begin, c_end) only (the layer's input is still passed
+ * whole when it runs); spnn_spmm_packed_bytes with `cols` = c_end - c_begin and the stored
+ * columns in that range gives the buffer's size. */
+int spnn_spmm_pack_columns(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t* counts,
+                           const uint32_t* columns, const float* values, const float* bias,
+                           uint32_t pixels, uint32_t c_begin, uint32_t c_end, void* buffer,
+                           spnn_spmm_weights* out);
 
 /* Runs the whole layer for pixels [pixel_begin, pixel_end). */
 void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,

@@ -61,9 +61,8 @@ typedef struct conv_state {
   uint32_t part_row[PARTS + 1];
   void* part_packed[PARTS];
   spnn_spmm_weights part_spmm[PARTS];
-  /* input-channel parts (0: none): part k sums channels [kpart_col[k], kpart_col[k + 1]) */
+  /* input-channel parts (0: none): part k sums channels [cols k / kparts, cols (k + 1) / kparts) */
   uint32_t kparts;
-  uint32_t kpart_col[MAX_KPARTS + 1];
   void* kpart_packed[MAX_KPARTS];
   spnn_spmm_weights kpart_spmm[MAX_KPARTS];
   float* ksums; /* kparts x rows x pixels: the model's scratch, set per run */
@@ -79,6 +78,13 @@ static void free_conv(void* p) {
   spnn_dealloc(s->packed);
   spnn_dealloc(s->scratch);
   free(s);
+}
+
+/* Row bands of a depthwise layer run on `threads`: one per thread where each has at least
+ * DW_BAND_MIN_PIXELS pixels, else 1 (its channels are split instead). */
+static size_t dw_bands(const conv_state* d, int threads) {
+  const size_t plane = (size_t)d->ds.out_h * d->ds.out_w;
+  return threads > 1 && plane >= DW_BAND_MIN_PIXELS * (size_t)threads ? (size_t)threads : 1;
 }
 
 /* Depthwise units: band k of s->bands (out_h * k / bands up to the next band's first row)
@@ -241,8 +247,7 @@ int spnn_conv_fuse_depthwise(spnn_op* op, spnn_op* dw) {
  * - the one before it (an expansion) splits its output channels (the channel parts of
  *   SPLIT_CHANNELS_BELOW): each thread writes the channels it will filter;
  * - the one after it (a projection) splits its input channels: part k sums the channels
- *   [kpart_col[k], kpart_col[k + 1]), which thread k filtered, over all pixels into a buffer
- *   of its own, then a second job adds the parts in order (and the residual) and clamps,
+ *   thread k filtered, over all pixels into a buffer of its own, then a second job adds the parts in order (and the residual) and clamps,
  *   split by pixels. Only the partial sums, a few output channels, cross between cores.
  * The parts are fixed at load (one per thread the model is loaded for), so the bits do not
  * depend on how many threads run it. */
@@ -250,8 +255,8 @@ int spnn_conv_fuse_depthwise(spnn_op* op, spnn_op* dw) {
 /* Part k of the sums over pixels [b, e), into its buffer. */
 static void sum_kpart(const conv_state* s, size_t k, size_t b, size_t e) {
   const size_t p = s->cs.out_h * (size_t)s->cs.out_w;
-  spnn_spmm_run(&s->kpart_spmm[k], b, e, s->batch_in + s->kpart_col[k] * p,
-                s->ksums + k * s->rows * p, -INFINITY, INFINITY);
+  spnn_spmm_run(&s->kpart_spmm[k], b, e, s->batch_in, s->ksums + k * s->rows * p, -INFINITY,
+                INFINITY);
 }
 
 static void kpart_task(void* ctx, size_t b, size_t e) {
@@ -284,44 +289,6 @@ static void run_kparts(spnn_model* m, spnn_op* op, conv_state* s) {
   spnn_parallel(m, op->macs, s->cs.out_h * (size_t)s->cs.out_w, 16, kpart_sum_task, s);
 }
 
-/* Packs the columns [c0, c1) of a sparse weight as a weight of its own (columns renumbered
- * from 0), with `bias` (NULL: zeros). */
-static spnn_status pack_columns(spnn_model* m, const spnn_sparse* sp, const float* bias, uint32_t c0,
-                                uint32_t c1, uint32_t pixels, void** packed,
-                                spnn_spmm_weights* w, size_t* bytes) {
-  uint32_t* counts = (uint32_t*)malloc((size_t)sp->num_blocks * sizeof(uint32_t) + 1);
-  uint32_t* columns = (uint32_t*)malloc((size_t)sp->num_steps * sizeof(uint32_t) + 1);
-  float* values = (float*)malloc((size_t)sp->nnz * sizeof(float) + 1);
-  spnn_status st = SPNN_OK;
-  if (!counts || !columns || !values) {
-    st = spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
-    goto done;
-  }
-  const uint32_t main_blocks = sp->rows / sp->block;
-  size_t src = 0, kept = 0, v_in = 0, v_out = 0;
-  for (uint32_t b = 0; b < sp->num_blocks; b++) {
-    const uint32_t rows = b < main_blocks ? sp->block : 1; /* the remainder rows: blocks of one */
-    counts[b] = 0;
-    for (uint32_t c = 0; c < sp->counts[b]; c++, src++, v_in += rows) {
-      if (sp->columns[src] < c0 || sp->columns[src] >= c1) continue;
-      columns[kept++] = sp->columns[src] - c0;
-      memcpy(values + v_out, sp->values + v_in, rows * sizeof(float));
-      v_out += rows;
-      counts[b]++;
-    }
-  }
-  *bytes = spnn_spmm_packed_bytes(sp->rows, c1 - c0, sp->block, (uint32_t)kept);
-  if (!(*packed = spnn_alloc(*bytes))) st = spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");
-  else if (spnn_spmm_pack(sp->rows, c1 - c0, sp->block, counts, columns, values, bias, pixels,
-                          *packed, w) != 0)
-    st = spnn_fail(m, SPNN_ERROR_FORMAT, "sparse weight cannot be packed");
-done:
-  free(counts);
-  free(columns);
-  free(values);
-  return st;
-}
-
 static spnn_status pack_spmm_parts(spnn_model* m, conv_state* s, const spnn_sparse* sp,
                                    const float* bias, uint32_t pixels, size_t* bytes);
 static spnn_status pack_gemm_parts(spnn_model* m, conv_state* s, const float* w,
@@ -331,8 +298,7 @@ static spnn_status pack_gemm_parts(spnn_model* m, conv_state* s, const float* w,
 static int dw_splits_channels(const spnn_op* op, int threads) {
   const conv_state* d = (const conv_state*)op->state;
   return op->code == SPNN_OP_CONV2D && d && d->kind == CONV_DW && d->batch == 1 && threads >= 2 &&
-         (size_t)d->ds.out_h * d->ds.out_w < DW_BAND_MIN_PIXELS * (size_t)threads &&
-         d->ds.channels >= 4 * (uint32_t)threads;
+         dw_bands(d, threads) == 1 && d->ds.channels >= 4 * (uint32_t)threads;
 }
 
 int spnn_conv_split_outputs(spnn_model* m, spnn_op* op, const spnn_op* consumer) {
@@ -382,21 +348,26 @@ size_t spnn_conv_split_inputs(spnn_model* m, spnn_op* op, const spnn_op* produce
   const spnn_tensor* w = spnn_in(m, op, 1);
   const spnn_tensor* b = spnn_in(m, op, 2);
   if (!w || !w->sparse) return 0;
-  const uint32_t cols = s->cols, pixels = s->cs.out_h * s->cs.out_w;
+  const spnn_sparse* sp = w->sparse;
+  const uint32_t pixels = s->cs.out_h * s->cs.out_w;
   conv_state t = *s; /* packed into a copy: on failure the layer stays as it was */
   t.kparts = (uint32_t)threads;
   size_t bytes = 0;
-  for (uint32_t k = 0; k <= t.kparts; k++) /* the depthwise layer's split (threadpool.h) */
-    t.kpart_col[k] = (uint32_t)((size_t)cols * k / t.kparts);
   for (uint32_t k = 0; k < t.kparts; k++) {
-    size_t part_bytes;
-    if (pack_columns(m, w->sparse, k == 0 && b ? b->data : NULL, t.kpart_col[k], t.kpart_col[k + 1],
-                     pixels, &t.kpart_packed[k], &t.kpart_spmm[k], &part_bytes) != SPNN_OK) {
+    /* the depthwise layer's channels of thread k (threadpool.h) */
+    const uint32_t c0 = (uint32_t)((size_t)s->cols * k / t.kparts);
+    const uint32_t c1 = (uint32_t)((size_t)s->cols * (k + 1) / t.kparts);
+    uint32_t stored = 0;
+    for (uint32_t i = 0; i < sp->num_steps; i++) stored += sp->columns[i] >= c0 && sp->columns[i] < c1;
+    const size_t size = spnn_spmm_packed_bytes(sp->rows, c1 - c0, sp->block, stored);
+    if (!(t.kpart_packed[k] = spnn_alloc(size)) ||
+        spnn_spmm_pack_columns(sp->rows, sp->cols, sp->block, sp->counts, sp->columns, sp->values,
+                               k == 0 && b ? b->data : NULL, pixels, c0, c1, t.kpart_packed[k],
+                               &t.kpart_spmm[k]) != 0) {
       for (uint32_t j = 0; j <= k; j++) spnn_dealloc(t.kpart_packed[j]);
-      m->error[0] = 0;
       return 0;
     }
-    bytes += part_bytes;
+    bytes += size;
   }
   /* the whole-layer packing is not needed any more */
   for (uint32_t k = 0; k < s->parts; k++) spnn_dealloc(s->part_packed[k]);
@@ -439,9 +410,7 @@ static void run_conv_layer(spnn_model* m, spnn_op* op) {
   const int by_image = s->batch > 1 && m->num_threads > 1 && s->batch % (size_t)m->num_threads == 0;
   if (s->kind == CONV_DW) {
     /* whole images per thread need no bands */
-    const int threads = by_image ? 1 : spnn_parallel_threads(m, op->macs);
-    const size_t plane = (size_t)s->ds.out_h * s->ds.out_w;
-    s->bands = threads > 1 && plane >= DW_BAND_MIN_PIXELS * (size_t)threads ? (size_t)threads : 1;
+    s->bands = dw_bands(s, by_image ? 1 : spnn_parallel_threads(m, op->macs));
     s->units = s->bands * s->ds.channels;
   }
   spnn_parallel(m, op->macs, s->batch * s->units, by_image ? s->units : s->align, conv_task, s);

@@ -89,7 +89,16 @@ static int pack_segment(uint32_t block, uint32_t num_blocks, uint32_t first_row,
 int spnn_spmm_pack(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t* counts,
                    const uint32_t* columns, const float* values, const float* bias,
                    uint32_t pixels, void* buffer, spnn_spmm_weights* out) {
-  if ((block != 1 && block != 2 && block != 4) || rows == 0 || cols == 0 || pixels == 0) {
+  return spnn_spmm_pack_columns(rows, cols, block, counts, columns, values, bias, pixels, 0, cols,
+                                buffer, out);
+}
+
+int spnn_spmm_pack_columns(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t* counts,
+                           const uint32_t* columns, const float* values, const float* bias,
+                           uint32_t pixels, uint32_t c_begin, uint32_t c_end, void* buffer,
+                           spnn_spmm_weights* out) {
+  if ((block != 1 && block != 2 && block != 4) || rows == 0 || cols == 0 || pixels == 0 ||
+      c_begin >= c_end || c_end > cols) {
     return -1;
   }
   if ((int64_t)cols * pixels * 4 > INT32_MAX) return -1;
@@ -98,7 +107,7 @@ int spnn_spmm_pack(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t*
   out->rows = rows;
   out->cols = cols;
   out->pixels = pixels;
-  out->slices = slice_count(cols);
+  out->slices = slice_count(c_end - c_begin);
 
   uint8_t* cursor = (uint8_t*)buffer;
   const uint32_t main_blocks = rows / block;
@@ -107,8 +116,8 @@ int spnn_spmm_pack(uint32_t rows, uint32_t cols, uint32_t block, const uint32_t*
   for (uint32_t k = 0; k < main_blocks; k++) main_columns += counts[k];
 
   for (uint32_t j = 0; j < out->slices; j++) {
-    const uint32_t c_lo = (uint32_t)((uint64_t)cols * j / out->slices);
-    const uint32_t c_hi = (uint32_t)((uint64_t)cols * (j + 1) / out->slices);
+    const uint32_t c_lo = c_begin + (uint32_t)((uint64_t)(c_end - c_begin) * j / out->slices);
+    const uint32_t c_hi = c_begin + (uint32_t)((uint64_t)(c_end - c_begin) * (j + 1) / out->slices);
     if (c_hi - c_lo > out->slice_cols) out->slice_cols = c_hi - c_lo;
     const uint32_t mode = (j > 0 ? SPMM_FROM_OUTPUT : 0) | (j + 1 < out->slices ? SPMM_PARTIAL : 0);
     const float* slice_bias = j == 0 ? bias : NULL;
