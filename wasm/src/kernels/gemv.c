@@ -1,30 +1,51 @@
-/* Matrix-vector product for FULLY_CONNECTED: y = clamp(W . x + bias), W row-major. */
+/* Matrix-vector product for FULLY_CONNECTED: y = clamp(W . x + bias), W row-major.
+ *
+ * GEMV_ROWS rows at a time share each load of x, so the loop's loads are nearly all
+ * weights, which stream from memory once (a classifier's 5 MB stay in no cache) in
+ * GEMV_ROWS streams at once. Every row sums in the same order whether it is one of a group
+ * or alone (one vector sum over the columns, then its lanes, then the scalar tail), so its
+ * result does not depend on where a thread's range of rows starts. */
 #include "../kernels.h"
 #include "../simd.h"
+#include "tile.h"
+
+SPNN_INLINE float finish_row(v128_t s, const float* w, const float* x, size_t k,
+                             size_t cols, const float* bias, size_t m, float out_min,
+                             float out_max) {
+  float acc = (wasm_f32x4_extract_lane(s, 0) + wasm_f32x4_extract_lane(s, 1)) +
+              (wasm_f32x4_extract_lane(s, 2) + wasm_f32x4_extract_lane(s, 3));
+  for (; k < cols; k++) acc += w[k] * x[k];
+  acc += bias != NULL ? bias[m] : 0.0f;
+  acc = acc < out_min ? out_min : acc;
+  return out_max < acc ? out_max : acc;
+}
+
+/* rows per group (docs/benchmarks.md): few enough for the registers without relaxed SIMD */
+#define GEMV_ROWS 8
 
 void spnn_f32_gemv(size_t row_begin, size_t row_end, size_t cols, const float* weights,
                    const float* bias, const float* x, float* y, float out_min,
                    float out_max) {
-  for (size_t m = row_begin; m < row_end; m++) {
+  const size_t cols4 = cols / 4 * 4;
+  size_t m = row_begin;
+  for (; m + GEMV_ROWS <= row_end; m += GEMV_ROWS) {
     const float* w = weights + m * cols;
-    /* Four independent vector sums hide the add latency. */
-    v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
-    size_t k = 0;
-    for (; k + 16 <= cols; k += 16) {
-      a0 = spnn_madd(a0, wasm_v128_load(w + k), wasm_v128_load(x + k));
-      a1 = spnn_madd(a1, wasm_v128_load(w + k + 4), wasm_v128_load(x + k + 4));
-      a2 = spnn_madd(a2, wasm_v128_load(w + k + 8), wasm_v128_load(x + k + 8));
-      a3 = spnn_madd(a3, wasm_v128_load(w + k + 12), wasm_v128_load(x + k + 12));
+    v128_t a[GEMV_ROWS];
+    _Pragma("clang loop unroll(full)")
+    for (size_t r = 0; r < GEMV_ROWS; r++) a[r] = wasm_f32x4_splat(0.0f);
+    for (size_t k = 0; k < cols4; k += 4) {
+      const v128_t xv = wasm_v128_load(x + k);
+      _Pragma("clang loop unroll(full)")
+      for (size_t r = 0; r < GEMV_ROWS; r++) a[r] = spnn_madd(a[r], wasm_v128_load(w + r * cols + k), xv);
     }
-    for (; k + 4 <= cols; k += 4) {
-      a0 = spnn_madd(a0, wasm_v128_load(w + k), wasm_v128_load(x + k));
-    }
-    const v128_t a = wasm_f32x4_add(wasm_f32x4_add(a0, a1), wasm_f32x4_add(a2, a3));
-    float acc = (wasm_f32x4_extract_lane(a, 0) + wasm_f32x4_extract_lane(a, 1)) +
-                (wasm_f32x4_extract_lane(a, 2) + wasm_f32x4_extract_lane(a, 3));
-    for (; k < cols; k++) acc += w[k] * x[k];
-    acc += bias != NULL ? bias[m] : 0.0f;
-    acc = acc < out_min ? out_min : acc;
-    y[m] = out_max < acc ? out_max : acc;
+    _Pragma("clang loop unroll(full)")
+    for (size_t r = 0; r < GEMV_ROWS; r++)
+      y[m + r] = finish_row(a[r], w + r * cols, x, cols4, cols, bias, m + r, out_min, out_max);
+  }
+  for (; m < row_end; m++) {
+    const float* w = weights + m * cols;
+    v128_t a = wasm_f32x4_splat(0.0f);
+    for (size_t k = 0; k < cols4; k += 4) a = spnn_madd(a, wasm_v128_load(w + k), wasm_v128_load(x + k));
+    y[m] = finish_row(a, w, x, cols4, cols, bias, m, out_min, out_max);
   }
 }
