@@ -1,6 +1,7 @@
 """pysparse.training: hand image sources split by source, augmentation, per-layer sparsity,
 the distillation loss, evaluation against the dense model, and the two commands."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 from pysparse import assets
 from pysparse.cli import main
 from pysparse.format.reader import read_spnn
+from pysparse.torch_module import GraphModule
 from pysparse.prune import allocate
 from pysparse.training import augment as A
 from pysparse.training import evaluate as E
@@ -111,7 +113,6 @@ def test_compare_counts_agreement_and_hand_size_fractions():
 @pytest.mark.slow
 def test_loss_is_zero_for_the_teacher_and_masks_stay_fixed(lite):
     from pysparse.prune import oneshot
-    from pysparse.torch_module import GraphModule
     from pysparse.training import distill as D
     teacher = D.Teacher(lite)
     x = torch.from_numpy(A.to_input(np.random.default_rng(0).integers(0, 255, (2, 224, 224, 3), np.uint8)))
@@ -216,6 +217,20 @@ def test_distill_smoke_and_evaluate_commands(tmp_path, capsys, lite):
     with pytest.raises(SystemExit, match="no checkpoint"):
         main(["distill", "--smoke", "--model", "hand_landmark_lite", "--start-from", str(tmp_path / "none.spnn"),
               "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "x.spnn")])
+    # a model on its own, as shipped (no checkpoint beside it): its weights and zeros are the start
+    alone = tmp_path / "shipped" / "model.spnn"
+    alone.parent.mkdir()
+    shutil.copy(further, alone)
+    again = tmp_path / "again.spnn"
+    assert main(["distill", "--smoke", "--model", "hand_landmark_lite", "--sparsity", "0.85", "--threads", "2",
+                 "--cache", str(tmp_path / "cache"), "--start-from", str(alone), "-o", str(again)]) == 0
+    assert json.loads(again.with_suffix(".report.json").read_text())["start_from"] == str(alone)
+    before, after = (GraphModule(read_spnn(f.read_bytes()).graph).state_dict() for f in (alone, again))
+    assert all(torch.all(after[k][before[k] == 0] == 0) for k in before)
+    assert any(not torch.equal(after[k], before[k]) for k in before)  # and it trained
+    with pytest.raises(SystemExit, match="not a model of hand_landmark_full"):
+        main(["distill", "--smoke", "--model", "hand_landmark_full", "--start-from", str(alone),
+              "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "y.spnn")])
     capsys.readouterr()
     # evaluate: a folder of the user's images, a model against itself and the pruned one
     from PIL import Image

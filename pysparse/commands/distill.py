@@ -55,9 +55,9 @@ def add_parser(sub) -> None:
                    help="go on from OUTPUT's checkpoint; --steps and --lr shape the schedule from there (a longer "
                         "or shorter run, or a second phase with other loss weights)")
     p.add_argument("--start-from", type=Path, default=None, metavar="MODEL",
-                   help="begin from a less sparse model of an earlier run (its .spnn with the checkpoint beside "
-                        "it, or the .ckpt.pt) instead of calibrated pruning, and prune it further to --sparsity "
-                        "while it trains")
+                   help="begin from a model of an earlier run instead of calibrated pruning (its .ckpt.pt, the "
+                        ".spnn with its checkpoint beside it, or any .spnn of this model on its own, e.g. a "
+                        "shipped one), pruning it further to --sparsity while it trains where it is less sparse")
     p.add_argument("--ramp", type=int, default=1000, metavar="STEPS",
                    help="with --start-from: the steps over which the sparsity rises (default 1000)")
     p.add_argument("--cache", type=Path, default=assets.ROOT / "build" / "distill-cache")

@@ -457,8 +457,9 @@ def run(args) -> int:
         args.ramp = min(args.ramp, 2)
     if not args.output.parent.is_dir():
         raise SystemExit(f"output folder {args.output.parent} does not exist")
+    start_weights = None
     if args.start_from:  # before the pool and the sensitivity analysis, not after them
-        start_ckpt = start_checkpoint(args.start_from)
+        start_weights = start_weights_of(args.start_from)
         if not 0 < args.ramp < args.steps:
             raise SystemExit(f"--ramp must be between 0 and --steps ({args.steps}), got {args.ramp}")
     if args.threads:
@@ -466,6 +467,9 @@ def run(args) -> int:
     device = device_of(args.device)
     t_start, cpu_start = time.perf_counter(), time.process_time()
     dense = optimize(load_model(args.dense or assets.model_path(args.model + ".tflite")))
+    if start_weights is not None and not same_layout(start_weights, dense):
+        raise SystemExit(f"--start-from {args.start_from}: not a model of {args.model} (its weights differ in "
+                         "name or shape)")
     teacher = Teacher(dense, device)
     sources = S.all_sources()
     train_sources, val_sources = S.split(sources, "train"), S.split(sources, "validation")
@@ -491,16 +495,15 @@ def run(args) -> int:
     log_path = args.output.with_suffix(".log.jsonl")
     checkpoint = args.output.with_suffix(".ckpt.pt")
     t0 = time.perf_counter()
-    start_weights, ramp = None, None
+    ramp = None
     if args.start_from:
         targets = sparsity if isinstance(sparsity, dict) else {
             name: sparsity for name, why in select(dense, exclude, include).items() if why is None}
         ramp = (targets, args.ramp, args.block)
     if args.resume and checkpoint.exists():  # the checkpoint holds the pruned weights
         start, calibrated = dense, None
-    elif args.start_from:  # a less sparse model of an earlier run, pruned further while it trains
+    elif args.start_from:  # a model of an earlier run, pruned further (or not) while it trains
         start, calibrated = dense, None
-        start_weights = shipped_weights(torch.load(start_ckpt, map_location="cpu", weights_only=False))
     else:
         start = reconstruct(dense, A.to_input(pool[:args.calibration]), sparsity, args.block, exclude=exclude,
                             include=include,
@@ -579,13 +582,28 @@ def shipped_weights(state: dict) -> dict:
     return weights
 
 
-def start_checkpoint(path: Path) -> Path:
-    """The checkpoint of an earlier run: given itself, or its model (OUT.spnn beside OUT.ckpt.pt)."""
+def start_weights_of(path: Path) -> dict:
+    """The weights to begin from: an earlier run's checkpoint (given itself, or its model
+    OUT.spnn beside OUT.ckpt.pt), else the weights a `.spnn` holds as shipped (fp16, with the
+    zeros of its pruning), so that a shipped model can be trained on without its checkpoint."""
+    import torch
+
+    from ..format.reader import read_spnn
+    from ..torch_module import GraphModule
     ckpt = path if path.name.endswith(".ckpt.pt") else path.with_suffix(".ckpt.pt")
-    if not ckpt.exists():
-        raise SystemExit(f"--start-from: no checkpoint {ckpt} (a run of `pysparse distill` writes one beside "
-                         "its model)")
-    return ckpt
+    if ckpt.exists():
+        return shipped_weights(torch.load(ckpt, map_location="cpu", weights_only=False))
+    if path.suffix != ".spnn" or not path.is_file():
+        raise SystemExit(f"--start-from: no checkpoint {ckpt} and no model {path} (a run of `pysparse distill` "
+                         "writes both)")
+    return GraphModule(read_spnn(path.read_bytes()).graph).state_dict()
+
+
+def same_layout(weights: dict, graph) -> bool:
+    """Whether a state dict has the names and shapes of `graph`'s torch module."""
+    from ..torch_module import GraphModule
+    expected = GraphModule(graph).state_dict()
+    return expected.keys() == weights.keys() and all(expected[k].shape == weights[k].shape for k in expected)
 
 
 def hardware(device) -> str:
