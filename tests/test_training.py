@@ -10,8 +10,8 @@ import torch
 from pysparse import assets
 from pysparse.cli import main
 from pysparse.format.reader import read_spnn
-from pysparse.torch_module import GraphModule
 from pysparse.prune import allocate
+from pysparse.torch_module import GraphModule
 from pysparse.training import augment as A
 from pysparse.training import evaluate as E
 from pysparse.training import sources as S
