@@ -86,11 +86,12 @@ bench-demo: build
 
 # Distils the demo's sparse hand landmark models from the dense one, each sparser model
 # pruned on from a less sparse one while it learns (long: see docs/pruning.md): 70%; 80%
-# from it, then with the first three 1x1 layers pruned too in six runs (the demo's 80%
-# model); 90% from the first 80% one, in three runs; block 4: 70% from the unstructured
-# 70% model, 80% and 90% each from the one before, then the 80% one trained on in two
-# runs. The steps in between, with the checkpoints the next runs start from, go to
-# $(SPARSE_STEPS). On a CUDA machine `pysparse distill` trains on more images by itself.
+# from it, then with the first three 1x1 layers pruned too in six runs, then trained on
+# from those weights with a fresh optimiser on a larger pool (the demo's 80% model); 90%
+# from the first 80% one, in three runs; block 4: 70% from the unstructured 70% model,
+# 80% and 90% each from the one before, then the 80% one trained on in two runs. The
+# steps in between, with the checkpoints the next runs start from, go to $(SPARSE_STEPS).
+# On a CUDA machine `pysparse distill` trains on more images by itself.
 SPARSE_MODELS := demo/finetuned
 SPARSE_STEPS := build/sparse-models
 DISTILL := $(VENV)/bin/pysparse distill --batch 16 --pool 5000 --feature-weight 0.3
@@ -102,17 +103,20 @@ sparse-models: setup
 	$(DISTILL) --sparsity 0.8 --start-from $(SPARSE_MODELS)/$(HAND).s70.spnn --ramp 1000 --steps 3000 \
 	  --lr 4e-4 -o $(SPARSE_STEPS)/$(HAND).s80.spnn
 	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --start-from $(SPARSE_STEPS)/$(HAND).s80.spnn \
-	  --ramp 400 --steps 1000 --lr 3e-4 -o $(SPARSE_MODELS)/$(HAND).s80.spnn
+	  --ramp 400 --steps 1000 --lr 3e-4 -o $(SPARSE_STEPS)/$(HAND).s80i.spnn
 	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --resume --steps 2500 --lr 2e-4 \
-	  -o $(SPARSE_MODELS)/$(HAND).s80.spnn
+	  -o $(SPARSE_STEPS)/$(HAND).s80i.spnn
 	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --resume --steps 5000 --lr 2e-4 --logit-weight 0.2 \
-	  -o $(SPARSE_MODELS)/$(HAND).s80.spnn
+	  -o $(SPARSE_STEPS)/$(HAND).s80i.spnn
 	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --resume --steps 8000 --lr 5e-4 --logit-weight 0.2 \
-	  -o $(SPARSE_MODELS)/$(HAND).s80.spnn
+	  -o $(SPARSE_STEPS)/$(HAND).s80i.spnn
 	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --resume --steps 11000 --lr 7e-4 --logit-weight 0.2 \
-	  -o $(SPARSE_MODELS)/$(HAND).s80.spnn
+	  -o $(SPARSE_STEPS)/$(HAND).s80i.spnn
 	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --resume --steps 15000 --lr 6e-4 --logit-weight 0.2 \
-	  --landmark-loss hand --ema 0.998 -o $(SPARSE_MODELS)/$(HAND).s80.spnn
+	  --landmark-loss hand --ema 0.998 -o $(SPARSE_STEPS)/$(HAND).s80i.spnn
+	$(DISTILL) --sparsity 0.8 --include $(FIRST_LAYERS) --start-from $(SPARSE_STEPS)/$(HAND).s80i.spnn \
+	  --ramp 100 --steps 4000 --pool 8000 --lr 1.5e-4 --logit-weight 0.2 --landmark-loss hand --ema 0.998 \
+	  -o $(SPARSE_MODELS)/$(HAND).s80.spnn
 	$(DISTILL) --sparsity 0.9 --start-from $(SPARSE_STEPS)/$(HAND).s80.spnn --ramp 600 --steps 1000 \
 	  --lr 4e-4 -o $(SPARSE_MODELS)/$(HAND).s90.spnn
 	$(DISTILL) --sparsity 0.9 --start-from $(SPARSE_STEPS)/$(HAND).s80.spnn --ramp 600 --resume --steps 2000 \
