@@ -23,29 +23,31 @@ SPNN_INLINE float finish_row(v128_t s, const float* w, const float* x, size_t k,
 /* rows per group (docs/benchmarks.md): few enough for the registers without relaxed SIMD */
 #define GEMV_ROWS 8
 
+/* Rows [m, m + R) (R a constant, at most GEMV_ROWS): one vector sum per row over the
+ * columns, each input vector loaded once for the R rows. */
+SPNN_INLINE void gemv_rows(size_t R, size_t m, size_t cols, const float* weights,
+                           const float* bias, const float* x, float* y, float out_min,
+                           float out_max) {
+  const size_t cols4 = cols / 4 * 4;
+  const float* w = weights + m * cols;
+  v128_t a[GEMV_ROWS];
+  _Pragma("clang loop unroll(full)")
+  for (size_t r = 0; r < R; r++) a[r] = wasm_f32x4_splat(0.0f);
+  for (size_t k = 0; k < cols4; k += 4) {
+    const v128_t xv = wasm_v128_load(x + k);
+    _Pragma("clang loop unroll(full)")
+    for (size_t r = 0; r < R; r++) a[r] = spnn_madd(a[r], wasm_v128_load(w + r * cols + k), xv);
+  }
+  _Pragma("clang loop unroll(full)")
+  for (size_t r = 0; r < R; r++)
+    y[m + r] = finish_row(a[r], w + r * cols, x, cols4, cols, bias, m + r, out_min, out_max);
+}
+
 void spnn_f32_gemv(size_t row_begin, size_t row_end, size_t cols, const float* weights,
                    const float* bias, const float* x, float* y, float out_min,
                    float out_max) {
-  const size_t cols4 = cols / 4 * 4;
   size_t m = row_begin;
-  for (; m + GEMV_ROWS <= row_end; m += GEMV_ROWS) {
-    const float* w = weights + m * cols;
-    v128_t a[GEMV_ROWS];
-    _Pragma("clang loop unroll(full)")
-    for (size_t r = 0; r < GEMV_ROWS; r++) a[r] = wasm_f32x4_splat(0.0f);
-    for (size_t k = 0; k < cols4; k += 4) {
-      const v128_t xv = wasm_v128_load(x + k);
-      _Pragma("clang loop unroll(full)")
-      for (size_t r = 0; r < GEMV_ROWS; r++) a[r] = spnn_madd(a[r], wasm_v128_load(w + r * cols + k), xv);
-    }
-    _Pragma("clang loop unroll(full)")
-    for (size_t r = 0; r < GEMV_ROWS; r++)
-      y[m + r] = finish_row(a[r], w + r * cols, x, cols4, cols, bias, m + r, out_min, out_max);
-  }
-  for (; m < row_end; m++) {
-    const float* w = weights + m * cols;
-    v128_t a = wasm_f32x4_splat(0.0f);
-    for (size_t k = 0; k < cols4; k += 4) a = spnn_madd(a, wasm_v128_load(w + k), wasm_v128_load(x + k));
-    y[m] = finish_row(a, w, x, cols4, cols, bias, m, out_min, out_max);
-  }
+  for (; m + GEMV_ROWS <= row_end; m += GEMV_ROWS)
+    gemv_rows(GEMV_ROWS, m, cols, weights, bias, x, y, out_min, out_max);
+  for (; m < row_end; m++) gemv_rows(1, m, cols, weights, bias, x, y, out_min, out_max);
 }
