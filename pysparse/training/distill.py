@@ -467,10 +467,10 @@ def run(args) -> int:
     device = device_of(args.device)
     t_start, cpu_start = time.perf_counter(), time.process_time()
     dense = optimize(load_model(args.dense or assets.model_path(args.model + ".tflite")))
-    if start_weights is not None and not same_layout(start_weights, dense):
+    teacher = Teacher(dense, device)
+    if start_weights is not None and not same_layout(start_weights, teacher.module):
         raise SystemExit(f"--start-from {args.start_from}: not a model of {args.model} (its weights differ in "
                          "name or shape)")
-    teacher = Teacher(dense, device)
     sources = S.all_sources()
     train_sources, val_sources = S.split(sources, "train"), S.split(sources, "validation")
     t0 = time.perf_counter()
@@ -599,10 +599,9 @@ def start_weights_of(path: Path) -> dict:
     return GraphModule(read_spnn(path.read_bytes()).graph).state_dict()
 
 
-def same_layout(weights: dict, graph) -> bool:
-    """Whether a state dict has the names and shapes of `graph`'s torch module."""
-    from ..torch_module import GraphModule
-    expected = GraphModule(graph).state_dict()
+def same_layout(weights: dict, module) -> bool:
+    """Whether a state dict has the names and shapes of `module`'s."""
+    expected = module.state_dict()
     return expected.keys() == weights.keys() and all(expected[k].shape == weights[k].shape for k in expected)
 
 
