@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -183,10 +184,10 @@ def main(argv=None) -> int:
     ap.add_argument("--node", default=str(BENCH_NODE) if BENCH_NODE.exists() else "node",
                     help="the node binary (default: wasm/bench/node's when installed, else node)")
     ap.add_argument("--which-node", action="store_true",
-                    help="print the node the kernel benchmarks run on, and exit")
+                    help="print the node command (with its flags) the kernel benchmarks run on, and exit")
     args = ap.parse_args(argv)
-    if args.which_node:
-        print(args.node)
+    if args.which_node:  # with the flags its version needs, for the Makefile's runs
+        print(shlex.join(node_command(args.node, node_version(args.node))))
         return 0
     if not args.binary:
         ap.error("--binary is required")
