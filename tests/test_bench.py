@@ -309,3 +309,77 @@ def test_requests_leaving_the_local_server_are_aborted(tmp_path):
             browser.close()
     assert got == ["aborted", 200]
     assert blocked == ["https://odml.pa.googleapis.com/v1/log"]
+
+
+def _engine_build(folder: Path) -> Path:
+    """A folder shaped like an engine build (the bench checks names, the page loads them)."""
+    folder.mkdir()
+    for v in ("simd", "simd-threads", "relaxed", "relaxed-threads"):
+        for ext in ("mjs", "wasm"):
+            (folder / f"pysparse-{v}.{ext}").write_bytes(b"x")
+    return folder
+
+
+def test_engine_builds_must_hold_every_variant(tmp_path):
+    from pysparse.commands.bench import engine_builds
+    good = _engine_build(tmp_path / "old-build")
+    assert engine_builds([good]) == {"old-build": good}
+    (good / "pysparse-relaxed.wasm").unlink()
+    with pytest.raises(FileNotFoundError, match="pysparse-relaxed.wasm"):
+        engine_builds([good])
+    with pytest.raises(FileNotFoundError, match="not an engine build"):
+        engine_builds([tmp_path / "nowhere"])
+
+
+def test_pysparse_files_are_timed_again_on_each_engine_build(tmp_path):
+    from pysparse.bench.runtimes import Artifact
+    from pysparse.bench.suite import configs_for
+    mine = [Artifact("m", "pysparse", 0.8, 1, tmp_path / "m.spnn", (1, 3, 8, 8), "pysparse 80%"),
+            Artifact("m", "litert", 0.8, 1, tmp_path / "m.tflite", (1, 3, 8, 8), "litert 80%")]
+    configs = configs_for(mine, 2, {"old": tmp_path})
+    assert [(c["id"], c.get("dist")) for c in configs] == [
+        ("m/pysparse 80%", None), ("m/pysparse 80%@old", "/engines/old/"), ("m/litert 80%", None)]
+    assert all(c["threads"] == 2 and c["url"] == configs[0]["url"] for c in configs[:2])
+
+
+def test_bench_server_serves_engine_files_and_nothing_else(tmp_path):
+    import urllib.error
+    import urllib.request
+    from pysparse.bench.browser import BenchServer
+    build = _engine_build(tmp_path / "old")
+    (build / "notes.txt").write_text("not an engine file")
+    with BenchServer(tmp_path, {"old": build}) as url:
+        with urllib.request.urlopen(f"{url}/engines/old/pysparse-relaxed.wasm") as r:
+            assert r.read() == b"x" and r.headers["Content-Type"] == "application/wasm"
+            assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+        for path in ("engines/old/notes.txt", "engines/other/pysparse-relaxed.wasm",
+                     "engines/old/..%2Fold%2Fpysparse-simd.mjs"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"{url}/{path}")
+            assert e.value.code == 404
+
+
+@pytest.mark.slow
+def test_engine_build_rows_run_beside_this_checkouts(tmp_path):
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("needs Debian's chromium")
+    import shutil
+    from pysparse import assets
+    from pysparse.cli import main
+    from pysparse.importers import load_model
+    from pysparse.pack import pack
+    from pysparse.prune import oneshot
+    pruned = tmp_path / "lite80.spnn"
+    pruned.write_bytes(pack(oneshot(load_model(assets.model_path("hand_landmark_lite.tflite")), 0.8)))
+    other = shutil.copytree(Path(__file__).resolve().parents[1] / "web" / "dist", tmp_path / "other")
+    # its relaxed threaded engine is the SIMD128 one, which says so when loaded
+    for ext in ("mjs", "wasm"):
+        shutil.copy(other / f"pysparse-simd-threads.{ext}", other / f"pysparse-relaxed-threads.{ext}")
+    out = tmp_path / "bench"
+    assert main(["bench", str(pruned), "--systems", "pysparse", "--threads", "2", "--runs", "2",
+                 "--warmup", "0", "--no-profile", "--engine-build", str(other), "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["results"]
+    assert [r["label"] for r in rows] == ["pysparse lite80.spnn", "pysparse lite80.spnn @other"]
+    assert all(r["median_ms"] > 0 and r["info"]["threads"] == 2 for r in rows)
+    assert [r["info"]["build"] for r in rows] == ["relaxed-simd-threads", "simd128-threads"]
+    assert rows[1]["engine_build"] == str(other)

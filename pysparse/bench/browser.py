@@ -43,20 +43,35 @@ def chromium_path() -> str:
     raise FileNotFoundError("no chromium found (looked for /usr/bin/chromium and chromium on PATH)")
 
 
-class BenchServer:
-    """The pysparse Flask app (cross-origin isolated) on a free localhost port, in a thread."""
+ENGINE_FILE = re.compile(r"pysparse-[a-z-]+\.(mjs|wasm|worker\.js)")
 
-    def __init__(self, models_dir: Path):
+
+class BenchServer:
+    """The pysparse Flask app (cross-origin isolated) on a free localhost port, in a thread;
+    `engines` (name -> folder of an engine build) are served under /engines/<name>/."""
+
+    def __init__(self, models_dir: Path, engines: dict[str, Path] | None = None):
         self.models_dir = Path(models_dir)
+        self.engines = {k: Path(v).resolve() for k, v in (engines or {}).items()}
         self._server = None
         self._thread = None
 
     def __enter__(self) -> str:
+        from flask import abort, send_from_directory
         from werkzeug.serving import make_server
 
-        from ..server import create_app
+        from ..server import MIME_TYPES, create_app
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
         app = create_app(models_dir=self.models_dir)
+
+        def engine_file(name: str, path: str):
+            if name not in self.engines or not ENGINE_FILE.fullmatch(path):
+                abort(404)
+            response = send_from_directory(self.engines[name], path)
+            response.mimetype = MIME_TYPES.get(Path(path).suffix, "application/octet-stream").split(";")[0]
+            return response
+
+        app.add_url_rule("/engines/<name>/<path>", "engine_file", engine_file)
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()

@@ -17,9 +17,17 @@ from .runtimes import DEFAULT_SYSTEMS, SPARSITIES, prepare
 OUT_DIR = Path("build/bench")
 
 
-def configs_for(artifacts, threads: int) -> list[dict]:
-    return [{"id": a.id, "system": a.system, "url": f"/models/{a.path.name}", "threads": threads,
-             "input_shape": list(a.input_shape)} for a in artifacts]
+def configs_for(artifacts, threads: int, engines=()) -> list[dict]:
+    """The page's configurations: each artifact, and each pysparse one again on every other
+    engine build in `engines` (names served under /engines/<name>/), id `<id>@<name>`."""
+    out = []
+    for a in artifacts:
+        cfg = {"id": a.id, "system": a.system, "url": f"/models/{a.path.name}", "threads": threads,
+               "input_shape": list(a.input_shape)}
+        out.append(cfg)
+        if a.system == "pysparse":
+            out.extend({**cfg, "id": f"{a.id}@{name}", "dist": f"/engines/{name}/"} for name in engines)
+    return out
 
 
 # The files one page holds at most: every model of a page shares its engine's 2 GiB heap,
@@ -66,7 +74,8 @@ def sessions_of(artifacts) -> list[tuple[str, list]]:
 def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, sparsities=SPARSITIES,
                   blocks=(1, 4), systems=DEFAULT_SYSTEMS, out_dir: Path = OUT_DIR,
                   profile: bool = True, progress_bar: bool = True, console=None,
-                  session_timeout_s: float = 900, files=(), settle_ms: float = SETTLE_MS) -> dict:
+                  session_timeout_s: float = 900, files=(), settle_ms: float = SETTLE_MS,
+                  engines: dict[str, Path] | None = None) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .browser import BenchServer, run_session
@@ -92,21 +101,25 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
                         console.print(f"{th} thread(s): {done}/{total} {what}", soft_wrap=True)  # one line each
 
                 try:
-                    with BenchServer(models_dir) as url:
-                        result = run_session(url, configs_for(mine, th), runs=runs, warmup=warmup,
+                    with BenchServer(models_dir, engines) as url:
+                        result = run_session(url, configs_for(mine, th, engines or {}), runs=runs, warmup=warmup,
                                              profile=profile, progress=tick, timeout_s=session_timeout_s,
                                              settle_ms=settle_ms)
                 except Exception as e:  # a hung or crashed page: record it, go on with the rest
                     result = {"environment": {}, "page_errors": [str(e)],
-                              "results": [{"id": a.id, "error": f"session failed: {str(e)[:200]}"} for a in mine]}
+                              "results": [{"id": c["id"], "error": f"session failed: {str(e)[:200]}"}
+                                          for c in configs_for(mine, th, engines or {})]}
                 sessions.append({"model": model, "threads": th, "environment": result["environment"],
                                  "browser_version": result.get("browser_version"),
                                  "page_errors": result.get("page_errors", [])})
                 for r in result["results"]:
-                    a = by_id[r["id"]]
+                    base, _, engine = r["id"].partition("@")
+                    a = by_id[base]
                     row = {"model": a.model, "system": a.system, "label": a.label, "sparsity": a.sparsity,
                            "block": a.block, "threads": th, "file": a.path.name,
                            "file_bytes": a.path.stat().st_size, "notes": a.notes}
+                    if engine:  # the same file on another engine build
+                        row.update(label=f"{a.label} @{engine}", engine_build=str(engines[engine]))
                     for key in report.TIMES + ("mean_ms", "samples_ms", "layers", "layers_error", "error", "info"):
                         if key in r:
                             row[key] = r[key]

@@ -44,8 +44,30 @@ def add_parser(sub) -> None:
     p.add_argument("--smoke", action="store_true",
                    help="quick check: hand_landmark_lite, 1 thread, 3 runs, 80%% sparsity, pysparse and litert")
     p.add_argument("--no-profile", action="store_true", help="skip pysparse's per-layer profile")
+    p.add_argument("--engine-build", action="append", type=Path, default=[], metavar="DIR",
+                   help="also time every pysparse configuration on the engine build in DIR (the "
+                        "pysparse-*.mjs/.wasm files of `make -C wasm wasm DIST=DIR`, e.g. from another "
+                        "revision), in the same page, rows labelled '@NAME' (DIR's name); repeatable")
     add_format_option(p)
     p.set_defaults(func=run)
+
+
+def engine_builds(dirs) -> dict:
+    """NAME -> folder for each --engine-build folder, which must hold every engine variant."""
+    import re
+
+    out = {}
+    for d in dirs:
+        files = {f.name for f in d.iterdir()} if d.is_dir() else set()
+        missing = [f"pysparse-{v}.{ext}" for v in ("simd", "simd-threads", "relaxed", "relaxed-threads")
+                   for ext in ("mjs", "wasm") if f"pysparse-{v}.{ext}" not in files]
+        if missing:
+            raise FileNotFoundError(f"{d}: not an engine build (missing {', '.join(missing)})")
+        name = d.resolve().name
+        if name in out or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ValueError(f"{d}: engine builds need distinct folder names of letters, digits, - and _")
+        out[name] = d
+    return out
 
 
 def run(args) -> int:
@@ -73,11 +95,12 @@ def run(args) -> int:
         raise ValueError(f"systems must be among {', '.join(SYSTEMS)}")
     if args.runs < 1 or any(t < 1 for t in args.threads) or any(not 0 < s < 1 for s in args.sparsities):
         raise ValueError("runs and threads must be >= 1, sparsities in (0, 1)")
+    engines = engine_builds(args.engine_build)
     console = Console()
     record = run_benchmark(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup,
                            sparsities=args.sparsities, blocks=args.blocks, systems=args.systems,
                            out_dir=args.out, profile=not args.no_profile, console=console, files=args.files,
-                           settle_ms=args.settle_ms)
+                           settle_ms=args.settle_ms, engines=engines)
     report.print_table(record, console, args.table)
     console.print(f"results: {args.out}/results.json; charts: {', '.join(record['charts'])}", soft_wrap=True)
     problems = report.validate(record)

@@ -56,12 +56,15 @@ async function fetchBytes(url) {
 const LOADERS = {
   async pysparse(cfg) {
     const bytes = await fetchBytes(cfg.url);
-    const model = await loadPysparse(bytes, { threads: cfg.threads });
+    const opts = { threads: cfg.threads };
+    // cfg.dist: another engine build's folder (an A/B of two builds in one session)
+    if (cfg.dist) opts.locateFile = (name) => new URL(cfg.dist + name, location.href).href;
+    const model = await loadPysparse(bytes, opts);
     const x = makeInput(prod(model.inputs[0].shape));
     return {
       run: () => model.run(x),
       dispose: () => model.dispose(),
-      info: { variant: model.info.variant, threads: model.info.threads },
+      info: { variant: model.info.variant, build: model.info.buildVariant, threads: model.info.threads },
       profile: typeof model.profile === 'function' ? (n) => {
         model.setProfiling(true);
         const total = new Map();
@@ -208,7 +211,9 @@ export async function runBench(configs, opts = {}) {
     }
   }
   for (let r = 0; r < runs; r++) {
-    for (const { cfg, runner, result } of live) {
+    // each round starts one configuration later, so no system always runs first
+    const order = live.map((_, i) => live[(i + r) % live.length]);
+    for (const { cfg, runner, result } of order) {
       if (settleMs > 0) await settle();
       const t = performance.now();
       await runner.run();
