@@ -60,17 +60,17 @@ static void im2col_row(const spnn_conv_shape* s, const float* irow, size_t kx, s
 }
 
 /* Columns [pixel_begin, pixel_end) of the im2col matrix of input channels
- * [c0, c0 + Cin_g). */
+ * [c0, c0 + Cin_g), pixel p of row r at scratch[r * stride + p]. */
 static void im2col(const spnn_conv_shape* s, const float* input, size_t c0,
-                   size_t pixel_begin, size_t pixel_end, float* scratch) {
+                   size_t pixel_begin, size_t pixel_end, float* scratch, size_t stride) {
   const size_t cin_g = s->in_channels / s->groups;
-  const size_t out_w = s->out_w, pixels = (size_t)s->out_h * s->out_w;
+  const size_t out_w = s->out_w;
   const size_t in_plane = (size_t)s->in_h * s->in_w;
   float* row = scratch;
   for (size_t ci = 0; ci < cin_g; ci++) {
     const float* plane = input + (c0 + ci) * in_plane;
     for (size_t ky = 0; ky < s->kernel_h; ky++) {
-      for (size_t kx = 0; kx < s->kernel_w; kx++, row += pixels) {
+      for (size_t kx = 0; kx < s->kernel_w; kx++, row += stride) {
         size_t p = pixel_begin;
         while (p < pixel_end) {
           const size_t oy = p / out_w, ox0 = p % out_w;
@@ -91,8 +91,14 @@ static void im2col(const spnn_conv_shape* s, const float* input, size_t c0,
 /* Output pixels per im2col + GEMM pass: the pass's columns of the scratch matrix (a first
  * convolution's 27 rows x 256 pixels: 27 KiB) are still in L1 when the GEMM reads them,
  * where a whole 112x112 plane's matrix (1.4 MB) would come back from L3. A multiple of the
- * GEMM's 8-pixel tile, so every pixel's sum is the same whatever the range. */
+ * GEMM's 8-pixel tile, so every pixel's sum is the same whatever the range. The pass's
+ * matrix is one contiguous block, rows the pass's width apart, at the pass's own place in
+ * the scratch (pixels [b, e) at floats [b taps, e taps)): threads' passes never share
+ * bytes, and its rows do not sit a whole plane apart, where they fell into the same few
+ * sets of L1. */
+#ifndef CONV_PASS_PIXELS
 #define CONV_PASS_PIXELS 256
+#endif
 
 void spnn_conv_run(const spnn_conv_shape* s, const void* packed, size_t pixel_begin,
                    size_t pixel_end, const float* input, float* scratch, float* output,
@@ -102,10 +108,13 @@ void spnn_conv_run(const spnn_conv_shape* s, const void* packed, size_t pixel_be
   const size_t pixels = (size_t)s->out_h * s->out_w;
   for (size_t b = pixel_begin; b < pixel_end; b += CONV_PASS_PIXELS) {
     const size_t e = pixel_end - b > CONV_PASS_PIXELS ? b + CONV_PASS_PIXELS : pixel_end;
+    /* pixel p of row r at pass[r * (e - b) + p - b] */
+    float* pass = scratch + b * cols;
+    const float* at_p = (const float*)((uintptr_t)pass - b * sizeof(float));
     for (uint32_t g = 0; g < s->groups; g++) {
-      im2col(s, input, (size_t)g * (s->in_channels / s->groups), b, e, scratch);
-      spnn_gemm_run(rows, cols, (const uint8_t*)packed + g * group_bytes, b, e, scratch,
-                    pixels, output + (size_t)g * rows * pixels, pixels, out_min, out_max);
+      im2col(s, input, (size_t)g * (s->in_channels / s->groups), b, e, (float*)at_p, e - b);
+      spnn_gemm_run(rows, cols, (const uint8_t*)packed + g * group_bytes, b, e, at_p, e - b,
+                    output + (size_t)g * rows * pixels, pixels, out_min, out_max);
     }
   }
 }
