@@ -100,15 +100,16 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
                         shown[0] = done * 10 // total  # a line per 10% where no live bar shows
                         console.print(f"{th} thread(s): {done}/{total} {what}", soft_wrap=True)  # one line each
 
+                configs = configs_for(mine, th, engines or {})
                 try:
                     with BenchServer(models_dir, engines) as url:
-                        result = run_session(url, configs_for(mine, th, engines or {}), runs=runs, warmup=warmup,
+                        result = run_session(url, configs, runs=runs, warmup=warmup,
                                              profile=profile, progress=tick, timeout_s=session_timeout_s,
                                              settle_ms=settle_ms)
                 except Exception as e:  # a hung or crashed page: record it, go on with the rest
                     result = {"environment": {}, "page_errors": [str(e)],
                               "results": [{"id": c["id"], "error": f"session failed: {str(e)[:200]}"}
-                                          for c in configs_for(mine, th, engines or {})]}
+                                          for c in configs]}
                 sessions.append({"model": model, "threads": th, "environment": result["environment"],
                                  "browser_version": result.get("browser_version"),
                                  "page_errors": result.get("page_errors", [])})

@@ -110,9 +110,9 @@ void spnn_conv_run(const spnn_conv_shape* s, const void* packed, size_t pixel_be
     const size_t e = pixel_end - b > CONV_PASS_PIXELS ? b + CONV_PASS_PIXELS : pixel_end;
     /* pixel p of row r at pass[r * (e - b) + p - b] */
     float* pass = scratch + b * cols;
-    const float* at_p = (const float*)((uintptr_t)pass - b * sizeof(float));
+    float* at_p = (float*)((uintptr_t)pass - b * sizeof(float));
     for (uint32_t g = 0; g < s->groups; g++) {
-      im2col(s, input, (size_t)g * (s->in_channels / s->groups), b, e, (float*)at_p, e - b);
+      im2col(s, input, (size_t)g * (s->in_channels / s->groups), b, e, at_p, e - b);
       spnn_gemm_run(rows, cols, (const uint8_t*)packed + g * group_bytes, b, e, at_p, e - b,
                     output + (size_t)g * rows * pixels, pixels, out_min, out_max);
     }
