@@ -80,6 +80,7 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
 
     from .browser import BenchServer, run_session
 
+    engines = engines or {}
     out_dir = Path(out_dir)
     models_dir = out_dir / "models"
     if console is not None:
@@ -100,7 +101,7 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
                         shown[0] = done * 10 // total  # a line per 10% where no live bar shows
                         console.print(f"{th} thread(s): {done}/{total} {what}", soft_wrap=True)  # one line each
 
-                configs = configs_for(mine, th, engines or {})
+                configs = configs_for(mine, th, engines)
                 try:
                     with BenchServer(models_dir, engines) as url:
                         result = run_session(url, configs, runs=runs, warmup=warmup,

@@ -1,6 +1,7 @@
 """`pysparse bench`: pysparse against LiteRT.js (and onnxruntime-web) in headless Chromium."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..tables import add_format_option
@@ -54,8 +55,6 @@ def add_parser(sub) -> None:
 
 def engine_builds(dirs) -> dict:
     """NAME -> folder for each --engine-build folder, which must hold every engine variant."""
-    import re
-
     out = {}
     for d in dirs:
         files = {f.name for f in d.iterdir()} if d.is_dir() else set()
