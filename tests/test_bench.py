@@ -383,3 +383,39 @@ def test_engine_build_rows_run_beside_this_checkouts(tmp_path):
     assert all(r["median_ms"] > 0 and r["info"]["threads"] == 2 for r in rows)
     assert [r["info"]["build"] for r in rows] == ["relaxed-simd-threads", "simd128-threads"]
     assert rows[1]["engine_build"] == str(other)
+
+
+@pytest.mark.slow
+def test_a_web_program_runs_in_chromium_with_its_arguments_and_a_fine_clock(tmp_path, capfd):
+    """pysparse.bench.in_chromium: main gets the arguments, its output comes back line by line,
+    and the page is cross-origin isolated (performance.now() in steps finer than 100 µs)."""
+    import subprocess
+
+    from pysparse.bench import in_chromium
+
+    src = tmp_path / "args.c"
+    src.write_text("""
+#include <emscripten.h>
+#include <stdio.h>
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; i++) printf("arg %s\\n", argv[i]);
+  double t0 = emscripten_get_now(), t1 = t0;
+  while (t1 == t0) t1 = emscripten_get_now();
+  printf("step %.0f us\\n", (t1 - t0) * 1000.0);
+  return 0;
+}
+""")
+    subprocess.run(["emcc", "-O1", "-sENVIRONMENT=web", str(src), "-o", str(tmp_path / "args.js")],
+                   check=True, capture_output=True)
+    in_chromium.run(tmp_path / "args.js", ["41", "two words"])
+    lines = capfd.readouterr().out.splitlines()
+    assert lines[:2] == ["arg 41", "arg two words"]
+    step_us = float(lines[2].split()[1])
+    assert 0 < step_us < 100
+
+
+def test_a_missing_web_program_is_a_clear_error(tmp_path, capsys):
+    from pysparse.bench import in_chromium
+
+    assert in_chromium.main([str(tmp_path / "none.js")]) == 1
+    assert "no such program" in capsys.readouterr().err

@@ -9,7 +9,7 @@
 #                  table on stdout, JSON and PNG under ../build/bench/
 #   bench-kernels-ab   the working tree's SpMM/GEMM kernels against BASELINE's (see below)
 #   bench-dwconv-ab    the working tree's depthwise and KxK convolution kernels against
-#                  BASELINE's (see below)
+#                  BASELINE's (see below); bench-dwconv-ab-chromium runs it in Chromium too
 #   bench-kernels-native  the simd128 wasm build against a native x86 build of the same
 #                  sources (SIMDe, 128-bit vectors), alternating in one benchmark run
 
@@ -164,6 +164,22 @@ ifeq ($(HAVE_CLANG16),1)
 	$(BENCH_NODE) $(KBUILD)/dwconv_bench_ab_relaxed.js $(DW_ROUNDS)
 endif
 
+# bench-dwconv-ab-chromium: after bench-dwconv-ab, its relaxed-SIMD A/B linked for the web and
+# run in headless Chromium (pysparse/bench/in_chromium.py): what the browser's V8 makes of the
+# same kernels, to set beside the Node figures.
+ifeq ($(HAVE_CLANG16),1)
+bench-dwconv-ab-chromium: bench-dwconv-ab
+	mkdir -p $(KBUILD)/web
+	EMCC_READ_METADATA=python $(EMCC) -O0 -msimd128 -mrelaxed-simd -sENVIRONMENT=web \
+	  -sALLOW_MEMORY_GROWTH=1 -sINITIAL_MEMORY=67108864 -sWASM_BIGINT=1 \
+	  $(KBASE)/relaxed/dwconv_driver.o $(KBASE_DW_RELAXED_DEPS) \
+	  $(addprefix $(KBASE)/relaxed/,$(KBASE_DW_SRCS:.c=_dw.o)) \
+	  -o $(KBUILD)/web/dwconv_bench_ab_relaxed.js
+	@echo "relaxed SIMD, Chromium:"
+	cd $(KROOT) && $(PYTHON) -m pysparse.bench.in_chromium \
+	  $(KBUILD)/web/dwconv_bench_ab_relaxed.js $(DW_ROUNDS)
+endif
+
 # bench-kernels-native: the same kernel sources compiled for this CPU (SIMDe maps each wasm
 # SIMD128 operation onto SSE/AVX with 128-bit vectors; no auto-vectorising, so no wider
 # vectors than the wasm code has), timed in turn with the simd128 wasm build. The gap
@@ -178,4 +194,5 @@ bench-kernels-native: $(KBUILD)/bench_kernels.js $(KBUILD)/bench_kernels_native
 	cd $(KROOT) && $(PYTHON) -m pysparse.bench.kernels --repeats $(BENCH_REPEATS) \
 	  $(addprefix --binary ,$^) --out $(KROOT)/build/bench/native
 
-.PHONY: kernel-tests bench-kernels bench-kernels-ab bench-dwconv-ab bench-kernels-native
+.PHONY: kernel-tests bench-kernels bench-kernels-ab bench-dwconv-ab bench-dwconv-ab-chromium \
+        bench-kernels-native

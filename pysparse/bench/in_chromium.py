@@ -1,0 +1,108 @@
+"""Runs an Emscripten program linked for the web (`-sENVIRONMENT=web`) in headless Chromium
+and prints what it prints: a kernel benchmark as the browser's V8 compiles and runs it.
+
+    python -m pysparse.bench.in_chromium build/kernels/web/dwconv_bench_ab_relaxed.js [ARG...]
+
+The program's folder is served on localhost with cross-origin isolation, so that
+performance.now(), which the program's clock reads, has 5 µs steps (100 µs without); the
+page hands the ARGs to main and ends when main returns. `make -C wasm
+bench-dwconv-ab-chromium` builds and runs the depthwise A/B this way.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import sys
+import threading
+from pathlib import Path
+
+from .browser import CHROMIUM_ARGS, chromium_path
+
+PAGE = "/__run__.html"
+
+
+def page_html(script: str, args: list[str]) -> str:
+    """A page that runs `script` (an Emscripten program) with `args` and sets window.__done
+    when main has returned (or window.__error if it failed)."""
+    return f"""<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script>
+window.addEventListener('error', (e) => {{ window.__error = String(e.message); }});
+var Module = {{
+  arguments: {json.dumps(args)},
+  print: (line) => console.log(line),
+  printErr: (line) => console.error(line),
+  postRun: [() => {{ window.__done = true; }}],
+  onAbort: (what) => {{ window.__error = 'aborted: ' + what; }},
+}};
+</script><script src="{script}"></script>
+"""
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    page = ""
+
+    def end_headers(self):
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
+    def do_GET(self):
+        if self.path != PAGE:
+            return super().do_GET()
+        body = self.page.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):  # no line per request
+        pass
+
+
+def run(program: Path, args: list[str], timeout_s: float = 1800) -> None:
+    from playwright.sync_api import sync_playwright
+
+    program = program.resolve()
+    if not program.exists():
+        raise FileNotFoundError(f"{program}: no such program (build it first)")
+    handler = type("Handler", (_Handler,), {"page": page_html(program.name, args)})
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(program.parent)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS,
+                                        headless=True)
+            try:
+                page = browser.new_page()
+                page.on("console", lambda m: print(m.text, flush=True, file=sys.stderr if m.type == "error"
+                                                   else sys.stdout) if m.type in ("log", "error") else None)
+                page.goto(f"http://127.0.0.1:{server.server_port}{PAGE}")
+                page.wait_for_function("window.__done === true || window.__error !== undefined",
+                                       timeout=timeout_s * 1000, polling=200)
+                failure = page.evaluate("window.__error")
+                if failure:
+                    raise RuntimeError(f"{program.name} failed in Chromium: {failure}")
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("program", type=Path, help="the program's .js (its .wasm beside it)")
+    ap.add_argument("args", nargs="*", help="arguments for main")
+    a = ap.parse_args(argv)
+    try:
+        run(a.program, a.args)
+    except (FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
