@@ -124,10 +124,15 @@ def test_isolated_page_uses_threads(browser, isolated_url, case):
       const model = await load('/models/model.spnn', { threads: 2 });
       const two = plain(model.run(input));
       const info = model.info;
+      model.wake();  // the workers start ahead of the run: the same outputs
+      const woken = plain(model.run(input));
       model.setThreads(1);
       const one = plain(model.run(input));
       model.dispose();
-      return { isolated: crossOriginIsolated, features: detectFeatures(), info, two, one };
+      let wakeDisposed = 'woke';
+      try { model.wake(); } catch (e) { wakeDisposed = e.message; }
+      return { isolated: crossOriginIsolated, features: detectFeatures(), info, two, woken, one,
+               wakeDisposed };
     }""", case["js"])
     assert result["isolated"] is True
     assert result["features"]["threads"] is True and result["features"]["simd"] is True
@@ -135,6 +140,8 @@ def test_isolated_page_uses_threads(browser, isolated_url, case):
     assert result["info"]["threads"] == 2
     assert_matches_reference(case, result["two"])
     assert result["two"] == result["one"], "outputs with 2 threads differ from 1 thread"
+    assert result["woken"] == result["two"]
+    assert "disposed" in result["wakeDisposed"]
 
 
 def test_page_without_isolation_gets_no_threads(browser, plain_url, case):
@@ -162,6 +169,7 @@ def test_worker_mode(browser, isolated_url, case):
       const { loadInWorker } = await import('/web/pysparse.mjs');
       const { input, canvas, crop } = setupCase(c);
       const model = await loadInWorker('/models/model.spnn', { threads: 2 });
+      model.wake();
       const out = { info: model.info, tensor: plain(await model.run(input)),
                     canvas: plain(await model.run(canvas, { crop })) };
       out.wrongSize = await model.run(new Float32Array(10)).then(() => 'ran', (e) => e.message);

@@ -117,6 +117,8 @@ export declare class Model {
   readonly outputs: TensorInfo[];
   readonly info: ModelInfo;
   run(input: Input | Record<string, Input>, opts?: RunOptions): Outputs;
+  /** Starts the worker threads ahead of the next run() (e.g. as a frame arrives). */
+  wake(): void;
   setThreads(threads: number): void;
   setProfiling(enabled: boolean): void;
   profile(): ProfileEntry[];
@@ -128,6 +130,7 @@ export interface WorkerModel {
   readonly outputs: TensorInfo[];
   readonly info: ModelInfo;
   run(input: Input | Record<string, Input>, opts?: RunOptions): Promise<Outputs>;
+  wake(): void;
   setThreads(threads: number): Promise<void>;
   dispose(): Promise<void>;
 }

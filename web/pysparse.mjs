@@ -221,6 +221,16 @@ export class Model {
     return result;
   }
 
+  /**
+   * Starts the worker threads now, so that they are running when the next run() begins
+   * (run() wakes them too, but a thread woken from sleep may take a while to start). Call it
+   * when an input is on its way, e.g. as a camera frame arrives. No-op on one thread.
+   */
+  wake() {
+    this.#alive();
+    this.#m._spnn_wake_threads?.(this.#ptr);
+  }
+
   /** Threads used by run(), 1 .. the count given at load. */
   setThreads(n) {
     this.#alive();

@@ -103,6 +103,7 @@ class WorkerModel {
 
   /** Like Model.run, but async; opts.transfer = true hands over the caller's Float32Arrays. */
   async run(input, opts = {}) {
+    this.wake(); // the worker's threads get going while the input is packed here
     const specs = this.#described.inputs;
     const single = !(input && typeof input === 'object' && !ArrayBuffer.isView(input) && !isPixelSource(input));
     if (single && specs.length !== 1) throw new Error(`this model has ${specs.length} inputs: pass {name: value}`);
@@ -121,6 +122,11 @@ class WorkerModel {
     // A bitmap made here is the input's region already: the worker only maps its values.
     const workerOpts = cropDone ? { range, mean, std } : { crop: opts.crop, range, mean, std, resize };
     return this.call('run', { input: single ? packed[specs[0].name] : packed, opts: workerOpts }, transfer);
+  }
+
+  /** Like Model.wake: the worker's threads start while this thread prepares the input. */
+  wake() {
+    if (!this.#closed) this.call('wake').catch(() => {}); // a no-op that fails only once disposed
   }
 
   async setThreads(threads) {

@@ -1,6 +1,6 @@
 // The worker side of loadInWorker(): one model per worker, inference off the main thread.
 //
-// Messages in: {id, type: 'load' | 'run' | 'setThreads' | 'dispose', ...};
+// Messages in: {id, type: 'load' | 'run' | 'wake' | 'setThreads' | 'dispose', ...};
 // out: {id, ok: true, result} or {id, ok: false, error: {name, message, status}}.
 // Output buffers are transferred back, never copied.
 
@@ -35,6 +35,10 @@ const handlers = {
     const outputs = model.run(input, opts);
     if (typeof input?.close === 'function') input.close(); // ImageBitmap / VideoFrame we were given
     return [outputs, Object.values(outputs).map((o) => o.data.buffer)];
+  },
+  wake() {
+    model?.wake();
+    return [true];
   },
   setThreads({ threads }) {
     model.setThreads(threads);

@@ -47,6 +47,7 @@ export class HandTracker {
 
   async detectPalm(frame, t) {
     const letterbox = letterboxRoi(frame.width, frame.height);
+    this.palm.wake?.(); // its threads start while the frame is cropped
     let t0 = now();
     cropToTensor(frame.rgba, frame.width, frame.height, letterbox, PALM_INPUT, "zero", this.palmInput);
     t.preprocess += now() - t0;
@@ -89,6 +90,7 @@ export class HandTracker {
       this.roi = found.roi;
     }
     const roi = this.roi;
+    this.landmark.wake?.();
     let t0 = now();
     const crop = cropToTensor(frame.rgba, frame.width, frame.height, roi, LANDMARK_INPUT, "replicate", this.landmarkInput);
     t.preprocess += now() - t0;
