@@ -126,7 +126,8 @@ class WorkerModel {
 
   /** Like Model.wake: the worker's threads start while this thread prepares the input. */
   wake() {
-    if (!this.#closed) this.call('wake').catch(() => {}); // a no-op that fails only once disposed
+    if (this.#closed || this.#described.info.threads <= 1) return; // nothing to wake
+    this.call('wake').catch(() => {}); // fails only if the model is disposed meanwhile
   }
 
   async setThreads(threads) {

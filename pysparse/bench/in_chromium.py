@@ -61,6 +61,14 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _echo(message) -> None:
+    """The program's stdout (console.log) to ours, its stderr (console.error) to ours."""
+    if message.type == "log":
+        print(message.text, flush=True)
+    elif message.type == "error":
+        print(message.text, file=sys.stderr, flush=True)
+
+
 def run(program: Path, args: list[str], timeout_s: float = 1800) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -77,8 +85,7 @@ def run(program: Path, args: list[str], timeout_s: float = 1800) -> None:
                                         headless=True)
             try:
                 page = browser.new_page()
-                page.on("console", lambda m: print(m.text, flush=True, file=sys.stderr if m.type == "error"
-                                                   else sys.stdout) if m.type in ("log", "error") else None)
+                page.on("console", _echo)
                 page.goto(f"http://127.0.0.1:{server.server_port}{PAGE}")
                 page.wait_for_function("window.__done === true || window.__error !== undefined",
                                        timeout=timeout_s * 1000, polling=200)
