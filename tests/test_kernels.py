@@ -393,3 +393,25 @@ def test_kernel_benchmark_runner_on_the_native_build():
     for v in t.values():
         assert v["gflops_median"] > 0 and v["best_ms"] <= v["median_ms"]
         assert v["speedup_vs_dense_median"] > 0
+
+
+def test_layer_probe_times_the_layer_it_was_asked_for():
+    """`make -C wasm layer-probe`: the probe packs the count pattern it is given (80% sparse:
+    equal counts are a fifth of the columns per row) and times the layer; bad arguments are
+    a usage error."""
+    binary = BUILD / "layer_probe.js"
+    subprocess.run(["make", "-C", str(ROOT / "wasm"), str(binary)], check=True,
+                   stdout=subprocess.DEVNULL)
+    node = shutil.which("node")
+
+    def probe(*args):
+        return subprocess.run([node, str(binary), *args], capture_output=True, text=True)
+
+    out = probe("spmm", "7", "40", "16", "equal")
+    assert out.returncode == 0, out.stderr
+    assert "spmm 7x7 40->16 equal (simd128): 128 nonzeros" in out.stdout
+    assert float(out.stdout.split("median ")[1].split(" us")[0]) > 0
+    out = probe("gemv", "16", "24", "1")
+    assert out.returncode == 0 and "gemv 16 x 24 after 1 MB elsewhere (simd128): median" in out.stdout
+    out = probe("conv", "3")
+    assert out.returncode == 2 and "usage" in out.stderr

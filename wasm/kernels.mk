@@ -12,6 +12,7 @@
 #                  BASELINE's (see below); bench-dwconv-ab-chromium runs it in Chromium too
 #   bench-kernels-native  the simd128 wasm build against a native x86 build of the same
 #                  sources (SIMDe, 128-bit vectors), alternating in one benchmark run
+#   layer-probe    one SpMM or fully connected layer timed in place (PROBE="...", see below)
 
 KERNEL_SRCS := src/kernels/spmm.c src/kernels/spmm_pack.c src/kernels/gemm.c \
                src/kernels/gemv.c src/kernels/conv.c src/kernels/dwconv.c \
@@ -69,6 +70,12 @@ $(KBUILD)/bench_kernels.js: bench/bench_kernels.c bench/peak_probe.c $(KERNEL_DE
 	@mkdir -p $(dir $@)
 	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KERNEL_EM_LINK) bench/bench_kernels.c bench/peak_probe.c $(KERNEL_SRCS) -o $@
 $(KBUILD)/bench_kernels_relaxed.js: $(KBUILD)/driver/bench/bench_kernels.o $(KBUILD)/relaxed/bench/peak_probe.o $(KERNEL_RELAXED_OBJS) kernels.mk
+	EMCC_READ_METADATA=python $(EMCC) -O0 -msimd128 -mrelaxed-simd $(KERNEL_EM_LINK) -sWASM_BIGINT=1 $(filter %.o,$^) -o $@
+
+$(KBUILD)/layer_probe.js: bench/layer_probe.c $(KERNEL_DEPS)
+	@mkdir -p $(dir $@)
+	$(EMCC) $(KERNEL_CFLAGS) -O3 -msimd128 $(KERNEL_EM_LINK) bench/layer_probe.c $(KERNEL_SRCS) -o $@
+$(KBUILD)/layer_probe_relaxed.js: $(KBUILD)/driver/bench/layer_probe.o $(KERNEL_RELAXED_OBJS) kernels.mk
 	EMCC_READ_METADATA=python $(EMCC) -O0 -msimd128 -mrelaxed-simd $(KERNEL_EM_LINK) -sWASM_BIGINT=1 $(filter %.o,$^) -o $@
 
 KERNEL_TEST_BINS := $(KBUILD)/harness_asan $(KBUILD)/harness_asan_relaxed $(KBUILD)/harness.js
@@ -180,6 +187,17 @@ bench-dwconv-ab-chromium: bench-dwconv-ab
 	  $(KBUILD)/web/dwconv_bench_ab_relaxed.js $(DW_ROUNDS)
 endif
 
+# layer-probe PROBE="spmm 56 144 24 equal": one layer timed in place (bench/layer_probe.c),
+# with relaxed SIMD where clang-16 is present, else SIMD128.
+PROBE ?= spmm 56 144 24
+ifeq ($(HAVE_CLANG16),1)
+LAYER_PROBE := $(KBUILD)/layer_probe_relaxed.js
+else
+LAYER_PROBE := $(KBUILD)/layer_probe.js
+endif
+layer-probe: $(LAYER_PROBE)
+	$(BENCH_NODE) $(LAYER_PROBE) $(PROBE)
+
 # bench-kernels-native: the same kernel sources compiled for this CPU (SIMDe maps each wasm
 # SIMD128 operation onto SSE/AVX with 128-bit vectors; no auto-vectorising, so no wider
 # vectors than the wasm code has), timed in turn with the simd128 wasm build. The gap
@@ -195,4 +213,4 @@ bench-kernels-native: $(KBUILD)/bench_kernels.js $(KBUILD)/bench_kernels_native
 	  $(addprefix --binary ,$^) --out $(KROOT)/build/bench/native
 
 .PHONY: kernel-tests bench-kernels bench-kernels-ab bench-dwconv-ab bench-dwconv-ab-chromium \
-        bench-kernels-native
+        bench-kernels-native layer-probe
