@@ -127,7 +127,7 @@ class WorkerModel {
   /** Like Model.wake: the worker's threads start while this thread prepares the input. */
   wake() {
     if (this.#closed || this.#described.info.threads <= 1) return; // nothing to wake
-    this.call('wake').catch(() => {}); // fails only if the model is disposed meanwhile
+    this.#worker.post({ type: 'wake' }, []); // no id: the worker sends no reply
   }
 
   async setThreads(threads) {

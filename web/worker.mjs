@@ -1,7 +1,8 @@
 // The worker side of loadInWorker(): one model per worker, inference off the main thread.
 //
 // Messages in: {id, type: 'load' | 'run' | 'wake' | 'setThreads' | 'dispose', ...};
-// out: {id, ok: true, result} or {id, ok: false, error: {name, message, status}}.
+// out: {id, ok: true, result} or {id, ok: false, error: {name, message, status}}. A message
+// without an id (a notice: 'wake') gets no reply, and its failure is dropped.
 // Output buffers are transferred back, never copied.
 
 import { isNode } from './features.mjs';
@@ -57,8 +58,9 @@ async function onMessage(data) {
     const handler = handlers[type];
     if (!handler) throw new Error(`unknown message type ${type}`);
     const [result, transfer = []] = await handler(data);
-    reply({ id, ok: true, result }, transfer);
+    if (id !== undefined) reply({ id, ok: true, result }, transfer);
   } catch (e) {
+    if (id === undefined) return;
     reply({ id, ok: false, error: { name: e?.name ?? 'Error', message: e?.message ?? String(e), status: e?.status } });
   }
 }

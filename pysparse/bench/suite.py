@@ -19,14 +19,16 @@ OUT_DIR = Path("build/bench")
 
 def configs_for(artifacts, threads: int, engines=()) -> list[dict]:
     """The page's configurations: each artifact, and each pysparse one again on every other
-    engine build in `engines` (names served under /engines/<name>/), id `<id>@<name>`."""
+    engine build in `engines` (names served under /engines/<name>/), id `<id>@<name>`. Each
+    names its artifact ("artifact") and engine build ("engine", "" for this checkout's)."""
     out = []
     for a in artifacts:
         cfg = {"id": a.id, "system": a.system, "url": f"/models/{a.path.name}", "threads": threads,
-               "input_shape": list(a.input_shape)}
+               "input_shape": list(a.input_shape), "artifact": a.id, "engine": ""}
         out.append(cfg)
         if a.system == "pysparse":
-            out.extend({**cfg, "id": f"{a.id}@{name}", "dist": f"/engines/{name}/"} for name in engines)
+            out.extend({**cfg, "id": f"{a.id}@{name}", "dist": f"/engines/{name}/", "engine": name}
+                       for name in engines)
     return out
 
 
@@ -114,9 +116,10 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
                 sessions.append({"model": model, "threads": th, "environment": result["environment"],
                                  "browser_version": result.get("browser_version"),
                                  "page_errors": result.get("page_errors", [])})
+                config_of = {c["id"]: c for c in configs}
                 for r in result["results"]:
-                    base, _, engine = r["id"].partition("@")
-                    a = by_id[base]
+                    cfg = config_of[r["id"]]
+                    a, engine = by_id[cfg["artifact"]], cfg["engine"]
                     row = {"model": a.model, "system": a.system, "label": a.label, "sparsity": a.sparsity,
                            "block": a.block, "threads": th, "file": a.path.name,
                            "file_bytes": a.path.stat().st_size, "notes": a.notes}
