@@ -399,9 +399,13 @@ def test_a_web_program_runs_in_chromium_with_its_arguments_and_a_fine_clock(tmp_
 #include <stdio.h>
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; i++) printf("arg %s\\n", argv[i]);
-  double t0 = emscripten_get_now(), t1 = t0;
-  while (t1 == t0) t1 = emscripten_get_now();
-  printf("step %.0f us\\n", (t1 - t0) * 1000.0);
+  double step = 1e9; /* the smallest of 20 steps: a step the thread was descheduled in is long */
+  for (int k = 0; k < 20; k++) {
+    double t0 = emscripten_get_now(), t1 = t0;
+    while (t1 == t0) t1 = emscripten_get_now();
+    if (t1 - t0 < step) step = t1 - t0;
+  }
+  printf("step %.0f us\\n", step * 1000.0);
   return 0;
 }
 """)
