@@ -15,12 +15,14 @@ def test_smoke_run_is_well_formed(tmp_path):
         pytest.skip("needs Debian's chromium")
     from pysparse.cli import main
     out = tmp_path / "bench"
-    assert main(["bench", "--smoke", "--out", str(out)]) == 0
+    # two browser sessions, the second loading the configurations in reverse order
+    assert main(["bench", "--smoke", "--sessions", "2", "--out", str(out)]) == 0
     record = json.loads((out / "results.json").read_text())
     assert report.validate(record) == []
     assert record["runs"] == 3 and record["environment"]["crossOriginIsolated"] is True
+    assert record["sessions_per_configuration"] == 2
     # every file came from the local server: no page error, no request aborted for leaving it
-    assert [s["page_errors"] for s in record["sessions"]] == [[]]
+    assert [(s["session"], s["page_errors"]) for s in record["sessions"]] == [(0, []), (1, [])]
     rows = record["results"]
     assert {(r["system"], r["sparsity"]) for r in rows} == {("pysparse", 0.0), ("pysparse", 0.8),
                                                             ("litert", 0.0), ("litert", 0.8)}
@@ -28,7 +30,7 @@ def test_smoke_run_is_well_formed(tmp_path):
         assert r["threads"] == 1
         assert all(r[k] > 0 for k in report.TIMES)
         assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
-        assert len(r["samples_ms"]) == 3
+        assert len(r["samples_ms"]) == 6 and len(r["session_medians_ms"]) == 2
         assert (out / "models" / r["file"]).stat().st_size == r["file_bytes"]
     # the LiteRT row of the pruned model really has its 1x1 weights stored sparse
     sparse_litert = next(r for r in rows if r["system"] == "litert" and r["sparsity"])
@@ -39,6 +41,7 @@ def test_smoke_run_is_well_formed(tmp_path):
         if r["system"] == "pysparse":
             assert r["speedup_vs_litert_dense"] > 0
             assert ("speedup_vs_litert_sparse" in r) == (r["sparsity"] > 0)
+            assert len(r["speedup_vs_litert_dense_sessions"]) == 2
     for name in ("time_hand_landmark_lite.png", "layers_hand_landmark_lite.png", "speedup.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -76,6 +79,38 @@ def test_speedups_are_against_litert_dense_of_the_same_thread_count():
     report.add_speedups(rows)
     assert [r.get("speedup_vs_litert_dense") for r in rows] == [None, 2.0, None, 3.0]
     assert not any("speedup_vs_tflite_dense" in r for r in rows)  # no legacy rows ran
+
+
+def test_sessions_combine_as_medians_of_session_medians_and_session_ratios():
+    def row(session, system, label, ms, samples):
+        return {"model": "m", "threads": 1, "system": system, "label": label, "sparsity": 0.8, "block": 1,
+                "file": f"{label}.bin", "file_bytes": 1, "session": session, "median_ms": ms, "min_ms": min(samples),
+                "max_ms": max(samples), "load_ms": 10.0 + session, "first_ms": 20.0 + session,
+                "samples_ms": samples}
+    rows = [row(0, "litert", "litert 80%", 12.0, [11.0, 12.0, 13.0]), row(0, "pysparse", "pysparse 80%", 10.0, [9.0, 10.0, 11.0]),
+            row(1, "pysparse", "pysparse 80%", 8.0, [8.0, 8.0, 9.0]), row(1, "litert", "litert 80%", 12.0, [12.0, 12.0, 12.0]),
+            row(2, "litert", "litert 80%", 9.0, [9.0, 9.0, 9.5]), row(2, "pysparse", "pysparse 80%", 6.0, [5.0, 6.0, 7.0])]
+    del rows[4]["median_ms"]
+    rows[4]["error"] = "session failed: page crashed"
+    for k in range(3):
+        report.add_speedups([r for r in rows if r["session"] == k])
+    got = report.combine_sessions(rows)
+    assert [r["label"] for r in got] == ["litert 80%", "pysparse 80%"]  # first-seen order, one row each
+    ref, ours = got
+    assert "session" not in ours and ours["session_medians_ms"] == [10.0, 8.0, 6.0]
+    assert ours["median_ms"] == 8.0 and ours["min_ms"] == 5.0 and ours["max_ms"] == 11.0
+    assert ours["load_ms"] == 11.0 and ours["first_ms"] == 21.0 and len(ours["samples_ms"]) == 9
+    # each session's ratio is taken within it; the third session has no LiteRT.js time to compare
+    assert ours["speedup_vs_litert_sparse_sessions"] == [1.2, 1.5]
+    assert ours["speedup_vs_litert_sparse"] == 1.35
+    assert report.ratio_cell(ours, "speedup_vs_litert_sparse") == "1.35 (1.20-1.50)"
+    assert ref["session_medians_ms"] == [12.0, 12.0] and ref["sessions_failed"] == ["session failed: page crashed"]
+    record = {"schema_version": 2, "environment": {}, "runs": 3, "sessions_per_configuration": 3, "results": got}
+    assert report.validate(record) == ["m/litert 80%/1t: one session failed: session failed: page crashed",
+                                       "m/litert 80%/1t: 6 samples for 9 runs"]
+    # one session: the row as measured, its ratio without a range
+    single = report.combine_sessions([r for r in rows if r["session"] == 0])
+    assert single[1]["median_ms"] == 10.0 and report.ratio_cell(single[1], "speedup_vs_litert_sparse") == "1.20"
 
 
 def test_masked_tflite_copy_has_the_pruned_zeros():

@@ -63,6 +63,45 @@ def add_speedups(rows: list[dict]) -> None:
                 r[f"speedup_vs_{ref}_sparse"] = twin["median_ms"] / r["median_ms"]
 
 
+def combine_sessions(rows: list[dict]) -> list[dict]:
+    """One row per configuration from its rows of several browser sessions (each row's
+    `session`: which one; ratios already taken within each session by `add_speedups`).
+    A machine's speed drifts from one session to the next more than within one, so the
+    combined row's median is the median of the sessions' medians (`session_medians_ms`),
+    each ratio the median of the sessions' ratios (`<ratio>_sessions`); samples, minimum and
+    maximum are over all sessions, load and first-run times the sessions' medians. A
+    configuration that failed in some sessions keeps the others and lists the failures in
+    `sessions_failed`; one that failed in all keeps its first error."""
+    from statistics import median
+
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["label"], r["threads"], r["file"]), []).append(r)
+    out = []
+    for group in groups.values():
+        ok = [r for r in group if "median_ms" in r and "error" not in r]
+        row = {k: v for k, v in (ok or group)[0].items() if k != "session"}
+        if ok:
+            row["median_ms"] = median(r["median_ms"] for r in ok)
+            row["session_medians_ms"] = [r["median_ms"] for r in ok]
+            row["min_ms"] = min(r["min_ms"] for r in ok)
+            row["max_ms"] = max(r["max_ms"] for r in ok)
+            for key in ("load_ms", "first_ms"):
+                row[key] = median(r[key] for r in ok)
+            if all("samples_ms" in r for r in ok):
+                row["samples_ms"] = [v for r in ok for v in r["samples_ms"]]
+                row["mean_ms"] = sum(row["samples_ms"]) / len(row["samples_ms"])
+            for key in dict.fromkeys(k for r in ok for k in r if k.startswith("speedup_vs_")):
+                values = [r[key] for r in ok if key in r]
+                row[key] = median(values)
+                row[f"{key}_sessions"] = values
+            failed = [r["error"] for r in group if r not in ok and "error" in r]
+            if failed:
+                row["sessions_failed"] = failed
+        out.append(row)
+    return out
+
+
 def write_json(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp.", suffix=".json")
@@ -89,8 +128,11 @@ def validate(record: dict) -> list[str]:
             v = r.get(key)
             if not isinstance(v, (int, float)) or not v > 0:
                 problems.append(f"{where}: {key} = {v!r}")
-        if len(r.get("samples_ms", [])) != record.get("runs"):
-            problems.append(f"{where}: {len(r.get('samples_ms', []))} samples for {record.get('runs')} runs")
+        for e in r.get("sessions_failed", []):
+            problems.append(f"{where}: one session failed: {e}")
+        expected = record.get("runs", 0) * record.get("sessions_per_configuration", 1)
+        if len(r.get("samples_ms", [])) != expected:
+            problems.append(f"{where}: {len(r.get('samples_ms', []))} samples for {expected} runs")
     return problems
 
 
@@ -100,13 +142,16 @@ def print_table(record: dict, console=None, fmt: str = "auto") -> None:
     from ..tables import Table, emit
 
     rows = record["results"]
+    sessions = record.get("sessions_per_configuration", 1)
+    what = f"median of {record['runs']}" if sessions == 1 else \
+        f"median of {sessions} sessions' medians of {record['runs']}; ratios: median (range) over the sessions"
     refs = [ref for ref in REFERENCES if any(r.get("system") == ref for r in rows)] or ["litert"]
     ratio_keys = [f"speedup_vs_{ref}_{kind}" for ref in refs for kind in ("dense", "sparse")]
     ratio_names = [f"× {ref} {kind}" for ref in refs for kind in ("dense", "sparse")]
     for model in dict.fromkeys(r["model"] for r in rows):
         for threads in sorted({r["threads"] for r in rows if r["model"] == model}):
             columns = ["system", "load", "first", "median", "min", "max", *ratio_names, "file KiB"]
-            t = Table(f"{model}, {threads} thread{'s' if threads > 1 else ''} (ms; median of {record['runs']})",
+            t = Table(f"{model}, {threads} thread{'s' if threads > 1 else ''} (ms; {what})",
                       columns, right=set(range(1, len(columns))))
             for r in rows:
                 if r["model"] != model or r["threads"] != threads:
@@ -114,9 +159,18 @@ def print_table(record: dict, console=None, fmt: str = "auto") -> None:
                 if "error" in r:
                     t.add(r["label"], "error: " + r["error"][:60], *[""] * (len(columns) - 2))
                     continue
-                ratios = [f"{r[k]:.2f}" if r.get(k) else "-" for k in ratio_keys]
+                ratios = [ratio_cell(r, k) for k in ratio_keys]
                 t.add(r["label"], *(f"{r[k]:.1f}" for k in TIMES), *ratios, f"{r['file_bytes'] / 1024:.0f}")
             emit(t, fmt, console)
+
+
+def ratio_cell(row: dict, key: str) -> str:
+    """A ratio as the table shows it: "1.25", or "1.25 (1.21-1.30)" over several sessions."""
+    if not row.get(key):
+        return "-"
+    each = row.get(f"{key}_sessions", [])
+    spread = f" ({min(each):.2f}-{max(each):.2f})" if len(each) > 1 else ""
+    return f"{row[key]:.2f}{spread}"
 
 
 # Engine kernels grouped for the per-layer chart: the first matching prefix names the group.

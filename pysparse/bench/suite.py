@@ -1,5 +1,6 @@
 """`pysparse bench`: build every configuration's files, run one browser session per model and
-thread count, write build/bench/results.json and the charts, print the table.
+thread count (or several, `repeat`), write build/bench/results.json and the charts, print the
+table.
 
     record = run_benchmark(["hand_landmark_lite"], threads=[1], runs=20)
 """
@@ -77,7 +78,10 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
                   blocks=(1, 4), systems=DEFAULT_SYSTEMS, out_dir: Path = OUT_DIR,
                   profile: bool = True, progress_bar: bool = True, console=None,
                   session_timeout_s: float = 900, files=(), settle_ms: float = SETTLE_MS,
-                  engines: dict[str, Path] | None = None) -> dict:
+                  engines: dict[str, Path] | None = None, repeat: int = 1) -> dict:
+    """`repeat`: browser sessions per configuration, one after another over the whole set
+    (every other one loading the configurations in reverse order, so that none is always
+    loaded first); the rows combine them (`report.combine_sessions`)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .browser import BenchServer, run_session
@@ -93,47 +97,54 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
     rows, sessions = [], []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, disable=not progress_bar, transient=True) as bar:
-        for th in threads:
-            for model, mine in sessions_of(artifacts):
-                task = bar.add_task(f"{model} {th}t", total=None)
+        for rep, th, (model, mine) in ((rep, th, s) for rep in range(repeat) for th in threads
+                                       for s in sessions_of(artifacts)):
+            name = f"{model} {th}t" + (f" session {rep + 1}/{repeat}" if repeat > 1 else "")
+            task = bar.add_task(name, total=None)
 
-                def tick(done, total, what, task=task, shown=[0], th=th):
-                    bar.update(task, completed=done, total=total, description=f"{th}t {what[:48]}")
-                    if console is not None and not console.is_terminal and done * 10 // total > shown[0]:
-                        shown[0] = done * 10 // total  # a line per 10% where no live bar shows
-                        console.print(f"{th} thread(s): {done}/{total} {what}", soft_wrap=True)  # one line each
+            def tick(done, total, what, task=task, shown=[0], th=th, name=name):
+                bar.update(task, completed=done, total=total, description=f"{th}t {what[:48]}")
+                if console is not None and not console.is_terminal and done * 10 // total > shown[0]:
+                    shown[0] = done * 10 // total  # a line per 10% where no live bar shows
+                    console.print(f"{name}: {done}/{total} {what}", soft_wrap=True)  # one line each
 
-                configs = configs_for(mine, th, engines)
-                try:
-                    with BenchServer(models_dir, engines) as url:
-                        result = run_session(url, configs, runs=runs, warmup=warmup,
-                                             profile=profile, progress=tick, timeout_s=session_timeout_s,
-                                             settle_ms=settle_ms)
-                except Exception as e:  # a hung or crashed page: record it, go on with the rest
-                    result = {"environment": {}, "page_errors": [str(e)],
-                              "results": [{"id": c["id"], "error": f"session failed: {str(e)[:200]}"}
-                                          for c in configs]}
-                sessions.append({"model": model, "threads": th, "environment": result["environment"],
-                                 "browser_version": result.get("browser_version"),
-                                 "page_errors": result.get("page_errors", [])})
-                config_of = {c["id"]: c for c in configs}
-                for r in result["results"]:
-                    cfg = config_of[r["id"]]
-                    a, engine = by_id[cfg["artifact"]], cfg["engine"]
-                    row = {"model": a.model, "system": a.system, "label": a.label, "sparsity": a.sparsity,
-                           "block": a.block, "threads": th, "file": a.path.name,
-                           "file_bytes": a.path.stat().st_size, "notes": a.notes}
-                    if engine:  # the same file on another engine build
-                        row.update(label=f"{a.label} @{engine}", engine_build=str(engines[engine]))
-                    for key in report.TIMES + ("mean_ms", "samples_ms", "layers", "layers_error", "error", "info"):
-                        if key in r:
-                            row[key] = r[key]
-                    rows.append(row)
-                # what is measured so far is kept even if a later session fails
-                report.write_json(out_dir / "results.partial.json", {"runs": runs, "sessions": sessions, "results": rows})
-    report.add_speedups(rows)
+            configs = configs_for(mine, th, engines)
+            if rep % 2:
+                configs.reverse()
+            try:
+                with BenchServer(models_dir, engines) as url:
+                    result = run_session(url, configs, runs=runs, warmup=warmup,
+                                         profile=profile, progress=tick, timeout_s=session_timeout_s,
+                                         settle_ms=settle_ms)
+            except Exception as e:  # a hung or crashed page: record it, go on with the rest
+                result = {"environment": {}, "page_errors": [str(e)],
+                          "results": [{"id": c["id"], "error": f"session failed: {str(e)[:200]}"}
+                                      for c in configs]}
+            sessions.append({"model": model, "threads": th, "session": rep,
+                             "environment": result["environment"],
+                             "browser_version": result.get("browser_version"),
+                             "page_errors": result.get("page_errors", [])})
+            config_of = {c["id"]: c for c in configs}
+            for r in result["results"]:
+                cfg = config_of[r["id"]]
+                a, engine = by_id[cfg["artifact"]], cfg["engine"]
+                row = {"model": a.model, "system": a.system, "label": a.label, "sparsity": a.sparsity,
+                       "block": a.block, "threads": th, "session": rep, "file": a.path.name,
+                       "file_bytes": a.path.stat().st_size, "notes": a.notes}
+                if engine:  # the same file on another engine build
+                    row.update(label=f"{a.label} @{engine}", engine_build=str(engines[engine]))
+                for key in report.TIMES + ("mean_ms", "samples_ms", "layers", "layers_error", "error", "info"):
+                    if key in r:
+                        row[key] = r[key]
+                rows.append(row)
+            # what is measured so far is kept even if a later session fails
+            report.write_json(out_dir / "results.partial.json", {"runs": runs, "sessions": sessions, "results": rows})
+    for rep in range(repeat):  # ratios within a session, where both systems met the same machine
+        report.add_speedups([r for r in rows if r["session"] == rep])
+    rows = report.combine_sessions(rows)
     record = {"schema_version": report.SCHEMA_VERSION, "pysparse_version": __version__,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": runs, "warmup": warmup,
+              "sessions_per_configuration": repeat,
               "settle_ms": settle_ms,
               "environment": next((x["environment"] for x in sessions if x["environment"]), {}),
               "loadavg_before": loadavg_before, "loadavg_after": os.getloadavg(),

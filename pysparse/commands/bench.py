@@ -30,6 +30,10 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=_list(int), default=[1, 2], help="comma-separated thread counts (default 1,2)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per configuration (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs after the first (default 3)")
+    p.add_argument("--sessions", type=int, default=1, metavar="N",
+                   help="browser sessions per configuration, one after another (default 1); each median "
+                        "is then the median of the sessions' medians and each ratio the median of the "
+                        "sessions' ratios, its range shown beside it")
     p.add_argument("--settle-ms", type=float, default=SETTLE_MS,
                    help="idle time before each timed run, so that one system's spinning threads do "
                         f"not slow the next system's run (default {SETTLE_MS:g})")
@@ -92,14 +96,15 @@ def run(args) -> int:
         raise ValueError(f"unknown model(s) {sorted(unknown)}; known: {', '.join(ALL_MODELS)}")
     if set(args.systems) - set(SYSTEMS):
         raise ValueError(f"systems must be among {', '.join(SYSTEMS)}")
-    if args.runs < 1 or any(t < 1 for t in args.threads) or any(not 0 < s < 1 for s in args.sparsities):
-        raise ValueError("runs and threads must be >= 1, sparsities in (0, 1)")
+    if args.runs < 1 or args.sessions < 1 or any(t < 1 for t in args.threads) \
+            or any(not 0 < s < 1 for s in args.sparsities):
+        raise ValueError("runs, sessions and threads must be >= 1, sparsities in (0, 1)")
     engines = engine_builds(args.engine_build)
     console = Console()
     record = run_benchmark(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup,
                            sparsities=args.sparsities, blocks=args.blocks, systems=args.systems,
                            out_dir=args.out, profile=not args.no_profile, console=console, files=args.files,
-                           settle_ms=args.settle_ms, engines=engines)
+                           settle_ms=args.settle_ms, engines=engines, repeat=args.sessions)
     report.print_table(record, console, args.table)
     console.print(f"results: {args.out}/results.json; charts: {', '.join(record['charts'])}", soft_wrap=True)
     problems = report.validate(record)
