@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from pysparse import reference
+from pysparse import opset, reference
 from pysparse.ir import Graph
 from pysparse.format import spec
 from pysparse.format.sparse import quantize
@@ -557,6 +557,72 @@ def test_layers_around_channel_split_depthwise(c, e, hw, stride, residual, tmp_p
         assert ("/" in kernels["project"]) == (loaded > 1), kernels
     model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
     model.write_bytes(data)
+    x.tofile(inp)
+    r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
+    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)
+
+
+def _upsample_project_graph(cin, cout, h, w, resize, act, keep_resized):
+    """y = act(conv1x1(resize(x))) as an importer writes it; packing moves the 1x1 layer
+    before the resize, and the engine then folds the activation into the resize. keep_resized:
+    the same computation written in the moved order by hand with the resized plane a graph
+    output too, so the activation cannot fold (packed without the passes)."""
+    r = np.random.default_rng(cin + 5 * h)
+    g = Graph()
+    g.add_tensor("x", (1, cin, h, w))
+    g.inputs = ["x"]
+    wt, b = g.add_constant("w", eg._w(r, cout, cin, 1, 1, zero=0.7)), g.add_constant("b", eg._w(r, cout))
+    one = dict(stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, pad_top=0, pad_left=0,
+               pad_bottom=0, pad_right=0, groups=1)
+    attrs = dict(half_pixel_centers=1) if resize == "RESIZE_BILINEAR" else {}
+    if keep_resized:
+        g.add_tensor("small", (1, cout, h, w))
+        g.add_tensor("big", (1, cout, 2 * h, 2 * w))
+        g.add_tensor("y", (1, cout, 2 * h, 2 * w))
+        g.add_op("CONV2D", ["x", wt, b], ["small"], "project", act=0, **one)
+        g.add_op(resize, ["small"], ["big"], "upsample", **attrs)
+        lo, hi = opset.ACTIVATION_RANGES[act]
+        if hi == float("inf"):
+            g.add_op("RELU", ["big"], ["y"], "project/act")
+        else:
+            g.add_op("CLIP", ["big"], ["y"], "project/act", min=lo, max=hi)
+        g.outputs = ["y", "big"]
+    else:
+        g.add_tensor("big", (1, cin, 2 * h, 2 * w))
+        g.add_tensor("y", (1, cout, 2 * h, 2 * w))
+        g.add_op(resize, ["x"], ["big"], "upsample", **attrs)
+        g.add_op("CONV2D", ["big", wt, b], ["y"], "project", act=act, **one)
+        g.outputs = ["y"]
+    g.validate()
+    return g
+
+
+@pytest.mark.parametrize("resize", ["RESIZE_BILINEAR", "RESIZE_NEAREST"])
+@pytest.mark.parametrize("act", [opset.ACT_RELU6, opset.ACT_RELU])
+@pytest.mark.parametrize("cin,cout,h,w", [(96, 24, 7, 7), (40, 16, 14, 14), (24, 8, 5, 9)])
+def test_projection_before_upsampling_with_its_activation_folded(resize, act, cin, cout, h, w, tmp_path):
+    """resize -> 1x1 conv + activation runs as 1x1 conv -> resize that clamps each plane (the
+    activation's profile row says "folded"): the reference's values, the same bits as the
+    unfolded ops and on 1 to 4 threads; under ASan and UBSan with no report."""
+    x = np.random.default_rng(11).standard_normal((1, cin, h, w)).astype(np.float32)
+    ref = reference.run(_upsample_project_graph(cin, cout, h, w, resize, act, False), {"x": x})["y"]
+    outs, kernels = {}, {}
+    for keep in (False, True):
+        g = _upsample_project_graph(cin, cout, h, w, resize, act, keep)
+        for t in (4, 3, 2, 1):
+            with NativeModel(pack(g, sparse=True, optimize=not keep), threads=t) as m:
+                m.set_profiling(True)
+                outs[keep, t] = m.run([x])[0]
+                kernels[keep] = [p["kernel"] for p in m.profile()]
+    assert kernels[False][0].startswith("spmm") and kernels[False][2] == "folded", kernels[False]
+    assert kernels[True][2] != "folded", kernels[True]
+    assert close(outs[False, 1], ref), f"max error {np.abs(outs[False, 1] - ref).max()}"
+    for keep, t in outs:
+        assert np.array_equal(outs[keep, t], outs[True, 1]), f"folded: {not keep}, {t} threads"
+    model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
+    model.write_bytes(pack(_upsample_project_graph(cin, cout, h, w, resize, act, False), sparse=True))
     x.tofile(inp)
     r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
                        text=True, timeout=300)

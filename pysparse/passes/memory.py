@@ -10,7 +10,9 @@ One exception to "from the op that writes it": the engine folds a residual ADD i
 1x1 convolution that computes one of its operands (the convolution adds the other operand,
 the skip, to its sums and writes the add's output itself) where that is safe, which
 includes the add's output holding no tensor live between the two ops. The plan makes it
-so: such an add's output is placed as if written by the convolution (`folded_adds`).
+so: such an add's output is placed as if written by the convolution (`folded_adds`). The
+same for a RELU or CLIP after a resize, which the engine folds into the resize
+(`folded_activations`).
 
 And one exception to "to the last op that reads it": the engine runs a 1x1 convolution and
 the depthwise convolution that alone reads its output band by band, so the depthwise output
@@ -89,6 +91,28 @@ def folded_adds(graph: Graph) -> dict[str, int]:
     return found
 
 
+def folded_activations(graph: Graph) -> dict[str, int]:
+    """Output of each RELU or CLIP the engine may fold into the resize before it -> that
+    resize's op index: the activation the only reader of the resize's output, which is no
+    graph output (the engine checks the rest at load)."""
+    writer = {n: i for i, op in enumerate(graph.ops) for n in op.outputs}
+    readers: dict[str, int] = {}
+    for op in graph.ops:
+        for n in op.inputs:
+            readers[n] = readers.get(n, 0) + 1
+    found = {}
+    for op in graph.ops:
+        if op.type not in ("RELU", "CLIP"):
+            continue
+        t = op.inputs[0]
+        p = writer.get(t)
+        if p is None or readers.get(t) != 1 or t in graph.outputs:
+            continue
+        if graph.ops[p].type in ("RESIZE_BILINEAR", "RESIZE_NEAREST"):
+            found[op.outputs[0]] = p
+    return found
+
+
 def fused_depthwise(graph: Graph) -> dict[str, int]:
     """Input of each 1x1 convolution whose output only the next op, a depthwise convolution,
     reads -> that depthwise op's index (the engine may run the two band by band; it checks
@@ -164,8 +188,8 @@ def plan_memory(graph: Graph, alignment: int = ALIGNMENT) -> tuple[dict[str, int
     by_last: dict[int, list[str]] = {}
     for n, (_, last) in life.items():
         by_last.setdefault(last, []).append(n)
-    early: dict[int, list[str]] = {}  # op index -> add outputs placed with that op's outputs
-    for y, p in folded_adds(graph).items():
+    early: dict[int, list[str]] = {}  # op index -> folded ops' outputs placed with that op's outputs
+    for y, p in {**folded_adds(graph), **folded_activations(graph)}.items():
         early.setdefault(p, []).append(y)
     for n in graph.inputs:
         if n not in offsets:

@@ -163,6 +163,9 @@ spnn_status spnn_prepare_sum(spnn_model* m, spnn_op* op);           /* n-ary add
 spnn_status spnn_prepare_concat(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_pad(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_resize(spnn_model* m, spnn_op* op);
+/* A RELU or CLIP after a resize, folded into it: the resize clamps each plane to [lo, hi]
+ * and writes `output` (the activation's). 0 if `op` is not a resize or has one already. */
+int spnn_resize_fold_clamp(spnn_op* op, float* output, float lo, float hi);
 spnn_status spnn_prepare_depth_to_space(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_reshape(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_transpose(spnn_model* m, spnn_op* op);

@@ -1,6 +1,7 @@
 /* spnn_load: parse and validate a .spnn file (docs/format.md), decode its weights, prepare
  * every op and allocate all memory. Nothing is read before its bounds are checked and
  * nothing is allocated from a count that has not been checked against the file's bytes. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -874,6 +875,37 @@ static void fold_residual_adds(spnn_model* m) {
   }
 }
 
+/* RELU or CLIP(lo, hi) whose input only it reads, written by a resize (a 1x1 layer moved
+ * before its resize leaves its activation after it): the resize clamps each plane it writes
+ * and writes the activation's output, and the activation does nothing ("folded"). As with a
+ * folded add, the output is written early, so its bytes must not hold any tensor live from
+ * the resize to the activation (the resize's input among them). */
+static void fold_resize_activations(spnn_model* m) {
+  for (uint32_t k = 0; k < m->num_ops; k++) {
+    spnn_op* act = &m->ops[k];
+    float lo = 0.0f, hi = INFINITY;
+    if (act->code == SPNN_OP_CLIP) {
+      lo = act->attr[0].f;
+      hi = act->attr[1].f;
+    } else if (act->code != SPNN_OP_RELU) {
+      continue;
+    }
+    const spnn_tensor* t = spnn_in(m, act, 0);
+    spnn_tensor* y = spnn_out(m, act);
+    if (!t || t->kind != SPNN_KIND_ACTIVATION || t->last_use != (int32_t)k || t->producer < 0) continue;
+    if (!(lo <= hi) || !same_dims(t, y)) continue;
+    const uint32_t p = (uint32_t)t->producer;
+    int only_reader = 1;
+    for (uint32_t j = p + 1; j < k && only_reader; j++)
+      if (reads(&m->ops[j], (int32_t)(t - m->tensors))) only_reader = 0;
+    if (!only_reader || !fold_is_safe(m, p, k, t, NULL, y)) continue;
+    if (spnn_resize_fold_clamp(&m->ops[p], y->data, lo, hi)) {
+      act->run = noop_run;
+      act->kernel = "folded";
+    }
+  }
+}
+
 /* A 1x1 layer whose output only the next op, a depthwise layer, reads: the two run band by
  * band (spnn_conv_fuse_depthwise). The depthwise output is written while the 1x1 layer still
  * reads its input, so the two must not share bytes. */
@@ -933,6 +965,7 @@ static spnn_status prepare_ops(spnn_model* m) {
     m->total_macs += op->macs;
   }
   fold_residual_adds(m);
+  fold_resize_activations(m);
   fuse_depthwise(m);
   spnn_status st = split_channels(m);
   if (st) return st;

@@ -181,6 +181,8 @@ typedef struct resize_state {
    * of the odd output columns, four floats to spare each; NULL where the taps differ */
   float *fx_even, *fx_odd;
   int plane_2x; /* both axes doubled that way, and the plane fits bilinear_plane_2x */
+  int clamp;    /* an activation folded in (spnn_resize_fold_clamp): each plane clamped */
+  float lo, hi;
 } resize_state;
 
 static double source_scale(int32_t out, int32_t in, int align) {
@@ -318,6 +320,18 @@ static void bilinear_plane_2x(const resize_state* s, const float* in, float* out
   }
 }
 
+/* out[0..n) clamped to [lo, hi] in place (NaN stays NaN, as in the activation ops). */
+static void clamp_plane(float* out, size_t n, float lo, float hi) {
+  const v128_t vlo = wasm_f32x4_splat(lo), vhi = wasm_f32x4_splat(hi);
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    wasm_v128_store(out + i, wasm_f32x4_min(wasm_f32x4_max(wasm_v128_load(out + i), vlo), vhi));
+  for (; i < n; i++) {
+    const float v = out[i] < lo ? lo : out[i];
+    out[i] = v > hi ? hi : v;
+  }
+}
+
 static void resize_task(void* ctx, size_t p_begin, size_t p_end) {
   const resize_state* s = (const resize_state*)ctx;
   for (size_t p = p_begin; p < p_end; p++) {
@@ -325,18 +339,30 @@ static void resize_task(void* ctx, size_t p_begin, size_t p_end) {
     float* out = s->y + p * (size_t)s->oh * s->ow;
     if (s->plane_2x) {
       bilinear_plane_2x(s, in, out);
-      continue;
-    }
-    if (s->bilinear) {
+    } else if (s->bilinear) {
       bilinear_plane(s, in, out);
-      continue;
+    } else {
+      for (int32_t oy = 0; oy < s->oh; oy++) {
+        float* o = out + (size_t)oy * s->ow;
+        const float* r = in + (size_t)s->y0[oy] * s->w;
+        for (int32_t ox = 0; ox < s->ow; ox++) o[ox] = r[s->x0[ox]];
+      }
     }
-    for (int32_t oy = 0; oy < s->oh; oy++) {
-      float* o = out + (size_t)oy * s->ow;
-      const float* r = in + (size_t)s->y0[oy] * s->w;
-      for (int32_t ox = 0; ox < s->ow; ox++) o[ox] = r[s->x0[ox]];
-    }
+    /* the plane was just written: clamping it here costs no trip to memory */
+    if (s->clamp) clamp_plane(out, (size_t)s->oh * s->ow, s->lo, s->hi);
   }
+}
+
+int spnn_resize_fold_clamp(spnn_op* op, float* output, float lo, float hi) {
+  if ((op->code != SPNN_OP_RESIZE_BILINEAR && op->code != SPNN_OP_RESIZE_NEAREST) || !op->state)
+    return 0;
+  resize_state* s = (resize_state*)op->state;
+  if (s->clamp) return 0;
+  s->clamp = 1;
+  s->lo = lo;
+  s->hi = hi;
+  s->y = output;
+  return 1;
 }
 
 static void run_resize(spnn_model* m, spnn_op* op) {
