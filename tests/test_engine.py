@@ -628,3 +628,25 @@ def test_projection_before_upsampling_with_its_activation_folded(resize, act, ci
                        text=True, timeout=300)
     assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
     assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+@pytest.mark.parametrize("rows,cols,batch", [(63, 1152, 1), (66, 37, 2), (5, 9, 1)])
+def test_sparse_fully_connected_in_row_blocks(block, rows, cols, batch):
+    """A pruned fully connected layer (MediaPipe's landmark heads: 1152 -> 63) whose zeros come
+    in blocks of 1, 2 or 4 rows, stored with that block (the last rows % block rows one by
+    one, rows with fewer stored columns than a vector): the reference's values on 1 and 2
+    threads."""
+    from pysparse.format.reader import read_spnn
+    r = np.random.default_rng(rows + block)
+    keep = r.random((rows // block, cols)) < 0.2
+    mask = np.concatenate([np.repeat(keep, block, axis=0), r.random((rows % block, cols)) < 0.2])
+    w = (r.standard_normal((rows, cols)) * mask).astype(np.float32)
+    g = eg._single("FULLY_CONNECTED", [(batch, cols)], (batch, rows), [w, eg._w(r, rows)], act=0)
+    data = pack(g, sparse=True)
+    layer = next(x for x in read_spnn(data).metadata["layers"] if x["op"] == "FULLY_CONNECTED")
+    assert layer["encoding"] == "sparse" and layer["block"] == block, layer
+    x = r.standard_normal((batch, cols)).astype(np.float32)
+    out = run_both_thread_counts(data, [x])[0]
+    ref = reference.run(g, {"x0": x})[g.outputs[0]]
+    assert close(out, ref), f"max error {np.abs(out - ref).max()}"

@@ -777,18 +777,41 @@ static void fc_dense_task(void* ctx, size_t b, size_t e) {
                   s->y + (size_t)r * s->rows, s->lo, s->hi);
 }
 
+/* Output rows of one-row blocks, four stored columns at a time: the four inputs gathered
+ * into a vector and multiply-added into four partial sums (one dependency chain per lane
+ * instead of one per row), summed across at the end, then the rest one by one. Blocks of
+ * several rows (the last ones of a model pruned in row blocks are single rows) take one
+ * vector per column, a lane per row. */
 static void fc_sparse(const fc_state* s) {
+  const uint32_t full = s->rows / s->block;
   for (uint32_t r = 0; r < s->n; r++) {
     const float* x = s->x + (size_t)r * s->cols;
     float* y = s->y + (size_t)r * s->rows;
-    size_t j = 0, v = 0;
+    const uint32_t* col = s->columns;
+    const float* val = s->values;
     uint32_t row = 0;
     for (uint32_t k = 0; k < s->num_blocks; k++) {
-      uint32_t b = k < s->rows / s->block ? s->block : 1;
+      const uint32_t b = k < full ? s->block : 1, count = s->counts[k];
       float acc[4] = {0, 0, 0, 0};
-      for (uint32_t i = 0; i < s->counts[k]; i++, j++) {
-        float xv = x[s->columns[j]];
-        for (uint32_t q = 0; q < b; q++) acc[q] += s->values[v++] * xv;
+      uint32_t i = 0;
+      if (b == 1) {
+        v128_t sum = wasm_f32x4_splat(0.0f);
+        for (; i + 4 <= count; i += 4, col += 4, val += 4) {
+          const v128_t xv = wasm_f32x4_make(x[col[0]], x[col[1]], x[col[2]], x[col[3]]);
+          sum = spnn_madd(sum, wasm_v128_load(val), xv);
+        }
+        acc[0] = (wasm_f32x4_extract_lane(sum, 0) + wasm_f32x4_extract_lane(sum, 1)) +
+                 (wasm_f32x4_extract_lane(sum, 2) + wasm_f32x4_extract_lane(sum, 3));
+        for (; i < count; i++) acc[0] += *val++ * x[*col++];
+      } else if (b == 4) {
+        v128_t sum = wasm_f32x4_splat(0.0f);
+        for (; i < count; i++, val += 4) sum = spnn_madd(sum, wasm_v128_load(val), wasm_f32x4_splat(x[*col++]));
+        wasm_v128_store(acc, sum);
+      } else {
+        for (; i < count; i++) {
+          const float xv = x[*col++];
+          for (uint32_t q = 0; q < b; q++) acc[q] += *val++ * xv;
+        }
       }
       for (uint32_t q = 0; q < b; q++) {
         float o = acc[q] + (s->bias ? s->bias[row + q] : 0.0f);
