@@ -147,6 +147,10 @@ def op_graphs() -> dict[str, Graph]:
     gs["reshape_flatten"] = _single("RESHAPE", [(1, 4, 3, 5)], (1, 60))
     gs["transpose_nhwc"] = _single("TRANSPOSE", [(1, 4, 3, 5)], (1, 3, 5, 4), perm0=0, perm1=2, perm2=3, perm3=1)
     gs["transpose_3d"] = _single("TRANSPOSE", [(2, 3, 4)], (4, 2, 3), perm0=2, perm1=0, perm2=1)
+    # NCHW -> NHWC as 4 x 4 blocks, with edges in both directions and a batch
+    gs["transpose_nhwc_edges"] = _single("TRANSPOSE", [(2, 6, 7, 7)], (2, 7, 7, 6), perm0=0, perm1=2, perm2=3, perm3=1)
+    gs["transpose_nchw"] = _single("TRANSPOSE", [(1, 12, 10, 16)], (1, 16, 12, 10), perm0=0, perm1=3, perm2=1, perm3=2)
+    gs["transpose_middle_axes"] = _single("TRANSPOSE", [(2, 3, 4)], (3, 2, 4), perm0=1, perm1=0, perm2=2)
     gs["softmax_last"] = _single("SOFTMAX", [(2, 10)], (2, 10), beta=1.5)
     gs["softmax_channels"] = _single("SOFTMAX", [(1, 5, 3, 3)], (1, 5, 3, 3), axis=1)
     gs["lrn_5"] = _single("LRN", [(1, 7, 5, 6)], (1, 7, 5, 6), size=5, alpha=0.3, bias=1.5)

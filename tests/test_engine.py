@@ -55,7 +55,9 @@ def test_op_matches_reference(name, sparse):
 @pytest.mark.parametrize("name,kernel", [("conv_1x1_sparse", "spmm"), ("fc_sparse", "fc_sparse"),
                                          ("conv_1x1_dense", "gemm"), ("dwconv_3x3_s1", "dwconv_3x3s1"),
                                          ("conv_3x3_s2_first", "conv_im2col"),
-                                         ("max_pool_2x2", "maxpool_2x2s2")])
+                                         ("max_pool_2x2", "maxpool_2x2s2"), ("transpose_nhwc", "transpose_2d"),
+                                         ("transpose_nchw", "transpose_2d"),
+                                         ("transpose_middle_axes", "transpose_scalar")])
 def test_kernel_choice(name, kernel):
     data = pack(OP_GRAPHS[name], sparse=kernel in ("spmm", "fc_sparse"))
     with NativeModel(data, 1) as m:

@@ -556,11 +556,42 @@ typedef struct transpose_state {
   const float* x;
   float* y;
   size_t count;
+  size_t batch, rows, cols; /* rows > 0: `batch` matrices [rows][cols] to [cols][rows] */
 } transpose_state;
+
+/* x [rows][cols] to y [cols][rows], in 4 x 4 blocks: four rows loaded, interleaved with
+ * shuffles into four columns, stored as four rows of y; the edges one float at a time. */
+static void transpose_2d(const float* x, float* y, size_t rows, size_t cols) {
+  size_t i = 0;
+  for (; i + 4 <= rows; i += 4) {
+    const float* r = x + i * cols;
+    size_t j = 0;
+    for (; j + 4 <= cols; j += 4) {
+      const v128_t r0 = wasm_v128_load(r + j), r1 = wasm_v128_load(r + cols + j);
+      const v128_t r2 = wasm_v128_load(r + 2 * cols + j), r3 = wasm_v128_load(r + 3 * cols + j);
+      const v128_t t0 = wasm_i32x4_shuffle(r0, r1, 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(r0, r1, 2, 6, 3, 7);
+      const v128_t t2 = wasm_i32x4_shuffle(r2, r3, 0, 4, 1, 5), t3 = wasm_i32x4_shuffle(r2, r3, 2, 6, 3, 7);
+      float* o = y + j * rows + i;
+      wasm_v128_store(o, wasm_i32x4_shuffle(t0, t2, 0, 1, 4, 5));
+      wasm_v128_store(o + rows, wasm_i32x4_shuffle(t0, t2, 2, 3, 6, 7));
+      wasm_v128_store(o + 2 * rows, wasm_i32x4_shuffle(t1, t3, 0, 1, 4, 5));
+      wasm_v128_store(o + 3 * rows, wasm_i32x4_shuffle(t1, t3, 2, 3, 6, 7));
+    }
+    for (; j < cols; j++)
+      for (size_t q = 0; q < 4; q++) y[j * rows + i + q] = r[q * cols + j];
+  }
+  for (; i < rows; i++)
+    for (size_t j = 0; j < cols; j++) y[j * rows + i] = x[i * cols + j];
+}
 
 static void run_transpose(spnn_model* m, spnn_op* op) {
   (void)m;
   const transpose_state* s = (const transpose_state*)op->state;
+  if (s->rows) {
+    const size_t n = s->rows * s->cols;
+    for (size_t b = 0; b < s->batch; b++) transpose_2d(s->x + b * n, s->y + b * n, s->rows, s->cols);
+    return;
+  }
   int32_t idx[SPNN_MAX_NDIM] = {0};
   size_t src = 0;
   for (size_t i = 0; i < s->count; i++) {
@@ -572,6 +603,37 @@ static void run_transpose(spnn_model* m, spnn_op* op) {
       idx[d] = 0;
     }
   }
+}
+
+/* Whether the permutation is a batch of 2-D transposes (NCHW to NHWC, say): output axes of
+ * size 1 dropped and neighbours that are neighbours in the input too merged, it must read
+ * (batch, cols, rows) with input strides (rows * cols, 1, cols). */
+static void transpose_as_2d(transpose_state* s) {
+  size_t dims[SPNN_MAX_NDIM], strides[SPNN_MAX_NDIM];
+  int n = 0;
+  for (int d = 0; d < s->ndim; d++) {
+    if (s->out_dims[d] == 1) continue;
+    if (n > 0 && strides[n - 1] == s->in_stride[d] * (size_t)s->out_dims[d]) {
+      dims[n - 1] *= (size_t)s->out_dims[d];
+      strides[n - 1] = s->in_stride[d];
+      continue;
+    }
+    dims[n] = (size_t)s->out_dims[d];
+    strides[n++] = s->in_stride[d];
+  }
+  size_t batch = 1;
+  if (n == 3 && strides[0] == dims[1] * dims[2]) {
+    batch = dims[0];
+    dims[0] = dims[1];
+    dims[1] = dims[2];
+    strides[0] = strides[1];
+    strides[1] = strides[2];
+    n = 2;
+  }
+  if (n != 2 || strides[0] != 1 || strides[1] != dims[0]) return;
+  s->batch = batch;
+  s->rows = dims[1];
+  s->cols = dims[0];
 }
 
 spnn_status spnn_prepare_transpose(spnn_model* m, spnn_op* op) {
@@ -603,8 +665,9 @@ spnn_status spnn_prepare_transpose(spnn_model* m, spnn_op* op) {
   s->x = x->data;
   s->y = y->data;
   s->count = y->count;
+  transpose_as_2d(s);
   op->macs = (double)y->count;
-  op->kernel = "transpose_scalar";
+  op->kernel = s->rows ? "transpose_2d" : "transpose_scalar";
   op->run = run_transpose;
   return SPNN_OK;
 }
