@@ -652,3 +652,74 @@ def test_sparse_fully_connected_in_row_blocks(block, rows, cols, batch):
     out = run_both_thread_counts(data, [x])[0]
     ref = reference.run(g, {"x0": x})[g.outputs[0]]
     assert close(out, ref), f"max error {np.abs(out - ref).max()}"
+
+
+def _resize_add_graph(cin, cout, h, w, order, skip_first):
+    """y = ADD(upsampled, RELU(s)) with the 1x1 layer before the resize (face detection's
+    order: conv, resize, add) or after it (pose detection's: resize, conv + ReLU6, add, which
+    packing turns into conv, resize, ReLU6, add). skip_first: the skip is computed before the
+    resize, so the engine folds the add (and any activation) into the resize; else after it,
+    where it cannot."""
+    r = np.random.default_rng(cin + h)
+    g = Graph()
+    g.add_tensor("x", (1, cin, h, w))
+    g.add_tensor("s", (1, cout, 2 * h, 2 * w))
+    g.inputs = ["x", "s"]
+    one = dict(stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, pad_top=0, pad_left=0,
+               pad_bottom=0, pad_right=0, groups=1)
+    wt, b = g.add_constant("w", eg._w(r, cout, cin, 1, 1, zero=0.7)), g.add_constant("b", eg._w(r, cout))
+    for name, shape in (("sk", (1, cout, 2 * h, 2 * w)), ("t", (1, cout, 2 * h, 2 * w)), ("y", (1, cout, 2 * h, 2 * w))):
+        g.add_tensor(name, shape)
+    steps = []
+    if order == "conv first":
+        g.add_tensor("small", (1, cout, h, w))
+        steps += [("CONV2D", ["x", wt, b], ["small"], "project", dict(one, act=1)),
+                  ("RESIZE_BILINEAR", ["small"], ["t"], "upsample", dict(half_pixel_centers=1))]
+    else:
+        g.add_tensor("big", (1, cin, 2 * h, 2 * w))
+        steps += [("RESIZE_BILINEAR", ["x"], ["big"], "upsample", dict(half_pixel_centers=1)),
+                  ("CONV2D", ["big", wt, b], ["t"], "project", dict(one, act=2))]
+    skip = ("RELU", ["s"], ["sk"], "skip", {})
+    steps = [skip] + steps if skip_first else steps + [skip]
+    for typ, ins, outs, name, attrs in steps + [("ADD", ["t", "sk"], ["y"], "residual", dict(act=0))]:
+        g.add_op(typ, ins, outs, name, **attrs)
+    g.outputs = ["y"]
+    g.validate()
+    return g
+
+
+@pytest.mark.parametrize("order", ["conv first", "resize first"])
+@pytest.mark.parametrize("cin,cout,h,w", [(64, 48, 12, 12), (96, 24, 7, 7), (16, 32, 5, 9)])
+def test_residual_add_folded_into_the_resize(order, cin, cout, h, w, tmp_path):
+    """ADD(resize(...), skip), skip written before the resize: the resize adds it to each plane
+    it writes (the add's profile row says "folded", and pose detection's order folds its ReLU6
+    too), with the same bits as the ops run one by one (the skip computed after the resize)
+    on 1 to 4 threads, and the reference's values; under ASan and UBSan with no report."""
+    r = np.random.default_rng(5)
+    x = r.standard_normal((1, cin, h, w)).astype(np.float32)
+    s = r.standard_normal((1, cout, 2 * h, 2 * w)).astype(np.float32)
+    ref = reference.run(_resize_add_graph(cin, cout, h, w, order, True), {"x": x, "s": s})["y"]
+    outs, kernels = {}, {}
+    for first in (True, False):
+        data = pack(_resize_add_graph(cin, cout, h, w, order, first), sparse=True)
+        for t in (4, 3, 2, 1):
+            with NativeModel(data, threads=t) as m:
+                m.set_profiling(True)
+                outs[first, t] = m.run([x, s])[0]
+                kernels[first] = {p["name"]: p["kernel"] for p in m.profile()}
+    assert kernels[True]["residual"] == "folded" and kernels[False]["residual"] != "folded", kernels
+    if order == "resize first":  # the ReLU6 left after the moved projection folds as well
+        assert list(kernels[True].values()).count("folded") == 2, kernels[True]
+    assert close(outs[True, 1], ref), f"max error {np.abs(outs[True, 1] - ref).max()}"
+    for first, t in outs:
+        assert np.array_equal(outs[first, t], outs[False, 1]), f"folded: {first}, {t} threads"
+    model, out = tmp_path / "m.spnn", tmp_path / "out.bin"
+    model.write_bytes(pack(_resize_add_graph(cin, cout, h, w, order, True), sparse=True))
+    with NativeModel(model.read_bytes(), 1) as m:
+        order_in = m.input_names
+    inp = tmp_path / "in.bin"  # the inputs one after the other, in the model's order
+    np.concatenate([{"x": x, "s": s}[n].ravel() for n in order_in]).tofile(inp)
+    r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
+    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)

@@ -11,8 +11,8 @@ One exception to "from the op that writes it": the engine folds a residual ADD i
 the skip, to its sums and writes the add's output itself) where that is safe, which
 includes the add's output holding no tensor live between the two ops. The plan makes it
 so: such an add's output is placed as if written by the convolution (`folded_adds`). The
-same for a RELU or CLIP after a resize, which the engine folds into the resize
-(`folded_activations`).
+same for a RELU or CLIP after a resize and an ADD after either, which the engine folds into
+the resize (`folded_activations`, `folded_adds`).
 
 And one exception to "to the last op that reads it": the engine runs a 1x1 convolution and
 the depthwise convolution that alone reads its output band by band, so the depthwise output
@@ -25,6 +25,7 @@ import bisect
 
 from ..ir import Graph
 
+RESIZES = ("RESIZE_BILINEAR", "RESIZE_NEAREST")
 ALIGNMENT = 64  # bytes; the format needs 16, cache lines and SIMD loads like 64
 ELEMENT_BYTES = 4
 
@@ -63,9 +64,11 @@ def _pointwise(graph: Graph, op) -> bool:
 
 
 def folded_adds(graph: Graph) -> dict[str, int]:
-    """Output of each ADD the engine may fold into a convolution -> that convolution's op
-    index: ADD(conv(x), skip), all three of one shape, the add the only reader of conv(x) and
-    skip written before the convolution (the engine checks the rest at load)."""
+    """Output of each ADD the engine may fold into a convolution or a resize -> that op's
+    index: ADD(conv(x), skip) or ADD(resize(x), skip) (the resize's output perhaps through an
+    activation folded into it), all three of one shape, the add the only reader of its
+    operand and skip written before the convolution or resize (the engine checks the rest at
+    load)."""
     writer = {n: i for i, op in enumerate(graph.ops) for n in op.outputs}
     readers: dict[str, int] = {}
     for op in graph.ops:
@@ -81,9 +84,12 @@ def folded_adds(graph: Graph) -> dict[str, int]:
             p = writer.get(t)
             if p is None or readers.get(t) != 1 or t in graph.outputs:
                 continue
-            conv = graph.ops[p]
-            if not _pointwise(graph, conv) or conv.attrs.get("act", 0) != 0:  # the add takes the plain sums
-                continue
+            src = graph.ops[p]
+            if src.type in ("RELU", "CLIP") and src.inputs[0] in writer and readers.get(src.inputs[0]) == 1 \
+                    and src.inputs[0] not in graph.outputs and graph.ops[writer[src.inputs[0]]].type in RESIZES:
+                p = writer[src.inputs[0]]  # an activation folded into a resize: the resize writes both
+            elif src.type not in RESIZES and (not _pointwise(graph, src) or src.attrs.get("act", 0) != 0):
+                continue  # a convolution's add takes the plain sums
             if not (shape[t] == shape[skip] == shape[y]) or writer.get(skip, -1) >= p:
                 continue
             found[y] = p
@@ -108,7 +114,7 @@ def folded_activations(graph: Graph) -> dict[str, int]:
         p = writer.get(t)
         if p is None or readers.get(t) != 1 or t in graph.outputs:
             continue
-        if graph.ops[p].type in ("RESIZE_BILINEAR", "RESIZE_NEAREST"):
+        if graph.ops[p].type in RESIZES:
             found[op.outputs[0]] = p
     return found
 

@@ -166,6 +166,12 @@ spnn_status spnn_prepare_resize(spnn_model* m, spnn_op* op);
 /* A RELU or CLIP after a resize, folded into it: the resize clamps each plane to [lo, hi]
  * and writes `output` (the activation's). 0 if `op` is not a resize or has one already. */
 int spnn_resize_fold_clamp(spnn_op* op, float* output, float lo, float hi);
+/* ADD(resize(x), skip) folded into the resize: each plane plus skip's, clamped to [lo, hi],
+ * written to `output` (the add's), after any folded clamp. 0 if `op` is not a resize or has
+ * an add already. */
+int spnn_resize_fold_add(spnn_op* op, const float* residual, float* output, float lo, float hi);
+/* Whether `op` is a resize that writes `data`. */
+int spnn_resize_writes(const spnn_op* op, const float* data);
 spnn_status spnn_prepare_depth_to_space(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_reshape(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_transpose(spnn_model* m, spnn_op* op);

@@ -906,6 +906,45 @@ static void fold_resize_activations(spnn_model* m) {
   }
 }
 
+/* ADD(t, skip) where t is written by a resize (itself, or through an activation folded into
+ * it): the resize adds skip to each plane it writes and writes the add's output, and the add
+ * does nothing ("folded"). The resize writes a plane before it adds skip's, so the output
+ * must not share bytes with skip (nor, as for the other folds, with anything live from the
+ * resize to the add). */
+static void fold_resize_adds(spnn_model* m) {
+  for (uint32_t k = 0; k < m->num_ops; k++) {
+    spnn_op* add = &m->ops[k];
+    if (add->code != SPNN_OP_ADD || add->num_inputs != 2) continue;
+    spnn_tensor* y = spnn_out(m, add);
+    float lo, hi;
+    if (!spnn_act_bounds(add->attr[0].i, &lo, &hi)) continue;
+    for (int side = 0; side < 2; side++) {
+      const spnn_tensor* t = spnn_in(m, add, side);
+      const spnn_tensor* skip = spnn_in(m, add, 1 - side);
+      if (!t || !skip || t == skip || !same_dims(t, y) || !same_dims(skip, y)) continue;
+      if (t->kind != SPNN_KIND_ACTIVATION || t->last_use != (int32_t)k || t->producer < 0) continue;
+      uint32_t p = (uint32_t)t->producer;
+      if (m->ops[p].run == noop_run) { /* an activation folded into the resize before it */
+        const spnn_tensor* u = spnn_in(m, &m->ops[p], 0);
+        if (!u || u->producer < 0) continue;
+        p = (uint32_t)u->producer;
+      }
+      if (!spnn_resize_writes(&m->ops[p], t->data)) continue;
+      if (skip->kind == SPNN_KIND_ACTIVATION && skip->producer >= (int32_t)p) continue;
+      int only_reader = 1; /* of t, between the resize and the add */
+      for (uint32_t j = p + 1; j < k && only_reader; j++)
+        if (reads(&m->ops[j], (int32_t)(t - m->tensors))) only_reader = 0;
+      if (!only_reader || !skip->data || bytes_overlap(y, skip) || !fold_is_safe(m, p, k, t, NULL, y))
+        continue;
+      if (spnn_resize_fold_add(&m->ops[p], skip->data, y->data, lo, hi)) {
+        add->run = noop_run;
+        add->kernel = "folded";
+        break;
+      }
+    }
+  }
+}
+
 /* A 1x1 layer whose output only the next op, a depthwise layer, reads: the two run band by
  * band (spnn_conv_fuse_depthwise). The depthwise output is written while the 1x1 layer still
  * reads its input, so the two must not share bytes. */
@@ -966,6 +1005,7 @@ static spnn_status prepare_ops(spnn_model* m) {
   }
   fold_residual_adds(m);
   fold_resize_activations(m);
+  fold_resize_adds(m);
   fuse_depthwise(m);
   spnn_status st = split_channels(m);
   if (st) return st;

@@ -183,6 +183,8 @@ typedef struct resize_state {
   int plane_2x; /* both axes doubled that way, and the plane fits bilinear_plane_2x */
   int clamp;    /* an activation folded in (spnn_resize_fold_clamp): each plane clamped */
   float lo, hi;
+  const float* residual; /* an ADD folded in (spnn_resize_fold_add): each plane plus this */
+  float add_lo, add_hi;  /* the add's clamp */
 } resize_state;
 
 static double source_scale(int32_t out, int32_t in, int align) {
@@ -332,6 +334,20 @@ static void clamp_plane(float* out, size_t n, float lo, float hi) {
   }
 }
 
+/* out[i] = clamp(out[i] + r[i]) for i < n, as the ADD op computes it. */
+static void add_plane(float* out, const float* r, size_t n, float lo, float hi) {
+  const v128_t vlo = wasm_f32x4_splat(lo), vhi = wasm_f32x4_splat(hi);
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const v128_t v = wasm_f32x4_add(wasm_v128_load(out + i), wasm_v128_load(r + i));
+    wasm_v128_store(out + i, wasm_f32x4_min(wasm_f32x4_max(v, vlo), vhi));
+  }
+  for (; i < n; i++) {
+    const float v = out[i] + r[i] < lo ? lo : out[i] + r[i];
+    out[i] = v > hi ? hi : v;
+  }
+}
+
 static void resize_task(void* ctx, size_t p_begin, size_t p_end) {
   const resize_state* s = (const resize_state*)ctx;
   for (size_t p = p_begin; p < p_end; p++) {
@@ -348,16 +364,36 @@ static void resize_task(void* ctx, size_t p_begin, size_t p_end) {
         for (int32_t ox = 0; ox < s->ow; ox++) o[ox] = r[s->x0[ox]];
       }
     }
-    /* the plane was just written: clamping it here costs no trip to memory */
-    if (s->clamp) clamp_plane(out, (size_t)s->oh * s->ow, s->lo, s->hi);
+    /* the plane was just written: clamping it or adding to it here costs no trip to memory */
+    const size_t n = (size_t)s->oh * s->ow;
+    if (s->clamp) clamp_plane(out, n, s->lo, s->hi);
+    if (s->residual) add_plane(out, s->residual + p * n, n, s->add_lo, s->add_hi);
   }
+}
+
+int spnn_resize_writes(const spnn_op* op, const float* data) {
+  if ((op->code != SPNN_OP_RESIZE_BILINEAR && op->code != SPNN_OP_RESIZE_NEAREST) || !op->state)
+    return 0;
+  return ((const resize_state*)op->state)->y == data;
+}
+
+int spnn_resize_fold_add(spnn_op* op, const float* residual, float* output, float lo, float hi) {
+  if ((op->code != SPNN_OP_RESIZE_BILINEAR && op->code != SPNN_OP_RESIZE_NEAREST) || !op->state)
+    return 0;
+  resize_state* s = (resize_state*)op->state;
+  if (s->residual) return 0;
+  s->residual = residual;
+  s->add_lo = lo;
+  s->add_hi = hi;
+  s->y = output;
+  return 1;
 }
 
 int spnn_resize_fold_clamp(spnn_op* op, float* output, float lo, float hi) {
   if ((op->code != SPNN_OP_RESIZE_BILINEAR && op->code != SPNN_OP_RESIZE_NEAREST) || !op->state)
     return 0;
   resize_state* s = (resize_state*)op->state;
-  if (s->clamp) return 0;
+  if (s->clamp || s->residual) return 0; /* an add folded in already: the clamp would follow it */
   s->clamp = 1;
   s->lo = lo;
   s->hi = hi;
