@@ -827,8 +827,8 @@ static int reads(const spnn_op* op, int32_t id) {
   return 0;
 }
 
-/* 1 if the convolution at op p may write `y` (the output of the add at op k) in place of
- * `t`, with `skip` as its residual. */
+/* 1 if the op at p (a convolution or a resize) may write `y` (the output of the op at k)
+ * in place of `t`, with `skip` as its residual (NULL: no live tensor may share y's bytes). */
 static int fold_is_safe(const spnn_model* m, uint32_t p, uint32_t k, const spnn_tensor* t,
                         const spnn_tensor* skip, const spnn_tensor* y) {
   for (uint32_t i = 0; i < m->num_tensors; i++) {
@@ -846,33 +846,6 @@ static int fold_is_safe(const spnn_model* m, uint32_t p, uint32_t k, const spnn_
 static void noop_run(spnn_model* m, spnn_op* op) {
   (void)m;
   (void)op;
-}
-
-static void fold_residual_adds(spnn_model* m) {
-  for (uint32_t k = 0; k < m->num_ops; k++) {
-    spnn_op* add = &m->ops[k];
-    if (add->code != SPNN_OP_ADD || add->num_inputs != 2) continue;
-    spnn_tensor* y = spnn_out(m, add);
-    float lo, hi;
-    if (!spnn_act_bounds(add->attr[0].i, &lo, &hi)) continue;
-    for (int side = 0; side < 2; side++) {
-      const spnn_tensor* t = spnn_in(m, add, side);
-      const spnn_tensor* skip = spnn_in(m, add, 1 - side);
-      if (!t || !skip || t == skip || !same_dims(t, y) || !same_dims(skip, y)) continue;
-      if (t->kind != SPNN_KIND_ACTIVATION || t->last_use != (int32_t)k) continue;
-      const uint32_t p = (uint32_t)t->producer;
-      if (skip->kind == SPNN_KIND_ACTIVATION && skip->producer >= (int32_t)p) continue;
-      int only_reader = 1; /* of t, between the convolution and the add */
-      for (uint32_t j = p + 1; j < k && only_reader; j++)
-        if (reads(&m->ops[j], (int32_t)(t - m->tensors))) only_reader = 0;
-      if (!only_reader || !skip->data || !fold_is_safe(m, p, k, t, skip, y)) continue;
-      if (spnn_conv_fold_add(&m->ops[p], skip->data, y->data, lo, hi)) {
-        add->run = noop_run;
-        add->kernel = "folded";
-        break;
-      }
-    }
-  }
 }
 
 /* RELU or CLIP(lo, hi) whose input only it reads, written by a resize (a 1x1 layer moved
@@ -906,12 +879,10 @@ static void fold_resize_activations(spnn_model* m) {
   }
 }
 
-/* ADD(t, skip) where t is written by a resize (itself, or through an activation folded into
- * it): the resize adds skip to each plane it writes and writes the add's output, and the add
- * does nothing ("folded"). The resize writes a plane before it adds skip's, so the output
- * must not share bytes with skip (nor, as for the other folds, with anything live from the
- * resize to the add). */
-static void fold_resize_adds(spnn_model* m) {
+/* ADD(t, skip) folded into the op that writes t: a 1x1 convolution (above), or a resize,
+ * itself or through an activation folded into it. A resize writes a plane before it adds
+ * skip's, so its output must not share bytes with skip at all. */
+static void fold_residual_adds(spnn_model* m) {
   for (uint32_t k = 0; k < m->num_ops; k++) {
     spnn_op* add = &m->ops[k];
     if (add->code != SPNN_OP_ADD || add->num_inputs != 2) continue;
@@ -924,23 +895,26 @@ static void fold_resize_adds(spnn_model* m) {
       if (!t || !skip || t == skip || !same_dims(t, y) || !same_dims(skip, y)) continue;
       if (t->kind != SPNN_KIND_ACTIVATION || t->last_use != (int32_t)k || t->producer < 0) continue;
       uint32_t p = (uint32_t)t->producer;
-      if (m->ops[p].run == noop_run) { /* an activation folded into the resize before it */
-        const spnn_tensor* u = spnn_in(m, &m->ops[p], 0);
+      const spnn_op* w = &m->ops[p];
+      if (w->run == noop_run && (w->code == SPNN_OP_RELU || w->code == SPNN_OP_CLIP)) {
+        const spnn_tensor* u = spnn_in(m, w, 0); /* folded into the resize that writes u */
         if (!u || u->producer < 0) continue;
         p = (uint32_t)u->producer;
       }
-      if (!spnn_resize_writes(&m->ops[p], t->data)) continue;
+      const int resize = spnn_resize_writes(&m->ops[p], t->data);
       if (skip->kind == SPNN_KIND_ACTIVATION && skip->producer >= (int32_t)p) continue;
-      int only_reader = 1; /* of t, between the resize and the add */
+      int only_reader = 1; /* of t, between the op that writes it and the add */
       for (uint32_t j = p + 1; j < k && only_reader; j++)
         if (reads(&m->ops[j], (int32_t)(t - m->tensors))) only_reader = 0;
-      if (!only_reader || !skip->data || bytes_overlap(y, skip) || !fold_is_safe(m, p, k, t, NULL, y))
+      if (!only_reader || !skip->data) continue;
+      if (resize ? bytes_overlap(y, skip) || !fold_is_safe(m, p, k, t, NULL, y) ||
+                       !spnn_resize_fold_add(&m->ops[p], skip->data, y->data, lo, hi)
+                 : !fold_is_safe(m, p, k, t, skip, y) ||
+                       !spnn_conv_fold_add(&m->ops[p], skip->data, y->data, lo, hi))
         continue;
-      if (spnn_resize_fold_add(&m->ops[p], skip->data, y->data, lo, hi)) {
-        add->run = noop_run;
-        add->kernel = "folded";
-        break;
-      }
+      add->run = noop_run;
+      add->kernel = "folded";
+      break;
     }
   }
 }
@@ -1003,9 +977,8 @@ static spnn_status prepare_ops(spnn_model* m) {
     }
     m->total_macs += op->macs;
   }
+  fold_resize_activations(m); /* first: an add may fold through a folded activation */
   fold_residual_adds(m);
-  fold_resize_activations(m);
-  fold_resize_adds(m);
   fuse_depthwise(m);
   spnn_status st = split_channels(m);
   if (st) return st;
