@@ -39,6 +39,17 @@ def _new_constant(graph: Graph, base: str, data: np.ndarray) -> str:
     return graph.add_constant(graph.unique_name(base), np.asarray(data, np.float32))
 
 
+def rewrite_until_settled(graph: Graph, rewrite) -> Graph:
+    """A copy of `graph` with `rewrite(g, op, consumers)` tried on each op, from the first
+    again after every change (it returns True when it changed `g`), until none changes."""
+    g = copy.deepcopy(graph)
+    changed = True
+    while changed:
+        consumers = g.consumers()
+        changed = any(rewrite(g, op, consumers) for op in list(g.ops))  # stops at the first change
+    return g
+
+
 # -- constant folding -------------------------------------------------------------------
 
 def fold_constants(graph: Graph) -> Graph:
@@ -76,38 +87,35 @@ def fold_constant_scale_shift(graph: Graph) -> Graph:
     """CONV2D / CONV_TRANSPOSE2D / FULLY_CONNECTED (no activation) followed by a MUL, ADD or
     SUB with a per-channel constant: scale the weights and bias, or shift the bias. This
     folds batch normalisation (MUL then ADD) and separate bias additions."""
-    g = copy.deepcopy(graph)
-    changed = True
-    while changed:
-        changed = False
-        consumers = g.consumers()
-        for op in list(g.ops):
-            if op.type not in ("CONV2D", "CONV_TRANSPOSE2D", "FULLY_CONNECTED") or op.attr("act") != opset.ACT_NONE:
-                continue
-            if not g.tensors[op.inputs[1]].is_constant or (len(op.inputs) > 2 and op.inputs[2]
-                                                             and not g.tensors[op.inputs[2]].is_constant):
-                continue
-            nxt = _sole_consumer(g, op.outputs[0], consumers)
-            if nxt is None or nxt.type not in ("MUL", "ADD", "SUB"):
-                continue
-            other = [i for i in nxt.inputs if i != op.outputs[0]]
-            if len(other) != 1 or not g.tensors[other[0]].is_constant:
-                continue
-            if nxt.type == "SUB" and nxt.inputs[1] != other[0]:
-                continue  # c - y is not a shift of y
-            out_shape = g.tensors[op.outputs[0]].shape
-            if g.tensors[nxt.outputs[0]].shape != out_shape:
-                continue  # the constant would broadcast the output larger
-            c = _per_channel(g.tensors[other[0]].data, out_shape)
-            if c is None:
-                continue
-            _fold_into(g, op, nxt.type, c)
-            op.attrs["act"] = nxt.attr("act")
-            _absorb(g, op, nxt)
-            changed = True
-            break
+    g = rewrite_until_settled(graph, _scale_shift_into)
     g.remove_unused_tensors()
     return g
+
+
+def _scale_shift_into(g: Graph, op: Op, consumers: dict) -> bool:
+    if op.type not in ("CONV2D", "CONV_TRANSPOSE2D", "FULLY_CONNECTED") or op.attr("act") != opset.ACT_NONE:
+        return False
+    if not g.tensors[op.inputs[1]].is_constant or (len(op.inputs) > 2 and op.inputs[2]
+                                                     and not g.tensors[op.inputs[2]].is_constant):
+        return False
+    nxt = _sole_consumer(g, op.outputs[0], consumers)
+    if nxt is None or nxt.type not in ("MUL", "ADD", "SUB"):
+        return False
+    other = [i for i in nxt.inputs if i != op.outputs[0]]
+    if len(other) != 1 or not g.tensors[other[0]].is_constant:
+        return False
+    if nxt.type == "SUB" and nxt.inputs[1] != other[0]:
+        return False  # c - y is not a shift of y
+    out_shape = g.tensors[op.outputs[0]].shape
+    if g.tensors[nxt.outputs[0]].shape != out_shape:
+        return False  # the constant would broadcast the output larger
+    c = _per_channel(g.tensors[other[0]].data, out_shape)
+    if c is None:
+        return False
+    _fold_into(g, op, nxt.type, c)
+    op.attrs["act"] = nxt.attr("act")
+    _absorb(g, op, nxt)
+    return True
 
 
 def _fold_into(g: Graph, op: Op, kind: str, c: np.ndarray) -> None:
@@ -139,29 +147,24 @@ def _activation_range(op: Op) -> tuple[float, float] | None:
 
 def fuse_activations(graph: Graph) -> Graph:
     """RELU, CLIP(0, 6), CLIP(-1, 1) after an op with an `act` attribute become that act."""
-    g = copy.deepcopy(graph)
-    by_range = {v: k for k, v in opset.ACTIVATION_RANGES.items()}
-    changed = True
-    while changed:
-        changed = False
-        consumers = g.consumers()
-        for op in list(g.ops):
-            if op.type not in ACT_OPS:
-                continue
-            nxt = _sole_consumer(g, op.outputs[0], consumers)
-            r = _activation_range(nxt) if nxt is not None else None
-            if r is None:
-                continue
-            lo0, hi0 = opset.ACTIVATION_RANGES[op.attr("act")]
-            lo, hi = max(lo0, r[0]), min(hi0, r[1])  # clamp after clamp, when they overlap
-            code = by_range.get((lo, hi)) if lo <= hi else None
-            if code is None:
-                continue
-            op.attrs["act"] = code
-            _absorb(g, op, nxt)
-            changed = True
-            break
-    return g
+    return rewrite_until_settled(graph, _activation_into)
+
+
+def _activation_into(g: Graph, op: Op, consumers: dict) -> bool:
+    if op.type not in ACT_OPS:
+        return False
+    nxt = _sole_consumer(g, op.outputs[0], consumers)
+    r = _activation_range(nxt) if nxt is not None else None
+    if r is None:
+        return False
+    lo0, hi0 = opset.ACTIVATION_RANGES[op.attr("act")]
+    lo, hi = max(lo0, r[0]), min(hi0, r[1])  # clamp after clamp, when they overlap
+    code = {v: k for k, v in opset.ACTIVATION_RANGES.items()}.get((lo, hi)) if lo <= hi else None
+    if code is None:
+        return False
+    op.attrs["act"] = code
+    _absorb(g, op, nxt)
+    return True
 
 
 # -- explicit padding into convolutions and average pools --------------------------------

@@ -12,11 +12,9 @@ an op of its own. Results are the same up to float rounding.
 """
 from __future__ import annotations
 
-import copy
-
 from .. import opset
 from ..ir import Graph, Op
-from .fold import _sole_consumer
+from .fold import _sole_consumer, rewrite_until_settled
 
 RESIZES = ("RESIZE_BILINEAR", "RESIZE_NEAREST")
 RESIZE_MACS_PER_PIXEL = {"RESIZE_BILINEAR": 4, "RESIZE_NEAREST": 1}  # per output pixel and channel
@@ -33,7 +31,7 @@ def _plain_pointwise(op: Op, graph: Graph) -> bool:
         not any(int(op.attr(k)) for k in ("pad_top", "pad_left", "pad_bottom", "pad_right"))
 
 
-def _activation_op(graph: Graph, act: int, x: str, y: str, name: str) -> Op | None:
+def _activation_op(act: int, x: str, y: str, name: str) -> Op | None:
     """The op that applies fused activation `act` to x, writing y (None for no activation)."""
     if act == opset.ACT_NONE:
         return None
@@ -47,43 +45,39 @@ def pointwise_before_resize(graph: Graph) -> Graph:
     """resize(x) -> 1x1 conv becomes 1x1 conv (no activation) -> resize [-> activation]
     where the resize's output feeds only that convolution and the new order does fewer
     multiply-adds (an upsampling resize; a downsampling one stays first)."""
-    g = copy.deepcopy(graph)
-    changed = True
-    while changed:
-        changed = False
-        consumers = g.consumers()
-        for resize in list(g.ops):
-            if resize.type not in RESIZES or len(g.tensors[resize.inputs[0]].shape) != 4:
-                continue
-            conv = _sole_consumer(g, resize.outputs[0], consumers)
-            if conv is None or conv.inputs[0] != resize.outputs[0] or not _plain_pointwise(conv, g):
-                continue
-            n, c_in, h, w = g.tensors[resize.inputs[0]].shape
-            _, c_out, oh, ow = g.tensors[conv.outputs[0]].shape
-            k = RESIZE_MACS_PER_PIXEL[resize.type]
-            before = c_in * c_out * oh * ow + k * c_in * oh * ow
-            after = c_in * c_out * h * w + k * c_out * oh * ow + (c_out * oh * ow if conv.attr("act") else 0)
-            if after >= before:
-                continue
-            small = g.unique_name(conv.outputs[0] + "_before_resize")
-            g.add_tensor(small, (n, c_out, h, w))
-            out = conv.outputs[0]
-            act = int(conv.attr("act"))
-            big = g.unique_name(out + "_resized") if act != opset.ACT_NONE else out
-            if big != out:
-                g.add_tensor(big, (n, c_out, oh, ow))
-            del g.tensors[resize.outputs[0]]
-            conv.inputs[0] = resize.inputs[0]
-            conv.outputs = [small]
-            conv.attrs["act"] = opset.ACT_NONE
-            resize.inputs = [small]
-            resize.outputs = [big]
-            g.ops.remove(resize)  # the convolution first, then the resize, then the activation
-            at = g.ops.index(conv) + 1
-            g.ops.insert(at, resize)
-            activation = _activation_op(g, act, big, out, conv.name)
-            if activation is not None:
-                g.ops.insert(at + 1, activation)
-            changed = True
-            break
-    return g
+    return rewrite_until_settled(graph, _pointwise_first)
+
+
+def _pointwise_first(g: Graph, resize: Op, consumers: dict) -> bool:
+    if resize.type not in RESIZES or len(g.tensors[resize.inputs[0]].shape) != 4:
+        return False
+    conv = _sole_consumer(g, resize.outputs[0], consumers)
+    if conv is None or conv.inputs[0] != resize.outputs[0] or not _plain_pointwise(conv, g):
+        return False
+    n, c_in, h, w = g.tensors[resize.inputs[0]].shape
+    _, c_out, oh, ow = g.tensors[conv.outputs[0]].shape
+    k = RESIZE_MACS_PER_PIXEL[resize.type]
+    before = c_in * c_out * oh * ow + k * c_in * oh * ow
+    after = c_in * c_out * h * w + k * c_out * oh * ow + (c_out * oh * ow if conv.attr("act") else 0)
+    if after >= before:
+        return False
+    small = g.unique_name(conv.outputs[0] + "_before_resize")
+    g.add_tensor(small, (n, c_out, h, w))
+    out = conv.outputs[0]
+    act = int(conv.attr("act"))
+    big = g.unique_name(out + "_resized") if act != opset.ACT_NONE else out
+    if big != out:
+        g.add_tensor(big, (n, c_out, oh, ow))
+    del g.tensors[resize.outputs[0]]
+    conv.inputs[0] = resize.inputs[0]
+    conv.outputs = [small]
+    conv.attrs["act"] = opset.ACT_NONE
+    resize.inputs = [small]
+    resize.outputs = [big]
+    g.ops.remove(resize)  # the convolution first, then the resize, then the activation
+    at = g.ops.index(conv) + 1
+    g.ops.insert(at, resize)
+    activation = _activation_op(act, big, out, conv.name)
+    if activation is not None:
+        g.ops.insert(at + 1, activation)
+    return True
