@@ -371,17 +371,20 @@ static void resize_task(void* ctx, size_t p_begin, size_t p_end) {
   }
 }
 
+/* The state of a prepared resize op, or NULL for any other op. */
+static resize_state* resize_of(const spnn_op* op) {
+  if (op->code != SPNN_OP_RESIZE_BILINEAR && op->code != SPNN_OP_RESIZE_NEAREST) return NULL;
+  return (resize_state*)op->state;
+}
+
 int spnn_resize_writes(const spnn_op* op, const float* data) {
-  if ((op->code != SPNN_OP_RESIZE_BILINEAR && op->code != SPNN_OP_RESIZE_NEAREST) || !op->state)
-    return 0;
-  return ((const resize_state*)op->state)->y == data;
+  const resize_state* s = resize_of(op);
+  return s && s->y == data;
 }
 
 int spnn_resize_fold_add(spnn_op* op, const float* residual, float* output, float lo, float hi) {
-  if ((op->code != SPNN_OP_RESIZE_BILINEAR && op->code != SPNN_OP_RESIZE_NEAREST) || !op->state)
-    return 0;
-  resize_state* s = (resize_state*)op->state;
-  if (s->residual) return 0;
+  resize_state* s = resize_of(op);
+  if (!s || s->residual) return 0;
   s->residual = residual;
   s->add_lo = lo;
   s->add_hi = hi;
@@ -390,10 +393,8 @@ int spnn_resize_fold_add(spnn_op* op, const float* residual, float* output, floa
 }
 
 int spnn_resize_fold_clamp(spnn_op* op, float* output, float lo, float hi) {
-  if ((op->code != SPNN_OP_RESIZE_BILINEAR && op->code != SPNN_OP_RESIZE_NEAREST) || !op->state)
-    return 0;
-  resize_state* s = (resize_state*)op->state;
-  if (s->clamp || s->residual) return 0; /* an add folded in already: the clamp would follow it */
+  resize_state* s = resize_of(op);
+  if (!s || s->clamp || s->residual) return 0; /* after an add folded in, it would clamp the sum */
   s->clamp = 1;
   s->lo = lo;
   s->hi = hi;
