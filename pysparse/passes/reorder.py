@@ -15,20 +15,9 @@ from __future__ import annotations
 from .. import opset
 from ..ir import Graph, Op
 from .fold import _sole_consumer, rewrite_until_settled
+from .memory import RESIZES, _pointwise
 
-RESIZES = ("RESIZE_BILINEAR", "RESIZE_NEAREST")
 RESIZE_MACS_PER_PIXEL = {"RESIZE_BILINEAR": 4, "RESIZE_NEAREST": 1}  # per output pixel and channel
-
-
-def _plain_pointwise(op: Op, graph: Graph) -> bool:
-    """A 1x1 convolution of one group, stride 1, no padding, on a 4-D tensor."""
-    if op.type != "CONV2D" or int(op.attr("groups")) != 1:
-        return False
-    w = graph.tensors[op.inputs[1]]
-    if len(w.shape) != 4 or w.shape[2:] != (1, 1):
-        return False
-    return all(int(op.attr(k)) == 1 for k in ("stride_h", "stride_w")) and \
-        not any(int(op.attr(k)) for k in ("pad_top", "pad_left", "pad_bottom", "pad_right"))
 
 
 def _activation_op(act: int, x: str, y: str, name: str) -> Op | None:
@@ -52,7 +41,7 @@ def _pointwise_first(g: Graph, resize: Op, consumers: dict) -> bool:
     if resize.type not in RESIZES or len(g.tensors[resize.inputs[0]].shape) != 4:
         return False
     conv = _sole_consumer(g, resize.outputs[0], consumers)
-    if conv is None or conv.inputs[0] != resize.outputs[0] or not _plain_pointwise(conv, g):
+    if conv is None or conv.inputs[0] != resize.outputs[0] or not _pointwise(g, conv):
         return False
     n, c_in, h, w = g.tensors[resize.inputs[0]].shape
     _, c_out, oh, ow = g.tensors[conv.outputs[0]].shape
