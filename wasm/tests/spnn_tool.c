@@ -77,6 +77,8 @@ static int run(char** argv, int argc) {
   int repeat = argc > 4 ? atoi(argv[4]) : 1;
   if (!data || !in || repeat < 1 || repeat > 1000) {
     fprintf(stderr, "cannot read %s or %s\n", argv[0], argv[2]);
+    free(data);
+    free(in);
     return 2;
   }
   char err[SPNN_ERROR_MESSAGE_SIZE];
@@ -85,6 +87,7 @@ static int run(char** argv, int argc) {
   free(data);
   if (st != SPNN_OK) {
     fprintf(stderr, "load: status %d: %s\n", (int)st, err);
+    free(in);
     return 1;
   }
   size_t pos = 0;
@@ -93,6 +96,8 @@ static int run(char** argv, int argc) {
     size_t n = elements(dims, spnn_input_shape(m, i, dims)) * 4;
     if (pos + n > in_size) {
       fprintf(stderr, "input file too short\n");
+      free(in);
+      spnn_free(m);
       return 2;
     }
     memcpy(spnn_input_data(m, i), in + pos, n);
@@ -107,7 +112,10 @@ static int run(char** argv, int argc) {
   }
   qsort(times, (size_t)repeat, sizeof times[0], cmp_double);
   FILE* f = fopen(argv[3], "wb");
-  if (!f) return 2;
+  if (!f) {
+    spnn_free(m);
+    return 2;
+  }
   for (int i = 0; i < spnn_num_outputs(m); i++) {
     size_t n = elements(dims, spnn_output_shape(m, i, dims));
     fwrite(spnn_output_data(m, i), 4, n, f);
