@@ -99,11 +99,12 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
                   TimeElapsedColumn(), console=console, disable=not progress_bar, transient=True) as bar:
         for rep, th, (model, mine) in ((rep, th, s) for rep in range(repeat) for th in threads
                                        for s in sessions_of(artifacts)):
-            name = f"{model} {th}t" + (f" session {rep + 1}/{repeat}" if repeat > 1 else "")
+            session = f" session {rep + 1}/{repeat}" if repeat > 1 else ""
+            name = f"{model} {th}t{session}"
             task = bar.add_task(name, total=None)
 
-            def tick(done, total, what, task=task, shown=[0], th=th, name=name):
-                bar.update(task, completed=done, total=total, description=f"{th}t {what[:48]}")
+            def tick(done, total, what, task=task, shown=[0], th=th, name=name, session=session):
+                bar.update(task, completed=done, total=total, description=f"{th}t{session} {what[:48]}")
                 if console is not None and not console.is_terminal and done * 10 // total > shown[0]:
                     shown[0] = done * 10 // total  # a line per 10% where no live bar shows
                     console.print(f"{name}: {done}/{total} {what}", soft_wrap=True)  # one line each
