@@ -46,6 +46,27 @@ def chromium_path() -> str:
 ENGINE_FILE = re.compile(r"pysparse-[a-z-]+\.(mjs|wasm|worker\.js)")
 
 
+class serve_app:
+    """A Flask app on a free localhost port, in a thread, for the length of a `with` block,
+    which gets the server's base URL."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __enter__(self) -> str:
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+        self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._thread.join(timeout=10)
+
+
 class BenchServer:
     """The pysparse Flask app (cross-origin isolated) on a free localhost port, in a thread;
     `engines` (name -> folder of an engine build) are served under /engines/<name>/."""
@@ -53,15 +74,12 @@ class BenchServer:
     def __init__(self, models_dir: Path, engines: dict[str, Path] | None = None):
         self.models_dir = Path(models_dir)
         self.engines = {k: Path(v).resolve() for k, v in (engines or {}).items()}
-        self._server = None
-        self._thread = None
+        self._serving = None
 
     def __enter__(self) -> str:
         from flask import abort, send_from_directory
-        from werkzeug.serving import make_server
 
         from ..server import MIME_TYPES, create_app
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
         app = create_app(models_dir=self.models_dir)
 
         def engine_file(name: str, path: str):
@@ -72,14 +90,11 @@ class BenchServer:
             return response
 
         app.add_url_rule("/engines/<name>/<path>", "engine_file", engine_file)
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return f"http://127.0.0.1:{self._server.server_port}"
+        self._serving = serve_app(app)
+        return self._serving.__enter__()
 
     def __exit__(self, *exc):
-        self._server.shutdown()
-        self._thread.join(timeout=10)
+        self._serving.__exit__(*exc)
 
 
 def run_session(base_url: str, configs: list[dict], runs: int, warmup: int = 3, profile: bool = True,

@@ -3,7 +3,7 @@ and prints what it prints: a kernel benchmark as the browser's V8 compiles and r
 
     python -m pysparse.bench.in_chromium build/kernels/web/dwconv_bench_ab_relaxed.js [ARG...]
 
-The program's folder is served on localhost with cross-origin isolation, so that
+The program is served on localhost by pysparse's own app (cross-origin isolated), so that
 performance.now(), which the program's clock reads, has 5 µs steps (100 µs without); the
 page hands the ARGs to main and ends when main returns. `make -C wasm
 bench-dwconv-ab-chromium` builds and runs the depthwise A/B this way.
@@ -11,14 +11,11 @@ bench-dwconv-ab-chromium` builds and runs the depthwise A/B this way.
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import json
 import sys
-import threading
 from pathlib import Path
 
-from .browser import CHROMIUM_ARGS, chromium_path
+from .browser import CHROMIUM_ARGS, chromium_path, serve_app
 
 PAGE = "/__run__.html"
 
@@ -39,28 +36,6 @@ var Module = {{
 """
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    page = ""
-
-    def end_headers(self):
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        super().end_headers()
-
-    def do_GET(self):
-        if self.path != PAGE:
-            return super().do_GET()
-        body = self.page.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):  # no line per request
-        pass
-
-
 def _echo(message) -> None:
     """The program's stdout (console.log) to ours, its stderr (console.error) to ours."""
     if message.type == "log":
@@ -75,27 +50,42 @@ def run(program: Path, args: list[str], timeout_s: float = 1800) -> None:
     program = program.resolve()
     if not program.exists():
         raise FileNotFoundError(f"{program}: no such program (build it first)")
-    handler = type("Handler", (_Handler,), {"page": page_html(program.name, args)})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(program.parent)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS,
-                                        headless=True)
-            try:
-                page = browser.new_page()
-                page.on("console", _echo)
-                page.goto(f"http://127.0.0.1:{server.server_port}{PAGE}")
-                page.wait_for_function("window.__done === true || window.__error !== undefined",
-                                       timeout=timeout_s * 1000, polling=200)
-                failure = page.evaluate("window.__error")
-                if failure:
-                    raise RuntimeError(f"{program.name} failed in Chromium: {failure}")
-            finally:
-                browser.close()
-    finally:
-        server.shutdown()
+    with serve_app(_program_app(program, args)) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.on("console", _echo)
+            page.goto(f"{url}{PAGE}")
+            page.wait_for_function("window.__done === true || window.__error !== undefined",
+                                   timeout=timeout_s * 1000, polling=200)
+            failure = page.evaluate("window.__error")
+            if failure:
+                raise RuntimeError(f"{program.name} failed in Chromium: {failure}")
+        finally:
+            browser.close()
+
+
+def _program_app(program: Path, args: list[str]):
+    """pysparse's app (cross-origin isolated) with the page at PAGE and the program's .js and
+    .wasm beside it."""
+    from flask import abort, send_from_directory
+
+    from ..server import MIME_TYPES, create_app
+    app = create_app()
+    page = page_html(program.name, args)
+    files = {program.name, program.with_suffix(".wasm").name}
+
+    def program_file(name: str):
+        if name == PAGE.lstrip("/"):
+            return page, 200, {"Content-Type": MIME_TYPES[".html"]}
+        if name not in files:
+            abort(404)
+        response = send_from_directory(program.parent, name)
+        response.mimetype = MIME_TYPES[Path(name).suffix].split(";")[0]
+        return response
+
+    app.add_url_rule("/<name>", "program_file", program_file)
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
