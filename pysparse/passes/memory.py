@@ -63,17 +63,23 @@ def _pointwise(graph: Graph, op) -> bool:
     return op.attrs.get("stride_h", 1) == 1 and op.attrs.get("stride_w", 1) == 1
 
 
+def _writers_and_readers(graph: Graph) -> tuple[dict[str, int], dict[str, int]]:
+    """Tensor -> index of the op that writes it, and tensor -> how many op inputs read it."""
+    writer = {n: i for i, op in enumerate(graph.ops) for n in op.outputs}
+    readers: dict[str, int] = {}
+    for op in graph.ops:
+        for n in op.inputs:
+            readers[n] = readers.get(n, 0) + 1
+    return writer, readers
+
+
 def folded_adds(graph: Graph) -> dict[str, int]:
     """Output of each ADD the engine may fold into a convolution or a resize -> that op's
     index: ADD(conv(x), skip) or ADD(resize(x), skip) (the resize's output perhaps through an
     activation folded into it), all three of one shape, the add the only reader of its
     operand and skip written before the convolution or resize (the engine checks the rest at
     load)."""
-    writer = {n: i for i, op in enumerate(graph.ops) for n in op.outputs}
-    readers: dict[str, int] = {}
-    for op in graph.ops:
-        for n in op.inputs:
-            readers[n] = readers.get(n, 0) + 1
+    writer, readers = _writers_and_readers(graph)
     shape = {n: t.shape for n, t in graph.tensors.items()}
     found = {}
     for op in graph.ops:
@@ -101,11 +107,7 @@ def folded_activations(graph: Graph) -> dict[str, int]:
     """Output of each RELU or CLIP the engine may fold into the resize before it -> that
     resize's op index: the activation the only reader of the resize's output, which is no
     graph output (the engine checks the rest at load)."""
-    writer = {n: i for i, op in enumerate(graph.ops) for n in op.outputs}
-    readers: dict[str, int] = {}
-    for op in graph.ops:
-        for n in op.inputs:
-            readers[n] = readers.get(n, 0) + 1
+    writer, readers = _writers_and_readers(graph)
     found = {}
     for op in graph.ops:
         if op.type not in ("RELU", "CLIP"):
@@ -123,10 +125,7 @@ def fused_depthwise(graph: Graph) -> dict[str, int]:
     """Input of each 1x1 convolution whose output only the next op, a depthwise convolution,
     reads -> that depthwise op's index (the engine may run the two band by band; it checks
     the rest at load)."""
-    readers: dict[str, int] = {}
-    for op in graph.ops:
-        for n in op.inputs:
-            readers[n] = readers.get(n, 0) + 1
+    _, readers = _writers_and_readers(graph)
     found = {}
     for i, (op, dw) in enumerate(zip(graph.ops, graph.ops[1:])):
         if not _pointwise(graph, op) or dw.type != "CONV2D" or len(dw.inputs) < 2:
