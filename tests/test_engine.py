@@ -454,7 +454,7 @@ def _expand_depthwise_graph(cin, c, h, w, k, stride, pads, zero, keep_t):
     (16, 128, 71, 69, 3, 2, (1, 1, 1, 1)),
     (8, 80, 97, 80, 5, 2, (2, 2, 2, 2)),
     (12, 80, 90, 84, 5, 1, (2, 2, 2, 2)),
-    (8, 4096, 12, 12, 3, 1, (1, 1, 1, 1)),  # too few rows for four threads' bands: one by one
+    (8, 1024, 24, 24, 3, 1, (1, 1, 1, 1)),  # many channels: bands of a few rows
     (300, 64, 96, 96, 3, 1, (1, 1, 1, 1)),  # the sparse 1x1 layer in column slices
     (8, 64, 100, 100, 7, 1, (3, 3, 3, 3)),  # a depthwise kernel size without its own kernel
 ])
@@ -499,9 +499,9 @@ def test_residual_add_folded_into_the_convolution(zero, cin, cout, hw, batch):
         assert np.array_equal(outs[first, t], outs[False, 1]), f"skip first: {first}, {t} threads"
 
 
-def _inverted_residual_graph(c, e, hw, stride, zero, residual):
-    """MobileNetV2's block: y = conv1x1(depthwise3x3(conv1x1(x))) (+ x), the depthwise layer
-    on a plane small enough that threads split its channels, not its rows."""
+def _inverted_residual_graph(c, e, hw, stride, zero, residual, keep_d=False):
+    """MobileNetV2's block: y = conv1x1(depthwise3x3(conv1x1(x))) (+ x). keep_d: the
+    depthwise output is a graph output too (second), so no other layer can run with it."""
     r = np.random.default_rng(c * 13 + e + hw)
     g = Graph()
     g.add_tensor("x", (1, c, hw, hw))
@@ -522,15 +522,47 @@ def _inverted_residual_graph(c, e, hw, stride, zero, residual):
     if residual:
         g.add_tensor("y", (1, c, oh, oh))
         g.add_op("ADD", ["p", "x"], ["y"], "residual", act=0)
-    g.outputs = ["y"]
+    g.outputs = ["y", "d"] if keep_d else ["y"]
     g.validate()
     return g
 
 
 @pytest.mark.parametrize("c,e,hw,stride,residual", [
+    (16, 96, 112, 2, False),   # MobileNetV2's first expansion block
+    (24, 144, 56, 1, True),    # its 56x56 block, the residual add folded into the projection
+    (24, 144, 56, 2, False),   # a stride-2 block into 28x28
+    (20, 120, 57, 1, True),    # odd sizes: rows and pixels that split unevenly
+    (40, 600, 48, 1, False),   # the projection in column slices
+    (16, 2048, 12, 1, False),  # too few rows for four threads' bands: one by one there
+])
+def test_inverted_residual_block_runs_band_by_band(c, e, hw, stride, residual, tmp_path):
+    """Expansion, depthwise and sparse projection, where each alone reads the one before, run
+    as one walk over bands of rows (the expansion's profile kernel names all three, the other
+    two rows read "fused"), on 1 to 4 threads, with the same bits as the layers run one after
+    the other on one thread (the block with the depthwise output kept as a graph output, where
+    the projection cannot join), and the reference's values; on 3 threads under ASan and UBSan
+    with no report."""
+    x = np.random.default_rng(5).standard_normal((1, c, hw, hw)).astype(np.float32)
+    graphs = {keep: _inverted_residual_graph(c, e, hw, stride, 0.8, residual, keep_d=keep) for keep in (False, True)}
+    outs, kernels, ref = _on_1_to_4_threads(graphs, x, True)
+    assert kernels[False]["depthwise"] == kernels[False]["project"] == "fused", kernels[False]
+    assert kernels[False]["expand"].endswith("+" + kernels[True]["project"]), kernels
+    assert kernels[True]["project"] != "fused", kernels[True]
+    for t in (4, 3, 2, 1):  # (loaded for more threads, the projection alone may sum in parts)
+        assert np.array_equal(outs[False, t], outs[True, 1]), f"{t} threads"
+    model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
+    model.write_bytes(pack(graphs[False], sparse=True))
+    x.tofile(inp)
+    r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
+    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)
+
+
+@pytest.mark.parametrize("c,e,hw,stride,residual", [
     (32, 192, 28, 1, True),    # MobileNetV2's 28x28 blocks
     (64, 384, 14, 1, True),    # 14x14, the projection in column slices
-    (24, 144, 56, 2, False),   # a stride-2 block into 28x28
+    (24, 144, 40, 2, False),   # a stride-2 block into 20x20
     (40, 99, 9, 1, True),      # channels that do not divide evenly
 ])
 def test_layers_around_channel_split_depthwise(c, e, hw, stride, residual, tmp_path):

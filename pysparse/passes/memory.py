@@ -16,8 +16,10 @@ the resize (`folded_activations`, `folded_adds`).
 
 And one exception to "to the last op that reads it": the engine runs a 1x1 convolution and
 the depthwise convolution that alone reads its output band by band, so the depthwise output
-is written while the 1x1 input is still being read. The plan keeps that input live through
-the depthwise op (`fused_depthwise`).
+is written while the 1x1 input is still being read, and with them the 1x1 convolution after
+that alone reads the depthwise output, whose output is then written while the first two
+still read theirs. The plan keeps the first 1x1 layer's input live through the depthwise op,
+and its input and output through the second 1x1 layer where there is one (`fused_bands`).
 """
 from __future__ import annotations
 
@@ -121,21 +123,32 @@ def folded_activations(graph: Graph) -> dict[str, int]:
     return found
 
 
-def fused_depthwise(graph: Graph) -> dict[str, int]:
-    """Input of each 1x1 convolution whose output only the next op, a depthwise convolution,
-    reads -> that depthwise op's index (the engine may run the two band by band; it checks
-    the rest at load)."""
+def fused_bands(graph: Graph) -> dict[str, int]:
+    """Tensors the engine may still read after their last reader's turn -> the op index they
+    must stay live through: for each 1x1 convolution whose output only the next op, a
+    depthwise convolution, reads (the two may run band by band), the 1x1 input through the
+    depthwise op; where the op after that is a 1x1 convolution that alone reads the depthwise
+    output (it may join the bands), the first 1x1 layer's input and output through it. The
+    engine checks the rest at load."""
     _, readers = _writers_and_readers(graph)
+    ops = graph.ops
+
+    def only_reader(t: str, op) -> bool:
+        return op.inputs[0] == t and readers.get(t) == 1 and t not in graph.outputs
+
     found = {}
-    for i, (op, dw) in enumerate(zip(graph.ops, graph.ops[1:])):
+    for i, (op, dw) in enumerate(zip(ops, ops[1:])):
         if not _pointwise(graph, op) or dw.type != "CONV2D" or len(dw.inputs) < 2:
             continue
         t = op.outputs[0]
-        if dw.inputs[0] != t or readers.get(t) != 1 or t in graph.outputs:
+        if not only_reader(t, dw):
             continue
         wd = graph.tensors[dw.inputs[1]].shape
-        if len(wd) == 4 and wd[1] == 1 and dw.attrs.get("groups", 1) == wd[0] == graph.tensors[t].shape[1]:
-            found[op.inputs[0]] = i + 1
+        if not (len(wd) == 4 and wd[1] == 1 and dw.attrs.get("groups", 1) == wd[0] == graph.tensors[t].shape[1]):
+            continue
+        found[op.inputs[0]] = i + 1
+        if i + 2 < len(ops) and _pointwise(graph, ops[i + 2]) and only_reader(dw.outputs[0], ops[i + 2]):
+            found[op.inputs[0]] = found[t] = i + 2
     return found
 
 
@@ -184,7 +197,7 @@ def tensor_bytes(graph: Graph, name: str) -> int:
 def plan_memory(graph: Graph, alignment: int = ALIGNMENT) -> tuple[dict[str, int], int]:
     """Arena offset of every graph input and op output, and the arena size in bytes."""
     life = lifetimes(graph)
-    for x, last in fused_depthwise(graph).items():
+    for x, last in fused_bands(graph).items():
         if x in life:
             life[x] = (life[x][0], max(life[x][1], last))
     free = _FreeList()

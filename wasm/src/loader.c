@@ -920,9 +920,10 @@ static void fold_residual_adds(spnn_model* m) {
 }
 
 /* A 1x1 layer whose output only the next op, a depthwise layer, reads: the two run band by
- * band (spnn_conv_fuse_depthwise). The depthwise output is written while the 1x1 layer still
- * reads its input, so the two must not share bytes. */
-static void fuse_depthwise(spnn_model* m) {
+ * band, with the 1x1 layer after them where it alone reads the depthwise output
+ * (spnn_conv_fuse_block). The depthwise output is written while the 1x1 layer still reads
+ * its input, so the two must not share bytes. */
+static void fuse_blocks(spnn_model* m) {
   for (uint32_t k = 0; k + 1 < m->num_ops; k++) {
     spnn_op *op = &m->ops[k], *dw = &m->ops[k + 1];
     if (op->code != SPNN_OP_CONV2D || dw->code != SPNN_OP_CONV2D || op->run == noop_run) continue;
@@ -931,11 +932,16 @@ static void fuse_depthwise(spnn_model* m) {
     const spnn_tensor* y = spnn_out(m, dw);
     if (t->kind != SPNN_KIND_ACTIVATION || t->last_use != (int32_t)(k + 1)) continue;
     if (spnn_in(m, dw, 0) != t || !x || bytes_overlap(y, x) || bytes_overlap(y, t)) continue;
-    if (spnn_conv_fuse_depthwise(op, dw)) {
-      dw->run = noop_run;
-      dw->kernel = "fused";
-      k++;
+    spnn_op* pw = k + 2 < m->num_ops ? &m->ops[k + 2] : NULL;
+    if (pw && (pw->run == noop_run || spnn_in(m, pw, 0) != y || y->kind != SPNN_KIND_ACTIVATION ||
+               y->last_use != (int32_t)(k + 2)))
+      pw = NULL;
+    const int fused = spnn_conv_fuse_block(op, dw, pw);
+    for (int j = 1; j <= fused; j++) {
+      m->ops[k + j].run = noop_run;
+      m->ops[k + j].kernel = "fused";
     }
+    k += (uint32_t)fused;
   }
 }
 
@@ -979,7 +985,7 @@ static spnn_status prepare_ops(spnn_model* m) {
   }
   fold_resize_activations(m); /* first: an add may fold through a folded activation */
   fold_residual_adds(m);
-  fuse_depthwise(m);
+  fuse_blocks(m);
   spnn_status st = split_channels(m);
   if (st) return st;
   /* Constants every consumer packed for itself are not kept. */

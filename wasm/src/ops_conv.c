@@ -66,8 +66,10 @@ typedef struct conv_state {
   void* kpart_packed[MAX_KPARTS];
   spnn_spmm_weights kpart_spmm[MAX_KPARTS];
   float* ksums; /* kparts x rows x pixels: the model's scratch, set per run */
-  /* a depthwise layer run with this 1x1 layer band by band (spnn_conv_fuse_depthwise) */
+  /* a depthwise layer run with this 1x1 layer band by band, and maybe the sparse 1x1 layer
+   * after it (spnn_conv_fuse_block) */
   spnn_op* then_dw;
+  spnn_op* then_pw;
   char fused_name[48];
 } conv_state;
 
@@ -159,20 +161,28 @@ static void kxk_task(void* ctx, size_t b, size_t e) {
  * depthwise output rows [H t / T, H (t + 1) / T) and walks them FUSE_BAND_BYTES of 1x1 output
  * at a time, in slot t: rows [t R, (t + 1) R) of every channel of the 1x1 layer's buffer (R
  * the input rows of one band). The depthwise taps of two bands overlap by K - S rows, which
- * each band computes again. Every pixel is summed as the two layers would sum it (a range of
- * pixels of a 1x1 layer, a band of rows of a depthwise one), so the bits are theirs. */
+ * each band computes again. A sparse 1x1 layer after the depthwise one (a projection) may
+ * join: it runs on each band's depthwise output pixels while they are in L2. Every pixel is
+ * summed as the layers would sum it alone (a range of pixels of a 1x1 layer, a band of rows
+ * of a depthwise one), so the bits are theirs. */
 #ifndef FUSE_BAND_BYTES
-#define FUSE_BAND_BYTES (1024 * 1024)
+#define FUSE_BAND_BYTES (512 * 1024)
 #endif
 /* Only planes larger than this go band by band: a smaller one stays in L2 between the two
- * layers anyway, and the overlapping rows would be computed twice for nothing. */
+ * layers anyway, and the overlapping rows would be computed twice for nothing. With the 1x1
+ * layer after the depthwise one in the bands too, the depthwise output also stays in L2
+ * for it, which pays on smaller planes. */
 #ifndef FUSE_MIN_BYTES
 #define FUSE_MIN_BYTES (2048 * 1024)
+#endif
+#ifndef FUSE_BLOCK_MIN_BYTES
+#define FUSE_BLOCK_MIN_BYTES (1024 * 1024)
 #endif
 
 typedef struct fused_job {
   conv_state* s; /* the 1x1 layer */
   conv_state* d; /* the depthwise layer */
+  conv_state* p; /* the 1x1 layer after it, or NULL */
   size_t threads, band, slot_rows;
 } fused_job;
 
@@ -211,6 +221,9 @@ static void fused_task(void* ctx, size_t b, size_t e) {
                       s->lo, s->hi);
       spnn_f32_dwconv_rows_at(ds, 0, ds->channels, r, r_end, slot, P, d->packed, d->batch_out,
                               d->lo, d->hi);
+      if (j->p) /* the band's pixels of the layer after, while they are in this core's cache */
+        spnn_spmm_run_residual(&j->p->spmm, r * ds->out_w, r_end * ds->out_w, j->p->batch_in,
+                               j->p->batch_out, j->p->batch_residual, j->p->lo, j->p->hi);
     }
   }
 }
@@ -218,25 +231,59 @@ static void fused_task(void* ctx, size_t b, size_t e) {
 /* 0 where the slots do not fit this thread count (the two layers then run one by one). */
 static int run_fused(spnn_model* m, spnn_op* op, conv_state* s) {
   conv_state* d = (conv_state*)s->then_dw->state;
-  fused_job j = {s, d, (size_t)spnn_parallel_threads(m, op->macs + s->then_dw->macs), 0, 0};
+  conv_state* p = s->then_pw ? (conv_state*)s->then_pw->state : NULL;
+  const double macs = op->macs + s->then_dw->macs + (p ? s->then_pw->macs : 0);
+  fused_job j = {s, d, p, (size_t)spnn_parallel_threads(m, macs), 0, 0};
   if (!(j.band = fused_band_rows(d, j.threads))) return 0;
   j.slot_rows = band_input_rows(&d->ds, j.band);
-  spnn_parallel(m, op->macs + s->then_dw->macs, j.threads, 1, fused_task, &j);
+  spnn_parallel(m, macs, j.threads, 1, fused_task, &j);
   return 1;
 }
 
-int spnn_conv_fuse_depthwise(spnn_op* op, spnn_op* dw) {
+/* Whether floats [a, a + na) and [b, b + nb) share bytes. */
+static int floats_overlap(const float* a, size_t na, const float* b, size_t nb) {
+  return (uintptr_t)a < (uintptr_t)(b + nb) && (uintptr_t)b < (uintptr_t)(a + na);
+}
+
+/* Whether the 1x1 layer p, which reads only the output of s's depthwise layer d, can join
+ * their bands: a sparse layer over a pixel range writes those pixels only (a GEMM's last
+ * tile may recompute pixels before the range, whose inputs another band may not have
+ * written yet); its output (maybe an ADD's, folded into it) is written while s still reads
+ * its input and writes its output, so it shares bytes with neither, nor with d's output;
+ * nor does its residual share bytes with what the walk writes. */
+static int can_join_bands(const conv_state* s, const conv_state* d, const conv_state* p) {
+  if (p->kind != CONV_SPMM || p->parts || p->kparts || p->then_dw || p->batch != 1 ||
+      p->batch_in != d->batch_out)
+    return 0;
+  const float* out = p->batch_out;
+  const size_t n = p->out_image;
+  if (floats_overlap(out, n, s->batch_in, s->in_image) ||
+      floats_overlap(out, n, s->batch_out, s->out_image) ||
+      floats_overlap(out, n, d->batch_out, d->out_image))
+    return 0;
+  return !p->batch_residual || (!floats_overlap(p->batch_residual, n, s->batch_out, s->out_image) &&
+                                !floats_overlap(p->batch_residual, n, d->batch_out, d->out_image));
+}
+
+int spnn_conv_fuse_block(spnn_op* op, spnn_op* dw, spnn_op* pw) {
   if (op->code != SPNN_OP_CONV2D || dw->code != SPNN_OP_CONV2D || !op->state || !dw->state) return 0;
   conv_state *s = (conv_state*)op->state, *d = (conv_state*)dw->state;
   if ((s->kind != CONV_SPMM && s->kind != CONV_GEMM) || s->parts || s->batch != 1 ||
       s->batch_residual || s->then_dw)
     return 0;
-  if (d->kind != CONV_DW || d->batch != 1 || d->batch_in != s->batch_out) return 0;
-  if (s->out_image * sizeof(float) <= FUSE_MIN_BYTES || !fused_band_rows(d, 1)) return 0;
+  if (d->kind != CONV_DW || d->batch != 1 || d->batch_in != s->batch_out || !fused_band_rows(d, 1))
+    return 0;
+  const int join = pw && pw->code == SPNN_OP_CONV2D && pw->state &&
+                   can_join_bands(s, d, (const conv_state*)pw->state);
+  if (s->out_image * sizeof(float) <= (join ? FUSE_BLOCK_MIN_BYTES : FUSE_MIN_BYTES)) return 0;
   s->then_dw = dw;
-  snprintf(s->fused_name, sizeof s->fused_name, "%s+%s", op->kernel, dw->kernel);
+  s->then_pw = join ? pw : NULL;
+  if (join)
+    snprintf(s->fused_name, sizeof s->fused_name, "%s+%s+%s", op->kernel, dw->kernel, pw->kernel);
+  else
+    snprintf(s->fused_name, sizeof s->fused_name, "%s+%s", op->kernel, dw->kernel);
   op->kernel = s->fused_name;
-  return 1;
+  return join ? 2 : 1;
 }
 
 /* ---- The 1x1 layers around a depthwise layer that splits its channels --------------------
@@ -392,6 +439,7 @@ static void run_conv(spnn_model* m, spnn_op* op) {
   if (s->then_dw && run_fused(m, op, s)) return;
   run_conv_layer(m, op);
   if (s->then_dw) run_conv_layer(m, s->then_dw);
+  if (s->then_pw) run_conv_layer(m, s->then_pw);
 }
 
 /* One parallel job over the whole batch: the packed weights serve every image, and when the
