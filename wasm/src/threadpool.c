@@ -138,13 +138,15 @@ static void* worker_main(void* p) {
     unsigned g = atomic_load_explicit(&pool->generation, memory_order_acquire);
     if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
     if (g == seen) {
-      if (atomic_load_explicit(&pool->hot, memory_order_relaxed) && spins < SPIN_LIMIT) {
+      /* read before `hot`: a wake that sets `hot` after this read also changes `wakes`, so
+       * the wait below sees it instead of sleeping through it */
+      const unsigned w = atomic_load(&pool->wakes);
+      if (atomic_load(&pool->hot) && spins < SPIN_LIMIT) {
         spins++;
         if (spins % 1024 == 0) sched_yield();
         else CPU_RELAX();
         continue;
       }
-      const unsigned w = atomic_load(&pool->wakes);
       pthread_mutex_lock(&pool->mutex);
       while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop) &&
              atomic_load(&pool->wakes) == w)
