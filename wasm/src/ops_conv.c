@@ -228,7 +228,7 @@ static void fused_task(void* ctx, size_t b, size_t e) {
   }
 }
 
-/* 0 where the slots do not fit this thread count (the two layers then run one by one). */
+/* 0 where the slots do not fit this thread count (the layers then run one by one). */
 static int run_fused(spnn_model* m, spnn_op* op, conv_state* s) {
   conv_state* d = (conv_state*)s->then_dw->state;
   conv_state* p = s->then_pw ? (conv_state*)s->then_pw->state : NULL;

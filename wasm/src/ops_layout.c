@@ -36,7 +36,7 @@ static void run_concat(spnn_model* m, spnn_op* op) {
   float* out = spnn_out(m, op)->data;
   for (size_t o = 0; o < s->outer; o++) {
     for (int i = 0; i < s->n; i++) {
-      memcpy(out, s->parts[i].data + o * s->parts[i].chunk, s->parts[i].chunk * 4);
+      spnn_copy_floats(out, s->parts[i].data + o * s->parts[i].chunk, s->parts[i].chunk);
       out += s->parts[i].chunk;
     }
   }
@@ -111,7 +111,7 @@ static void pad_task(void* ctx, size_t b, size_t e) {
       const float* in = s->x + (((size_t)ia * s->in[1] + ib) * s->in[2] + ic) * s->in[3];
       size_t lead = (size_t)s->begin[3];
       for (size_t i = 0; i < lead; i++) out[i] = s->value;
-      memcpy(out + lead, in, (size_t)s->in[3] * 4);
+      spnn_copy_floats(out + lead, in, (size_t)s->in[3]);
       for (size_t i = lead + (size_t)s->in[3]; i < row; i++) out[i] = s->value;
     }
   }
@@ -236,7 +236,7 @@ static void bilinear_row_2x(const resize_state* s, const float* in, int32_t iy, 
   const float* r = in + (size_t)iy * w;
   float padded[RESIZE_ROW_MAX / 2 + 8] __attribute__((aligned(16)));
   padded[0] = r[0];
-  memcpy(padded + 1, r, (size_t)w * sizeof(float));
+  spnn_copy_floats(padded + 1, r, (size_t)w);
   for (int32_t k = w + 1; k < w + 6; k++) padded[k] = r[w - 1];
   const v128_t one = wasm_f32x4_splat(1.0f);
   for (int32_t i = 0; i < w; i += 4) {
@@ -301,8 +301,8 @@ static void bilinear_plane_2x(const resize_state* s, const float* in, float* out
   float t[RESIZE_2X_MAX + 8] __attribute__((aligned(16)));
   /* rows in order: each row's spill past its end is overwritten by the next */
   for (size_t iy = 0; iy < h; iy++) bilinear_row_2x(s, in, (int32_t)iy, t + (iy + 1) * ow);
-  memcpy(t, t + ow, ow * sizeof(float));
-  memcpy(t + (h + 1) * ow, t + h * ow, ow * sizeof(float));
+  spnn_copy_floats(t, t + ow, ow);
+  spnn_copy_floats(t + (h + 1) * ow, t + h * ow, ow);
   const v128_t one = wasm_f32x4_splat(1.0f);
   const size_t even_end = ow & ~(size_t)3; /* vectors below it are all row 2j's */
   for (size_t j = 0; j < h; j++) {
@@ -725,7 +725,7 @@ static void run_slice(spnn_model* m, spnn_op* op) {
   for (size_t o = 0; o < s->outer; o++) {
     const float* in = s->in + (o * s->dim + s->begin) * s->inner;
     for (size_t j = 0; j < s->count; j++, out += s->inner)
-      memcpy(out, in + j * s->step * s->inner, s->inner * 4);
+      spnn_copy_floats(out, in + j * s->step * s->inner, s->inner);
   }
 }
 

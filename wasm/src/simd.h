@@ -41,4 +41,28 @@
  * and costs one instruction each on x86. */
 #define spnn_clamp(v, vmin, vmax) wasm_f32x4_pmin(wasm_f32x4_pmax((v), (vmin)), (vmax))
 
+/* Copies n floats (the ranges do not overlap). Emscripten's memcpy without bulk memory
+ * hands every copy of 512 bytes or more to JavaScript, a call out of the module each time;
+ * ops that copy a plane or a row per channel copy in vectors here instead. Clang would turn
+ * a plain copy loop back into a memcpy call: SPNN_NOT_A_MEMCPY() in its body keeps it a loop. */
+#if defined(__wasm__)
+#define SPNN_NOT_A_MEMCPY() __asm__ volatile("" ::: "memory")
+static inline void spnn_copy_floats(float* dst, const float* src, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const v128_t a = wasm_v128_load(src + i), b = wasm_v128_load(src + i + 4);
+    wasm_v128_store(dst + i, a);
+    wasm_v128_store(dst + i + 4, b);
+    SPNN_NOT_A_MEMCPY();
+  }
+  for (; i < n; i++) dst[i] = src[i];
+}
+#else
+#include <string.h>
+#define SPNN_NOT_A_MEMCPY() ((void)0)
+static inline void spnn_copy_floats(float* dst, const float* src, size_t n) {
+  memcpy(dst, src, n * sizeof(float));
+}
+#endif
+
 #endif /* SPNN_SIMD_H */
