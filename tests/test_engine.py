@@ -14,6 +14,7 @@ from pysparse.ir import Graph
 from pysparse.format import spec
 from pysparse.format.sparse import quantize
 from pysparse.pack import pack
+from pysparse.passes.memory import fused_bands, plan_memory, tensor_bytes
 
 import engine_graphs as eg
 from engine_native import ASAN_TOOL, EngineError, NativeModel, load_status
@@ -525,6 +526,19 @@ def _inverted_residual_graph(c, e, hw, stride, zero, residual, keep_d=False):
     g.outputs = ["y", "d"] if keep_d else ["y"]
     g.validate()
     return g
+
+
+def test_memory_plan_keeps_a_block_apart_for_its_band_walk():
+    """The packer's plan keeps the expansion's input and output live through the projection
+    where the projection may join the bands (so the projection's output shares bytes with
+    neither), and the input only through the depthwise op where it cannot."""
+    g = _inverted_residual_graph(24, 144, 56, 1, 0.8, residual=False)
+    assert fused_bands(g) == {"x": 2, "t": 2}
+    offsets, _ = plan_memory(g)
+    for other in ("x", "t", "d"):
+        lo, hi = offsets[other], offsets[other] + tensor_bytes(g, other)
+        assert offsets["y"] + tensor_bytes(g, "y") <= lo or hi <= offsets["y"], other
+    assert fused_bands(_inverted_residual_graph(24, 144, 56, 1, 0.8, residual=False, keep_d=True)) == {"x": 1}
 
 
 @pytest.mark.parametrize("c,e,hw,stride,residual", [
