@@ -35,7 +35,9 @@
 #endif
 
 /* Input-channel parts of a 1x1 layer after a channel-split depthwise one: at most this many. */
+#ifndef MAX_KPARTS
 #define MAX_KPARTS 8
+#endif
 
 enum { CONV_SPMM, CONV_GEMM, CONV_DW, CONV_KXK };
 
