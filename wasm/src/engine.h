@@ -157,6 +157,10 @@ spnn_status spnn_prepare_fully_connected(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_matmul(spnn_model* m, spnn_op* op);         /* both operands at run time */
 spnn_status spnn_prepare_binary(spnn_model* m, spnn_op* op);         /* ADD MUL SUB DIV MAX MIN POW */
 spnn_status spnn_prepare_unary(spnn_model* m, spnn_op* op);          /* activations */
+/* The ADD and CLIP ops' element loops, for ops that fold them in: out = clamp(a + b) and
+ * out = clamp(in) to [lo, hi], n floats (out may be an input; NaN stays NaN in CLIP's). */
+void spnn_f32_add_clamped(const float* a, const float* b, float* out, size_t n, float lo, float hi);
+void spnn_f32_clamp(const float* in, float* out, size_t n, float lo, float hi);
 spnn_status spnn_prepare_prelu(spnn_model* m, spnn_op* op);
 spnn_status spnn_prepare_pool(spnn_model* m, spnn_op* op);           /* MAX/AVG_POOL2D */
 spnn_status spnn_prepare_mean(spnn_model* m, spnn_op* op);

@@ -50,6 +50,22 @@ typedef struct bcast_plan {
   }
 
 DEFINE_ROW(row_add, wasm_f32x4_add(x, y), x + y)
+
+void spnn_f32_add_clamped(const float* a, const float* b, float* out, size_t n, float lo, float hi) {
+  row_add(a, 1, b, 1, out, n, lo, hi);
+}
+
+void spnn_f32_clamp(const float* in, float* out, size_t n, float lo, float hi) {
+  const v128_t vlo = wasm_f32x4_splat(lo), vhi = wasm_f32x4_splat(hi);
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    wasm_v128_store(out + i, wasm_f32x4_min(wasm_f32x4_max(wasm_v128_load(in + i), vlo), vhi));
+  for (; i < n; i++) {
+    float v = in[i];
+    if (v == v) v = v < lo ? lo : (v > hi ? hi : v);
+    out[i] = v;
+  }
+}
 DEFINE_ROW(row_mul, wasm_f32x4_mul(x, y), x * y)
 DEFINE_ROW(row_sub, wasm_f32x4_sub(x, y), x - y)
 DEFINE_ROW(row_div, wasm_f32x4_div(x, y), x / y)
@@ -252,17 +268,9 @@ static void unary_task(void* ctx, size_t b, size_t e) {
       for (; i + 4 <= e; i += 4) wasm_v128_store(out + i, wasm_f32x4_max(wasm_v128_load(in + i), zero));
       for (; i < e; i++) out[i] = in[i] > 0.0f ? in[i] : (in[i] != in[i] ? in[i] : 0.0f);
       break;
-    case SPNN_OP_CLIP: {
-      v128_t lo = wasm_f32x4_splat(s->p0), hi = wasm_f32x4_splat(s->p1);
-      for (; i + 4 <= e; i += 4)
-        wasm_v128_store(out + i, wasm_f32x4_min(wasm_f32x4_max(wasm_v128_load(in + i), lo), hi));
-      for (; i < e; i++) {
-        float v = in[i];
-        if (v == v) v = v < s->p0 ? s->p0 : (v > s->p1 ? s->p1 : v);
-        out[i] = v;
-      }
+    case SPNN_OP_CLIP:
+      spnn_f32_clamp(in + b, out + b, e - b, s->p0, s->p1);
       break;
-    }
     case SPNN_OP_HARD_SWISH: {
       v128_t three = wasm_f32x4_splat(3.0f), six = wasm_f32x4_splat(6.0f);
       for (; i + 4 <= e; i += 4) {

@@ -322,32 +322,6 @@ static void bilinear_plane_2x(const resize_state* s, const float* in, float* out
   }
 }
 
-/* out[0..n) clamped to [lo, hi] in place (NaN stays NaN, as in the activation ops). */
-static void clamp_plane(float* out, size_t n, float lo, float hi) {
-  const v128_t vlo = wasm_f32x4_splat(lo), vhi = wasm_f32x4_splat(hi);
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    wasm_v128_store(out + i, wasm_f32x4_min(wasm_f32x4_max(wasm_v128_load(out + i), vlo), vhi));
-  for (; i < n; i++) {
-    const float v = out[i] < lo ? lo : out[i];
-    out[i] = v > hi ? hi : v;
-  }
-}
-
-/* out[i] = clamp(out[i] + r[i]) for i < n, as the ADD op computes it. */
-static void add_plane(float* out, const float* r, size_t n, float lo, float hi) {
-  const v128_t vlo = wasm_f32x4_splat(lo), vhi = wasm_f32x4_splat(hi);
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const v128_t v = wasm_f32x4_add(wasm_v128_load(out + i), wasm_v128_load(r + i));
-    wasm_v128_store(out + i, wasm_f32x4_min(wasm_f32x4_max(v, vlo), vhi));
-  }
-  for (; i < n; i++) {
-    const float v = out[i] + r[i] < lo ? lo : out[i] + r[i];
-    out[i] = v > hi ? hi : v;
-  }
-}
-
 static void resize_task(void* ctx, size_t p_begin, size_t p_end) {
   const resize_state* s = (const resize_state*)ctx;
   for (size_t p = p_begin; p < p_end; p++) {
@@ -366,8 +340,8 @@ static void resize_task(void* ctx, size_t p_begin, size_t p_end) {
     }
     /* the plane was just written: clamping it or adding to it here costs no trip to memory */
     const size_t n = (size_t)s->oh * s->ow;
-    if (s->clamp) clamp_plane(out, n, s->lo, s->hi);
-    if (s->residual) add_plane(out, s->residual + p * n, n, s->add_lo, s->add_hi);
+    if (s->clamp) spnn_f32_clamp(out, out, n, s->lo, s->hi);
+    if (s->residual) spnn_f32_add_clamped(out, s->residual + p * n, out, n, s->add_lo, s->add_hi);
   }
 }
 
