@@ -827,6 +827,13 @@ static int reads(const spnn_op* op, int32_t id) {
   return 0;
 }
 
+/* Whether an op after p and before k reads t. */
+static int read_between(const spnn_model* m, uint32_t p, uint32_t k, const spnn_tensor* t) {
+  for (uint32_t j = p + 1; j < k; j++)
+    if (reads(&m->ops[j], (int32_t)(t - m->tensors))) return 1;
+  return 0;
+}
+
 /* 1 if the op at p (a convolution or a resize) may write `y` (the output of the op at k)
  * in place of `t`, with `skip` as its residual (NULL: no live tensor may share y's bytes). */
 static int fold_is_safe(const spnn_model* m, uint32_t p, uint32_t k, const spnn_tensor* t,
@@ -868,10 +875,7 @@ static void fold_resize_activations(spnn_model* m) {
     if (!t || t->kind != SPNN_KIND_ACTIVATION || t->last_use != (int32_t)k || t->producer < 0) continue;
     if (!(lo <= hi) || !same_dims(t, y)) continue;
     const uint32_t p = (uint32_t)t->producer;
-    int only_reader = 1;
-    for (uint32_t j = p + 1; j < k && only_reader; j++)
-      if (reads(&m->ops[j], (int32_t)(t - m->tensors))) only_reader = 0;
-    if (!only_reader || !fold_is_safe(m, p, k, t, NULL, y)) continue;
+    if (read_between(m, p, k, t) || !fold_is_safe(m, p, k, t, NULL, y)) continue;
     if (spnn_resize_fold_clamp(&m->ops[p], y->data, lo, hi)) {
       act->run = noop_run;
       act->kernel = "folded";
@@ -903,10 +907,7 @@ static void fold_residual_adds(spnn_model* m) {
       }
       const int resize = spnn_resize_writes(&m->ops[p], t->data);
       if (skip->kind == SPNN_KIND_ACTIVATION && skip->producer >= (int32_t)p) continue;
-      int only_reader = 1; /* of t, between the op that writes it and the add */
-      for (uint32_t j = p + 1; j < k && only_reader; j++)
-        if (reads(&m->ops[j], (int32_t)(t - m->tensors))) only_reader = 0;
-      if (!only_reader || !skip->data) continue;
+      if (read_between(m, p, k, t) || !skip->data) continue;
       if (resize ? bytes_overlap(y, skip) || !fold_is_safe(m, p, k, t, NULL, y) ||
                        !spnn_resize_fold_add(&m->ops[p], skip->data, y->data, lo, hi)
                  : !fold_is_safe(m, p, k, t, skip, y) ||
