@@ -75,6 +75,12 @@ def _writers_and_readers(graph: Graph) -> tuple[dict[str, int], dict[str, int]]:
     return writer, readers
 
 
+def _read_once(graph: Graph, readers: dict[str, int], t: str) -> bool:
+    """Whether exactly one op input reads `t` and it is no graph output (its reader may then
+    take it over)."""
+    return readers.get(t) == 1 and t not in graph.outputs
+
+
 def folded_adds(graph: Graph) -> dict[str, int]:
     """Output of each ADD the engine may fold into a convolution or a resize -> that op's
     index: ADD(conv(x), skip) or ADD(resize(x), skip) (the resize's output perhaps through an
@@ -90,11 +96,11 @@ def folded_adds(graph: Graph) -> dict[str, int]:
         y = op.outputs[0]
         for t, skip in (op.inputs, op.inputs[::-1]):
             p = writer.get(t)
-            if p is None or readers.get(t) != 1 or t in graph.outputs:
+            if p is None or not _read_once(graph, readers, t):
                 continue
             src = graph.ops[p]
-            if src.type in ("RELU", "CLIP") and src.inputs[0] in writer and readers.get(src.inputs[0]) == 1 \
-                    and src.inputs[0] not in graph.outputs and graph.ops[writer[src.inputs[0]]].type in RESIZES:
+            if src.type in ("RELU", "CLIP") and src.inputs[0] in writer and _read_once(graph, readers, src.inputs[0]) \
+                    and graph.ops[writer[src.inputs[0]]].type in RESIZES:
                 p = writer[src.inputs[0]]  # an activation folded into a resize: the resize writes both
             elif src.type not in RESIZES and (not _pointwise(graph, src) or src.attrs.get("act", 0) != 0):
                 continue  # a convolution's add takes the plain sums
@@ -116,7 +122,7 @@ def folded_activations(graph: Graph) -> dict[str, int]:
             continue
         t = op.inputs[0]
         p = writer.get(t)
-        if p is None or readers.get(t) != 1 or t in graph.outputs:
+        if p is None or not _read_once(graph, readers, t):
             continue
         if graph.ops[p].type in RESIZES:
             found[op.outputs[0]] = p
@@ -134,7 +140,7 @@ def fused_bands(graph: Graph) -> dict[str, int]:
     ops = graph.ops
 
     def only_reader(t: str, op) -> bool:
-        return op.inputs[0] == t and readers.get(t) == 1 and t not in graph.outputs
+        return op.inputs[0] == t and _read_once(graph, readers, t)
 
     found = {}
     for i, (op, dw) in enumerate(zip(ops, ops[1:])):
