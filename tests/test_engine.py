@@ -323,6 +323,27 @@ def test_thread_counts_bit_identical():
     assert close(outs[0], reference.run(g, {"x0": x})["y"])
 
 
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("cin,cout,hw", [(960, 160, 7), (160, 960, 7), (96, 70, 10), (64, 37, 5)])
+def test_small_plane_1x1_whole_on_one_thread(sparse, cin, cout, hw):
+    """1x1 layers on planes under 128 pixels are cut into output-channel parts for threads;
+    a model loaded for one thread keeps them whole. The same bits either way, on every thread
+    count of the cut model."""
+    r = np.random.default_rng(cin + cout + hw)
+    g = eg._single("CONV2D", [(1, cin, hw, hw)], (1, cout, hw, hw),
+                   [eg._w(r, cout, cin, 1, 1, zero=0.8 if sparse else 0.0), eg._w(r, cout)], act=1)
+    data = pack(g, sparse=sparse)
+    x = eg.random_inputs(g)["x0"]
+    with NativeModel(data, threads=1) as m:
+        whole = m.run([x])[0]
+    for loaded in (2, 4):
+        with NativeModel(data, threads=loaded) as m:
+            for t in range(1, loaded + 1):
+                m.set_threads(t)
+                assert np.array_equal(m.run([x])[0], whole), f"loaded for {loaded}, run on {t}"
+    assert close(whole, reference.run(g, {"x0": x})["y"])
+
+
 @pytest.mark.parametrize("k,stride,hw,pad", [(3, 1, 64, 1), (3, 2, 112, 1), (5, 1, 48, 2), (5, 2, 96, 2),
                                            (3, 1, 61, 0), (3, 2, 151, 1), (5, 2, 131, 1)])
 def test_depthwise_row_bands_on_every_thread_count(k, stride, hw, pad):

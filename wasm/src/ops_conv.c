@@ -23,7 +23,9 @@
 /* 1x1 layers on planes this small split their output channels, not their pixels, between
  * threads: a pixel split of a 7x7 plane gives one thread 32 pixels and the other 17. The
  * channels are cut at load into PARTS sub-matrices, each packed on its own, of about equal
- * work; they are the same whatever the thread count, so results do not depend on it. */
+ * work; each output channel sums its terms as the whole layer would, so results do not
+ * depend on the cut. A model loaded for one thread keeps these layers whole: every part
+ * reads the whole input again. */
 #define SPLIT_CHANNELS_BELOW 128 /* pixels */
 #define PARTS 4
 #define PART_MIN_ROWS 16
@@ -642,7 +644,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
                  : sp->block == 2 ? SPMM_NAME(SPMM_MR2, 2)
                                   : SPMM_NAME(SPMM_MR1, 1);
     op->macs = (double)pixels * sp->nnz;
-    if (pixels < SPLIT_CHANNELS_BELOW) {
+    if (pixels < SPLIT_CHANNELS_BELOW && m->max_threads > 1) {
       if ((st = pack_spmm_parts(m, s, sp, bias, (uint32_t)pixels, &bytes))) return st;
     }
     if (!s->parts) {
@@ -657,7 +659,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
     if (pointwise) {
       s->kind = CONV_GEMM;
       op->kernel = "gemm";
-      if (pixels < SPLIT_CHANNELS_BELOW) {
+      if (pixels < SPLIT_CHANNELS_BELOW && m->max_threads > 1) {
         if ((st = pack_gemm_parts(m, s, w->data, bias, &bytes))) return st;
       }
       if (!s->parts) {
