@@ -13,6 +13,8 @@
 //     --layers K         per-op table of the K slowest ops (profiling on; adds overhead)
 //     --by-kernel        per-kernel totals (profiling on)
 //     --json OUT         also write the medians (whole runs and, when profiling, per op) as JSON
+//     --idle MS          wait MS before each timed run (as a browser page between frames; the
+//                        benchmark page waits before each of its runs too)
 //
 // Rounds alternate builds and thread counts so a busy machine slows all of them alike; the
 // speed-up is printed as the ratio of the medians and as the median of per-round ratios.
@@ -35,6 +37,7 @@ while (argv.length) {
   else if (a === '--layers') opt.layers = Number(argv.shift());
   else if (a === '--by-kernel') opt.byKernel = true;
   else if (a === '--json') opt.json = argv.shift();
+  else if (a === '--idle') opt.idle = Number(argv.shift());
   else throw new Error(`unknown option ${a}`);
 }
 if (!modelPath) throw new Error('usage: profile_model.mjs MODEL.spnn [options]');
@@ -75,6 +78,7 @@ for (let r = -1; r < opt.runs; r++) {
       const b = (k + Math.max(r, 0)) % models.length; // rotate which build goes first
       const { model } = models[b];
       model.setThreads(t);
+      if (opt.idle > 0) await new Promise((done) => setTimeout(done, opt.idle));
       const t0 = performance.now();
       model.run(input);
       const ms = performance.now() - t0;
