@@ -21,7 +21,7 @@ from . import __version__
 from .format import spec, write_spnn
 from .format.costmodel import choose, spmm_problem
 from .fsutil import write_atomic  # noqa: F401  (part of this module's API)
-from .format.sparse import EncodedWeight, encode_dense, encode_sparse, matrix_shape
+from .format.sparse import EncodedWeight, encode_dense, encode_sparse, matrix_shape, sparse_weights
 from .ir import Graph, Op
 from .passes.memory import plan_memory
 
@@ -146,8 +146,8 @@ def pack(graph: Graph, weights: str | None = None, sparse: bool | None = None, m
     if optimize:
         from .passes import optimize as run_passes
         g = run_passes(g) or g
-    offsets, arena_bytes = plan_memory(g)
     encodings, layers = choose_encodings(g, weights, sparse)
+    offsets, arena_bytes = plan_memory(g, sparse=sparse_weights(encodings))
     meta = build_metadata(g, layers, arena_bytes, metadata)
     return write_spnn(g, encodings, meta, (offsets, arena_bytes))
 

@@ -551,15 +551,21 @@ def _inverted_residual_graph(c, e, hw, stride, zero, residual, keep_d=False):
 
 def test_memory_plan_keeps_a_block_apart_for_its_band_walk():
     """The packer's plan keeps the expansion's input and output live through the projection
-    where the projection may join the bands (so the projection's output shares bytes with
-    neither), and the input only through the depthwise op where it cannot."""
-    g = _inverted_residual_graph(24, 144, 56, 1, 0.8, residual=False)
-    assert fused_bands(g) == {"x": 2, "t": 2}
+    where a sparse projection may join the bands (so the projection's output shares bytes
+    with neither), the input only through the depthwise op where the pair alone goes band by
+    band, and nothing where the engine runs the layers one after the other: blocks under the
+    engine's sizes, or a dense projection on a plane too small for the pair alone."""
+    g = _inverted_residual_graph(24, 144, 56, 1, 0.8, residual=False)  # 1.8 MB expanded
+    assert fused_bands(g) == fused_bands(g, sparse={"wp"}) == {"x": 2, "t": 2}
     offsets, _ = plan_memory(g)
     for other in ("x", "t", "d"):
         lo, hi = offsets[other], offsets[other] + tensor_bytes(g, other)
         assert offsets["y"] + tensor_bytes(g, "y") <= lo or hi <= offsets["y"], other
-    assert fused_bands(_inverted_residual_graph(24, 144, 56, 1, 0.8, residual=False, keep_d=True)) == {"x": 1}
+    assert fused_bands(g, sparse=set()) == {}
+    assert fused_bands(_inverted_residual_graph(24, 144, 56, 1, 0.8, residual=False, keep_d=True)) == {}
+    assert fused_bands(_inverted_residual_graph(16, 96, 112, 2, 0.8, residual=False, keep_d=True)) == {"x": 1}
+    assert fused_bands(_inverted_residual_graph(16, 96, 112, 2, 0.8, residual=False), sparse=set()) == {"x": 1}
+    assert fused_bands(_inverted_residual_graph(24, 144, 28, 1, 0.8, residual=False)) == {}
 
 
 @pytest.mark.parametrize("c,e,hw,stride,residual", [

@@ -36,6 +36,11 @@ class EncodedWeight:
         return spec.VALUE_NAMES[self.dtype]
 
 
+def sparse_weights(encodings: dict[str, EncodedWeight]) -> set[str]:
+    """The names of the weights stored sparse."""
+    return {n for n, e in encodings.items() if e.encoding == spec.ENCODING_SPARSE}
+
+
 def matrix_shape(shape) -> tuple[int, int]:
     """(rows, cols) of a tensor of this shape viewed as a matrix."""
     shape = tuple(int(d) for d in shape)

@@ -13,7 +13,7 @@ from ..ir import Graph
 from ..passes.memory import plan_memory
 from . import spec
 from .shapes import check_op
-from .sparse import EncodedWeight, encode_dense, matrix_shape
+from .sparse import EncodedWeight, encode_dense, matrix_shape, sparse_weights
 
 
 class _Strings:
@@ -77,7 +77,7 @@ def write_spnn(graph: Graph, encodings: dict[str, EncodedWeight] | None = None,
     computed by passes.memory.plan_memory when not given."""
     check_graph(graph)
     encodings = encodings or {}
-    offsets, arena_bytes = plan if plan is not None else plan_memory(graph)
+    offsets, arena_bytes = plan if plan is not None else plan_memory(graph, sparse=sparse_weights(encodings))
     names = tensor_order(graph)
     ids = {n: i for i, n in enumerate(names)}
     strings = _Strings()

@@ -19,7 +19,8 @@ the depthwise convolution that alone reads its output band by band, so the depth
 is written while the 1x1 input is still being read, and with them the 1x1 convolution after
 that alone reads the depthwise output, whose output is then written while the first two
 still read theirs. The plan keeps the first 1x1 layer's input live through the depthwise op,
-and its input and output through the second 1x1 layer where there is one (`fused_bands`).
+and its input and output through the second 1x1 layer where there is one (`fused_bands`),
+for the blocks the engine walks that way (large planes; a second layer stored sparse).
 """
 from __future__ import annotations
 
@@ -129,13 +130,21 @@ def folded_activations(graph: Graph) -> dict[str, int]:
     return found
 
 
-def fused_bands(graph: Graph) -> dict[str, int]:
+# The engine walks a block band by band only where the first layer's output (one image) is
+# over 2 MB, or over 1 MB where the 1x1 layer after the depthwise one joins
+# (FUSE_MIN_BYTES and FUSE_BLOCK_MIN_BYTES in wasm/src/ops_conv.c); smaller ones stay apart.
+PAIR_MIN_BYTES = 2048 * 1024
+BLOCK_MIN_BYTES = 1024 * 1024
+
+
+def fused_bands(graph: Graph, sparse: set[str] | None = None) -> dict[str, int]:
     """Tensors the engine may still read after their last reader's turn -> the op index they
     must stay live through: for each 1x1 convolution whose output only the next op, a
     depthwise convolution, reads (the two may run band by band), the 1x1 input through the
     depthwise op; where the op after that is a 1x1 convolution that alone reads the depthwise
-    output (it may join the bands), the first 1x1 layer's input and output through it. The
-    engine checks the rest at load."""
+    output and whose weight is stored sparse (`sparse`: the names of those weights; None: any
+    may be), which joins the bands, the first 1x1 layer's input and output through it. Only
+    blocks of the sizes the engine walks band by band; the engine checks the rest at load."""
     _, readers = _writers_and_readers(graph)
     ops = graph.ops
 
@@ -147,14 +156,18 @@ def fused_bands(graph: Graph) -> dict[str, int]:
         if not _pointwise(graph, op) or dw.type != "CONV2D" or len(dw.inputs) < 2:
             continue
         t = op.outputs[0]
-        if not only_reader(t, dw):
+        if not only_reader(t, dw) or graph.tensors[t].shape[0] != 1:
             continue
         wd = graph.tensors[dw.inputs[1]].shape
         if not (len(wd) == 4 and wd[1] == 1 and dw.attrs.get("groups", 1) == wd[0] == graph.tensors[t].shape[1]):
             continue
-        found[op.inputs[0]] = i + 1
-        if i + 2 < len(ops) and _pointwise(graph, ops[i + 2]) and only_reader(dw.outputs[0], ops[i + 2]):
+        pw = ops[i + 2] if i + 2 < len(ops) else None
+        join = (pw is not None and _pointwise(graph, pw) and only_reader(dw.outputs[0], pw)
+                and (sparse is None or pw.inputs[1] in sparse))
+        if join and tensor_bytes(graph, t) > BLOCK_MIN_BYTES:
             found[op.inputs[0]] = found[t] = i + 2
+        elif tensor_bytes(graph, t) > PAIR_MIN_BYTES:
+            found[op.inputs[0]] = i + 1
     return found
 
 
@@ -200,10 +213,12 @@ def tensor_bytes(graph: Graph, name: str) -> int:
     return ELEMENT_BYTES * graph.tensors[name].size
 
 
-def plan_memory(graph: Graph, alignment: int = ALIGNMENT) -> tuple[dict[str, int], int]:
-    """Arena offset of every graph input and op output, and the arena size in bytes."""
+def plan_memory(graph: Graph, alignment: int = ALIGNMENT,
+                sparse: set[str] | None = None) -> tuple[dict[str, int], int]:
+    """Arena offset of every graph input and op output, and the arena size in bytes.
+    `sparse`: the weights stored sparse, where known (`fused_bands`)."""
     life = lifetimes(graph)
-    for x, last in fused_bands(graph).items():
+    for x, last in fused_bands(graph, sparse).items():
         if x in life:
             life[x] = (life[x][0], max(life[x][1], last))
     free = _FreeList()
