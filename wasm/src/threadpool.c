@@ -50,10 +50,15 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
 #define CPU_RELAX() ((void)0)
 #endif
 
-/* Spins before an idle worker sleeps while the pool is hot (a millisecond or more). */
+/* Spins before an idle worker sleeps while the pool is hot (a millisecond or more). Both can
+ * be set at build time (for A/B builds). */
+#ifndef SPIN_LIMIT
 #define SPIN_LIMIT (1 << 18)
+#endif
 /* Chunks per thread: enough to rebalance when a thread is late, few enough to be cheap. */
+#ifndef CHUNKS_PER_THREAD
 #define CHUNKS_PER_THREAD 4
+#endif
 
 /* One thread's run of chunks, alone on its cache line: job << 32 | first << 16 | end. */
 typedef struct owned_run {
