@@ -335,9 +335,11 @@ def test_small_plane_1x1_whole_on_one_thread(sparse, cin, cout, hw):
     data = pack(g, sparse=sparse)
     x = eg.random_inputs(g)["x0"]
     with NativeModel(data, threads=1) as m:
-        whole = m.run([x])[0]
+        whole, whole_bytes = m.run([x])[0], m.weight_bytes
     for loaded in (2, 4):
         with NativeModel(data, threads=loaded) as m:
+            if sparse:  # each sparse part is packed on its own: the cut shows in the bytes
+                assert m.weight_bytes > whole_bytes, (loaded, m.weight_bytes, whole_bytes)
             for t in range(1, loaded + 1):
                 m.set_threads(t)
                 assert np.array_equal(m.run([x])[0], whole), f"loaded for {loaded}, run on {t}"
