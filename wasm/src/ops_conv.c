@@ -27,7 +27,9 @@
  * depend on the cut. A model loaded for one thread keeps these layers whole: every part
  * reads the whole input again. */
 #define SPLIT_CHANNELS_BELOW 128 /* pixels */
+#ifndef PARTS /* can be set at build time (for A/B builds) */
 #define PARTS 4
+#endif
 #define PART_MIN_ROWS 16
 /* Depthwise layers split their rows between threads (not their channels) where each thread's
  * band has at least this many pixels: on smaller planes the per-band set-up costs more than
