@@ -169,6 +169,53 @@ def test_users_files_are_compared_with_litert_on_the_same_file():
     assert got == {"pysparse a.tflite": (2.0, None), "pysparse b.tflite": (None, 4.0), "pysparse c.spnn": (None, None)}
 
 
+def test_users_pruned_files_are_compared_with_litert_on_the_same_zeros_and_the_original():
+    """A pruned copy of the user's file pairs with LiteRT.js on the same zeros (sparse) and on
+    the file it was pruned from, where that file is dense."""
+    def row(sys_, label, s, source, ms, dense_source=None):
+        notes = {"source": source, **({"dense_source": dense_source} if dense_source else {})}
+        return {"model": "your files", "threads": 1, "system": sys_, "label": label, "sparsity": s,
+                "notes": notes, "median_ms": ms}
+    rows = [row("pysparse", "pysparse a.tflite", 0.0, "a.tflite", 6.0),
+            row("litert", "litert a.tflite", 0.0, "a.tflite", 12.0),
+            row("pysparse", "pysparse a.tflite 80% b1", 0.8, "a.tflite pruned 80% b1", 3.0, "a.tflite"),
+            row("litert", "litert a.tflite 80% b1 sparse", 0.8, "a.tflite pruned 80% b1", 6.0, "a.tflite"),
+            row("pysparse", "pysparse b.tflite", 0.3, "b.tflite", 4.0),
+            row("litert", "litert b.tflite", 0.3, "b.tflite", 8.0),
+            row("pysparse", "pysparse b.tflite 80% b1", 0.8, "b.tflite pruned 80% b1", 2.0, "b.tflite")]
+    report.add_speedups(rows)
+    got = {r["label"]: (r.get("speedup_vs_litert_dense"), r.get("speedup_vs_litert_sparse")) for r in rows
+           if r["system"] == "pysparse"}
+    assert got == {"pysparse a.tflite": (2.0, None), "pysparse a.tflite 80% b1": (4.0, 2.0),
+                   "pysparse b.tflite": (None, 2.0), "pysparse b.tflite 80% b1": (None, None)}
+
+
+def test_users_files_pruned_on_request_reach_both_runtimes(tmp_path):
+    """`pysparse bench FILE --sparsities S`: the user's .tflite as given and pruned one-shot at S
+    for each block; LiteRT.js gets the same zeros in a copy of the file, stored sparse."""
+    from pysparse import assets
+    from pysparse.bench.runtimes import _pointwise_sparsity, _user_files
+    from pysparse.importers import load_model
+    lite = assets.model_path("hand_landmark_lite.tflite")
+    arts = _user_files([lite], tmp_path, sparsities=[0.8], blocks=[1, 4])
+    assert [(a.system, a.label, a.sparsity, a.block) for a in arts] == [
+        ("pysparse", "pysparse hand_landmark_lite.tflite", arts[0].sparsity, 1),
+        ("litert", "litert hand_landmark_lite.tflite", arts[0].sparsity, 1),
+        ("pysparse", "pysparse hand_landmark_lite.tflite 80% b1", 0.8, 1),
+        ("litert", "litert hand_landmark_lite.tflite 80% b1 sparse", 0.8, 1),
+        ("pysparse", "pysparse hand_landmark_lite.tflite 80% b4", 0.8, 4),
+        ("litert", "litert hand_landmark_lite.tflite 80% b4 sparse", 0.8, 4)]
+    for ours, theirs in ((arts[2], arts[3]), (arts[4], arts[5])):
+        assert ours.notes["source"] == theirs.notes["source"] != arts[0].notes["source"]
+        assert ours.notes["dense_source"] == arts[0].notes["source"] == str(lite)
+        assert 0.75 < ours.notes["pointwise_sparsity"] < 0.85
+        assert theirs.notes["masked_weights"] > 0 and theirs.notes["stored_sparse"] > 0
+        # LiteRT's copy, read back, holds the zeros pysparse runs
+        assert _pointwise_sparsity(load_model(theirs.path)) == ours.notes["pointwise_sparsity"]
+    assert len({a.path for a in arts}) == 6 and all(a.path.exists() for a in arts)
+    assert _user_files([lite], tmp_path)[2:] == []  # without sparsities: as given only
+
+
 def test_published_sparse_models_run_as_shipped(tmp_path):
     """MediaPipe's sparse models: pysparse packs the file as imported, LiteRT.js gets the
     original bytes, the pair shares sparsity and block; the legacy runtime the same file."""

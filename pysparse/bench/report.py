@@ -28,7 +28,12 @@ def _timed_reference(r: dict, row: dict, ref: str) -> bool:
 
 
 def baseline(rows: list[dict], row: dict, ref: str = "litert") -> dict | None:
-    """`ref`'s row on the dense original of `row`'s model (same thread count)."""
+    """`ref`'s row on the dense original of `row`'s model (same thread count): for a pruned
+    copy of the user's file, that file where it is dense."""
+    dense_source = row.get("notes", {}).get("dense_source")
+    if dense_source is not None:
+        return next((r for r in rows if _timed_reference(r, row, ref) and r.get("sparsity", 0) < DENSE_BELOW
+                     and r.get("notes", {}).get("source") == dense_source), None)
     return next((r for r in rows if _timed_reference(r, row, ref) and r["label"] == f"{ref} dense"), None)
 
 

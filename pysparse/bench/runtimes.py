@@ -153,16 +153,23 @@ def _mediapipe(name: str, out: Path, sparsities, blocks) -> list[Artifact]:
     return arts
 
 
+def _stored_sparse(pruned_tflite: bytes, s: float) -> tuple[bytes, int]:
+    """`pruned_tflite` (S% of some weights zero, stored dense) with those weights in TFLite's
+    sparse storage, and how many were converted."""
+    from ..importers.tflite_sparse import sparsify_tflite
+
+    converted: list = []
+    data = sparsify_tflite(pruned_tflite, min_sparsity=max(0.0, s - 0.02), converted=converted)
+    return data, len(converted)
+
+
 def _tflite_sparse(name, s, block, blocks, out: Path, pruned_tflite: bytes, shape, notes) -> Artifact:
     """LiteRT's sparse-stored copy of the pysparse S% bB weights (`pruned_tflite`: the pruned
     weights, stored dense). Block-4 and unstructured zeros are stored alike; how each runtime
     takes them is measured (docs/benchmarks.md: tfjs-tflite's XNNPACK ran block-4 files like
     unstructured ones, LiteRT.js runs them slower)."""
-    from ..importers.tflite_sparse import sparsify_tflite
-
-    converted: list = []
-    data = sparsify_tflite(pruned_tflite, min_sparsity=max(0.0, s - 0.02), converted=converted)
-    notes = {**notes, "stored_sparse": len(converted)}
+    data, converted = _stored_sparse(pruned_tflite, s)
+    notes = {**notes, "stored_sparse": converted}
     tag = f"b{block}" if len(blocks) > 1 else ""
     label = f"litert {_pct(s)}% sparse" + (f" {tag}" if tag else "")
     return Artifact(name, "litert", s, block, _write(out / f"{name}.s{_pct(s)}{tag}.sparse.tflite", data),
@@ -206,32 +213,54 @@ def _mobilenet(out: Path, sparsities, blocks, include_ort: bool = True) -> list[
 USER_FILES = "your files"  # the benchmark model that groups the user's own files
 
 
-def _user_files(files, out: Path) -> list[Artifact]:
+def _user_files(files, out: Path, sparsities=(), blocks=(1,)) -> list[Artifact]:
     """The user's own models, each as given: pysparse runs the `.spnn` (a `.tflite` or `.onnx`
-    packed first, keeping its precision), LiteRT.js a `.tflite` as it is. All of them share
-    one browser session, so their times are interleaved."""
+    packed first, keeping its precision), LiteRT.js a `.tflite` as it is. With `sparsities`,
+    also each one-shot pruned at every sparsity and block (`pysparse.prune.oneshot`, as the
+    built-in models are): pysparse runs it packed, LiteRT.js (for a `.tflite`) a copy of the
+    file with the same zeros in TFLite's sparse storage. A row's `notes["source"]` names the
+    weights it runs, which pairs pysparse's rows with LiteRT.js's; a pruned row's
+    `notes["dense_source"]` names the file it was pruned from. All of them share one browser
+    session, so their times are interleaved."""
     from ..format.reader import read_spnn
     from ..importers import load_model
     from ..format.spec import MAGIC as SPNN_MAGIC
     from ..pack import pack
     from ..passes import optimize
+    from ..prune import oneshot
 
     files = list(map(Path, files))
     names = [f.name for f in files]
     arts = []
     for k, f in enumerate(files):
         data = f.read_bytes()
-        graph = read_spnn(data).graph if data[:4] == SPNN_MAGIC else optimize(load_model(f))
-        blob = data if data[:4] == SPNN_MAGIC else pack(graph)
+        is_spnn, is_tflite = data[:4] == SPNN_MAGIC, f.suffix.lower() == ".tflite"
+        imported = read_spnn(data).graph if is_spnn else load_model(f)
+        graph = imported if is_spnn else optimize(imported)
+        blob = data if is_spnn else pack(graph)
         shape = graph.tensors[graph.inputs[0]].shape
         zeros = _pointwise_sparsity(graph)
         # files of the same name (from different folders) keep apart: their path as given
         shown, prefix = (f.name, "user.") if names.count(f.name) == 1 else (str(f), f"user.{k}.")
         arts.append(Artifact(USER_FILES, "pysparse", zeros, 1, _write(out / f"{prefix}{f.stem}.spnn", blob), shape,
                              f"pysparse {shown}", {"pointwise_sparsity": zeros, "source": str(f)}))
-        if f.suffix.lower() == ".tflite":
+        if is_tflite:
             arts.append(Artifact(USER_FILES, "litert", zeros, 1, _write(out / f"{prefix}{f.name}", data), shape,
                                  f"litert {shown}", {"pointwise_sparsity": zeros, "source": str(f)}))
+        for s in sparsities:
+            for block in blocks:
+                pruned = oneshot(imported, s, block=block)
+                tag, stem = f"{_pct(s)}% b{block}", f"{prefix}{f.stem}.s{_pct(s)}b{block}"
+                notes = {"pointwise_sparsity": _pointwise_sparsity(pruned), "source": f"{f} pruned {tag}",
+                         "dense_source": str(f)}
+                arts.append(Artifact(USER_FILES, "pysparse", s, block, _write(out / f"{stem}.spnn", pack(pruned)),
+                                     shape, f"pysparse {shown} {tag}", notes))
+                if is_tflite:  # the same zeros in a copy of the user's file, stored sparse
+                    masked, n = mask_tflite_weights(data, pruned)
+                    sparse, converted = _stored_sparse(masked, s)
+                    arts.append(Artifact(USER_FILES, "litert", s, block, _write(out / f"{stem}.sparse.tflite", sparse),
+                                         shape, f"litert {shown} {tag} sparse",
+                                         {**notes, "masked_weights": n, "stored_sparse": converted}))
     return arts
 
 
@@ -265,10 +294,12 @@ def _legacy_tflite(art: Artifact) -> Artifact:
                     "tflite" + art.label[len("litert"):], art.notes)
 
 
-def prepare(models, out_dir: Path, sparsities=SPARSITIES, blocks=(1, 4), systems=DEFAULT_SYSTEMS, files=()):
-    """Builds (or reuses, when unchanged) every file the benchmark loads, under `out_dir`."""
+def prepare(models, out_dir: Path, sparsities=SPARSITIES, blocks=(1, 4), systems=DEFAULT_SYSTEMS, files=(),
+            file_sparsities=()):
+    """Builds (or reuses, when unchanged) every file the benchmark loads, under `out_dir`; the
+    user's `files` also pruned at each of `file_sparsities` (and `blocks`)."""
     out_dir = Path(out_dir)
-    arts: list[Artifact] = _user_files(files, out_dir) if files else []
+    arts: list[Artifact] = _user_files(files, out_dir, file_sparsities, blocks) if files else []
     for model in models:
         if model in MEDIAPIPE_MODELS:
             arts += _mediapipe(model, out_dir, sparsities, blocks)

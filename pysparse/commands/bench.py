@@ -37,8 +37,10 @@ def add_parser(sub) -> None:
     p.add_argument("--settle-ms", type=float, default=SETTLE_MS,
                    help="idle time before each timed run, so that one system's spinning threads do "
                         f"not slow the next system's run (default {SETTLE_MS:g})")
-    p.add_argument("--sparsities", type=_list(float), default=list(SPARSITIES),
-                   help="comma-separated fractions (default 0.5,0.7,0.8,0.9)")
+    p.add_argument("--sparsities", type=_list(float), default=None,
+                   help="comma-separated fractions of the 1x1 weights pruned (default 0.5,0.7,0.8,0.9 for "
+                        "the built-in models); given with your own files, each is also timed pruned "
+                        "one-shot at every sparsity and --blocks size, LiteRT.js on the same zeros")
     p.add_argument("--blocks", type=_list(int), default=[1, 4], help="pysparse pruning blocks (default 1,4)")
     p.add_argument("--systems", type=_list(str), default=list(DEFAULT_SYSTEMS),
                    help=f"comma-separated subset of {','.join(SYSTEMS)} (default {','.join(DEFAULT_SYSTEMS)}; "
@@ -78,9 +80,12 @@ def run(args) -> int:
     from rich.console import Console
 
     from ..bench import report
-    from ..bench.runtimes import ALL_MODELS, SYSTEMS
+    from ..bench.runtimes import ALL_MODELS, SPARSITIES, SYSTEMS
     from ..bench.suite import run_benchmark
 
+    pruned_files = args.sparsities is not None  # the user's files are pruned only when asked
+    if args.sparsities is None:
+        args.sparsities = list(SPARSITIES)
     if args.smoke:
         args.models, args.threads, args.runs, args.warmup = ["hand_landmark_lite"], [1], 3, 1
         args.sparsities, args.blocks, args.systems = [0.8], [1], ["pysparse", "litert"]
@@ -104,7 +109,8 @@ def run(args) -> int:
     record = run_benchmark(args.models, threads=args.threads, runs=args.runs, warmup=args.warmup,
                            sparsities=args.sparsities, blocks=args.blocks, systems=args.systems,
                            out_dir=args.out, profile=not args.no_profile, console=console, files=args.files,
-                           settle_ms=args.settle_ms, engines=engines, repeat=args.sessions)
+                           settle_ms=args.settle_ms, engines=engines, repeat=args.sessions,
+                           file_sparsities=args.sparsities if pruned_files else ())
     report.print_table(record, console, args.table)
     console.print(f"results: {args.out}/results.json; charts: {', '.join(record['charts'])}", soft_wrap=True)
     problems = report.validate(record)
