@@ -31,6 +31,10 @@
 #define PARTS 4
 #endif
 #define PART_MIN_ROWS 16
+/* Whether a 1x1 layer over `pixels` is cut into parts when loaded by `m`. */
+static int cut_in_parts(const spnn_model* m, size_t pixels) {
+  return pixels < SPLIT_CHANNELS_BELOW && m->max_threads > 1;
+}
 /* Depthwise layers split their rows between threads (not their channels) where each thread's
  * band has at least this many pixels: on smaller planes the per-band set-up costs more than
  * the data the split keeps in a core's cache. */
@@ -646,7 +650,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
                  : sp->block == 2 ? SPMM_NAME(SPMM_MR2, 2)
                                   : SPMM_NAME(SPMM_MR1, 1);
     op->macs = (double)pixels * sp->nnz;
-    if (pixels < SPLIT_CHANNELS_BELOW && m->max_threads > 1) {
+    if (cut_in_parts(m, pixels)) {
       if ((st = pack_spmm_parts(m, s, sp, bias, (uint32_t)pixels, &bytes))) return st;
     }
     if (!s->parts) {
@@ -661,7 +665,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
     if (pointwise) {
       s->kind = CONV_GEMM;
       op->kernel = "gemm";
-      if (pixels < SPLIT_CHANNELS_BELOW && m->max_threads > 1) {
+      if (cut_in_parts(m, pixels)) {
         if ((st = pack_gemm_parts(m, s, w->data, bias, &bytes))) return st;
       }
       if (!s->parts) {
