@@ -198,6 +198,25 @@ def spmm_cases(seed=1) -> list[Case]:
                      bias if bias is not None else np.zeros(0, np.float32), x.reshape(-1)],
                     splits(pixels, rng, parts), lo, hi, y, m,
                     f"spmm P={pixels} K={cols} N={rows} block={block} sparsity={sparsity}"))
+    # Rows written split by column parity (the input of a stride-2 depthwise layer): ranges
+    # of whole rows, as the engine's bands are; the harness puts the columns back in order.
+    for height, width, cols, rows in [(1, 8, 5, 3), (3, 48, 24, 13), (7, 56, 24, 6), (2, 112, 16, 9),
+                                      (5, 64, 200, 4), (4, 40, 7, 17), (3, 96, 9, 5), (2, 104, 30, 7)]:
+        for block in (1, 2, 4):
+            for sparsity in (0, 50, 90):
+                counts, columns, values, dense = sparse_weight(rng, rows, cols, block, sparsity)
+                bias = rng.uniform(-1, 1, rows).astype(np.float32)
+                act = ACTS[int(rng.integers(len(ACTS)))]
+                lo, hi = act_range(act)
+                pixels = height * width
+                x = rng.uniform(-1, 1, (1, cols, 1, pixels)).astype(np.float32)
+                y, m = conv_ref(x, dense.reshape(rows, cols, 1, 1), bias, {"act": act})
+                bounds = [b * width for b in splits(height, rng, int(rng.integers(1, 4)))]
+                cases.append(Case(
+                    KIND_SPMM, [rows, cols, block, pixels, width],
+                    [counts, columns, values, bias, x.reshape(-1)], bounds, lo, hi, y, m,
+                    f"spmm split rows {height}x{width} K={cols} N={rows} block={block} "
+                    f"sparsity={sparsity}"))
     return cases
 
 
@@ -281,6 +300,13 @@ def conv_cases(seed=4) -> list[Case]:
     return cases
 
 
+# Stride-2 3x3 shapes whose rows a 1x1 layer may write split by column parity: rows a
+# multiple of 8 wide, padding before of 0 (TensorFlow's SAME) or 1 (PyTorch's), odd heights.
+SPLIT_SPECS = [(3, 3, 2, 2, 1, 1, h, w, pads)
+               for h, w in [(8, 8), (5, 16), (14, 24), (56, 56), (17, 40), (112, 112)]
+               for pads in [(1, 1, 1, 1), (0, 0, 1, 1), (1, 0, 0, 1), (0, 1, 1, 1)]]
+
+
 def dwconv_cases(seed=5) -> list[Case]:
     rng = np.random.default_rng(seed)
     cases = []
@@ -309,9 +335,12 @@ def dwconv_cases(seed=5) -> list[Case]:
               (3, 3, 1, 1, 2, 2, 9, 9, (2, 2, 2, 2)), (1, 1, 2, 2, 1, 1, 6, 7, (0, 0, 0, 0)),
               (3, 3, 3, 3, 1, 1, 13, 13, (1, 1, 1, 1))]
     # mode 0: the selected kernel over channel ranges; 1: the generic kernel; 2: bands of
-    # output rows over every channel (spnn_f32_dwconv_rows)
-    for kh, kw, sh, sw, dh, dw, h, w, (pt, pl, pb, pr) in specs:
-        for mode in (0, 1, 2):
+    # output rows over every channel (spnn_f32_dwconv_rows); 3: the same from rows split by
+    # column parity (spnn_f32_dwconv_split_rows_at), for the shapes that can take them
+    for kh, kw, sh, sw, dh, dw, h, w, (pt, pl, pb, pr) in specs + SPLIT_SPECS:
+        for mode in (0, 1, 2, 3):
+            if (mode == 3) != ((kh, kw, sh, sw, dh, dw, h, w, (pt, pl, pb, pr)) in SPLIT_SPECS):
+                continue
             if mode == 1 and h * w >= 4096:
                 continue
             c = int(rng.integers(1, 6))
@@ -325,11 +354,11 @@ def dwconv_cases(seed=5) -> list[Case]:
                          pad_left=pl, pad_bottom=pb, pad_right=pr, groups=c, act=act)
             y, m = conv_ref(x, wt, bias, attrs)
             params = [c, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, mode]
-            units = oh if mode == 2 else c
+            units = oh if mode in (2, 3) else c
             cases.append(Case(KIND_DWCONV, params,
                               [wt.reshape(-1), bias if bias is not None else np.zeros(0, np.float32),
                                x.reshape(-1)],
-                              splits(units, rng, int(rng.integers(1, 5 if mode == 2 else 4))), lo, hi,
+                              splits(units, rng, int(rng.integers(1, 4 if mode < 2 else 5))), lo, hi,
                               y, m, f"dwconv c={c} {h}x{w} k={kh}x{kw} s={sh},{sw} d={dh},{dw} "
                               f"pad={pt},{pl},{pb},{pr} mode={mode}"))
     return cases
@@ -353,6 +382,35 @@ def test_kernels_match_reference(family, variant, harnesses, tmp_path):
         pytest.skip("clang-16 not available: no relaxed-SIMD wasm build")
     cases = family_cases(family)
     check(cases, run_harness(variant, cases, tmp_path))
+
+
+@pytest.mark.parametrize("variant", ["native-asan-relaxed", "wasm-relaxed", "wasm-simd128"])
+def test_split_rows_give_the_phase_kernels_bits(variant, harnesses, tmp_path):
+    """A stride-2 depthwise layer reading rows split by column parity computes every pixel as
+    the phase-copy kernel does: the same bits, not only within tolerance (an engine that
+    fuses a block at one thread count and not at another stays bit-identical)."""
+    if variant == "wasm-relaxed" and not (harnesses / BINARY[variant]).exists():
+        pytest.skip("clang-16 not available: no relaxed-SIMD wasm build")
+    rng = np.random.default_rng(11)
+    cases = []
+    for kh, kw, sh, sw, dh, dw, h, w, (pt, pl, pb, pr) in SPLIT_SPECS:
+        c = int(rng.integers(1, 5))
+        oh, ow = out_size(h, kh, sh, dh, pt, pb), out_size(w, kw, sw, dw, pl, pr)
+        wt = rng.uniform(-1, 1, (c, 1, kh, kw)).astype(np.float32)
+        bias = rng.uniform(-1, 1, c).astype(np.float32)
+        x = rng.uniform(-1, 1, (1, c, h, w)).astype(np.float32)
+        attrs = dict(stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw, pad_top=pt,
+                     pad_left=pl, pad_bottom=pb, pad_right=pr, groups=c, act=opset.ACT_RELU6)
+        y, m = conv_ref(x, wt, bias, attrs)
+        bounds = splits(oh, rng, 3)
+        for mode in (2, 3):
+            cases.append(Case(KIND_DWCONV, [c, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, mode],
+                              [wt.reshape(-1), bias, x.reshape(-1)], bounds, 0.0, 6.0, y, m,
+                              f"dwconv {h}x{w} pad={pt},{pl},{pb},{pr} mode={mode}"))
+    out = run_harness(variant, cases, tmp_path)
+    check(cases, out)
+    for i in range(0, len(cases), 2):
+        assert np.array_equal(out[i].view(np.uint32), out[i + 1].view(np.uint32)), cases[i + 1].label
 
 
 def test_spmm_pack_rejects_bad_columns(harnesses, tmp_path):

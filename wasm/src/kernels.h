@@ -74,6 +74,7 @@ typedef struct spnn_spmm_segment {
 #define SPMM_MAX_SLICES 8
 #define SPMM_FROM_OUTPUT 1u /* the sums start from the output, not the bias */
 #define SPMM_PARTIAL 2u     /* store the sums as they are: no residual, no clamp */
+#define SPMM_SPLIT 4u       /* store rows split into even and odd columns (spnn_spmm_run_split) */
 
 typedef struct spnn_spmm_weights {
   uint32_t rows, cols, pixels;
@@ -111,6 +112,25 @@ void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_
 void spnn_spmm_run_residual(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
                             const float* input, float* output, const float* residual,
                             float out_min, float out_max);
+
+/* Rows split by column parity: a plane of rows `row_width` (W) wide stored with each row's
+ * even columns first, then its odd ones (row y, column x at y W + x / 2, or y W + W / 2 +
+ * x / 2 for odd x). A stride-2 depthwise layer reads such rows in place
+ * (spnn_f32_dwconv_split_rows_at), with no copy of its input into phases.
+ * spnn_spmm_splits: whether `w` can write them (rows a multiple of 8 wide, no column slices,
+ * pixel tiles of whole groups of eight). spnn_spmm_run_split: spnn_spmm_run writing them,
+ * for pixels [pixel_begin, pixel_end) that are whole rows; the sums are spnn_spmm_run's,
+ * bit for bit. */
+int spnn_spmm_splits(const spnn_spmm_weights* w, size_t row_width);
+/* Whether writing split rows pays for `w`: its tiles stop at every row end, so they run
+ * emptier than tiles across rows (a tile across two rows would store its parts at places
+ * computed per group of pixels, which cost more in Chromium than the copy they save); under
+ * 3/4 full on average (56-pixel rows in 48-pixel tiles: 48 + 8) they cost more than the
+ * depthwise layer's copy. */
+int spnn_spmm_split_pays(const spnn_spmm_weights* w, size_t row_width);
+void spnn_spmm_run_split(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
+                         const float* input, float* output, size_t row_width, float out_min,
+                         float out_max);
 
 /* out = clamp(sum of `parts` partial sums (+ residual)) for pixels [begin, end) of every
  * row: partial sum j of row r at sums[(j rows + r) pixels], the parts added in order, then
@@ -269,6 +289,16 @@ void spnn_f32_dwconv_rows_at(const spnn_dwconv_shape* s, size_t c_begin, size_t 
                              size_t row_begin, size_t row_end, const float* input_rows,
                              size_t in_plane, const void* packed, float* output, float out_min,
                              float out_max);
+
+/* Whether a depthwise layer can read its input as split rows (see spnn_spmm_run_split):
+ * 3x3, stride 2, rows a multiple of 8 wide and twice the output's, at most one column and
+ * row of padding before. */
+int spnn_dwconv_reads_split(const spnn_dwconv_shape* s);
+/* spnn_f32_dwconv_rows_at on split rows: the same outputs, bit for bit. */
+void spnn_f32_dwconv_split_rows_at(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                                   size_t row_begin, size_t row_end, const float* input_rows,
+                                   size_t in_plane, const void* packed, float* output,
+                                   float out_min, float out_max);
 
 #ifdef __cplusplus
 }

@@ -174,7 +174,9 @@ static void kxk_task(void* ctx, size_t b, size_t e) {
  * each band computes again. A sparse 1x1 layer after the depthwise one (a projection) may
  * join: it runs on each band's depthwise output pixels while they are in L2. Every pixel is
  * summed as the layers would sum it alone (a range of pixels of a 1x1 layer, a band of rows
- * of a depthwise one), so the bits are theirs. */
+ * of a depthwise one), so the bits are theirs. A stride-2 3x3 depthwise layer takes a sparse
+ * 1x1 layer's rows split by column parity (spnn_spmm_run_split), which it reads in place
+ * instead of copying each channel's rows into phases. */
 #ifndef FUSE_BAND_BYTES
 #define FUSE_BAND_BYTES (512 * 1024)
 #endif
@@ -194,6 +196,7 @@ typedef struct fused_job {
   conv_state* d; /* the depthwise layer */
   conv_state* p; /* the 1x1 layer after it, or NULL */
   size_t threads, band, slot_rows;
+  int split; /* the 1x1 layer writes its rows split by column parity for a stride-2 layer */
 } fused_job;
 
 /* The input rows of `band` output rows of a depthwise layer. */
@@ -224,13 +227,19 @@ static void fused_task(void* ctx, size_t b, size_t e) {
       spnn_dwconv_input_rows(ds, r, r_end, &top, &bottom);
       /* pixel p of the 1x1 layer's rows [top, bottom) lands at slot[p - top W] */
       float* out = (float*)((uintptr_t)slot - top * W * sizeof(float));
-      if (s->kind == CONV_SPMM)
+      if (j->split)
+        spnn_spmm_run_split(&s->spmm, top * W, bottom * W, s->batch_in, out, W, s->lo, s->hi);
+      else if (s->kind == CONV_SPMM)
         spnn_spmm_run(&s->spmm, top * W, bottom * W, s->batch_in, out, s->lo, s->hi);
       else
         spnn_gemm_run(s->rows, s->cols, s->packed, top * W, bottom * W, s->batch_in, P, out, P,
                       s->lo, s->hi);
-      spnn_f32_dwconv_rows_at(ds, 0, ds->channels, r, r_end, slot, P, d->packed, d->batch_out,
-                              d->lo, d->hi);
+      if (j->split)
+        spnn_f32_dwconv_split_rows_at(ds, 0, ds->channels, r, r_end, slot, P, d->packed,
+                                      d->batch_out, d->lo, d->hi);
+      else
+        spnn_f32_dwconv_rows_at(ds, 0, ds->channels, r, r_end, slot, P, d->packed, d->batch_out,
+                                d->lo, d->hi);
       if (j->p) /* the band's pixels of the layer after, while they are in this core's cache */
         spnn_spmm_run_residual(&j->p->spmm, r * ds->out_w, r_end * ds->out_w, j->p->batch_in,
                                j->p->batch_out, j->p->batch_residual, j->p->lo, j->p->hi);
@@ -243,7 +252,10 @@ static int run_fused(spnn_model* m, spnn_op* op, conv_state* s) {
   conv_state* d = (conv_state*)s->then_dw->state;
   conv_state* p = s->then_pw ? (conv_state*)s->then_pw->state : NULL;
   const double macs = op->macs + s->then_dw->macs + (p ? s->then_pw->macs : 0);
-  fused_job j = {s, d, p, (size_t)spnn_parallel_threads(m, macs), 0, 0};
+  fused_job j = {s, d, p, (size_t)spnn_parallel_threads(m, macs), 0, 0, 0};
+  /* the slot's rows are only ever read by the depthwise layer: they may be split */
+  j.split = s->kind == CONV_SPMM && spnn_dwconv_reads_split(&d->ds) &&
+            spnn_spmm_splits(&s->spmm, d->ds.in_w) && spnn_spmm_split_pays(&s->spmm, d->ds.in_w);
   if (!(j.band = fused_band_rows(d, j.threads))) return 0;
   j.slot_rows = band_input_rows(&d->ds, j.band);
   spnn_parallel(m, macs, j.threads, 1, fused_task, &j);

@@ -99,15 +99,31 @@ typedef struct prepared {
   spnn_dwconv_shape dw;
   spnn_dwconv_ukernel dw_kernel;
   int dw_rows; /* ranges are output rows of every channel (spnn_f32_dwconv_rows) */
+  int dw_split; /* ... read from rows split by column parity (spnn_f32_dwconv_split_rows_at) */
+  size_t split_width; /* SpMM: rows this wide written split (spnn_spmm_run_split), or 0 */
+  float* split_input; /* the depthwise input with its rows split */
   size_t out_count;
 } prepared;
+
+/* Row by row of `rows` rows `width` wide: from natural column order to split (even columns,
+ * then odd ones), or back. */
+static void split_rows(const float* src, float* dst, size_t rows, size_t width, int back) {
+  for (size_t y = 0; y < rows; y++) {
+    for (size_t x = 0; x < width; x++) {
+      const size_t at = y * width + (x & 1 ? width / 2 : 0) + x / 2;
+      if (back) dst[y * width + x] = src[at];
+      else dst[at] = src[y * width + x];
+    }
+  }
+}
 
 static void prepare(const test_case* c, prepared* p) {
   const int32_t* q = c->params;
   memset(p, 0, sizeof(*p));
   switch (c->kind) {
-    case KIND_SPMM: { /* rows, cols, block, pixels | counts, columns, values, bias, input */
+    case KIND_SPMM: { /* rows, cols, block, pixels[, split row width] | counts, columns, values, bias, input */
       const uint32_t rows = q[0], cols = q[1], block = q[2], pixels = q[3];
+      p->split_width = c->nparams > 4 ? (size_t)q[4] : 0;
       uint32_t num_columns = c->arrays[1].count;
       p->packed = xalloc(spnn_spmm_packed_bytes(rows, cols, block, num_columns));
       if (spnn_spmm_pack(rows, cols, block, (const uint32_t*)c->arrays[0].data,
@@ -115,6 +131,9 @@ static void prepare(const test_case* c, prepared* p) {
                          f32_or_null(&c->arrays[3]), pixels, p->packed, &p->spmm) != 0) {
         fail("spmm pack rejected a valid case");
       }
+      /* as the engine does: rows are written split only where the kernels can (4-row blocks
+       * in 12-pixel tiles cannot), in natural order otherwise */
+      if (p->split_width && !spnn_spmm_splits(&p->spmm, p->split_width)) p->split_width = 0;
       p->out_count = (size_t)rows * pixels;
       break;
     }
@@ -138,12 +157,19 @@ static void prepare(const test_case* c, prepared* p) {
       p->out_count = (size_t)s.out_channels * s.out_h * s.out_w;
       break;
     }
-    case KIND_DWCONV: { /* shape (13 fields), mode (0 selected, 1 generic, 2 rows) | weights, bias, input */
+    case KIND_DWCONV: { /* shape (13 fields), mode (0 selected, 1 generic, 2 rows, 3 split rows) | weights, bias, input */
       spnn_dwconv_shape s = {q[0], q[1], q[2], q[3], q[4],  q[5], q[6],
                              q[7], q[8], q[9], q[10], q[11], q[12]};
       p->dw = s;
       p->dw_kernel = q[13] == 1 ? spnn_f32_dwconv_generic : spnn_dwconv_select(&s);
-      p->dw_rows = q[13] == 2;
+      p->dw_rows = q[13] == 2 || q[13] == 3;
+      p->dw_split = q[13] == 3;
+      if (p->dw_split) {
+        if (!spnn_dwconv_reads_split(&s)) fail("the depthwise kernel cannot read split rows");
+        p->split_input = xalloc(4 * (size_t)s.channels * s.in_h * s.in_w);
+        split_rows((const float*)c->arrays[2].data, p->split_input, (size_t)s.channels * s.in_h,
+                   s.in_w, 0);
+      }
       p->packed = xalloc(spnn_dwconv_packed_bytes(&s));
       spnn_dwconv_pack(&s, (const float*)c->arrays[0].data, f32_or_null(&c->arrays[1]),
                        p->packed);
@@ -160,7 +186,11 @@ static void run_range(const test_case* c, prepared* p, size_t begin, size_t end,
   const float lo = c->out_min, hi = c->out_max;
   switch (c->kind) {
     case KIND_SPMM:
-      spnn_spmm_run(&p->spmm, begin, end, (const float*)c->arrays[4].data, out, lo, hi);
+      if (p->split_width)
+        spnn_spmm_run_split(&p->spmm, begin, end, (const float*)c->arrays[4].data, out,
+                            p->split_width, lo, hi);
+      else
+        spnn_spmm_run(&p->spmm, begin, end, (const float*)c->arrays[4].data, out, lo, hi);
       break;
     case KIND_GEMM:
       spnn_gemm_run(q[0], q[1], p->packed, begin, end, (const float*)c->arrays[2].data, q[2],
@@ -175,7 +205,13 @@ static void run_range(const test_case* c, prepared* p, size_t begin, size_t end,
                     p->scratch, out, lo, hi);
       break;
     case KIND_DWCONV:
-      if (p->dw_rows) {
+      if (p->dw_split) {
+        size_t top, bottom;
+        spnn_dwconv_input_rows(&p->dw, begin, end, &top, &bottom);
+        spnn_f32_dwconv_split_rows_at(&p->dw, 0, p->dw.channels, begin, end,
+                                      p->split_input + top * p->dw.in_w,
+                                      (size_t)p->dw.in_h * p->dw.in_w, p->packed, out, lo, hi);
+      } else if (p->dw_rows) {
         spnn_f32_dwconv_rows(&p->dw, 0, p->dw.channels, begin, end,
                              (const float*)c->arrays[2].data, p->packed, out, lo, hi);
       } else {
@@ -243,6 +279,10 @@ int main(int argc, char** argv) {
         }
       }
     }
+    if (p.split_width) { /* back to natural order for the reference */
+      split_rows(result, scratch_out, p.out_count / p.split_width, p.split_width, 1);
+      memcpy(result, scratch_out, 4 * p.out_count);
+    }
     const uint32_t count = (uint32_t)p.out_count;
     fwrite(&count, 4, 1, out_file);
     fwrite(result, 4, p.out_count, out_file);
@@ -250,6 +290,7 @@ int main(int argc, char** argv) {
     free(scratch_out);
     free(p.packed);
     free(p.scratch);
+    free(p.split_input);
     for (uint32_t i = 0; i < c.narrays; i++) free(c.arrays[i].data);
   }
   fclose(r.f);

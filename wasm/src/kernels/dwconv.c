@@ -823,3 +823,89 @@ void spnn_f32_dwconv_rows(const spnn_dwconv_shape* s, size_t c_begin, size_t c_e
   spnn_f32_dwconv_rows_at(s, c_begin, c_end, row_begin, row_end, input + top * s->in_w,
                           (size_t)s->in_h * s->in_w, packed, output, out_min, out_max);
 }
+
+/* ---- Stride 2 on rows split by column parity ------------------------------------------
+ * The layer before wrote each input row as its even columns, then its odd ones
+ * (spnn_spmm_run_split), so every tap of four neighbouring output pixels is one load from
+ * the row itself: input column 2 x + kx - pl is in half (kx - pl) mod 2 of the row, at
+ * x + floor((kx - pl) / 2). No phase copy. Rows above and below the input read a row of
+ * zeros, the column that crosses the row's edge is masked, and every pixel sums bias, then
+ * kernel columns left to right, each top down, as dw_flat_step does: the bits are the
+ * phase-copy kernel's. */
+int spnn_dwconv_reads_split(const spnn_dwconv_shape* s) {
+  return s->kernel_h == 3 && s->kernel_w == 3 && s->stride_h == 2 && s->stride_w == 2 &&
+         s->dilation_h == 1 && s->dilation_w == 1 && s->in_w % 8 == 0 &&
+         2 * (size_t)s->out_w == s->in_w && s->pad_top <= 1 && s->pad_left <= 1 &&
+         dw_flat_fits(3, 2, s);
+}
+
+/* U output vectors of one row from output column x: `rows` the three input rows, `off` per
+ * kernel column where its taps start in a row. */
+SPNN_INLINE void dw_split_step(size_t U, const dw_flat_plan* p, const float* const rows[3],
+                               const ptrdiff_t off[3], const float* w, size_t x, v128_t vmin,
+                               v128_t vmax, float* out) {
+  v128_t acc[DW_FLAT_U];
+  const v128_t vbias = wasm_v128_load32_splat(w);
+  for (size_t u = 0; u < U; u++) acc[u] = vbias;
+  for (size_t kx = 0; kx < 3; kx++) {
+    if (p->dx[kx] == 0) {
+      for (size_t ky = 0; ky < 3; ky++) {
+        const float* src = rows[ky] + off[kx] + x;
+        const v128_t wv = wasm_v128_load32_splat(w + 1 + ky * 3 + kx);
+        for (size_t u = 0; u < U; u++) acc[u] = spnn_madd(acc[u], wasm_v128_load(src + 4 * u), wv);
+      }
+      continue;
+    }
+    v128_t t[DW_FLAT_U];
+    const float* src0 = rows[0] + off[kx] + x;
+    const v128_t w0 = wasm_v128_load32_splat(w + 1 + kx);
+    for (size_t u = 0; u < U; u++) t[u] = wasm_f32x4_mul(wasm_v128_load(src0 + 4 * u), w0);
+    for (size_t ky = 1; ky < 3; ky++) {
+      const float* src = rows[ky] + off[kx] + x;
+      const v128_t wv = wasm_v128_load32_splat(w + 1 + ky * 3 + kx);
+      for (size_t u = 0; u < U; u++) t[u] = spnn_madd(t[u], wasm_v128_load(src + 4 * u), wv);
+    }
+    const uint32_t* mk = p->mask[kx] + x;
+    for (size_t u = 0; u < U; u++)
+      acc[u] = wasm_f32x4_add(acc[u], wasm_v128_and(t[u], wasm_v128_load(mk + 4 * u)));
+  }
+  for (size_t u = 0; u < U; u++) wasm_v128_store(out + 4 * u, spnn_clamp(acc[u], vmin, vmax));
+}
+
+void spnn_f32_dwconv_split_rows_at(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                                   size_t row_begin, size_t row_end, const float* input_rows,
+                                   size_t in_plane, const void* packed, float* output,
+                                   float out_min, float out_max) {
+  if (row_begin >= row_end || c_begin >= c_end) return;
+  const size_t H = s->in_h, W = s->in_w, Wo = s->out_w, out_plane = (size_t)s->out_h * Wo;
+  const long pt = (long)s->pad_top, pl = (long)s->pad_left;
+  const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
+  size_t top, bottom;
+  spnn_dwconv_input_rows(s, row_begin, row_end, &top, &bottom);
+  dw_flat_plan p;
+  p.wo = Wo;
+  ptrdiff_t off[3];
+  for (size_t kx = 0; kx < 3; kx++) {
+    const long c = (long)kx - pl, dx = dw_half_floor(c);
+    p.dx[kx] = (int)dx;
+    off[kx] = (ptrdiff_t)((c - 2 * dx) * (long)(W / 2) + dx);
+  }
+  dw_flat_masks(3, &p);
+  for (size_t c = c_begin; c < c_end; c++) {
+    const float* plane = input_rows + c * in_plane - top * W; /* row y at plane + y W */
+    const float* w = (const float*)packed + c * 10;
+    float* out = output + c * out_plane;
+    for (size_t oy = row_begin; oy < row_end; oy++) {
+      const float* rows[3];
+      for (size_t ky = 0; ky < 3; ky++) {
+        const long iy = 2 * (long)oy + (long)ky - pt;
+        rows[ky] = iy >= 0 && iy < (long)H ? plane + (size_t)iy * W : dw_zero_row;
+      }
+      float* o = out + oy * Wo;
+      size_t x = 0;
+      for (; x + 4 * DW_FLAT_U <= Wo; x += 4 * DW_FLAT_U)
+        dw_split_step(DW_FLAT_U, &p, rows, off, w, x, vmin, vmax, o + x);
+      for (; x < Wo; x += 4) dw_split_step(1, &p, rows, off, w, x, vmin, vmax, o + x);
+    }
+  }
+}

@@ -46,7 +46,7 @@ SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t mode,
                                          const float* input, const float* w,
                                          const int32_t* increments, float* output,
                                          const float* residual, size_t pixels, v128_t vmin,
-                                         v128_t vmax) {
+                                         v128_t vmax, size_t half) {
   const size_t nv = TILE_VECTORS(width); /* vectors per row */
   v128_t acc[4][13];
   _Pragma("clang loop unroll(full)")
@@ -62,6 +62,19 @@ SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t mode,
   for (; n != 0; n--) {
     spmm_step(width, nr, acc, &input, increments++, w);
     w += nr;
+  }
+  if (mode & SPMM_SPLIT) { /* eight pixels at a time: 4 even columns here, 4 odd ones + half */
+    _Pragma("clang loop unroll(full)")
+    for (size_t r = 0; r < nr; r++) {
+      _Pragma("clang loop unroll(full)")
+      for (size_t j = 0; j + 1 < nv; j += 2) {
+        const v128_t a = spnn_clamp(acc[r][j], vmin, vmax);
+        const v128_t b = spnn_clamp(acc[r][j + 1], vmin, vmax);
+        wasm_v128_store(output + r * pixels + 2 * j, wasm_i32x4_shuffle(a, b, 0, 2, 4, 6));
+        wasm_v128_store(output + r * pixels + 2 * j + half, wasm_i32x4_shuffle(a, b, 1, 3, 5, 7));
+      }
+    }
+    return input;
   }
   _Pragma("clang loop unroll(full)")
   for (size_t r = 0; r < nr; r++) {
@@ -105,14 +118,14 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, uint32_t mode, size_t pixel_be
     const size_t full = length / mr - (merged ? 1 : 0); /* the last one takes `merged` more */
     for (size_t t = 0; t < full; t++) {
       next = spmm_block_tile(mr, nr, mode, n, input + done, w, increments, output + done,
-                             residual ? residual + done : NULL, pixels, vmin, vmax) - done;
+                             residual ? residual + done : NULL, pixels, vmin, vmax, 0) - done;
       done += mr;
     }
     _Pragma("clang loop unroll(full)")  /* constant widths: registers */
     for (size_t more = 1; more < 4; more++) {
       if (merged == more) {
         next = spmm_block_tile(mr + more, nr, mode, n, input + done, w, increments, output + done,
-                               residual ? residual + done : NULL, pixels, vmin, vmax) - done;
+                               residual ? residual + done : NULL, pixels, vmin, vmax, 0) - done;
         done += mr + more;
       }
     }
@@ -121,7 +134,7 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, uint32_t mode, size_t pixel_be
     for (size_t width = 32; width != 0; width /= 2) {
       if (width < mr && ((length - done) & width)) {
         next = spmm_block_tile(width, nr, mode, n, input + done, w, increments, output + done,
-                               residual ? residual + done : NULL, pixels, vmin, vmax) - done;
+                               residual ? residual + done : NULL, pixels, vmin, vmax, 0) - done;
         done += width;
       }
     }
@@ -161,11 +174,64 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, uint32_t mode, size_t pixel_be
     }                                                                                      \
   }
 
+/* The same tiles writing rows split into their even and odd columns (spnn_spmm_run_split),
+ * row by row: each row's full tiles, then its tails, so that every tile lies in one row and
+ * its even columns land one after the other from the row's start + half the tile's column.
+ * Rows are a multiple of 8 wide, as are the tiles (spnn_spmm_splits). */
+SPNN_INLINE void spmm_split_range(size_t mr, size_t nr, size_t pixel_begin, size_t pixel_end,
+                                  size_t num_blocks, const float* input, const float* values,
+                                  const int32_t* increments, const uint32_t* counts,
+                                  float* output, size_t pixels, float out_min, float out_max,
+                                  size_t row) {
+  if (num_blocks == 0 || pixel_begin >= pixel_end) return;
+  const v128_t vmin = wasm_f32x4_splat(out_min);
+  const v128_t vmax = wasm_f32x4_splat(out_max);
+  const size_t length = pixel_end - pixel_begin, half = row / 2;
+  const float* w = values;
+  input += pixel_begin;
+  output += pixel_begin;
+  do {
+    const uint32_t n = *counts++;
+    const float* next = input;
+    for (size_t y = 0; y < length; y += row) {
+      size_t x = 0;
+      for (; x + mr <= row; x += mr) {
+        next = spmm_block_tile(mr, nr, SPMM_SPLIT, n, input + y + x, w, increments,
+                               output + y + x / 2, NULL, pixels, vmin, vmax, half) - (y + x);
+      }
+      _Pragma("clang loop unroll(full)")  /* constant widths: registers */
+      for (size_t width = 32; width >= 8; width /= 2) {
+        if (width < mr && ((row - x) & width)) {
+          next = spmm_block_tile(width, nr, SPMM_SPLIT, n, input + y + x, w, increments,
+                                 output + y + x / 2, NULL, pixels, vmin, vmax, half) - (y + x);
+          x += width;
+        }
+      }
+    }
+    input = next;
+    w += nr * ((size_t)n + 1);
+    increments += n;
+    output += nr * pixels;
+  } while (--num_blocks != 0);
+}
+
+#define SPNN_DEFINE_SPMM_SPLIT(NAME, MR, NR)                                                \
+  static void NAME(size_t pixel_begin, size_t pixel_end, size_t num_blocks,                \
+                   const float* input, const float* values, const int32_t* increments,     \
+                   const uint32_t* counts, float* output, size_t pixels, float out_min,    \
+                   float out_max, size_t row) {                                            \
+    spmm_split_range(MR, NR, pixel_begin, pixel_end, num_blocks, input, values,            \
+                     increments, counts, output, pixels, out_min, out_max, row);           \
+  }
+
 /* Pixel tiles per block size: SPMM_MR1/2/4 (kernels.h), chosen by measurement on V8
  * (bench/bench_kernels.c and whole models, docs/benchmarks.md). */
 SPNN_DEFINE_SPMM(spnn_f32_spmm_1row, SPMM_MR1, 1)
 SPNN_DEFINE_SPMM(spnn_f32_spmm_2rows, SPMM_MR2, 2)
 SPNN_DEFINE_SPMM(spnn_f32_spmm_4rows, SPMM_MR4, 4)
+SPNN_DEFINE_SPMM_SPLIT(spmm_1row_split, SPMM_MR1, 1)
+SPNN_DEFINE_SPMM_SPLIT(spmm_2rows_split, SPMM_MR2, 2)
+SPNN_DEFINE_SPMM_SPLIT(spmm_4rows_split, SPMM_MR4, 4)
 
 /* Bytes of input (all channels of a pixel chunk) meant to stay near the core (L1/L2);
  * measured flat between 24 KiB and 256 KiB. */
@@ -199,6 +265,58 @@ void spnn_spmm_run_residual(const spnn_spmm_weights* w, size_t pixel_begin, size
 void spnn_spmm_run(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
                    const float* input, float* output, float out_min, float out_max) {
   spnn_spmm_run_residual(w, pixel_begin, pixel_end, input, output, NULL, out_min, out_max);
+}
+
+/* Tiles per row of spmm_split_range: full ones, then the tails. */
+static size_t split_tiles(size_t row, size_t mr) {
+  size_t tiles = row / mr;
+  for (size_t width = 32; width >= 8; width /= 2)
+    if (width < mr && (row % mr & width)) tiles++;
+  return tiles;
+}
+
+int spnn_spmm_splits(const spnn_spmm_weights* w, size_t row_width) {
+  if (row_width == 0 || row_width % 8 != 0 || w->pixels % row_width != 0) return 0;
+  for (uint32_t s = 0; s < w->num_segments; s++) {
+    const spnn_spmm_segment* seg = &w->segments[s];
+    const size_t mr = seg->block == 4 ? SPMM_MR4 : seg->block == 2 ? SPMM_MR2 : SPMM_MR1;
+    if (seg->mode != 0 || mr % 8 != 0) return 0; /* tiles of whole groups of eight */
+  }
+  return 1;
+}
+
+int spnn_spmm_split_pays(const spnn_spmm_weights* w, size_t row_width) {
+  for (uint32_t s = 0; s < w->num_segments; s++) {
+    const spnn_spmm_segment* seg = &w->segments[s];
+    const size_t mr = seg->block == 4 ? SPMM_MR4 : seg->block == 2 ? SPMM_MR2 : SPMM_MR1;
+    if (4 * row_width < 3 * mr * split_tiles(row_width, mr)) return 0;
+  }
+  return 1;
+}
+
+void spnn_spmm_run_split(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
+                         const float* input, float* output, size_t row_width, float out_min,
+                         float out_max) {
+  /* chunks of whole rows, about SPMM_CHUNK_BYTES of input */
+  size_t rows = SPMM_CHUNK_BYTES / (4 * (size_t)(w->cols != 0 ? w->cols : 1)) / row_width;
+  const size_t chunk = (rows != 0 ? rows : 1) * row_width;
+  for (size_t begin = pixel_begin; begin < pixel_end; begin += chunk) {
+    const size_t end = pixel_end - begin > chunk ? begin + chunk : pixel_end;
+    for (uint32_t s = 0; s < w->num_segments; s++) {
+      const spnn_spmm_segment* seg = &w->segments[s];
+      const float* in = (const float*)((uintptr_t)input + (intptr_t)seg->input_offset);
+      float* out = output + (size_t)seg->first_row * w->pixels;
+      if (seg->block == 4)
+        spmm_4rows_split(begin, end, seg->num_blocks, in, seg->values, seg->increments,
+                         seg->counts, out, w->pixels, out_min, out_max, row_width);
+      else if (seg->block == 2)
+        spmm_2rows_split(begin, end, seg->num_blocks, in, seg->values, seg->increments,
+                         seg->counts, out, w->pixels, out_min, out_max, row_width);
+      else
+        spmm_1row_split(begin, end, seg->num_blocks, in, seg->values, seg->increments,
+                        seg->counts, out, w->pixels, out_min, out_max, row_width);
+    }
+  }
 }
 
 /* One row's pixels [begin, end): whole vectors, then a 1 to 3 pixel tail. */
