@@ -80,6 +80,7 @@ typedef struct conv_state {
    * after it (spnn_conv_fuse_block) */
   spnn_op* then_dw;
   spnn_op* then_pw;
+  int split_rows; /* ... writing its band's rows split by column parity, for a stride-2 then_dw */
   char fused_name[48];
 } conv_state;
 
@@ -196,7 +197,7 @@ typedef struct fused_job {
   conv_state* d; /* the depthwise layer */
   conv_state* p; /* the 1x1 layer after it, or NULL */
   size_t threads, band, slot_rows;
-  int split; /* the 1x1 layer writes its rows split by column parity for a stride-2 layer */
+  int split; /* the 1x1 layer writes its rows split by column parity (split_rows) */
 } fused_job;
 
 /* The input rows of `band` output rows of a depthwise layer. */
@@ -252,10 +253,7 @@ static int run_fused(spnn_model* m, spnn_op* op, conv_state* s) {
   conv_state* d = (conv_state*)s->then_dw->state;
   conv_state* p = s->then_pw ? (conv_state*)s->then_pw->state : NULL;
   const double macs = op->macs + s->then_dw->macs + (p ? s->then_pw->macs : 0);
-  fused_job j = {s, d, p, (size_t)spnn_parallel_threads(m, macs), 0, 0, 0};
-  /* the slot's rows are only ever read by the depthwise layer: they may be split */
-  j.split = s->kind == CONV_SPMM && spnn_dwconv_reads_split(&d->ds) &&
-            spnn_spmm_splits(&s->spmm, d->ds.in_w) && spnn_spmm_split_pays(&s->spmm, d->ds.in_w);
+  fused_job j = {s, d, p, (size_t)spnn_parallel_threads(m, macs), 0, 0, s->split_rows};
   if (!(j.band = fused_band_rows(d, j.threads))) return 0;
   j.slot_rows = band_input_rows(&d->ds, j.band);
   spnn_parallel(m, macs, j.threads, 1, fused_task, &j);
@@ -300,10 +298,16 @@ int spnn_conv_fuse_block(spnn_op* op, spnn_op* dw, spnn_op* pw) {
   if (s->out_image * sizeof(float) <= (join ? FUSE_BLOCK_MIN_BYTES : FUSE_MIN_BYTES)) return 0;
   s->then_dw = dw;
   s->then_pw = join ? pw : NULL;
+  /* the band's rows are only ever read by the depthwise layer: they may be split */
+  s->split_rows = s->kind == CONV_SPMM && spnn_dwconv_reads_split(&d->ds) &&
+                  spnn_spmm_splits(&s->spmm, d->ds.in_w) &&
+                  spnn_spmm_split_pays(&s->spmm, d->ds.in_w);
+  const char* split = s->split_rows ? "_split" : ""; /* the depthwise kernel on split rows */
   if (join)
-    snprintf(s->fused_name, sizeof s->fused_name, "%s+%s+%s", op->kernel, dw->kernel, pw->kernel);
+    snprintf(s->fused_name, sizeof s->fused_name, "%s+%s%s+%s", op->kernel, dw->kernel, split,
+             pw->kernel);
   else
-    snprintf(s->fused_name, sizeof s->fused_name, "%s+%s", op->kernel, dw->kernel);
+    snprintf(s->fused_name, sizeof s->fused_name, "%s+%s%s", op->kernel, dw->kernel, split);
   op->kernel = s->fused_name;
   return join ? 2 : 1;
 }
