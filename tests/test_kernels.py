@@ -314,13 +314,15 @@ def dwconv_cases(seed=5) -> list[Case]:
     for k in (3, 5):
         for s in (1, 2):
             for h, w in [(1, 1), (2, 3), (5, 5), (7, 7), (8, 13), (14, 14), (17, 9), (28, 30),
-                         (3, 64), (21, 24), (45, 56), (64, 64), (112, 112), (130, 132)]:
+                         (28, 28), (16, 56), (3, 64), (21, 24), (45, 56), (64, 64), (112, 112),
+                         (130, 132)]:
                 # Same-size stride-1 outputs with the padding on either side included: the
                 # whole-plane kernels cut the taps of each kernel column at the row edges;
-                # 130x132 is past their size limit (the row kernel). From 2048 pixels, stride 1
+                # 130x132 is past their size limit (the row kernel). From 512 pixels, stride 1
                 # reads the plane in place (with relaxed SIMD two rows at a time: 45x56 has an
-                # odd number of such rows and a 56-wide row ends on a two-vector step; 21x24
-                # is copied whole and, 5x5, taken two rows at a time too).
+                # odd number of such rows and a 56-wide row ends on a two-vector step; 28x28 and
+                # 16x56, a band of a 56-wide block, just over the limit; 21x24 is copied whole
+                # and, 5x5, taken two rows at a time too).
                 for pads in [(0, 0, 0, 0), (k // 2,) * 4, (0, 0, k // 2, k // 2),
                              (k // 2 - 1 if s == 2 else 0, k // 2 - 1 if s == 2 else 0, k // 2, k // 2),
                              (k, 1, 0, k), (k - 1, 0, 0, k - 1), (0, k - 1, k - 1, 0)]:

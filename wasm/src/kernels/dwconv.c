@@ -510,7 +510,13 @@ SPNN_INLINE void dw_band_run(size_t K, const dw_flat_plan* p, const dw_band* ban
   }
 }
 
-#define DW_SPLIT_MIN_PIXELS 1024
+/* Planes (or bands of rows) from this many pixels read their middle rows in place; smaller
+ * ones are copied whole (a 14x14 plane: three runs, each with its partial vectors, cost more
+ * than the copy). 28x28 planes and the 16-row bands of a 56-wide block read in place
+ * (docs/benchmarks.md). */
+#ifndef DW_SPLIT_MIN_PIXELS
+#define DW_SPLIT_MIN_PIXELS 512
+#endif
 
 /* Stride 1. Output rows [r_lo, r_hi) read only rows inside the input, with a row to spare
  * above and below for the taps that cross a row end (their lanes are masked, but read):
@@ -529,8 +535,7 @@ SPNN_INLINE void dw_flat_s1(size_t K, const spnn_dwconv_shape* s, size_t c_begin
   dw_flat_masks(K, &p);
   size_t r_lo = pt + 1, r_hi = s->in_h + pt > K ? s->in_h + pt - K : 0;
   if (r_hi > out_h) r_hi = out_h;
-  /* All rows from one copy where the plane is small (its copy stays in L1 and costs little;
-   * three runs, each with its partial vectors, would cost more). */
+  /* All rows from one copy where the plane is small (DW_SPLIT_MIN_PIXELS). */
   if (r_hi <= r_lo || W < K + 2 || (size_t)s->in_h * W < DW_SPLIT_MIN_PIXELS) r_lo = r_hi = out_h;
   float top[2 * DW_FLAT_EDGE + DW_FLAT_MAX_PIXELS + 5 * DW_FLAT_MAX_W] __attribute__((aligned(16)));
   float bottom[2 * DW_FLAT_EDGE + 2 * 5 * DW_FLAT_MAX_W] __attribute__((aligned(16)));
