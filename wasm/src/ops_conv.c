@@ -197,7 +197,6 @@ typedef struct fused_job {
   conv_state* d; /* the depthwise layer */
   conv_state* p; /* the 1x1 layer after it, or NULL */
   size_t threads, band, slot_rows;
-  int split; /* the 1x1 layer writes its rows split by column parity (split_rows) */
 } fused_job;
 
 /* The input rows of `band` output rows of a depthwise layer. */
@@ -228,14 +227,14 @@ static void fused_task(void* ctx, size_t b, size_t e) {
       spnn_dwconv_input_rows(ds, r, r_end, &top, &bottom);
       /* pixel p of the 1x1 layer's rows [top, bottom) lands at slot[p - top W] */
       float* out = (float*)((uintptr_t)slot - top * W * sizeof(float));
-      if (j->split)
+      if (s->split_rows)
         spnn_spmm_run_split(&s->spmm, top * W, bottom * W, s->batch_in, out, W, s->lo, s->hi);
       else if (s->kind == CONV_SPMM)
         spnn_spmm_run(&s->spmm, top * W, bottom * W, s->batch_in, out, s->lo, s->hi);
       else
         spnn_gemm_run(s->rows, s->cols, s->packed, top * W, bottom * W, s->batch_in, P, out, P,
                       s->lo, s->hi);
-      if (j->split)
+      if (s->split_rows)
         spnn_f32_dwconv_split_rows_at(ds, 0, ds->channels, r, r_end, slot, P, d->packed,
                                       d->batch_out, d->lo, d->hi);
       else
@@ -253,7 +252,7 @@ static int run_fused(spnn_model* m, spnn_op* op, conv_state* s) {
   conv_state* d = (conv_state*)s->then_dw->state;
   conv_state* p = s->then_pw ? (conv_state*)s->then_pw->state : NULL;
   const double macs = op->macs + s->then_dw->macs + (p ? s->then_pw->macs : 0);
-  fused_job j = {s, d, p, (size_t)spnn_parallel_threads(m, macs), 0, 0, s->split_rows};
+  fused_job j = {s, d, p, (size_t)spnn_parallel_threads(m, macs), 0, 0};
   if (!(j.band = fused_band_rows(d, j.threads))) return 0;
   j.slot_rows = band_input_rows(&d->ds, j.band);
   spnn_parallel(m, macs, j.threads, 1, fused_task, &j);

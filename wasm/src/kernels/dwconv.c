@@ -845,7 +845,9 @@ int spnn_dwconv_reads_split(const spnn_dwconv_shape* s) {
 }
 
 /* U output vectors of one row from output column x: `rows` the three input rows, `off` per
- * kernel column where its taps start in a row. */
+ * kernel column where its taps start in a row. dw_flat_step's sums in dw_flat_step's order;
+ * not dw_flat_step itself, whose taps come from a table of nine offsets (with zero rows
+ * copied in at the plane's edges): that ran the 112x112 block 9% slower in Chromium. */
 SPNN_INLINE void dw_split_step(size_t U, const dw_flat_plan* p, const float* const rows[3],
                                const ptrdiff_t off[3], const float* w, size_t x, v128_t vmin,
                                v128_t vmax, float* out) {

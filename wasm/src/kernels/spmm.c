@@ -232,6 +232,8 @@ SPNN_DEFINE_SPMM(spnn_f32_spmm_4rows, SPMM_MR4, 4)
 SPNN_DEFINE_SPMM_SPLIT(spmm_1row_split, SPMM_MR1, 1)
 SPNN_DEFINE_SPMM_SPLIT(spmm_2rows_split, SPMM_MR2, 2)
 SPNN_DEFINE_SPMM_SPLIT(spmm_4rows_split, SPMM_MR4, 4)
+typedef void (*split_ukernel)(size_t, size_t, size_t, const float*, const float*, const int32_t*,
+                              const uint32_t*, float*, size_t, float, float, size_t);
 
 /* Bytes of input (all channels of a pixel chunk) meant to stay near the core (L1/L2);
  * measured flat between 24 KiB and 256 KiB. */
@@ -241,10 +243,20 @@ SPNN_DEFINE_SPMM_SPLIT(spmm_4rows_split, SPMM_MR4, 4)
 /* A multiple of every tile width, so that only a range's last chunk has narrow tiles. */
 #define SPMM_CHUNK_UNIT 96
 
+/* Pixels whose input (every column of the widest slice) fills SPMM_CHUNK_BYTES. */
+static size_t chunk_pixels(const spnn_spmm_weights* w) {
+  return SPMM_CHUNK_BYTES / (4 * (size_t)(w->slice_cols != 0 ? w->slice_cols : 1));
+}
+
+/* The pixel tile of a segment's kernel. */
+static size_t segment_tile(const spnn_spmm_segment* seg) {
+  return seg->block == 4 ? SPMM_MR4 : seg->block == 2 ? SPMM_MR2 : SPMM_MR1;
+}
+
 void spnn_spmm_run_residual(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
                             const float* input, float* output, const float* residual,
                             float out_min, float out_max) {
-  size_t chunk = SPMM_CHUNK_BYTES / (4 * (size_t)(w->slice_cols != 0 ? w->slice_cols : 1));
+  size_t chunk = chunk_pixels(w);
   chunk = chunk < SPMM_CHUNK_UNIT ? SPMM_CHUNK_UNIT : chunk / SPMM_CHUNK_UNIT * SPMM_CHUNK_UNIT;
   for (size_t begin = pixel_begin; begin < pixel_end; begin += chunk) {
     const size_t end = pixel_end - begin > chunk ? begin + chunk : pixel_end;
@@ -279,16 +291,15 @@ int spnn_spmm_splits(const spnn_spmm_weights* w, size_t row_width) {
   if (row_width == 0 || row_width % 8 != 0 || w->pixels % row_width != 0) return 0;
   for (uint32_t s = 0; s < w->num_segments; s++) {
     const spnn_spmm_segment* seg = &w->segments[s];
-    const size_t mr = seg->block == 4 ? SPMM_MR4 : seg->block == 2 ? SPMM_MR2 : SPMM_MR1;
-    if (seg->mode != 0 || mr % 8 != 0) return 0; /* tiles of whole groups of eight */
+    /* tiles of whole groups of eight */
+    if (seg->mode != 0 || segment_tile(seg) % 8 != 0) return 0;
   }
   return 1;
 }
 
 int spnn_spmm_split_pays(const spnn_spmm_weights* w, size_t row_width) {
   for (uint32_t s = 0; s < w->num_segments; s++) {
-    const spnn_spmm_segment* seg = &w->segments[s];
-    const size_t mr = seg->block == 4 ? SPMM_MR4 : seg->block == 2 ? SPMM_MR2 : SPMM_MR1;
+    const size_t mr = segment_tile(&w->segments[s]);
     if (4 * row_width < 3 * mr * split_tiles(row_width, mr)) return 0;
   }
   return 1;
@@ -297,24 +308,18 @@ int spnn_spmm_split_pays(const spnn_spmm_weights* w, size_t row_width) {
 void spnn_spmm_run_split(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
                          const float* input, float* output, size_t row_width, float out_min,
                          float out_max) {
-  /* chunks of whole rows, about SPMM_CHUNK_BYTES of input */
-  size_t rows = SPMM_CHUNK_BYTES / (4 * (size_t)(w->cols != 0 ? w->cols : 1)) / row_width;
+  const size_t rows = chunk_pixels(w) / row_width; /* chunks of whole rows */
   const size_t chunk = (rows != 0 ? rows : 1) * row_width;
   for (size_t begin = pixel_begin; begin < pixel_end; begin += chunk) {
     const size_t end = pixel_end - begin > chunk ? begin + chunk : pixel_end;
     for (uint32_t s = 0; s < w->num_segments; s++) {
       const spnn_spmm_segment* seg = &w->segments[s];
       const float* in = (const float*)((uintptr_t)input + (intptr_t)seg->input_offset);
-      float* out = output + (size_t)seg->first_row * w->pixels;
-      if (seg->block == 4)
-        spmm_4rows_split(begin, end, seg->num_blocks, in, seg->values, seg->increments,
-                         seg->counts, out, w->pixels, out_min, out_max, row_width);
-      else if (seg->block == 2)
-        spmm_2rows_split(begin, end, seg->num_blocks, in, seg->values, seg->increments,
-                         seg->counts, out, w->pixels, out_min, out_max, row_width);
-      else
-        spmm_1row_split(begin, end, seg->num_blocks, in, seg->values, seg->increments,
-                        seg->counts, out, w->pixels, out_min, out_max, row_width);
+      const split_ukernel kernel = seg->block == 4   ? spmm_4rows_split
+                                   : seg->block == 2 ? spmm_2rows_split
+                                                     : spmm_1row_split;
+      kernel(begin, end, seg->num_blocks, in, seg->values, seg->increments, seg->counts,
+             output + (size_t)seg->first_row * w->pixels, w->pixels, out_min, out_max, row_width);
     }
   }
 }
