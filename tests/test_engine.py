@@ -558,8 +558,9 @@ def test_memory_plan_keeps_a_block_apart_for_its_band_walk():
     """The packer's plan keeps the expansion's input and output live through the projection
     where a sparse projection may join the bands (so the projection's output shares bytes
     with neither), the input only through the depthwise op where the pair alone goes band by
-    band, and nothing where the engine runs the layers one after the other: blocks under the
-    engine's sizes, or a dense projection on a plane too small for the pair alone."""
+    band or a smaller block may run as a channel chain (both write the depthwise output while
+    the expansion's input is still read), and nothing where the engine runs the layers one
+    after the other: a dense projection on a plane too small for the pair alone."""
     g = _inverted_residual_graph(24, 144, 56, 1, 0.8, residual=False)  # 1.8 MB expanded
     assert fused_bands(g) == fused_bands(g, sparse={"wp"}) == {"x": 2, "t": 2}
     offsets, _ = plan_memory(g)
@@ -570,7 +571,8 @@ def test_memory_plan_keeps_a_block_apart_for_its_band_walk():
     assert fused_bands(_inverted_residual_graph(24, 144, 56, 1, 0.8, residual=False, keep_d=True)) == {}
     assert fused_bands(_inverted_residual_graph(16, 96, 112, 2, 0.8, residual=False, keep_d=True)) == {"x": 1}
     assert fused_bands(_inverted_residual_graph(16, 96, 112, 2, 0.8, residual=False), sparse=set()) == {"x": 1}
-    assert fused_bands(_inverted_residual_graph(24, 144, 28, 1, 0.8, residual=False)) == {}
+    assert fused_bands(_inverted_residual_graph(24, 144, 28, 1, 0.8, residual=False)) == {"x": 1}
+    assert fused_bands(_inverted_residual_graph(24, 144, 28, 1, 0.8, residual=False), sparse=set()) == {}
 
 
 @pytest.mark.parametrize("c,e,hw,stride,residual", [
@@ -612,29 +614,40 @@ def test_inverted_residual_block_runs_band_by_band(c, e, hw, stride, residual, t
     (40, 99, 9, 1, True),      # channels that do not divide evenly
 ])
 def test_layers_around_channel_split_depthwise(c, e, hw, stride, residual, tmp_path):
-    """Around a depthwise layer whose channels the threads split, the sparse 1x1 layer after
-    it sums its input channels in one part per thread the model was loaded for (its profile
-    kernel ends in "/<parts>"), then adds the parts: for each load, the same bits on every
-    thread count up to it, and the reference's values; loaded for one thread it is one part.
-    On 3 threads under ASan and UBSan with no report."""
-    g = _inverted_residual_graph(c, e, hw, stride, 0.8, residual)
-    data = pack(g, sparse=True)
+    """Around a depthwise layer whose channels the threads split, the 1x1 layers keep to its
+    channels, in one part per thread the model was loaded for: the sparse projection sums its
+    input channels per part, then adds the parts. Where each of the three layers alone reads
+    the one before, they run as a channel chain, each thread's three parts in one job (the
+    expansion's profile kernel names all three, "/<parts>" on the 1x1 layers; the depthwise
+    row reads "fused", the projection's "add_parts"); with the depthwise output kept as a graph
+    output, one after the other (the projection's kernel ends in "/<parts>"). For each load,
+    the same bits on every thread count up to it and in both forms, and the reference's
+    values; loaded for one thread, whole layers. On 3 threads under ASan and UBSan with no
+    report."""
+    graphs = {keep: _inverted_residual_graph(c, e, hw, stride, 0.8, residual, keep_d=keep) for keep in (False, True)}
+    data = pack(graphs[False], sparse=True)
     x = np.random.default_rng(11).standard_normal((1, c, hw, hw)).astype(np.float32)
-    ref = reference.run(g, {"x": x})["y"]
+    ref = reference.run(graphs[False], {"x": x})["y"]
     for loaded in (1, 2, 3, 4):
-        with NativeModel(data, threads=loaded) as m:
-            m.set_profiling(True)
-            outs = []
-            for t in range(loaded, 0, -1):
-                m.set_threads(t)
-                outs.append(m.run([x])[0])
-            kernels = {p["name"]: p["kernel"] for p in m.profile()}
+        outs, kernels = [], {}
+        for keep, g in graphs.items():
+            with NativeModel(pack(g, sparse=True), threads=loaded) as m:
+                m.set_profiling(True)
+                for t in range(loaded, 0, -1):
+                    m.set_threads(t)
+                    outs.append(m.run([x])[0])
+                kernels[keep] = {p["name"]: p["kernel"] for p in m.profile()}
         for o in outs[1:]:
             assert np.array_equal(o, outs[0]), f"loaded for {loaded} threads"
         assert close(outs[0], ref), f"loaded for {loaded}: max error {np.abs(outs[0] - ref).max()}"
-        want = "" if loaded == 1 else f"/{loaded}"
-        assert kernels["project"].startswith("spmm_") and kernels["project"].endswith(want), kernels
-        assert ("/" in kernels["project"]) == (loaded > 1), kernels
+        alone, chain = kernels[True], kernels[False]
+        if loaded == 1:
+            assert "/" not in alone["project"] and chain["depthwise"] != "fused", kernels
+            continue
+        parts = f"/{loaded}"
+        assert alone["project"].startswith("spmm_") and alone["project"].endswith(parts), kernels
+        assert (chain["depthwise"], chain["project"]) == ("fused", "add_parts"), kernels
+        assert chain["expand"] == f"{chain['expand'].split('/')[0]}{parts}+{alone['depthwise']}+{alone['project']}", kernels
     model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
     model.write_bytes(data)
     x.tofile(inp)

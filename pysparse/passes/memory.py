@@ -143,8 +143,10 @@ def fused_bands(graph: Graph, sparse: set[str] | None = None) -> dict[str, int]:
     depthwise convolution, reads (the two may run band by band), the 1x1 input through the
     depthwise op; where the op after that is a 1x1 convolution that alone reads the depthwise
     output and whose weight is stored sparse (`sparse`: the names of those weights; None: any
-    may be), which joins the bands, the first 1x1 layer's input and output through it. Only
-    blocks of the sizes the engine walks band by band; the engine checks the rest at load."""
+    may be), which joins the bands, the first 1x1 layer's input and output through it. Blocks
+    smaller than the engine walks band by band keep the input through the depthwise op where
+    the sparse projection follows (a channel chain on threads); pairs alone that small keep
+    nothing. The engine checks the rest at load."""
     _, readers = _writers_and_readers(graph)
     ops = graph.ops
 
@@ -166,7 +168,9 @@ def fused_bands(graph: Graph, sparse: set[str] | None = None) -> dict[str, int]:
                 and (sparse is None or pw.inputs[1] in sparse))
         if join and tensor_bytes(graph, t) > BLOCK_MIN_BYTES:
             found[op.inputs[0]] = found[t] = i + 2
-        elif tensor_bytes(graph, t) > PAIR_MIN_BYTES:
+        elif tensor_bytes(graph, t) > PAIR_MIN_BYTES or join:
+            # smaller blocks may run as a channel chain, which writes the depthwise output
+            # while the 1x1 input is still read (spnn_conv_chain)
             found[op.inputs[0]] = i + 1
     return found
 

@@ -151,6 +151,13 @@ size_t spnn_conv_split_inputs(spnn_model* m, spnn_op* op, const spnn_op* produce
 /* Splits the output channels of the 1x1 layer `op` between threads where `consumer`, the only
  * reader of its output, is a depthwise layer that splits its channels; 1 if done. */
 int spnn_conv_split_outputs(spnn_model* m, spnn_op* op, const spnn_op* consumer);
+/* Splits an expansion `op`, the channel-split depthwise layer `dw` after it and the projection
+ * `pw` after that as above, with the same channels per thread, and runs the three parts of
+ * each thread as one job from `op` (`dw` then does nothing, `pw` adds the parts); returns the
+ * floats of m->scratch `pw` then needs (0: left as they were). The caller checks that only
+ * `dw` reads op's output and only `pw` dw's, and that dw's output does not share bytes with
+ * op's input (written while another thread still reads it). */
+size_t spnn_conv_chain(spnn_model* m, spnn_op* op, spnn_op* dw, spnn_op* pw);
 
 spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op); /* CONV_TRANSPOSE2D */
 spnn_status spnn_prepare_fully_connected(spnn_model* m, spnn_op* op);

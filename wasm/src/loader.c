@@ -946,18 +946,44 @@ static void fuse_blocks(spnn_model* m) {
   }
 }
 
+/* Whether ops k, k + 1 and k + 2 may run as a channel chain (spnn_conv_chain): each reads
+ * only the one before's output, which nothing else reads, and op k + 1's output does not
+ * share bytes with op k's input. */
+static int chain_fits(spnn_model* m, uint32_t k) {
+  const spnn_op *op = &m->ops[k], *dw = &m->ops[k + 1], *pw = &m->ops[k + 2];
+  if (dw->code != SPNN_OP_CONV2D || pw->code != SPNN_OP_CONV2D || dw->run == noop_run ||
+      pw->run == noop_run)
+    return 0;
+  const spnn_tensor *x = spnn_in(m, op, 0), *t = spnn_out(m, op), *y = spnn_out(m, dw);
+  return t->kind == SPNN_KIND_ACTIVATION && t->last_use == (int32_t)(k + 1) &&
+         spnn_in(m, dw, 0) == t && y->kind == SPNN_KIND_ACTIVATION &&
+         y->last_use == (int32_t)(k + 2) && spnn_in(m, pw, 0) == y && !bytes_overlap(y, x);
+}
+
 /* Around a depthwise layer that splits its channels between threads, the 1x1 layers keep
  * each thread on the channels it holds: the one before it splits its output channels the
  * same way (spnn_conv_split_outputs), the one after it its input channels
- * (spnn_conv_split_inputs; these share one scratch buffer). */
+ * (spnn_conv_split_inputs; these share one scratch buffer); where the three follow one
+ * another, each thread runs its parts of all three in one job (spnn_conv_chain). */
 static spnn_status split_channels(spnn_model* m) {
   size_t floats = 0;
   for (uint32_t k = 0; k < m->num_ops; k++) {
     spnn_op* op = &m->ops[k];
     const spnn_tensor* x = spnn_in(m, op, 0);
     if (op->code != SPNN_OP_CONV2D || op->run == noop_run || !x) continue;
-    if (op->macs < PARALLEL_MIN_WORK) continue; /* runs on one thread anyway */
     const spnn_tensor* y = spnn_out(m, op);
+    if (k + 2 < m->num_ops && chain_fits(m, k) &&
+        op->macs + m->ops[k + 1].macs + m->ops[k + 2].macs >= PARALLEL_MIN_WORK) {
+      const size_t need = spnn_conv_chain(m, op, &m->ops[k + 1], &m->ops[k + 2]);
+      if (need) {
+        m->ops[k + 1].run = noop_run;
+        m->ops[k + 1].kernel = "fused";
+        if (need > floats) floats = need;
+        k += 2;
+        continue;
+      }
+    }
+    if (op->macs < PARALLEL_MIN_WORK) continue; /* runs on one thread anyway */
     if (k + 1 < m->num_ops && y->last_use == (int32_t)(k + 1) && spnn_in(m, &m->ops[k + 1], 0) == y &&
         spnn_conv_split_outputs(m, op, &m->ops[k + 1]))
       continue;

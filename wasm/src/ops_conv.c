@@ -76,6 +76,12 @@ typedef struct conv_state {
   void* kpart_packed[MAX_KPARTS];
   spnn_spmm_weights kpart_spmm[MAX_KPARTS];
   float* ksums; /* kparts x rows x pixels: the model's scratch, set per run */
+  /* the channel chain (spnn_conv_chain): on the expansion, the depthwise layer and projection
+   * whose part k each thread runs after its expansion part k; on the projection, 1 (its op
+   * then only adds the parts) */
+  spnn_op* chain_dw;
+  spnn_op* chain_pw;
+  int chained;
   /* a depthwise layer run with this 1x1 layer band by band, and maybe the sparse 1x1 layer
    * after it (spnn_conv_fuse_block) */
   spnn_op* then_dw;
@@ -365,6 +371,7 @@ static spnn_status pack_spmm_parts(spnn_model* m, conv_state* s, const spnn_spar
                                    const float* bias, uint32_t pixels, size_t* bytes);
 static spnn_status pack_gemm_parts(spnn_model* m, conv_state* s, const float* w,
                                    const float* bias, size_t* bytes);
+static uint32_t cut_parts(uint32_t rows, uint32_t align, const uint32_t* cost, uint32_t* part_row);
 
 /* Whether the depthwise layer `op` splits its channels (not rows) between `threads`. */
 static int dw_splits_channels(const spnn_op* op, int threads) {
@@ -373,90 +380,199 @@ static int dw_splits_channels(const spnn_op* op, int threads) {
          dw_bands(d, threads) == 1 && d->ds.channels >= 4 * (uint32_t)threads;
 }
 
-int spnn_conv_split_outputs(spnn_model* m, spnn_op* op, const spnn_op* consumer) {
-  if (op->code != SPNN_OP_CONV2D || !op->state || !dw_splits_channels(consumer, m->max_threads))
-    return 0;
+/* Packs the expansion `op` in output-channel parts: `even` parts of rows * k / even (each a
+ * whole number of its sparse blocks), or, for even = 0, up to PARTS of about equal work.
+ * 1 if done; otherwise the layer keeps its whole-layer packing. */
+static int pack_output_parts(spnn_model* m, spnn_op* op, uint32_t even) {
   conv_state* s = (conv_state*)op->state;
-  const conv_state* d = (const conv_state*)consumer->state;
-  /* an expansion: its input, which every thread then reads whole, is the smaller tensor */
-  if ((s->kind != CONV_SPMM && s->kind != CONV_GEMM) || s->parts || s->kparts || s->then_dw ||
-      s->batch != 1 || d->batch_in != s->batch_out || s->cols >= s->rows)
-    return 0;
   const spnn_tensor* w = spnn_in(m, op, 1);
   const spnn_tensor* b = spnn_in(m, op, 2);
   const float* bias = b ? b->data : NULL;
+  const spnn_sparse* sp = s->kind == CONV_SPMM ? w->sparse : NULL;
+  if (s->kind == CONV_SPMM ? !sp : !w->data) return 0;
+  conv_state t = *s; /* packed into a copy: on failure the layer stays as it was */
+  memset(t.part_packed, 0, sizeof t.part_packed);
+  if (even) {
+    if (even > PARTS) return 0;
+    for (uint32_t k = 0; k <= even; k++) {
+      t.part_row[k] = (uint32_t)((size_t)s->rows * k / even);
+      if (sp && k < even && t.part_row[k] % sp->block) return 0;
+    }
+    t.parts = even;
+  } else {
+    t.parts = sp ? cut_parts(sp->rows, sp->block, sp->counts, t.part_row)
+                 : cut_parts(s->rows, 8, NULL, t.part_row);
+  }
+  if (!t.parts) return 0;
   size_t bytes = 0;
-  spnn_status st = SPNN_ERROR_FORMAT;
-  if (s->kind == CONV_SPMM && w->sparse)
-    st = pack_spmm_parts(m, s, w->sparse, bias, s->cs.out_h * s->cs.out_w, &bytes);
-  else if (s->kind == CONV_GEMM && w->data)
-    st = pack_gemm_parts(m, s, w->data, bias, &bytes);
-  if (st != SPNN_OK || !s->parts) { /* keeps the whole-layer packing */
-    for (uint32_t k = 0; k < s->parts; k++) spnn_dealloc(s->part_packed[k]);
-    s->parts = 0;
+  if ((sp ? pack_spmm_parts(m, &t, sp, bias, s->cs.out_h * s->cs.out_w, &bytes)
+          : pack_gemm_parts(m, &t, w->data, bias, &bytes)) != SPNN_OK) {
+    for (uint32_t k = 0; k < t.parts; k++) spnn_dealloc(t.part_packed[k]);
     m->error[0] = 0;
     return 0;
   }
-  spnn_dealloc(s->packed);
-  s->packed = NULL;
-  op->state_bytes = bytes;
-  s->units = s->parts;
-  s->align = 1;
-  return 1;
-}
-
-size_t spnn_conv_split_inputs(spnn_model* m, spnn_op* op, const spnn_op* producer) {
-  if (op->code != SPNN_OP_CONV2D || producer->code != SPNN_OP_CONV2D || !op->state ||
-      !producer->state)
-    return 0;
-  conv_state *s = (conv_state*)op->state, *d = (conv_state*)producer->state;
-  const int threads = m->max_threads;
-  /* a projection: the partial sums (its output channels, per part) that cross between cores
-   * are fewer than the input channels a pixel split would move */
-  if (threads > MAX_KPARTS || s->kind != CONV_SPMM || s->batch != 1 || s->then_dw ||
-      !dw_splits_channels(producer, threads) || d->batch_out != s->batch_in ||
-      2 * s->rows > s->cols)
-    return 0;
-  const spnn_tensor* w = spnn_in(m, op, 1);
-  const spnn_tensor* b = spnn_in(m, op, 2);
-  if (!w || !w->sparse) return 0;
-  const spnn_sparse* sp = w->sparse;
-  const uint32_t pixels = s->cs.out_h * s->cs.out_w;
-  conv_state t = *s; /* packed into a copy: on failure the layer stays as it was */
-  t.kparts = (uint32_t)threads;
-  size_t bytes = 0;
-  for (uint32_t k = 0; k < t.kparts; k++) {
-    /* the depthwise layer's channels of thread k (threadpool.h) */
-    const uint32_t c0 = (uint32_t)((size_t)s->cols * k / t.kparts);
-    const uint32_t c1 = (uint32_t)((size_t)s->cols * (k + 1) / t.kparts);
-    uint32_t stored = 0;
-    for (uint32_t i = 0; i < sp->num_steps; i++) stored += sp->columns[i] >= c0 && sp->columns[i] < c1;
-    const size_t size = spnn_spmm_packed_bytes(sp->rows, c1 - c0, sp->block, stored);
-    if (!(t.kpart_packed[k] = spnn_alloc(size)) ||
-        spnn_spmm_pack_columns(sp->rows, sp->cols, sp->block, sp->counts, sp->columns, sp->values,
-                               k == 0 && b ? b->data : NULL, pixels, c0, c1, t.kpart_packed[k],
-                               &t.kpart_spmm[k]) != 0) {
-      for (uint32_t j = 0; j <= k; j++) spnn_dealloc(t.kpart_packed[j]);
-      return 0;
-    }
-    bytes += size;
-  }
-  /* the whole-layer packing is not needed any more */
   for (uint32_t k = 0; k < s->parts; k++) spnn_dealloc(s->part_packed[k]);
   spnn_dealloc(s->packed);
   t.packed = NULL;
-  t.parts = 0;
+  t.units = t.parts;
+  t.align = 1;
   *s = t;
+  op->state_bytes = bytes;
+  return 1;
+}
+
+/* Whether `op` is an expansion that may split its output channels for the depthwise layer d
+ * after it (packed again where a small plane had it in parts already): its input, which every
+ * thread then reads whole, is the smaller tensor. */
+static int splits_outputs_for(const spnn_op* op, const conv_state* d) {
+  const conv_state* s = (const conv_state*)op->state;
+  return op->code == SPNN_OP_CONV2D && s && (s->kind == CONV_SPMM || s->kind == CONV_GEMM) &&
+         !s->kparts && !s->then_dw && !s->chain_dw && s->batch == 1 &&
+         d->batch_in == s->batch_out && s->cols < s->rows;
+}
+
+int spnn_conv_split_outputs(spnn_model* m, spnn_op* op, const spnn_op* consumer) {
+  if (!dw_splits_channels(consumer, m->max_threads) ||
+      !splits_outputs_for(op, (const conv_state*)consumer->state) ||
+      ((const conv_state*)op->state)->parts)
+    return 0;
+  return pack_output_parts(m, op, 0);
+}
+
+/* Whether `op` is a projection that may sum its input channels in parts, one per thread of
+ * the channel-split depthwise layer `producer` before it: the partial sums (its output
+ * channels, per part) that cross between cores are fewer than the input channels a pixel
+ * split would move. */
+static int splits_inputs_for(spnn_model* m, const spnn_op* op, const spnn_op* producer) {
+  if (op->code != SPNN_OP_CONV2D || producer->code != SPNN_OP_CONV2D || !op->state ||
+      !producer->state)
+    return 0;
+  const conv_state *s = (const conv_state*)op->state, *d = (const conv_state*)producer->state;
+  const spnn_tensor* w = spnn_in(m, op, 1);
+  return m->max_threads <= MAX_KPARTS && s->kind == CONV_SPMM && s->batch == 1 && !s->then_dw &&
+         !s->kparts && dw_splits_channels(producer, m->max_threads) &&
+         d->batch_out == s->batch_in && 2 * s->rows <= s->cols && w && w->sparse;
+}
+
+/* Packs the projection `op` in m->max_threads input-channel parts into *t, a copy of its
+ * state, of *bytes; the floats of m->scratch it then needs, or 0 (nothing is kept). */
+static size_t pack_input_parts(spnn_model* m, spnn_op* op, conv_state* t, size_t* bytes) {
+  const conv_state* s = (const conv_state*)op->state;
+  const spnn_tensor* b = spnn_in(m, op, 2);
+  const spnn_sparse* sp = spnn_in(m, op, 1)->sparse;
+  const uint32_t pixels = s->cs.out_h * s->cs.out_w;
+  *t = *s;
+  t->kparts = (uint32_t)m->max_threads;
+  *bytes = 0;
+  for (uint32_t k = 0; k < t->kparts; k++) {
+    /* the depthwise layer's channels of thread k (threadpool.h) */
+    const uint32_t c0 = (uint32_t)((size_t)s->cols * k / t->kparts);
+    const uint32_t c1 = (uint32_t)((size_t)s->cols * (k + 1) / t->kparts);
+    uint32_t stored = 0;
+    for (uint32_t i = 0; i < sp->num_steps; i++) stored += sp->columns[i] >= c0 && sp->columns[i] < c1;
+    const size_t size = spnn_spmm_packed_bytes(sp->rows, c1 - c0, sp->block, stored);
+    if (!(t->kpart_packed[k] = spnn_alloc(size)) ||
+        spnn_spmm_pack_columns(sp->rows, sp->cols, sp->block, sp->counts, sp->columns, sp->values,
+                               k == 0 && b ? b->data : NULL, pixels, c0, c1, t->kpart_packed[k],
+                               &t->kpart_spmm[k]) != 0) {
+      for (uint32_t j = 0; j <= k; j++) spnn_dealloc(t->kpart_packed[j]);
+      return 0;
+    }
+    *bytes += size;
+  }
+  t->packed = NULL;
+  t->parts = 0;
+  return (size_t)t->kparts * s->rows * pixels;
+}
+
+/* Makes *t, from pack_input_parts, the state of `op`; the whole-layer packing goes. */
+static void use_input_parts(spnn_op* op, conv_state* t, size_t bytes) {
+  conv_state* s = (conv_state*)op->state;
+  for (uint32_t k = 0; k < s->parts; k++) spnn_dealloc(s->part_packed[k]);
+  spnn_dealloc(s->packed);
+  *s = *t;
   op->state_bytes = bytes;
   snprintf(s->fused_name, sizeof s->fused_name, "%s/%u", op->kernel, (unsigned)s->kparts);
   op->kernel = s->fused_name;
-  return (size_t)s->kparts * s->rows * pixels;
+}
+
+size_t spnn_conv_split_inputs(spnn_model* m, spnn_op* op, const spnn_op* producer) {
+  if (!splits_inputs_for(m, op, producer)) return 0;
+  conv_state t;
+  size_t bytes;
+  const size_t floats = pack_input_parts(m, op, &t, &bytes);
+  if (floats) use_input_parts(op, &t, bytes);
+  return floats;
+}
+
+/* ---- The channel chain: an expansion, a channel-split depthwise layer and a projection ----
+ * With the three layers split as above, thread k's part of each reads only what its own
+ * part of the one before wrote: the expansion's output channels [C k / T, C (k + 1) / T)
+ * (T the threads the model is loaded for), the depthwise layer on those channels, the
+ * projection's partial sums over them. So each thread runs its three parts one after another
+ * in one job, with no wait between the layers, and the projection's op only adds the parts.
+ * Each part sums as it would alone, so the bits are those of the layers run one by one. */
+static void chain_task(void* ctx, size_t b, size_t e) {
+  conv_state* s = (conv_state*)ctx;
+  const conv_state* d = (const conv_state*)s->chain_dw->state;
+  const conv_state* p = (const conv_state*)s->chain_pw->state;
+  for (size_t k = b; k < e; k++) {
+    conv_units(s, 0, k, k + 1);
+    d->dw(&d->ds, s->part_row[k], s->part_row[k + 1], d->batch_in, d->packed, d->batch_out, d->lo,
+          d->hi);
+    sum_kpart(p, k, 0, p->cs.out_h * (size_t)p->cs.out_w);
+  }
+}
+
+static void run_chain(spnn_model* m, spnn_op* op, conv_state* s) {
+  ((conv_state*)s->chain_pw->state)->ksums = m->scratch;
+  spnn_parallel(m, op->macs + s->chain_dw->macs + s->chain_pw->macs, s->parts, 1, chain_task, s);
+}
+
+size_t spnn_conv_chain(spnn_model* m, spnn_op* op, spnn_op* dw, spnn_op* pw) {
+  const uint32_t threads = (uint32_t)m->max_threads;
+  if (threads > PARTS || !dw_splits_channels(dw, m->max_threads) || !op->state ||
+      !splits_outputs_for(op, (const conv_state*)dw->state) || !splits_inputs_for(m, pw, dw))
+    return 0;
+  conv_state* s = (conv_state*)op->state;
+  const spnn_tensor* w = spnn_in(m, op, 1);
+  if (s->kind == CONV_SPMM && w->sparse)
+    for (uint32_t k = 1; k < threads; k++) /* parts of whole sparse blocks */
+      if ((size_t)s->rows * k / threads % w->sparse->block) return 0;
+  conv_state t;
+  size_t bytes;
+  const size_t floats = pack_input_parts(m, pw, &t, &bytes);
+  if (!floats) return 0;
+  if (!pack_output_parts(m, op, threads)) {
+    for (uint32_t k = 0; k < t.kparts; k++) spnn_dealloc(t.kpart_packed[k]);
+    return 0;
+  }
+  use_input_parts(pw, &t, bytes);
+  conv_state* p = (conv_state*)pw->state;
+  p->chained = 1;
+  s->chain_dw = dw;
+  s->chain_pw = pw;
+  snprintf(s->fused_name, sizeof s->fused_name, "%s/%u+%s+%s", op->kernel, (unsigned)threads,
+           dw->kernel, pw->kernel);
+  op->kernel = s->fused_name;
+  pw->kernel = "add_parts";
+  return floats;
 }
 
 static void run_conv_layer(spnn_model* m, spnn_op* op);
 
 static void run_conv(spnn_model* m, spnn_op* op) {
   conv_state* s = (conv_state*)op->state;
+  if (s->chain_dw) {
+    run_chain(m, op, s);
+    return;
+  }
+  if (s->kparts && s->chained) {
+    /* the chain summed the parts; the calling thread adds them (a job on every thread for
+     * so little work costs more in its hand-over than it saves) */
+    kpart_sum_task(s, 0, s->cs.out_h * (size_t)s->cs.out_w);
+    return;
+  }
   if (s->kparts) {
     run_kparts(m, op, s);
     return;
@@ -560,10 +676,10 @@ static uint32_t cut_parts(uint32_t rows, uint32_t align, const uint32_t* cost,
   return parts;
 }
 
-/* Packs the sparse weight's channel parts (see SPLIT_CHANNELS_BELOW); 0 if not split. */
+/* Packs the sparse weight's channel parts, rows [s->part_row[k], s->part_row[k + 1]) (see
+ * SPLIT_CHANNELS_BELOW), *bytes in all. */
 static spnn_status pack_spmm_parts(spnn_model* m, conv_state* s, const spnn_sparse* sp,
                                    const float* bias, uint32_t pixels, size_t* bytes) {
-  s->parts = cut_parts(sp->rows, sp->block, sp->counts, s->part_row);
   *bytes = 0;
   for (uint32_t k = 0; k < s->parts; k++) {
     const uint32_t r0 = s->part_row[k], r1 = s->part_row[k + 1];
@@ -584,9 +700,9 @@ static spnn_status pack_spmm_parts(spnn_model* m, conv_state* s, const spnn_spar
   return SPNN_OK;
 }
 
+/* The same for a dense weight. */
 static spnn_status pack_gemm_parts(spnn_model* m, conv_state* s, const float* w,
                                    const float* bias, size_t* bytes) {
-  s->parts = cut_parts(s->rows, 8, NULL, s->part_row);
   *bytes = 0;
   for (uint32_t k = 0; k < s->parts; k++) {
     const uint32_t r0 = s->part_row[k], n = s->part_row[k + 1] - r0;
@@ -665,7 +781,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
                  : sp->block == 2 ? SPMM_NAME(SPMM_MR2, 2)
                                   : SPMM_NAME(SPMM_MR1, 1);
     op->macs = (double)pixels * sp->nnz;
-    if (cut_in_parts(m, pixels)) {
+    if (cut_in_parts(m, pixels) && (s->parts = cut_parts(sp->rows, sp->block, sp->counts, s->part_row))) {
       if ((st = pack_spmm_parts(m, s, sp, bias, (uint32_t)pixels, &bytes))) return st;
     }
     if (!s->parts) {
@@ -680,7 +796,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
     if (pointwise) {
       s->kind = CONV_GEMM;
       op->kernel = "gemm";
-      if (cut_in_parts(m, pixels)) {
+      if (cut_in_parts(m, pixels) && (s->parts = cut_parts(s->rows, 8, NULL, s->part_row))) {
         if ((st = pack_gemm_parts(m, s, w->data, bias, &bytes))) return st;
       }
       if (!s->parts) {
