@@ -20,8 +20,8 @@ GROUPS = (("spmm", "sparse 1x1"), ("gemm", "dense 1x1"), ("dwconv", "depthwise")
 
 
 def group(kernel: str) -> str:
-    if "+" in kernel:
-        return "1x1 + depthwise, band by band"
+    if "+" in kernel:  # parts ("/N") on the 1x1 layers: a channel chain; else a band walk
+        return "1x1 + depthwise, channel chain" if "/" in kernel else "1x1 + depthwise, band by band"
     return next((name for prefix, name in GROUPS if kernel.startswith(prefix)), "other")
 
 
