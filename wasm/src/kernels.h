@@ -125,8 +125,8 @@ int spnn_spmm_splits(const spnn_spmm_weights* w, size_t row_width);
 /* Whether writing split rows pays for `w`: its tiles stop at every row end, so they run
  * emptier than tiles across rows (a tile across two rows would store its parts at places
  * computed per group of pixels, which cost more in Chromium than the copy they save); under
- * 3/4 full on average (56-pixel rows in 48-pixel tiles: 48 + 8) they cost more than the
- * depthwise layer's copy. */
+ * 3/4 full on average they cost more than the depthwise layer's copy. A 56-pixel row, which
+ * 48-pixel tiles would cut 48 + 8, is cut 32 + 24 instead, and that pays. */
 int spnn_spmm_split_pays(const spnn_spmm_weights* w, size_t row_width);
 void spnn_spmm_run_split(const spnn_spmm_weights* w, size_t pixel_begin, size_t pixel_end,
                          const float* input, float* output, size_t row_width, float out_min,

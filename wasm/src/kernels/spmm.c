@@ -174,6 +174,13 @@ SPNN_INLINE void spmm_range(size_t mr, size_t nr, uint32_t mode, size_t pixel_be
     }                                                                                      \
   }
 
+/* Whether a row of `row` pixels, split into tiles of `mr`, ends in tiles of 32 and 24 pixels
+ * instead of its last full tile and an 8-pixel one (56 = 48 + 8): the narrow tile would pay
+ * a whole tile's per-column work for two vectors. */
+SPNN_INLINE int split_row_ends_32_24(size_t row, size_t mr) {
+  return mr == 48 && row > mr && row % mr == 8;
+}
+
 /* The same tiles writing rows split into their even and odd columns (spnn_spmm_run_split),
  * row by row: each row's full tiles, then its tails, so that every tile lies in one row and
  * its even columns land one after the other from the row's start + half the tile's column.
@@ -194,10 +201,20 @@ SPNN_INLINE void spmm_split_range(size_t mr, size_t nr, size_t pixel_begin, size
     const uint32_t n = *counts++;
     const float* next = input;
     for (size_t y = 0; y < length; y += row) {
+      const int ends_32_24 = split_row_ends_32_24(row, mr);
+      const size_t full_end = ends_32_24 ? row - mr - 8 : row;
       size_t x = 0;
-      for (; x + mr <= row; x += mr) {
+      for (; x + mr <= full_end; x += mr) {
         next = spmm_block_tile(mr, nr, SPMM_SPLIT, n, input + y + x, w, increments,
                                output + y + x / 2, NULL, pixels, vmin, vmax, half) - (y + x);
+      }
+      if (ends_32_24) {
+        next = spmm_block_tile(32, nr, SPMM_SPLIT, n, input + y + x, w, increments,
+                               output + y + x / 2, NULL, pixels, vmin, vmax, half) - (y + x);
+        x += 32;
+        next = spmm_block_tile(24, nr, SPMM_SPLIT, n, input + y + x, w, increments,
+                               output + y + x / 2, NULL, pixels, vmin, vmax, half) - (y + x);
+        x += 24;
       }
       _Pragma("clang loop unroll(full)")  /* constant widths: registers */
       for (size_t width = 32; width >= 8; width /= 2) {
@@ -300,6 +317,7 @@ int spnn_spmm_splits(const spnn_spmm_weights* w, size_t row_width) {
 int spnn_spmm_split_pays(const spnn_spmm_weights* w, size_t row_width) {
   for (uint32_t s = 0; s < w->num_segments; s++) {
     const size_t mr = segment_tile(&w->segments[s]);
+    if (split_row_ends_32_24(row_width, mr)) continue; /* 32 + 24: measured to pay */
     if (4 * row_width < 3 * mr * split_tiles(row_width, mr)) return 0;
   }
   return 1;
