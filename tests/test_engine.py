@@ -625,13 +625,14 @@ def test_layers_around_channel_split_depthwise(c, e, hw, stride, residual, tmp_p
     values; loaded for one thread, whole layers. On 3 threads under ASan and UBSan with no
     report."""
     graphs = {keep: _inverted_residual_graph(c, e, hw, stride, 0.8, residual, keep_d=keep) for keep in (False, True)}
-    data = pack(graphs[False], sparse=True)
+    packed = {keep: pack(g, sparse=True) for keep, g in graphs.items()}
+    data = packed[False]
     x = np.random.default_rng(11).standard_normal((1, c, hw, hw)).astype(np.float32)
     ref = reference.run(graphs[False], {"x": x})["y"]
     for loaded in (1, 2, 3, 4):
         outs, kernels = [], {}
-        for keep, g in graphs.items():
-            with NativeModel(pack(g, sparse=True), threads=loaded) as m:
+        for keep in graphs:
+            with NativeModel(packed[keep], threads=loaded) as m:
                 m.set_profiling(True)
                 for t in range(loaded, 0, -1):
                     m.set_threads(t)

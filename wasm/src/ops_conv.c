@@ -380,45 +380,56 @@ static int dw_splits_channels(const spnn_op* op, int threads) {
          dw_bands(d, threads) == 1 && d->ds.channels >= 4 * (uint32_t)threads;
 }
 
-/* Packs the expansion `op` in output-channel parts: `even` parts of rows * k / even (each a
- * whole number of its sparse blocks), or, for even = 0, up to PARTS of about equal work.
- * 1 if done; otherwise the layer keeps its whole-layer packing. */
-static int pack_output_parts(spnn_model* m, spnn_op* op, uint32_t even) {
-  conv_state* s = (conv_state*)op->state;
+/* Rows cut into up to PARTS parts of about equal work (cut_parts): by stored blocks for a
+ * sparse weight `sp`, by 8-row groups for a dense one. */
+static uint32_t cut_layer_parts(const conv_state* s, const spnn_sparse* sp, uint32_t* part_row) {
+  return sp ? cut_parts(sp->rows, sp->block, sp->counts, part_row)
+            : cut_parts(s->rows, 8, NULL, part_row);
+}
+
+/* Packs the expansion `op` in output-channel parts into *t, a copy of its state, of *bytes:
+ * `even` parts of rows * k / even (each a whole number of its sparse blocks), or, for even =
+ * 0, up to PARTS of about equal work. 1 if done; 0 if not (nothing is kept). */
+static int pack_output_parts(spnn_model* m, spnn_op* op, uint32_t even, conv_state* t,
+                             size_t* bytes) {
+  const conv_state* s = (const conv_state*)op->state;
   const spnn_tensor* w = spnn_in(m, op, 1);
   const spnn_tensor* b = spnn_in(m, op, 2);
   const float* bias = b ? b->data : NULL;
   const spnn_sparse* sp = s->kind == CONV_SPMM ? w->sparse : NULL;
   if (s->kind == CONV_SPMM ? !sp : !w->data) return 0;
-  conv_state t = *s; /* packed into a copy: on failure the layer stays as it was */
-  memset(t.part_packed, 0, sizeof t.part_packed);
+  *t = *s;
+  memset(t->part_packed, 0, sizeof t->part_packed);
   if (even) {
     if (even > PARTS) return 0;
     for (uint32_t k = 0; k <= even; k++) {
-      t.part_row[k] = (uint32_t)((size_t)s->rows * k / even);
-      if (sp && k < even && t.part_row[k] % sp->block) return 0;
+      t->part_row[k] = (uint32_t)((size_t)s->rows * k / even);
+      if (sp && k < even && t->part_row[k] % sp->block) return 0;
     }
-    t.parts = even;
+    t->parts = even;
   } else {
-    t.parts = sp ? cut_parts(sp->rows, sp->block, sp->counts, t.part_row)
-                 : cut_parts(s->rows, 8, NULL, t.part_row);
+    t->parts = cut_layer_parts(s, sp, t->part_row);
   }
-  if (!t.parts) return 0;
-  size_t bytes = 0;
-  if ((sp ? pack_spmm_parts(m, &t, sp, bias, s->cs.out_h * s->cs.out_w, &bytes)
-          : pack_gemm_parts(m, &t, w->data, bias, &bytes)) != SPNN_OK) {
-    for (uint32_t k = 0; k < t.parts; k++) spnn_dealloc(t.part_packed[k]);
+  if (!t->parts) return 0;
+  if ((sp ? pack_spmm_parts(m, t, sp, bias, s->cs.out_h * s->cs.out_w, bytes)
+          : pack_gemm_parts(m, t, w->data, bias, bytes)) != SPNN_OK) {
+    for (uint32_t k = 0; k < t->parts; k++) spnn_dealloc(t->part_packed[k]);
     m->error[0] = 0;
     return 0;
   }
+  t->packed = NULL;
+  t->units = t->parts;
+  t->align = 1;
+  return 1;
+}
+
+/* Makes *t, from pack_output_parts, the state of `op`; the packing it had goes. */
+static void use_output_parts(spnn_op* op, conv_state* t, size_t bytes) {
+  conv_state* s = (conv_state*)op->state;
   for (uint32_t k = 0; k < s->parts; k++) spnn_dealloc(s->part_packed[k]);
   spnn_dealloc(s->packed);
-  t.packed = NULL;
-  t.units = t.parts;
-  t.align = 1;
-  *s = t;
+  *s = *t;
   op->state_bytes = bytes;
-  return 1;
 }
 
 /* Whether `op` is an expansion that may split its output channels for the depthwise layer d
@@ -436,7 +447,11 @@ int spnn_conv_split_outputs(spnn_model* m, spnn_op* op, const spnn_op* consumer)
       !splits_outputs_for(op, (const conv_state*)consumer->state) ||
       ((const conv_state*)op->state)->parts)
     return 0;
-  return pack_output_parts(m, op, 0);
+  conv_state t;
+  size_t bytes;
+  if (!pack_output_parts(m, op, 0, &t, &bytes)) return 0;
+  use_output_parts(op, &t, bytes);
+  return 1;
 }
 
 /* Whether `op` is a projection that may sum its input channels in parts, one per thread of
@@ -534,21 +549,17 @@ size_t spnn_conv_chain(spnn_model* m, spnn_op* op, spnn_op* dw, spnn_op* pw) {
   if (threads > PARTS || !dw_splits_channels(dw, m->max_threads) || !op->state ||
       !splits_outputs_for(op, (const conv_state*)dw->state) || !splits_inputs_for(m, pw, dw))
     return 0;
-  conv_state* s = (conv_state*)op->state;
-  const spnn_tensor* w = spnn_in(m, op, 1);
-  if (s->kind == CONV_SPMM && w->sparse)
-    for (uint32_t k = 1; k < threads; k++) /* parts of whole sparse blocks */
-      if ((size_t)s->rows * k / threads % w->sparse->block) return 0;
-  conv_state t;
-  size_t bytes;
-  const size_t floats = pack_input_parts(m, pw, &t, &bytes);
-  if (!floats) return 0;
-  if (!pack_output_parts(m, op, threads)) {
-    for (uint32_t k = 0; k < t.kparts; k++) spnn_dealloc(t.kpart_packed[k]);
+  conv_state out, in; /* both packed before either is used: on failure all stays as it was */
+  size_t out_bytes, in_bytes;
+  if (!pack_output_parts(m, op, threads, &out, &out_bytes)) return 0;
+  const size_t floats = pack_input_parts(m, pw, &in, &in_bytes);
+  if (!floats) {
+    for (uint32_t k = 0; k < out.parts; k++) spnn_dealloc(out.part_packed[k]);
     return 0;
   }
-  use_input_parts(pw, &t, bytes);
-  conv_state* p = (conv_state*)pw->state;
+  use_output_parts(op, &out, out_bytes);
+  use_input_parts(pw, &in, in_bytes);
+  conv_state *s = (conv_state*)op->state, *p = (conv_state*)pw->state;
   p->chained = 1;
   s->chain_dw = dw;
   s->chain_pw = pw;
@@ -781,7 +792,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
                  : sp->block == 2 ? SPMM_NAME(SPMM_MR2, 2)
                                   : SPMM_NAME(SPMM_MR1, 1);
     op->macs = (double)pixels * sp->nnz;
-    if (cut_in_parts(m, pixels) && (s->parts = cut_parts(sp->rows, sp->block, sp->counts, s->part_row))) {
+    if (cut_in_parts(m, pixels) && (s->parts = cut_layer_parts(s, sp, s->part_row))) {
       if ((st = pack_spmm_parts(m, s, sp, bias, (uint32_t)pixels, &bytes))) return st;
     }
     if (!s->parts) {
@@ -796,7 +807,7 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
     if (pointwise) {
       s->kind = CONV_GEMM;
       op->kernel = "gemm";
-      if (cut_in_parts(m, pixels) && (s->parts = cut_parts(s->rows, 8, NULL, s->part_row))) {
+      if (cut_in_parts(m, pixels) && (s->parts = cut_layer_parts(s, NULL, s->part_row))) {
         if ((st = pack_gemm_parts(m, s, w->data, bias, &bytes))) return st;
       }
       if (!s->parts) {
