@@ -159,6 +159,8 @@ const LOADERS = {
   },
 };
 
+const PROGRESS_EVERY_MS = 500;
+
 const stats = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
@@ -185,8 +187,16 @@ export async function runBench(configs, opts = {}) {
   const settle = () => new Promise((resolve) => setTimeout(resolve, settleMs));
   const progress = opts.progress || globalThis.benchProgress || (() => {});
   const total = configs.length * (2 + warmup) + runs * configs.length;
-  let done = 0;
-  const tick = async (what) => { done++; await progress(done, total, what); };
+  // Progress goes out at most every PROGRESS_EVERY_MS: each report is a round trip through the
+  // browser to the driver, work that would otherwise share the cores with the next timed run.
+  let done = 0, reported = -Infinity;
+  const tick = async (what) => {
+    done++;
+    const now = performance.now();
+    if (done < total && now - reported < PROGRESS_EVERY_MS) return;
+    reported = now;
+    await progress(done, total, what);
+  };
   const live = [];
   const results = [];
   for (const cfg of configs) {
