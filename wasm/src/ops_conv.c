@@ -578,7 +578,7 @@ static void run_conv(spnn_model* m, spnn_op* op) {
     run_chain(m, op, s);
     return;
   }
-  if (s->kparts && s->chained) {
+  if (s->chained) {
     /* the chain summed the parts; the calling thread adds them (a job on every thread for
      * so little work costs more in its hand-over than it saves) */
     kpart_sum_task(s, 0, s->cs.out_h * (size_t)s->cs.out_w);
