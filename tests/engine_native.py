@@ -136,6 +136,12 @@ class NativeModel:
     def profile(self) -> list:
         return json.loads(lib().spnn_profile_json(self._m).decode())
 
+    def input_values(self, i: int) -> np.ndarray:
+        """A copy of what input i's buffer holds now."""
+        shape = self.input_shapes[i]
+        n = int(np.prod(shape, dtype=np.int64))
+        return np.ctypeslib.as_array(lib().spnn_input_data(self._m, i), shape=(n,)).copy().reshape(shape)
+
     def run(self, inputs) -> list[np.ndarray]:
         L = lib()
         L.spnn_wake_threads(self._m)  # as the JS runtime does before writing the inputs
@@ -144,6 +150,11 @@ class NativeModel:
             if x.shape != shape:
                 raise ValueError(f"input {i}: shape {x.shape}, the model expects {shape}")
             ctypes.memmove(L.spnn_input_data(self._m, i), x.ctypes.data, x.nbytes)
+        return self.run_in_place()
+
+    def run_in_place(self) -> list[np.ndarray]:
+        """Runs on what the input buffers hold now (nothing written)."""
+        L = lib()
         st = L.spnn_run(self._m)
         if st:
             raise EngineError(st, L.spnn_error(self._m).decode())

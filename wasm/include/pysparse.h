@@ -5,9 +5,10 @@
  * allocates nothing. Errors are values: every call that can fail returns a status and
  * writes a message into the model's (or the caller's) error buffer.
  *
- * Activations are float32, NCHW, batch 1. Input tensors live inside the engine's arena:
- * write into the pointer spnn_input_data() returns, call spnn_run(), read the pointer
- * spnn_output_data() returns.
+ * Activations are float32, NCHW, batch 1. Write into the pointer spnn_input_data()
+ * returns, call spnn_run(), read the pointer spnn_output_data() returns. Each input has a
+ * buffer of its own that runs only read, so it holds what was written until it is written
+ * again (run the same input twice, or change part of it, without writing it all again).
  */
 #ifndef PYSPARSE_H
 #define PYSPARSE_H
@@ -50,7 +51,8 @@ const char* spnn_output_name(const spnn_model* model, int index);
 /* Number of dimensions; the dims are written to `dims` (room for 6). -1 on a bad index. */
 int spnn_input_shape(const spnn_model* model, int index, int32_t* dims);
 int spnn_output_shape(const spnn_model* model, int index, int32_t* dims);
-/* Where to write input `index` (NCHW float32) before spnn_run. NULL on a bad index. */
+/* Where to write input `index` (NCHW float32) before spnn_run; the values stay until the
+ * caller changes them. NULL on a bad index. */
 float* spnn_input_data(spnn_model* model, int index);
 /* Where output `index` is after spnn_run; valid until the next spnn_run. */
 const float* spnn_output_data(const spnn_model* model, int index);

@@ -41,7 +41,8 @@ typedef struct spnn_tensor {
   const char* name;
   uint32_t weight;    /* constants: index into the WEIGHTS table */
   uint32_t offset;    /* activations and inputs: arena byte offset */
-  float* data;        /* arena + offset, or the decoded constant (NULL while sparse-only) */
+  float* data;        /* arena + offset (graph inputs: their own buffer), or the decoded
+                         constant (NULL while sparse-only) */
   spnn_sparse* sparse;/* constants stored sparse */
   int32_t producer;   /* op index writing it; -1 for inputs and constants */
   int32_t last_use;   /* last op index reading it (num_ops for graph outputs) */
@@ -90,6 +91,7 @@ struct spnn_model {
 
   uint8_t* arena;
   size_t arena_bytes;
+  float* input_block;  /* the graph inputs' own buffers (they outlive runs; see keep_inputs) */
   size_t constant_bytes; /* decoded constants kept for ops that read them directly */
 
   int max_threads;

@@ -56,6 +56,7 @@ void spnn_free(spnn_model* m) {
   free(m->inputs);
   free(m->outputs);
   spnn_dealloc(m->arena);
+  spnn_dealloc(m->input_block);
   spnn_dealloc(m->scratch);
   free(m->strings);
   free(m->metadata);

@@ -737,6 +737,25 @@ static spnn_status check_arena(spnn_model* m, uint32_t arena_bytes) {
   return SPNN_OK;
 }
 
+/* The graph inputs get buffers of their own, outside the arena: the memory plan lets later
+ * tensors reuse an input's bytes once its last reader has run, but a caller's input should
+ * still be there after a run (to run it again, or to write only what changed), as in any
+ * runtime that reads its inputs in place. Offsets keep describing the plan; only the
+ * inputs' data pointers move. */
+static spnn_status keep_inputs(spnn_model* m) {
+  size_t floats = 0;
+  for (uint32_t j = 0; j < m->num_inputs; j++) floats += (m->tensors[m->inputs[j]].count + 15u) & ~(size_t)15;
+  if (!(m->input_block = (float*)spnn_calloc(floats * sizeof(float))))
+    return spnn_fail(m, SPNN_ERROR_NOMEM, "cannot allocate the %zu bytes of the inputs", floats * 4);
+  float* at = m->input_block;
+  for (uint32_t j = 0; j < m->num_inputs; j++) {
+    spnn_tensor* t = &m->tensors[m->inputs[j]];
+    t->data = at;
+    at += (t->count + 15u) & ~(size_t)15;
+  }
+  return SPNN_OK;
+}
+
 static spnn_status parse_graph(spnn_model* m, const section* s, spnn_weight* ws,
                                uint32_t num_weights) {
   const uint8_t* g = s->p;
@@ -795,7 +814,7 @@ static spnn_status parse_graph(spnn_model* m, const section* s, spnn_weight* ws,
     spnn_tensor* t = &m->tensors[i];
     if (t->kind != SPNN_KIND_CONSTANT) t->data = (float*)(m->arena + t->offset);
   }
-  return SPNN_OK;
+  return keep_inputs(m);
 }
 
 /* ---- residual adds folded into the convolution before them ----------------------------
