@@ -155,7 +155,9 @@ export class Model {
   #toTensor(input, spec, opts) {
     if (isPixelSource(input)) {
       const custom = ['range', 'mean', 'std', 'resize'].some((k) => opts[k] !== undefined);
-      return pixelsToTensor(input, spec.shape, custom ? pixelOptions(this.#inputMeta, opts) : this.#pixels, opts.crop);
+      // straight into the engine's input buffer: no copy afterwards
+      return pixelsToTensor(input, spec.shape, custom ? pixelOptions(this.#inputMeta, opts) : this.#pixels, opts.crop,
+                            this.#inputView(spec));
     }
     if (input instanceof Float32Array) return input;
     if (ArrayBuffer.isView(input) || Array.isArray(input)) {
@@ -199,12 +201,18 @@ export class Model {
       if (!(spec.name in named)) throw new Error(`missing input '${spec.name}'`);
       const tensor = this.#toTensor(named[spec.name], spec, opts);
       const expected = product(spec.shape);
+      if (tensor.length === 0 && tensor.buffer.byteLength === 0 && expected > 0) {
+        throw new Error(`input '${spec.name}' is a view of memory that is gone (the engine's memory grew, ` +
+          'or the buffer was transferred): call inputData() again');
+      }
       if (tensor.length !== expected) {
         throw new Error(`input '${spec.name}' has ${tensor.length} values; the model expects ` +
           `${spec.shape.join('x')} = ${expected} (float32, NCHW)`);
       }
       const ptr = m._spnn_input_data(this.#ptr, spec.index);
       if (!ptr) throw new PysparseError(`no buffer for input '${spec.name}'`, 'argument');
+      // already in the engine's input buffer (inputData(), or pixels written there): no copy
+      if (tensor.byteOffset === ptr && tensor.buffer === heapBuffer(m)) continue;
       this.#heap().f32.set(tensor, ptr >> 2);
     }
     const status = m._spnn_run(this.#ptr);
@@ -219,6 +227,28 @@ export class Model {
       result[spec.name] = { data: f32.slice(ptr >> 2, (ptr >> 2) + n), shape: [...spec.shape] };
     }
     return result;
+  }
+
+  /**
+   * The engine's own buffer for input `name` (default: the first) as a Float32Array (NCHW):
+   * write the input into it and pass it to run(), which then reads it in place instead of
+   * copying it in. Runs only read it, so it keeps its values from run to run. A view is valid
+   * until the engine's memory grows (another model loaded into the same engine); get it
+   * again after that (run() reports a stale view).
+   */
+  inputData(name) {
+    this.#alive();
+    const spec = name === undefined ? this.#inputs[0] : this.#inputs.find((t) => t.name === name);
+    if (!spec) {
+      throw new Error(`unknown input '${name}'; the model's inputs are: ${this.#inputs.map((t) => t.name).join(', ')}`);
+    }
+    return this.#inputView(spec);
+  }
+
+  #inputView(spec) {
+    const ptr = this.#m._spnn_input_data(this.#ptr, spec.index);
+    if (!ptr) throw new PysparseError(`no buffer for input '${spec.name}'`, 'argument');
+    return new Float32Array(heapBuffer(this.#m), ptr, product(spec.shape));
   }
 
   /**

@@ -33,6 +33,42 @@ test('outputs equal the numpy reference (simd, 1 thread)', async () => {
   }
 });
 
+// inputData(): the engine's own input buffer, read in place by run(); runs never write it
+// (the memory plan reuses an input's arena bytes once it is read, so the engine keeps inputs
+// apart), so a second run of the same view gives the same answer.
+test('inputData: run(view) reads the engine buffer in place and leaves it as written', async () => {
+  for (const opts of [{ variant: 'simd', threads: 1 }, { threads: 2 }]) {
+    const model = await load(casePath('model.spnn'), opts);
+    try {
+      const view = model.inputData();
+      assert.equal(view.length, input.length);
+      assert.deepEqual(model.inputData(manifest.input.name), view);
+      view.set(input);
+      assertMatchesReference(model.run(view));
+      assert.deepEqual(view, input, 'a run changed the input buffer');
+      assertMatchesReference(model.run(view));
+      const copied = model.run(input); // a copy into the same buffer: same bits
+      const inPlace = model.run(view);
+      for (const name of Object.keys(copied)) assert.deepEqual(inPlace[name].data, copied[name].data);
+      assert.throws(() => model.inputData('nope'), /unknown input 'nope'/);
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
+test('a view of memory that is gone is a clear error', async () => {
+  const model = await load(casePath('model.spnn'), { variant: 'simd' });
+  try {
+    const buffer = new ArrayBuffer(4 * input.length);
+    const stale = new Float32Array(buffer);
+    structuredClone(buffer, { transfer: [buffer] }); // detaches `buffer`, as memory growth does
+    assert.throws(() => model.run(stale), /memory that is gone.*inputData\(\)/);
+  } finally {
+    model.dispose();
+  }
+});
+
 test('loads from bytes (Uint8Array and ArrayBuffer)', async () => {
   const bytes = new Uint8Array(await readFile(casePath('model.spnn')));
   for (const source of [bytes, bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)]) {
