@@ -60,16 +60,20 @@ const LOADERS = {
     // cfg.dist: another engine build's folder (an A/B of two builds in one session)
     if (cfg.dist) opts.locateFile = (name) => new URL(cfg.dist + name, location.href).href;
     const model = await loadPysparse(bytes, opts);
-    const x = makeInput(prod(model.inputs[0].shape));
+    // The input goes in once, into the engine's own input buffer (as LiteRT.js's goes into
+    // its Tensor), and every run reads it there. The view is taken again per run: loading
+    // another model into the same engine may have grown its memory since.
+    model.inputData().set(makeInput(prod(model.inputs[0].shape)));
+    const run = () => model.run(model.inputData());
     return {
-      run: () => model.run(x),
+      run,
       dispose: () => model.dispose(),
       info: { variant: model.info.variant, build: model.info.buildVariant, threads: model.info.threads },
       profile: typeof model.profile === 'function' ? (n) => {
         model.setProfiling(true);
         const total = new Map();
         for (let i = 0; i < n; i++) {
-          model.run(x);
+          run();
           for (const row of model.profile()) {
             const key = `${row.name}\u0000${row.op}\u0000${row.kernel}`;
             total.set(key, (total.get(key) || 0) + row.us);
