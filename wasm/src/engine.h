@@ -89,9 +89,9 @@ struct spnn_model {
   uint32_t* inputs;
   uint32_t* outputs;
 
+  uint8_t* memory;      /* the graph inputs' own buffers (they outlive runs), then the arena */
   uint8_t* arena;
   size_t arena_bytes;
-  float* input_block;  /* the graph inputs' own buffers (they outlive runs; see keep_inputs) */
   size_t constant_bytes; /* decoded constants kept for ops that read them directly */
 
   int max_threads;

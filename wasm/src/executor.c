@@ -55,8 +55,7 @@ void spnn_free(spnn_model* m) {
   free(m->op_io);
   free(m->inputs);
   free(m->outputs);
-  spnn_dealloc(m->arena);
-  spnn_dealloc(m->input_block);
+  spnn_dealloc(m->memory);
   spnn_dealloc(m->scratch);
   free(m->strings);
   free(m->metadata);

@@ -740,18 +740,29 @@ static spnn_status check_arena(spnn_model* m, uint32_t arena_bytes) {
 /* The graph inputs get buffers of their own, outside the arena: the memory plan lets later
  * tensors reuse an input's bytes once its last reader has run, but a caller's input should
  * still be there after a run (to run it again, or to write only what changed), as in any
- * runtime that reads its inputs in place. Offsets keep describing the plan; only the
+ * runtime that reads its inputs in place. They sit in one allocation with the arena, before
+ * it, each a whole number of 64-byte lines; offsets keep describing the plan, only the
  * inputs' data pointers move. */
-static spnn_status keep_inputs(spnn_model* m) {
-  size_t floats = 0;
-  for (uint32_t j = 0; j < m->num_inputs; j++) floats += (m->tensors[m->inputs[j]].count + 15u) & ~(size_t)15;
-  if (!(m->input_block = (float*)spnn_calloc(floats * sizeof(float))))
-    return spnn_fail(m, SPNN_ERROR_NOMEM, "cannot allocate the %zu bytes of the inputs", floats * 4);
-  float* at = m->input_block;
+static size_t input_floats(const spnn_tensor* t) { return (t->count + 15u) & ~(size_t)15; }
+
+static spnn_status allocate_memory(spnn_model* m, uint32_t arena_bytes) {
+  size_t inputs = 0;
+  for (uint32_t j = 0; j < m->num_inputs; j++) inputs += input_floats(&m->tensors[m->inputs[j]]);
+  m->memory = (uint8_t*)spnn_calloc(4 * inputs + arena_bytes);
+  if (!m->memory)
+    return spnn_fail(m, SPNN_ERROR_NOMEM, "cannot allocate the %u-byte arena and %zu bytes of inputs",
+                     arena_bytes, 4 * inputs);
+  m->arena = m->memory + 4 * inputs;
+  m->arena_bytes = arena_bytes;
+  for (uint32_t i = 0; i < m->num_tensors; i++) {
+    spnn_tensor* t = &m->tensors[i];
+    if (t->kind != SPNN_KIND_CONSTANT) t->data = (float*)(m->arena + t->offset);
+  }
+  float* at = (float*)m->memory;
   for (uint32_t j = 0; j < m->num_inputs; j++) {
     spnn_tensor* t = &m->tensors[m->inputs[j]];
     t->data = at;
-    at += (t->count + 15u) & ~(size_t)15;
+    at += input_floats(t);
   }
   return SPNN_OK;
 }
@@ -807,14 +818,7 @@ static spnn_status parse_graph(spnn_model* m, const section* s, spnn_weight* ws,
                        m->tensors[i].name);
   for (uint32_t j = 0; j < m->num_outputs; j++) m->tensors[m->outputs[j]].last_use = (int32_t)m->num_ops;
   if ((st = check_memory_plan(m)) || (st = check_arena(m, arena_bytes))) return st;
-  m->arena_bytes = arena_bytes;
-  m->arena = (uint8_t*)spnn_calloc(arena_bytes);
-  if (!m->arena) return spnn_fail(m, SPNN_ERROR_NOMEM, "cannot allocate the %u-byte arena", arena_bytes);
-  for (uint32_t i = 0; i < m->num_tensors; i++) {
-    spnn_tensor* t = &m->tensors[i];
-    if (t->kind != SPNN_KIND_CONSTANT) t->data = (float*)(m->arena + t->offset);
-  }
-  return keep_inputs(m);
+  return allocate_memory(m, arena_bytes);
 }
 
 /* ---- residual adds folded into the convolution before them ----------------------------
