@@ -149,7 +149,7 @@ class Model:
             if name not in specs:
                 raise KeyError(f"unknown input {name!r}; the model's inputs are {list(specs)}")
             buf = as_float32(value, specs[name]["shape"], f"input {name!r}")
-            tensor = js.Float32Array.new(len(buf))
+            tensor = self._js.inputData(name)  # the engine's own input buffer: run() reads it in place
             tensor.assign(buf)
             setattr(js_inputs, name, tensor)
         try:
