@@ -176,12 +176,17 @@ export class Model {
       }
       return { [this.#inputs[0].name]: input };
     }
-    for (const key of Object.keys(input)) {
-      if (!this.#inputs.some((t) => t.name === key)) {
-        throw new Error(`unknown input '${key}'; the model's inputs are: ${this.#inputs.map((t) => t.name).join(', ')}`);
-      }
-    }
+    for (const key of Object.keys(input)) this.#inputSpec(key);
     return input;
+  }
+
+  // The input called `name`, or an error naming the model's inputs.
+  #inputSpec(name) {
+    const spec = this.#inputs.find((t) => t.name === name);
+    if (!spec) {
+      throw new Error(`unknown input '${name}'; the model's inputs are: ${this.#inputs.map((t) => t.name).join(', ')}`);
+    }
+    return spec;
   }
 
   /**
@@ -209,11 +214,10 @@ export class Model {
         throw new Error(`input '${spec.name}' has ${tensor.length} values; the model expects ` +
           `${spec.shape.join('x')} = ${expected} (float32, NCHW)`);
       }
-      const ptr = m._spnn_input_data(this.#ptr, spec.index);
-      if (!ptr) throw new PysparseError(`no buffer for input '${spec.name}'`, 'argument');
+      const buffer = this.#inputView(spec);
       // already in the engine's input buffer (inputData(), or pixels written there): no copy
-      if (tensor.byteOffset === ptr && tensor.buffer === heapBuffer(m)) continue;
-      this.#heap().f32.set(tensor, ptr >> 2);
+      if (tensor.byteOffset === buffer.byteOffset && tensor.buffer === buffer.buffer) continue;
+      buffer.set(tensor);
     }
     const status = m._spnn_run(this.#ptr);
     if (status !== 0) {
@@ -238,11 +242,7 @@ export class Model {
    */
   inputData(name) {
     this.#alive();
-    const spec = name === undefined ? this.#inputs[0] : this.#inputs.find((t) => t.name === name);
-    if (!spec) {
-      throw new Error(`unknown input '${name}'; the model's inputs are: ${this.#inputs.map((t) => t.name).join(', ')}`);
-    }
-    return this.#inputView(spec);
+    return this.#inputView(name === undefined ? this.#inputs[0] : this.#inputSpec(name));
   }
 
   #inputView(spec) {
