@@ -475,3 +475,23 @@ def test_layer_probe_times_the_layer_it_was_asked_for():
     assert out.returncode == 0 and "gemv 16 x 24 after 1 MB elsewhere (simd128): median" in out.stdout
     out = probe("conv", "3")
     assert out.returncode == 2 and "usage" in out.stderr
+
+
+def test_depthwise_ab_build_renames_every_baseline_function():
+    """`make -C wasm bench-dwconv-ab` links the working tree's depthwise, convolution and
+    GEMM kernels beside a baseline revision's, whose external functions it renames
+    (KBASE_DW_RENAME); one left out is defined twice and the A/B no longer links."""
+    import re
+
+    mk = (ROOT / "wasm" / "kernels.mk").read_text()
+    block = re.search(r"KBASE_DW_RENAME := \$\(foreach f,(.*?),-D", mk, re.S).group(1)
+    renamed = {"spnn_" + name for name in block.replace("\\", " ").split()}
+    sources = re.search(r"KBASE_DW_SRCS := (.*)", mk).group(1).split()
+    defined = set()
+    for src in sources:
+        text = (ROOT / "wasm" / "src" / "kernels" / src).read_text()
+        # a definition at the start of a line, not static: "type spnn_name(...) {"
+        defined |= set(re.findall(r"^(?!static)[a-z_0-9 ]+[ *](spnn_\w+)\([^;]*?\)\s*\{",
+                                  text, re.M | re.S))
+    assert len(defined) >= 10, defined
+    assert defined <= renamed, sorted(defined - renamed)
