@@ -117,7 +117,8 @@ export declare class Model {
   readonly outputs: TensorInfo[];
   readonly info: ModelInfo;
   run(input: Input | Record<string, Input>, opts?: RunOptions): Outputs;
-  /** The engine's own buffer for an input (NCHW); run(view) reads it in place. */
+  /** The engine's own buffer for an input (NCHW), the same view on every call until the
+   * engine's memory grows; run(view) reads it in place. */
   inputData(name?: string): Float32Array;
   /** Starts the worker threads ahead of the next run() (e.g. as a frame arrives). */
   wake(): void;

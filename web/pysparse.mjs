@@ -74,6 +74,7 @@ export class Model {
   #info;
   #inputMeta; // the metadata's `input` entry: range, mean, std, resize of pixel inputs
   #pixels; // pixelOptions() from it alone
+  #views = { buffer: null }; // typed arrays over the engine's memory, made again when it changes
 
   constructor(engine, ptr, info) {
     this.#m = engine;
@@ -104,9 +105,15 @@ export class Model {
     });
   }
 
+  // Views of the engine's memory: kept from call to call (a run pays for no new ones) until
+  // the memory grows, which gives it a new buffer. inputs[i] is the view of input i's buffer.
   #heap() {
     const buffer = heapBuffer(this.#m);
-    return { u8: new Uint8Array(buffer), f32: new Float32Array(buffer), i32: new Int32Array(buffer) };
+    if (this.#views.buffer !== buffer) {
+      this.#views = { buffer, u8: new Uint8Array(buffer), f32: new Float32Array(buffer),
+                      i32: new Int32Array(buffer), inputs: [] };
+    }
+    return this.#views;
   }
 
   #string(ptr) {
@@ -201,8 +208,11 @@ export class Model {
     this.#alive();
     const m = this.#m;
     m._spnn_wake_threads?.(this.#ptr); // the workers get going while the inputs are prepared
-    const named = this.#namedInputs(input);
-    for (const spec of this.#inputs) {
+    // inputData()'s own view of a one-input model's buffer, still current: nothing to prepare
+    const inPlace = this.#inputs.length === 1 && input === this.#views.inputs?.[0] &&
+      this.#views.buffer === heapBuffer(m);
+    const named = inPlace ? {} : this.#namedInputs(input);
+    for (const spec of inPlace ? [] : this.#inputs) {
       if (!(spec.name in named)) throw new Error(`missing input '${spec.name}'`);
       const tensor = this.#toTensor(named[spec.name], spec, opts);
       const expected = product(spec.shape);
@@ -236,9 +246,9 @@ export class Model {
   /**
    * The engine's own buffer for input `name` (default: the first) as a Float32Array (NCHW):
    * write the input into it and pass it to run(), which then reads it in place instead of
-   * copying it in. Runs only read it, so it keeps its values from run to run. A view is valid
-   * until the engine's memory grows (another model loaded into the same engine); get it
-   * again after that (run() reports a stale view).
+   * copying it in. Runs only read it, so it keeps its values from run to run. The same view
+   * comes back on every call until the engine's memory grows (another model loaded into the
+   * same engine), which makes it stale: get it again after that (run() reports a stale view).
    */
   inputData(name) {
     this.#alive();
@@ -246,9 +256,13 @@ export class Model {
   }
 
   #inputView(spec) {
-    const ptr = this.#m._spnn_input_data(this.#ptr, spec.index);
-    if (!ptr) throw new PysparseError(`no buffer for input '${spec.name}'`, 'argument');
-    return new Float32Array(heapBuffer(this.#m), ptr, product(spec.shape));
+    const views = this.#heap();
+    if (!views.inputs[spec.index]) {
+      const ptr = this.#m._spnn_input_data(this.#ptr, spec.index);
+      if (!ptr) throw new PysparseError(`no buffer for input '${spec.name}'`, 'argument');
+      views.inputs[spec.index] = new Float32Array(views.buffer, ptr, product(spec.shape));
+    }
+    return views.inputs[spec.index];
   }
 
   /**

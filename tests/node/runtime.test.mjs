@@ -50,6 +50,14 @@ test('inputData: run(view) reads the engine buffer in place and leaves it as wri
       const copied = model.run(input); // a copy into the same buffer: same bits
       const inPlace = model.run(view);
       for (const name of Object.keys(copied)) assert.deepEqual(inPlace[name].data, copied[name].data);
+      // the same view every time (run() knows it and prepares nothing), and what is written
+      // into it between runs is what the next run reads
+      assert.equal(model.inputData(), view);
+      view.fill(0);
+      const zeros = model.run(model.inputData());
+      assert.ok(Object.keys(zeros).some((name) => zeros[name].data.some((v, i) => v !== copied[name].data[i])));
+      view.set(input);
+      assertMatchesReference(model.run(model.inputData()));
       assert.throws(() => model.inputData('nope'), /unknown input 'nope'/);
     } finally {
       model.dispose();
