@@ -211,8 +211,25 @@ export class Model {
     // inputData()'s own view of a one-input model's buffer, still current: nothing to prepare
     const inPlace = this.#inputs.length === 1 && input === this.#views.inputs?.[0] &&
       this.#views.buffer === heapBuffer(m);
-    const named = inPlace ? {} : this.#namedInputs(input);
-    for (const spec of inPlace ? [] : this.#inputs) {
+    if (!inPlace) this.#writeInputs(input, opts);
+    const status = m._spnn_run(this.#ptr);
+    if (status !== 0) {
+      throw new PysparseError(`run failed: ${this.#string(m._spnn_error(this.#ptr))}`, STATUS[status] ?? String(status));
+    }
+    const result = {};
+    const f32 = this.#heap().f32;
+    for (const spec of this.#outputs) {
+      const ptr = m._spnn_output_data(this.#ptr, spec.index);
+      const n = product(spec.shape);
+      result[spec.name] = { data: f32.slice(ptr >> 2, (ptr >> 2) + n), shape: [...spec.shape] };
+    }
+    return result;
+  }
+
+  // Every input into the engine's input buffers, checked: copied there, unless already there.
+  #writeInputs(input, opts) {
+    const named = this.#namedInputs(input);
+    for (const spec of this.#inputs) {
       if (!(spec.name in named)) throw new Error(`missing input '${spec.name}'`);
       const tensor = this.#toTensor(named[spec.name], spec, opts);
       const expected = product(spec.shape);
@@ -229,18 +246,6 @@ export class Model {
       if (tensor.byteOffset === buffer.byteOffset && tensor.buffer === buffer.buffer) continue;
       buffer.set(tensor);
     }
-    const status = m._spnn_run(this.#ptr);
-    if (status !== 0) {
-      throw new PysparseError(`run failed: ${this.#string(m._spnn_error(this.#ptr))}`, STATUS[status] ?? String(status));
-    }
-    const result = {};
-    const f32 = this.#heap().f32;
-    for (const spec of this.#outputs) {
-      const ptr = m._spnn_output_data(this.#ptr, spec.index);
-      const n = product(spec.shape);
-      result[spec.name] = { data: f32.slice(ptr >> 2, (ptr >> 2) + n), shape: [...spec.shape] };
-    }
-    return result;
   }
 
   /**
