@@ -216,6 +216,27 @@ def test_users_files_pruned_on_request_reach_both_runtimes(tmp_path):
     assert _user_files([lite], tmp_path)[2:] == []  # without sparsities: as given only
 
 
+def test_users_onnx_files_run_on_onnxruntime_web_as_given(tmp_path):
+    """An .onnx the user gives: pysparse runs it packed, onnxruntime-web the file itself, in a
+    page of its own (what runs right after ORT in a round is slowed); pruned copies are
+    pysparse's only (ORT has no sparse path to take)."""
+    import torch
+    from pysparse.bench.runtimes import prepare
+    from pysparse.bench.suite import sessions_of
+    from pysparse.importers.torch import export_onnx
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 1)).eval()
+    f = tmp_path / "tiny.onnx"
+    f.write_bytes(export_onnx(net, torch.zeros(1, 3, 16, 16)))
+    arts = prepare([], tmp_path / "out", files=[f], file_sparsities=[0.8], blocks=[1])
+    assert [(a.system, a.label) for a in arts] == [
+        ("pysparse", "pysparse tiny.onnx"), ("ort", "ort tiny.onnx"), ("pysparse", "pysparse tiny.onnx 80% b1")]
+    assert arts[1].path.read_bytes() == f.read_bytes() and arts[1].notes["source"] == arts[0].notes["source"]
+    assert [[a.label for a in page] for _, page in sessions_of(arts)] == [
+        ["pysparse tiny.onnx", "pysparse tiny.onnx 80% b1"], ["ort tiny.onnx"]]
+    assert [a.system for a in prepare([], tmp_path / "out", systems=("pysparse",), files=[f])] == ["pysparse"]
+
+
 def test_published_sparse_models_run_as_shipped(tmp_path):
     """MediaPipe's sparse models: pysparse packs the file as imported, LiteRT.js gets the
     original bytes, the pair shares sparsity and block; the legacy runtime the same file."""
@@ -311,18 +332,24 @@ def test_users_own_files_share_one_session(tmp_path):
     from pysparse.pack import pack
     from pysparse.prune import oneshot
     from pysparse.importers import load_model
+    import torch
+    from pysparse.importers.torch import export_onnx
     lite = assets.model_path("hand_landmark_lite.tflite")
     pruned = tmp_path / "lite80.spnn"
     pruned.write_bytes(pack(oneshot(load_model(lite), 0.8)))
+    tiny = tmp_path / "tiny.onnx"
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 1)).eval()
+    tiny.write_bytes(export_onnx(net, torch.zeros(1, 3, 32, 32)))
     out = tmp_path / "bench"
-    assert main(["bench", str(lite), str(pruned), "--threads", "1", "--runs", "2", "--warmup", "0",
+    assert main(["bench", str(lite), str(pruned), str(tiny), "--threads", "1", "--runs", "2", "--warmup", "0",
                  "--no-profile", "--out", str(out)]) == 0
     record = json.loads((out / "results.json").read_text())
     rows = record["results"]
     assert {(r["system"], r["label"]) for r in rows} == {
         ("pysparse", "pysparse hand_landmark_lite.tflite"), ("litert", "litert hand_landmark_lite.tflite"),
-        ("pysparse", "pysparse lite80.spnn")}
-    assert len(record["sessions"]) == 1 and all(r["median_ms"] > 0 for r in rows)
+        ("pysparse", "pysparse lite80.spnn"), ("pysparse", "pysparse tiny.onnx"), ("ort", "ort tiny.onnx")}
+    # one page for pysparse's and LiteRT.js's rows, one for onnxruntime-web's
+    assert len(record["sessions"]) == 2 and all(r["median_ms"] > 0 for r in rows)
     assert next(r for r in rows if r["file"] == "user.lite80.spnn")["notes"]["pointwise_sparsity"] > 0.75
 
 

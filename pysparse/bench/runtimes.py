@@ -215,7 +215,8 @@ USER_FILES = "your files"  # the benchmark model that groups the user's own file
 
 def _user_files(files, out: Path, sparsities=(), blocks=(1,)) -> list[Artifact]:
     """The user's own models, each as given: pysparse runs the `.spnn` (a `.tflite` or `.onnx`
-    packed first, keeping its precision), LiteRT.js a `.tflite` as it is. With `sparsities`,
+    packed first, keeping its precision), LiteRT.js a `.tflite` and onnxruntime-web an
+    `.onnx` as they are. With `sparsities`,
     also each one-shot pruned at every sparsity and block (`pysparse.prune.oneshot`, as the
     built-in models are): pysparse runs it packed, LiteRT.js (for a `.tflite`) a copy of the
     file with the same zeros in TFLite's sparse storage. A row's `notes["source"]` names the
@@ -235,6 +236,7 @@ def _user_files(files, out: Path, sparsities=(), blocks=(1,)) -> list[Artifact]:
     for k, f in enumerate(files):
         data = f.read_bytes()
         is_spnn, is_tflite = data[:4] == SPNN_MAGIC, f.suffix.lower() == ".tflite"
+        is_onnx = not is_spnn and f.suffix.lower() == ".onnx"
         imported = read_spnn(data).graph if is_spnn else load_model(f)
         graph = imported if is_spnn else optimize(imported)
         blob = data if is_spnn else pack(graph)
@@ -244,9 +246,10 @@ def _user_files(files, out: Path, sparsities=(), blocks=(1,)) -> list[Artifact]:
         shown, prefix = (f.name, "user.") if names.count(f.name) == 1 else (str(f), f"user.{k}.")
         arts.append(Artifact(USER_FILES, "pysparse", zeros, 1, _write(out / f"{prefix}{f.stem}.spnn", blob), shape,
                              f"pysparse {shown}", {"pointwise_sparsity": zeros, "source": str(f)}))
-        if is_tflite:
-            arts.append(Artifact(USER_FILES, "litert", zeros, 1, _write(out / f"{prefix}{f.name}", data), shape,
-                                 f"litert {shown}", {"pointwise_sparsity": zeros, "source": str(f)}))
+        if is_tflite or is_onnx:
+            system = "litert" if is_tflite else "ort"
+            arts.append(Artifact(USER_FILES, system, zeros, 1, _write(out / f"{prefix}{f.name}", data), shape,
+                                 f"{system} {shown}", {"pointwise_sparsity": zeros, "source": str(f)}))
         for s in sparsities:
             for block in blocks:
                 pruned = oneshot(imported, s, block=block)

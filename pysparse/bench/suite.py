@@ -55,20 +55,21 @@ def by_memory(artifacts) -> list[list]:
 def sessions_of(artifacts) -> list[tuple[str, list]]:
     """The browser sessions of one thread count: per model, one per pruning block for
     pysparse and the .tflite runtimes, the dense files in the first, and onnxruntime-web in
-    a page of its own. (A page holding the tfjs-tflite files of every block at 2 threads,
+    a page of its own (one per file for the user's files). (A page holding the tfjs-tflite files of every block at 2 threads,
     nine instances, hangs in tfjs-tflite's thread start-up; five are fine. At 2 threads
     whatever ran right after onnxruntime-web in a round took up to twice its time, for tens
     of ms after ORT's run, spinning threads or not.)"""
     out = []
     for model in dict.fromkeys(a.model for a in artifacts):
         mine = [a for a in artifacts if a.model == model and a.system != "ort"]
-        if all(a.notes.get("source") for a in mine):  # the user's files, as given
-            out.extend((model, group) for group in by_memory(mine))
+        ort = [a for a in artifacts if a.model == model and a.system == "ort"]
+        if all(a.notes.get("source") for a in mine + ort):  # the user's files, as given
+            out.extend((model, group) for group in by_memory(mine) if group)
+            out.extend((model, [a]) for a in ort)  # each alone: ORT slows what runs after it
             continue
         blocks = list(dict.fromkeys(a.block for a in mine if a.sparsity > 0)) or [1]
         for k, b in enumerate(blocks):
             out.append((model, [a for a in mine if (a.sparsity == 0 and k == 0) or (a.sparsity > 0 and a.block == b)]))
-        ort = [a for a in artifacts if a.model == model and a.system == "ort"]
         if ort:
             out.append((model, ort))
     return out

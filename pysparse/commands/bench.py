@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
                                    "and write build/bench/results.json and PNG charts. Ratios are LiteRT.js's "
                                    "time over pysparse's.")
     p.add_argument("files", nargs="*", type=Path, metavar="MODEL",
-                   help="your own .spnn/.tflite/.onnx files, timed as given in one session (then only these "
+                   help="your own .spnn/.tflite/.onnx files, timed as given in one session, a .tflite also by "
+                        "LiteRT.js and an .onnx by onnxruntime-web (in a page of its own) (then only these "
                         "unless --models is given too)")
     p.add_argument("--models", type=_list(str), default=None,
                    help=f"comma-separated (default: {','.join(ALL_MODELS)})")
