@@ -133,3 +133,34 @@ def test_size_of_a_pruned_hand_model(tmp_path, capsys):
     params = sum(t.size for t in f.graph.tensors.values() if t.is_constant)
     assert size <= 0.40 * source
     assert size <= 0.25 * 4 * params
+
+
+def test_commands_that_import_take_the_import_bound(tmp_path, capsys):
+    """A trusted .onnx that makes its weights with ConstantOfShape past the default bound:
+    pack, prune and bench refuse it with a message naming --max-import-elements, and take it
+    with the bound raised."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pysparse.bench.runtimes import prepare
+    from pysparse.errors import ResourceLimitError
+
+    value = numpy_helper.from_array(np.array([0.01], np.float32))
+    nodes = [helper.make_node("ConstantOfShape", ["wshape"], ["w"], value=value),
+             helper.make_node("Conv", ["x", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 1200, 1, 1))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 4000, 1, 1))],
+                              [numpy_helper.from_array(np.array([4000, 1200, 1, 1], np.int64), "wshape")])
+    model = tmp_path / "made.onnx"
+    model.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    onnx.checker.check_model(str(model))
+    for argv in (["pack", str(model), "-o", str(tmp_path / "a.spnn")],
+                 ["prune", str(model), "-o", str(tmp_path / "b.spnn"), "--sparsity", "0.5"]):
+        assert main(argv) == 2
+        assert "--max-import-elements N" in capsys.readouterr().err
+        assert main(argv + ["--max-import-elements", "5000000"]) == 0
+        assert read_spnn(open(argv[3], "rb").read()).graph.ops
+    with pytest.raises(ResourceLimitError, match="max-import-elements"):
+        prepare([], tmp_path / "bench", systems=("pysparse",), files=[model])
+    (art,) = prepare([], tmp_path / "bench", systems=("pysparse",), files=[model], max_import_elements=5_000_000)
+    assert art.path.read_bytes()[:4] == b"SPNN"

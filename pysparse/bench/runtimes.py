@@ -213,7 +213,7 @@ def _mobilenet(out: Path, sparsities, blocks, include_ort: bool = True) -> list[
 USER_FILES = "your files"  # the benchmark model that groups the user's own files
 
 
-def _user_files(files, out: Path, sparsities=(), blocks=(1,)) -> list[Artifact]:
+def _user_files(files, out: Path, sparsities=(), blocks=(1,), max_elements: int | None = None) -> list[Artifact]:
     """The user's own models, each as given: pysparse runs the `.spnn` (a `.tflite` or `.onnx`
     packed first, keeping its precision), LiteRT.js a `.tflite` and onnxruntime-web an
     `.onnx` as they are. With `sparsities`,
@@ -237,7 +237,7 @@ def _user_files(files, out: Path, sparsities=(), blocks=(1,)) -> list[Artifact]:
         data = f.read_bytes()
         is_spnn, is_tflite = data[:4] == SPNN_MAGIC, f.suffix.lower() == ".tflite"
         is_onnx = not is_spnn and f.suffix.lower() == ".onnx"
-        imported = read_spnn(data).graph if is_spnn else load_model(f)
+        imported = read_spnn(data).graph if is_spnn else load_model(f, max_elements=max_elements)
         graph = imported if is_spnn else optimize(imported)
         blob = data if is_spnn else pack(graph)
         shape = graph.tensors[graph.inputs[0]].shape
@@ -298,11 +298,12 @@ def _legacy_tflite(art: Artifact) -> Artifact:
 
 
 def prepare(models, out_dir: Path, sparsities=SPARSITIES, blocks=(1, 4), systems=DEFAULT_SYSTEMS, files=(),
-            file_sparsities=()):
+            file_sparsities=(), max_import_elements: int | None = None):
     """Builds (or reuses, when unchanged) every file the benchmark loads, under `out_dir`; the
-    user's `files` also pruned at each of `file_sparsities` (and `blocks`)."""
+    user's `files` also pruned at each of `file_sparsities` (and `blocks`), imported within
+    `max_import_elements` (`load_model`'s bound)."""
     out_dir = Path(out_dir)
-    arts: list[Artifact] = _user_files(files, out_dir, file_sparsities, blocks) if files else []
+    arts: list[Artifact] = _user_files(files, out_dir, file_sparsities, blocks, max_import_elements) if files else []
     for model in models:
         if model in MEDIAPIPE_MODELS:
             arts += _mediapipe(model, out_dir, sparsities, blocks)

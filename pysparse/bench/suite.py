@@ -79,7 +79,8 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
                   blocks=(1, 4), systems=DEFAULT_SYSTEMS, out_dir: Path = OUT_DIR,
                   profile: bool = True, progress_bar: bool = True, console=None,
                   session_timeout_s: float = 900, files=(), settle_ms: float = SETTLE_MS,
-                  engines: dict[str, Path] | None = None, repeat: int = 1, file_sparsities=()) -> dict:
+                  engines: dict[str, Path] | None = None, repeat: int = 1, file_sparsities=(),
+                  max_import_elements: int | None = None) -> dict:
     """`repeat`: browser sessions per configuration, one after another over the whole set
     (every other one loading the configurations in reverse order, so that none is always
     loaded first); the rows combine them (`report.combine_sessions`)."""
@@ -92,7 +93,8 @@ def run_benchmark(models, threads=(1, 2), runs: int = 20, warmup: int = 3, spars
     models_dir = out_dir / "models"
     if console is not None:
         console.print(f"building model files under {models_dir} ...")
-    artifacts = prepare(models, models_dir, sparsities, blocks, systems, files, file_sparsities)
+    artifacts = prepare(models, models_dir, sparsities, blocks, systems, files, file_sparsities,
+                        max_import_elements)
     loadavg_before = os.getloadavg()  # other work on the machine skews every figure
     by_id = {a.id: a for a in artifacts}
     rows, sessions = [], []

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from ..tables import add_format_option
+from . import add_import_limit
 
 
 def _list(kind):
@@ -56,6 +57,7 @@ def add_parser(sub) -> None:
                    help="also time every pysparse configuration on the engine build in DIR (the "
                         "pysparse-*.mjs/.wasm files of `make -C wasm wasm DIST=DIR`, e.g. from another "
                         "revision), in the same page, rows labelled '@NAME' (DIR's name); repeatable")
+    add_import_limit(p)
     add_format_option(p)
     p.set_defaults(func=run)
 
@@ -111,7 +113,8 @@ def run(args) -> int:
                            sparsities=args.sparsities, blocks=args.blocks, systems=args.systems,
                            out_dir=args.out, profile=not args.no_profile, console=console, files=args.files,
                            settle_ms=args.settle_ms, engines=engines, repeat=args.sessions,
-                           file_sparsities=args.sparsities if pruned_files else ())
+                           file_sparsities=args.sparsities if pruned_files else (),
+                           max_import_elements=args.max_import_elements)
     report.print_table(record, console, args.table)
     console.print(f"results: {args.out}/results.json; charts: {', '.join(record['charts'])}", soft_wrap=True)
     problems = report.validate(record)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import add_import_limit
+
 RESIZE_MODES = ("stretch", "letterbox")
 
 
@@ -62,9 +64,7 @@ def add_parser(sub) -> None:
                           "black bars)")
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="take N images per run (inputs [N, C, H, W]) from a batch-1 model")
-    p.add_argument("--max-import-elements", type=int, default=None, metavar="N",
-                   help="let the import build up to N elements beyond the file's bytes (for a trusted model "
-                        "whose weights are made at load, e.g. by ONNX ConstantOfShape)")
+    add_import_limit(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--sparse", dest="sparse", action="store_const", const=True, default=None,
                       help="store every 1x1 convolution and fully connected weight sparse")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import add_import_limit
+
 SPNN_MAGIC = b"SPNN"
 
 
@@ -35,11 +37,13 @@ def add_parser(sub) -> None:
                         "of pysparse.assets)")
     p.add_argument("--calibration-size", type=int, default=64,
                    help="calibration inputs (default 64)")
+    add_import_limit(p)
     p.set_defaults(func=run)
 
 
-def load_any(path: Path):
-    """An optimised graph from a .tflite/.onnx/.spnn file, and the `source` metadata entry."""
+def load_any(path: Path, max_elements: int | None = None):
+    """An optimised graph from a .tflite/.onnx/.spnn file, and the `source` metadata entry
+    (`max_elements`: the import bound of `load_model`)."""
     from ..format.reader import read_spnn
     from ..importers import load_model
     from ..pack import SOURCE_FORMATS, sha256_file
@@ -51,7 +55,7 @@ def load_any(path: Path):
         graph = read_spnn(data).graph
         source = dict(graph.metadata.get("source") or {})
     else:
-        graph = load_model(path)
+        graph = load_model(path, max_elements=max_elements)
         source = {"file": path.name, "sha256": sha256_file(path), "bytes": len(data),
                   "format": SOURCE_FORMATS.get(path.suffix.lower(), path.suffix.lstrip("."))}
     return optimize(graph), source
@@ -87,7 +91,7 @@ def run(args) -> int:
         raise ValueError(f"refusing to overwrite the source model {args.model}")
     if not args.output.parent.is_dir():
         raise FileNotFoundError(f"output folder {args.output.parent} does not exist")
-    graph, source = load_any(args.model)
+    graph, source = load_any(args.model, args.max_import_elements)
     weights = args.weights or source_precision(graph)  # judged before pruning refits anything
     rule = dict(exclude=args.exclude, include=args.include)
     if args.calibrate:

@@ -25,7 +25,8 @@ class ElementBudget:
         """Raises unless `elements` more fit (nothing is taken)."""
         if elements > self.left:
             raise ResourceLimitError(f"{what}: {elements} elements, more than the {self.left} left of the "
-                                     f"{self.limit} an import of this file may build")
+                                     f"{self.limit} an import of this file may build (for a trusted file, "
+                                     "raise the bound: --max-import-elements N, or max_elements=N in Python)")
 
     def take(self, elements: int, what: str) -> None:
         self.check(elements, what)
