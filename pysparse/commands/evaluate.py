@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from ..tables import add_format_option
+from . import add_import_limit
 
 
 def add_parser(sub) -> None:
@@ -21,6 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-yardstick", action="store_true", help="leave hand_landmark_lite out")
     p.add_argument("--json", type=Path, default=None, help="write the figures here too")
     add_format_option(p)
+    add_import_limit(p)
     p.set_defaults(func=run)
 
 
@@ -30,7 +32,7 @@ def run(args) -> int:
     from ..tables import Table, emit
     from ..training import distill, evaluate as E, sources as S
     from .prune import load_any
-    dense = load_any(args.dense)[0]
+    dense = load_any(args.dense, args.max_import_elements)[0]
     teacher = distill.Teacher(dense)
     if args.images:
         images, names = E.image_crops(teacher, E.image_paths(args.images))
@@ -47,7 +49,7 @@ def run(args) -> int:
                   ["model", "mean landmark error", "p90", "presence agrees", "handedness agrees"], right={1, 2, 3, 4})
     results = {}
     for label, path in candidates:
-        q = E.compare(ref, E.run_graph(load_any(path)[0], images), names, by_source=True)
+        q = E.compare(ref, E.run_graph(load_any(path, args.max_import_elements)[0], images), names, by_source=True)
         results[label] = q
         table.add(*E.line(label, q))
     emit(table, args.table)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import add_import_limit
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sensitivity", help="prune one layer at a time and measure the output error",
@@ -21,6 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--block", type=int, choices=(1, 2, 4), default=1)
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
     p.add_argument("--include", action="append", default=[], metavar="PATTERN")
+    add_import_limit(p)
     p.set_defaults(func=run)
 
 
@@ -46,7 +49,7 @@ def run(args) -> int:
         if out.resolve() == args.model.resolve():
             raise ValueError(f"refusing to overwrite the model {args.model}")
     photos = args.images if args.images is not None else [assets.photo_path(n) for n in assets.PHOTOS]
-    graph, _ = load_any(args.model)
+    graph, _ = load_any(args.model, args.max_import_elements)
     inputs, names = image_inputs(graph, photos, args.noise)
     if not inputs:
         raise ValueError("no inputs: give --images or --noise N")
