@@ -55,10 +55,11 @@ def by_memory(artifacts) -> list[list]:
 def sessions_of(artifacts) -> list[tuple[str, list]]:
     """The browser sessions of one thread count: per model, one per pruning block for
     pysparse and the .tflite runtimes, the dense files in the first, and onnxruntime-web in
-    a page of its own (one per file for the user's files). (A page holding the tfjs-tflite files of every block at 2 threads,
-    nine instances, hangs in tfjs-tflite's thread start-up; five are fine. At 2 threads
-    whatever ran right after onnxruntime-web in a round took up to twice its time, for tens
-    of ms after ORT's run, spinning threads or not.)"""
+    a page of its own (one per file for the user's files). (A page holding the tfjs-tflite
+    files of every block at 2 threads, nine instances, hangs in tfjs-tflite's thread
+    start-up; five are fine. At 2 threads whatever ran right after onnxruntime-web in a
+    round took up to twice its time, for tens of ms after ORT's run, spinning threads or
+    not.)"""
     out = []
     for model in dict.fromkeys(a.model for a in artifacts):
         mine = [a for a in artifacts if a.model == model and a.system != "ort"]
