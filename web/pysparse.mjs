@@ -74,7 +74,7 @@ export class Model {
   #info;
   #inputMeta; // the metadata's `input` entry: range, mean, std, resize of pixel inputs
   #pixels; // pixelOptions() from it alone
-  #views = { buffer: null }; // typed arrays over the engine's memory, made again when it changes
+  #views = { buffer: null, inputs: [] }; // typed arrays over the engine's memory, made again when it changes
 
   constructor(engine, ptr, info) {
     this.#m = engine;
@@ -209,7 +209,7 @@ export class Model {
     const m = this.#m;
     m._spnn_wake_threads?.(this.#ptr); // the workers get going while the inputs are prepared
     // inputData()'s own view of a one-input model's buffer, still current: nothing to prepare
-    const inPlace = this.#inputs.length === 1 && input === this.#views.inputs?.[0] &&
+    const inPlace = this.#inputs.length === 1 && input === this.#views.inputs[0] &&
       this.#views.buffer === heapBuffer(m);
     if (!inPlace) this.#writeInputs(input, opts);
     const status = m._spnn_run(this.#ptr);
