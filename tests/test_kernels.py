@@ -455,6 +455,21 @@ def test_kernel_benchmark_runner_on_the_native_build():
         assert v["speedup_vs_dense_median"] > 0
 
 
+def test_kernel_benchmark_builds_and_runs_as_webassembly():
+    """`make bench-kernels` path: the driver and the SIMD peak probe compile for wasm with
+    the kernels' own warnings-as-errors flags, and run under Node."""
+    from pysparse.bench import kernels as kbench
+
+    binary = BUILD / "bench_kernels.js"
+    subprocess.run(["make", "-C", str(ROOT / "wasm"), str(binary)], check=True,
+                   stdout=subprocess.DEVNULL)
+    summary = kbench.summarise(kbench.collect([shutil.which("node")], [binary], repeats=1,
+                                              rounds=1, target_ms=0.02))
+    assert list(summary) == ["simd128"]
+    assert summary["simd128"]["peak_gflops_median"] > 0
+    assert len({(l["hw"], l["cin"], l["cout"]) for l in summary["simd128"]["layers"]}) == 13
+
+
 def test_layer_probe_times_the_layer_it_was_asked_for():
     """`make -C wasm layer-probe`: the probe packs the count pattern it is given (80% sparse:
     equal counts are a fifth of the columns per row) and times the layer; bad arguments are

@@ -11,6 +11,8 @@
 #ifndef SPNN_SIMD_H
 #define SPNN_SIMD_H
 
+#include <stddef.h>
+
 #if defined(__wasm_simd128__)
 #include <wasm_simd128.h>
 #define SPNN_SIMD_NATIVE_WASM 1
