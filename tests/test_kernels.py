@@ -492,21 +492,24 @@ def test_layer_probe_times_the_layer_it_was_asked_for():
     assert out.returncode == 2 and "usage" in out.stderr
 
 
-def test_depthwise_ab_build_renames_every_baseline_function():
-    """`make -C wasm bench-dwconv-ab` links the working tree's depthwise, convolution and
-    GEMM kernels beside a baseline revision's, whose external functions it renames
-    (KBASE_DW_RENAME); one left out is defined twice and the A/B no longer links."""
+@pytest.mark.parametrize("rename, sources", [("KBASE_RENAME", "KBASE_SRCS"),
+                                              ("KBASE_DW_RENAME", "KBASE_DW_SRCS")])
+def test_ab_builds_rename_every_baseline_function(rename, sources):
+    """`make -C wasm bench-kernels-ab` and `bench-dwconv-ab` link the working tree's kernels
+    beside a baseline revision's, whose external functions they rename (`rename`); one left
+    out is defined twice and the A/B no longer links."""
     import re
 
     mk = (ROOT / "wasm" / "kernels.mk").read_text()
-    block = re.search(r"KBASE_DW_RENAME := \$\(foreach f,(.*?),-D", mk, re.S).group(1)
+    block = re.search(rf"{rename} := \$\(foreach f,(.*?),-D", mk, re.S).group(1)
     renamed = {"spnn_" + name for name in block.replace("\\", " ").split()}
-    sources = re.search(r"KBASE_DW_SRCS := (.*)", mk).group(1).split()
     defined = set()
-    for src in sources:
+    for src in re.search(rf"{sources} := (.*)", mk).group(1).split():
         text = (ROOT / "wasm" / "src" / "kernels" / src).read_text()
         # a definition at the start of a line, not static: "type spnn_name(...) {"
         defined |= set(re.findall(r"^(?!static)[a-z_0-9 ]+[ *](spnn_\w+)\([^;]*?\)\s*\{",
                                   text, re.M | re.S))
+        # or one a macro writes: "SPNN_DEFINE_...(spnn_name, ...)"
+        defined |= set(re.findall(r"^SPNN_DEFINE_\w+\((spnn_\w+),", text, re.M))
     assert len(defined) >= 10, defined
     assert defined <= renamed, sorted(defined - renamed)
