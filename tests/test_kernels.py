@@ -492,6 +492,19 @@ def test_layer_probe_times_the_layer_it_was_asked_for():
     assert out.returncode == 2 and "usage" in out.stderr
 
 
+def test_depthwise_ab_benchmark_builds_and_runs():
+    """`make -C wasm bench-dwconv-ab`: the working tree's depthwise kernels linked beside
+    HEAD's, timed shape by shape, the split-row stride-2 kernel on the shapes it takes."""
+    proc = subprocess.run(["make", "-s", "-C", str(ROOT / "wasm"), "bench-dwconv-ab", "DW_ROUNDS=1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if "speed-up best" in line]
+    variants = 2 if "relaxed SIMD:" in proc.stdout else 1
+    # 18 depthwise shapes, two of them also split, three first convolutions
+    assert len(rows) == variants * 23, proc.stdout
+    assert sum(" s2 split " in r for r in rows) == variants * 2
+
+
 @pytest.mark.parametrize("rename, sources", [("KBASE_RENAME", "KBASE_SRCS"),
                                               ("KBASE_DW_RENAME", "KBASE_DW_SRCS")])
 def test_ab_builds_rename_every_baseline_function(rename, sources):
