@@ -495,8 +495,8 @@ def test_layer_probe_times_the_layer_it_was_asked_for():
 def test_depthwise_ab_benchmark_builds_and_runs():
     """`make -C wasm bench-dwconv-ab`: the working tree's depthwise kernels linked beside
     HEAD's, timed shape by shape, the split-row stride-2 kernel on the shapes it takes."""
-    proc = subprocess.run(["make", "-s", "-C", str(ROOT / "wasm"), "bench-dwconv-ab", "DW_ROUNDS=1"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(["make", "-s", "-C", str(ROOT / "wasm"), "bench-dwconv-ab",
+                           "DW_ROUNDS=1"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if "speed-up best" in line]
     variants = 2 if "relaxed SIMD:" in proc.stdout else 1

@@ -99,9 +99,10 @@ BASELINE ?= HEAD
 KBASE := $(KBUILD)/baseline
 KBASE_SRCS := spmm.c spmm_pack.c gemm.c
 KBASE_RENAME := $(foreach f,spmm_packed_bytes spmm_pack spmm_pack_columns spmm_run \
-                  spmm_run_residual spmm_run_split spmm_splits spmm_split_pays f32_add_parts gemm_packed_bytes gemm_pack gemm_run \
-                  gemm_run_residual f32_spmm_1row f32_spmm_2rows f32_spmm_4rows \
-                  f32_spmm_32x1 f32_spmm_16x2 f32_spmm_8x4,-Dspnn_$(f)=base_spnn_$(f))
+                  spmm_run_residual spmm_run_split spmm_splits spmm_split_pays f32_add_parts \
+                  gemm_packed_bytes gemm_pack gemm_run gemm_run_residual f32_spmm_1row \
+                  f32_spmm_2rows f32_spmm_4rows f32_spmm_32x1 f32_spmm_16x2 \
+                  f32_spmm_8x4,-Dspnn_$(f)=base_spnn_$(f))
 KBASE_BINS := $(KBUILD)/bench_kernels_ab.js
 ifeq ($(HAVE_CLANG16),1)
 KBASE_BINS += $(KBUILD)/bench_kernels_ab_relaxed.js

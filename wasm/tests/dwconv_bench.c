@@ -4,7 +4,8 @@
  *   make -C wasm bench-dwconv-ab [BASELINE=REV]   (builds it and runs it on the benchmark Node)
  *
  * Prints per shape the best and the median time of ROUNDS rounds (each round runs the
- * kernel for about 0.3 ms) in microseconds, and GMAC/s from the best. Built with
+ * kernel for about 0.3 ms) in microseconds, and GMAC/s from the best; 3x3 stride-2 shapes
+ * whose rows can be read split by column parity also as that kernel ("split"). Built with
  * SPNN_BENCH_BASELINE, it also times another revision's kernels (symbols prefixed base_),
  * alternating with the working tree's round by round, and prints their ratio.
  */
