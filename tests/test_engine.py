@@ -641,7 +641,8 @@ def test_layers_around_channel_split_depthwise(c, e, hw, stride, residual, tmp_p
     the one before, they run as a channel chain, each thread's three parts in one job (the
     expansion's profile kernel names all three, "/<parts>" on the 1x1 layers; the depthwise
     row reads "fused", the projection's "add_parts"); with the depthwise output kept as a graph
-    output, one after the other (the projection's kernel ends in "/<parts>"). For each load,
+    output, the expansion alone, then the depthwise layer with the projection's parts in its job
+    (its kernel names both, the projection's ending in "/<parts>"). For each load,
     the same bits on every thread count up to it and in both forms, and the reference's
     values; loaded for one thread, whole layers. On 3 threads under ASan and UBSan with no
     report."""
@@ -664,12 +665,76 @@ def test_layers_around_channel_split_depthwise(c, e, hw, stride, residual, tmp_p
         assert close(outs[0], ref), f"loaded for {loaded}: max error {np.abs(outs[0] - ref).max()}"
         alone, chain = kernels[True], kernels[False]
         if loaded == 1:
-            assert "/" not in alone["project"] and chain["depthwise"] != "fused", kernels
+            assert "/" not in alone["project"] and "+" not in alone["depthwise"], kernels
+            assert chain["depthwise"] != "fused", kernels
             continue
         parts = f"/{loaded}"
-        assert alone["project"].startswith("spmm_") and alone["project"].endswith(parts), kernels
+        dw, pw = alone["depthwise"].split("+")
+        assert pw.startswith("spmm_") and pw.endswith(parts) and alone["project"] == "add_parts", kernels
         assert (chain["depthwise"], chain["project"]) == ("fused", "add_parts"), kernels
-        assert chain["expand"] == f"{chain['expand'].split('/')[0]}{parts}+{alone['depthwise']}+{alone['project']}", kernels
+        assert chain["expand"] == f"{chain['expand'].split('/')[0]}{parts}+{dw}+{pw}", kernels
+    model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
+    model.write_bytes(data)
+    x.tofile(inp)
+    r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
+    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)
+
+
+def _depthwise_project_graph(c, cout, hw, stride):
+    """A block with no expansion (BlazeFace's): y = conv1x1(depthwise3x3(x))."""
+    r = np.random.default_rng(c * 7 + cout + hw)
+    g = Graph()
+    g.add_tensor("x", (1, c, hw, hw))
+    g.inputs = ["x"]
+    oh = (hw + 2 - 3) // stride + 1
+    g.add_tensor("d", (1, c, oh, oh))
+    g.add_tensor("y", (1, cout, oh, oh))
+    one = dict(stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, pad_top=0, pad_left=0,
+               pad_bottom=0, pad_right=0, groups=1)
+    g.add_op("CONV2D", ["x", g.add_constant("wd", eg._w(r, c, 1, 3, 3)), g.add_constant("bd", eg._w(r, c))],
+             ["d"], "depthwise", act=2, **dict(one, stride_h=stride, stride_w=stride, pad_top=1, pad_left=1,
+                                               pad_bottom=1, pad_right=1, groups=c))
+    g.add_op("CONV2D", ["d", g.add_constant("wp", eg._w(r, cout, c, 1, 1, zero=0.8)),
+                        g.add_constant("bp", eg._w(r, cout))], ["y"], "project", act=1, **one)
+    g.outputs = ["y"]
+    g.validate()
+    return g
+
+
+@pytest.mark.parametrize("c,cout,hw,stride", [
+    (96, 32, 14, 1),   # a 14x14 block
+    (128, 48, 24, 2),  # stride 2 into 12x12
+    (99, 40, 9, 1),    # channels that do not divide evenly
+])
+def test_channel_split_depthwise_sums_the_projection_parts_in_its_job(c, cout, hw, stride, tmp_path):
+    """A channel-split depthwise layer right before a projection that sums its input channels
+    in parts: each thread filters its channels and sums its part of the projection in one job
+    (the depthwise row names both kernels, the projection's reads "add_parts"). For each load,
+    the same bits on every thread count up to it, and the reference's values; loaded for one
+    thread, the two layers as they are. On 3 threads under ASan and UBSan with no report."""
+    g = _depthwise_project_graph(c, cout, hw, stride)
+    data = pack(g, sparse=True)
+    x = np.random.default_rng(13).standard_normal((1, c, hw, hw)).astype(np.float32)
+    ref = reference.run(g, {"x": x})["y"]
+    for loaded in (1, 2, 3, 4):
+        outs = []
+        with NativeModel(data, threads=loaded) as m:
+            m.set_profiling(True)
+            for t in range(loaded, 0, -1):
+                m.set_threads(t)
+                outs.append(m.run([x])[0])
+            kernels = {p["name"]: p["kernel"] for p in m.profile()}
+        for o in outs[1:]:
+            assert np.array_equal(o, outs[0]), f"loaded for {loaded} threads"
+        assert close(outs[0], ref), f"loaded for {loaded}: max error {np.abs(outs[0] - ref).max()}"
+        if loaded == 1:
+            assert "+" not in kernels["depthwise"] and "/" not in kernels["project"], kernels
+            continue
+        dw, pw = kernels["depthwise"].split("+")
+        assert dw.startswith("dwconv_3x3") and pw.startswith("spmm_") and pw.endswith(f"/{loaded}"), kernels
+        assert kernels["project"] == "add_parts", kernels
     model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
     model.write_bytes(data)
     x.tofile(inp)

@@ -1013,6 +1013,7 @@ static spnn_status split_channels(spnn_model* m) {
     if (x->producer < 0 || m->ops[x->producer].run == noop_run) continue; /* fused: row bands */
     const size_t need = spnn_conv_split_inputs(m, op, &m->ops[x->producer]);
     if (need > floats) floats = need;
+    if (need && x->producer == (int32_t)k - 1) spnn_conv_chain_dw(&m->ops[k - 1], op);
   }
   if (floats && !(m->scratch = (float*)spnn_alloc(floats * sizeof(float))))
     return spnn_fail(m, SPNN_ERROR_NOMEM, "out of memory");

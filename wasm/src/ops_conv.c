@@ -82,6 +82,9 @@ typedef struct conv_state {
   spnn_op* chain_dw;
   spnn_op* chain_pw;
   int chained;
+  /* on a channel-split depthwise layer: the projection after it whose part k each thread sums
+   * right after filtering channels part k (spnn_conv_chain_dw) */
+  spnn_op* parts_pw;
   /* a depthwise layer run with this 1x1 layer band by band, and maybe the sparse 1x1 layer
    * after it (spnn_conv_fuse_block) */
   spnn_op* then_dw;
@@ -570,12 +573,52 @@ size_t spnn_conv_chain(spnn_model* m, spnn_op* op, spnn_op* dw, spnn_op* pw) {
   return floats;
 }
 
+/* ---- A channel-split depthwise layer and the projection after it -------------------------
+ * Where the depthwise layer has no expansion before it (BlazeFace-style blocks: depthwise,
+ * then 1x1), its channels and the projection's input-channel parts are still cut alike:
+ * thread k filters channels [C k / T, C (k + 1) / T) and sums the projection's part k over
+ * them in one job, with no wait between the two; the projection's op then only adds the
+ * parts. Each channel and each part computes as it would alone: the same bits. */
+static void dw_parts_task(void* ctx, size_t b, size_t e) {
+  const conv_state* d = (const conv_state*)ctx;
+  const conv_state* p = (const conv_state*)d->parts_pw->state;
+  const size_t C = d->ds.channels;
+  for (size_t k = b; k < e; k++) {
+    d->dw(&d->ds, C * k / p->kparts, C * (k + 1) / p->kparts, d->batch_in, d->packed,
+          d->batch_out, d->lo, d->hi);
+    sum_kpart(p, k, 0, p->cs.out_h * (size_t)p->cs.out_w);
+  }
+}
+
+static void run_dw_parts(spnn_model* m, spnn_op* op, conv_state* d) {
+  conv_state* p = (conv_state*)d->parts_pw->state;
+  p->ksums = m->scratch;
+  spnn_parallel(m, op->macs + d->parts_pw->macs, p->kparts, 1, dw_parts_task, d);
+}
+
+int spnn_conv_chain_dw(spnn_op* dw, spnn_op* pw) {
+  conv_state *d = (conv_state*)dw->state, *p = (conv_state*)pw->state;
+  if (dw->code != SPNN_OP_CONV2D || !d || !p || d->kind != CONV_DW || d->batch != 1 ||
+      !p->kparts || p->chained || d->batch_out != p->batch_in)
+    return 0;
+  d->parts_pw = pw;
+  p->chained = 1;
+  snprintf(d->fused_name, sizeof d->fused_name, "%s+%s", dw->kernel, pw->kernel);
+  dw->kernel = d->fused_name;
+  pw->kernel = "add_parts";
+  return 1;
+}
+
 static void run_conv_layer(spnn_model* m, spnn_op* op);
 
 static void run_conv(spnn_model* m, spnn_op* op) {
   conv_state* s = (conv_state*)op->state;
   if (s->chain_dw) {
     run_chain(m, op, s);
+    return;
+  }
+  if (s->parts_pw) {
+    run_dw_parts(m, op, s);
     return;
   }
   if (s->chained) {
