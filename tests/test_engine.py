@@ -400,6 +400,18 @@ def test_batch_equals_its_images_on_every_thread_count(layer, batch):
             assert np.array_equal(many.run([images])[0], want), f"{t} threads"
 
 
+def _clean_under_asan(data: bytes, x, ref, tmp_path, threads=3):
+    """The packed model run on `threads` threads by the ASan/UBSan build of the engine's tool:
+    no report, and the reference's values."""
+    model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
+    model.write_bytes(data)
+    x.tofile(inp)
+    r = subprocess.run([str(ASAN_TOOL), "run", str(model), str(threads), str(inp), str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
+    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)
+
+
 def _on_1_to_4_threads(graphs: dict, x, sparse):
     """Each graph (input "x", output "y") packed and run natively on 4, 3, 2 and 1 threads:
     the outputs by (key, threads), the kernels by key and op name, and the reference's output
@@ -500,13 +512,8 @@ def test_expansion_and_depthwise_run_band_by_band(zero, cin, c, h, w, k, stride,
     assert kernels[True]["depthwise"] != "fused", kernels[True]
     for keep_t, t in outs:
         assert np.array_equal(outs[keep_t, t], outs[True, 1]), f"fused: {not keep_t}, {t} threads"
-    model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
-    model.write_bytes(pack(_expand_depthwise_graph(cin, c, h, w, k, stride, pads, zero, False), sparse=sparse))
-    x.tofile(inp)
-    r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
-    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)
+    data = pack(_expand_depthwise_graph(cin, c, h, w, k, stride, pads, zero, False), sparse=sparse)
+    _clean_under_asan(data, x, ref, tmp_path)
 
 @pytest.mark.parametrize("zero", [0.8, 0.0])
 @pytest.mark.parametrize("cin,cout,hw,batch", [(24, 24, 19, 1), (32, 48, 7, 1), (16, 16, 12, 3),
@@ -526,22 +533,27 @@ def test_residual_add_folded_into_the_convolution(zero, cin, cout, hw, batch):
         assert np.array_equal(outs[first, t], outs[False, 1]), f"skip first: {first}, {t} threads"
 
 
-def _inverted_residual_graph(c, e, hw, stride, zero, residual, keep_d=False):
+def _inverted_residual_graph(c, e, hw, stride, zero, residual, keep_d=False, expand=True):
     """MobileNetV2's block: y = conv1x1(depthwise3x3(conv1x1(x))) (+ x). keep_d: the
-    depthwise output is a graph output too (second), so no other layer can run with it."""
+    depthwise output is a graph output too (second), so no other layer can run with it.
+    expand=False: a block with no expansion (BlazeFace's), x of e channels and
+    y = conv1x1(depthwise3x3(x))."""
     r = np.random.default_rng(c * 13 + e + hw)
     g = Graph()
-    g.add_tensor("x", (1, c, hw, hw))
+    g.add_tensor("x", (1, c if expand else e, hw, hw))
     g.inputs = ["x"]
     oh = (hw + 2 - 3) // stride + 1
-    g.add_tensor("t", (1, e, hw, hw))
+    if expand:
+        g.add_tensor("t", (1, e, hw, hw))
     g.add_tensor("d", (1, e, oh, oh))
     g.add_tensor("p" if residual else "y", (1, c, oh, oh))
     one = dict(stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, pad_top=0, pad_left=0,
                pad_bottom=0, pad_right=0, groups=1)
-    g.add_op("CONV2D", ["x", g.add_constant("we", eg._w(r, e, c, 1, 1, zero=zero)),
-                        g.add_constant("be", eg._w(r, e))], ["t"], "expand", act=2, **one)
-    g.add_op("CONV2D", ["t", g.add_constant("wd", eg._w(r, e, 1, 3, 3)), g.add_constant("bd", eg._w(r, e))],
+    if expand:
+        g.add_op("CONV2D", ["x", g.add_constant("we", eg._w(r, e, c, 1, 1, zero=zero)),
+                            g.add_constant("be", eg._w(r, e))], ["t"], "expand", act=2, **one)
+    g.add_op("CONV2D", ["t" if expand else "x", g.add_constant("wd", eg._w(r, e, 1, 3, 3)),
+                        g.add_constant("bd", eg._w(r, e))],
              ["d"], "depthwise", act=2, **dict(one, stride_h=stride, stride_w=stride, pad_top=1, pad_left=1,
                                                pad_bottom=1, pad_right=1, groups=e))
     g.add_op("CONV2D", ["d", g.add_constant("wp", eg._w(r, c, e, 1, 1, zero=zero)),
@@ -619,13 +631,7 @@ def test_inverted_residual_block_runs_band_by_band(c, e, hw, stride, residual, t
     assert kernels[True]["project"] != "fused", kernels[True]
     for t in (4, 3, 2, 1):  # (loaded for more threads, the projection alone may sum in parts)
         assert np.array_equal(outs[False, t], outs[True, 1]), f"{t} threads"
-    model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
-    model.write_bytes(pack(graphs[False], sparse=True))
-    x.tofile(inp)
-    r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
-    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)
+    _clean_under_asan(pack(graphs[False], sparse=True), x, ref, tmp_path)
 
 
 @pytest.mark.parametrize("c,e,hw,stride,residual", [
@@ -673,34 +679,7 @@ def test_layers_around_channel_split_depthwise(c, e, hw, stride, residual, tmp_p
         assert pw.startswith("spmm_") and pw.endswith(parts) and alone["project"] == "add_parts", kernels
         assert (chain["depthwise"], chain["project"]) == ("fused", "add_parts"), kernels
         assert chain["expand"] == f"{chain['expand'].split('/')[0]}{parts}+{dw}+{pw}", kernels
-    model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
-    model.write_bytes(data)
-    x.tofile(inp)
-    r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
-    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)
-
-
-def _depthwise_project_graph(c, cout, hw, stride):
-    """A block with no expansion (BlazeFace's): y = conv1x1(depthwise3x3(x))."""
-    r = np.random.default_rng(c * 7 + cout + hw)
-    g = Graph()
-    g.add_tensor("x", (1, c, hw, hw))
-    g.inputs = ["x"]
-    oh = (hw + 2 - 3) // stride + 1
-    g.add_tensor("d", (1, c, oh, oh))
-    g.add_tensor("y", (1, cout, oh, oh))
-    one = dict(stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, pad_top=0, pad_left=0,
-               pad_bottom=0, pad_right=0, groups=1)
-    g.add_op("CONV2D", ["x", g.add_constant("wd", eg._w(r, c, 1, 3, 3)), g.add_constant("bd", eg._w(r, c))],
-             ["d"], "depthwise", act=2, **dict(one, stride_h=stride, stride_w=stride, pad_top=1, pad_left=1,
-                                               pad_bottom=1, pad_right=1, groups=c))
-    g.add_op("CONV2D", ["d", g.add_constant("wp", eg._w(r, cout, c, 1, 1, zero=0.8)),
-                        g.add_constant("bp", eg._w(r, cout))], ["y"], "project", act=1, **one)
-    g.outputs = ["y"]
-    g.validate()
-    return g
+    _clean_under_asan(data, x, ref, tmp_path)
 
 
 @pytest.mark.parametrize("c,cout,hw,stride", [
@@ -714,7 +693,7 @@ def test_channel_split_depthwise_sums_the_projection_parts_in_its_job(c, cout, h
     (the depthwise row names both kernels, the projection's reads "add_parts"). For each load,
     the same bits on every thread count up to it, and the reference's values; loaded for one
     thread, the two layers as they are. On 3 threads under ASan and UBSan with no report."""
-    g = _depthwise_project_graph(c, cout, hw, stride)
+    g = _inverted_residual_graph(cout, c, hw, stride, 0.8, residual=False, expand=False)
     data = pack(g, sparse=True)
     x = np.random.default_rng(13).standard_normal((1, c, hw, hw)).astype(np.float32)
     ref = reference.run(g, {"x": x})["y"]
@@ -735,13 +714,7 @@ def test_channel_split_depthwise_sums_the_projection_parts_in_its_job(c, cout, h
         dw, pw = kernels["depthwise"].split("+")
         assert dw.startswith("dwconv_3x3") and pw.startswith("spmm_") and pw.endswith(f"/{loaded}"), kernels
         assert kernels["project"] == "add_parts", kernels
-    model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
-    model.write_bytes(data)
-    x.tofile(inp)
-    r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
-    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)
+    _clean_under_asan(data, x, ref, tmp_path)
 
 
 def _upsample_project_graph(cin, cout, h, w, resize, act, keep_resized):
@@ -801,13 +774,8 @@ def test_projection_before_upsampling_with_its_activation_folded(resize, act, ci
     assert close(outs[False, 1], ref), f"max error {np.abs(outs[False, 1] - ref).max()}"
     for keep, t in outs:
         assert np.array_equal(outs[keep, t], outs[True, 1]), f"folded: {not keep}, {t} threads"
-    model, inp, out = tmp_path / "m.spnn", tmp_path / "in.bin", tmp_path / "out.bin"
-    model.write_bytes(pack(_upsample_project_graph(cin, cout, h, w, resize, act, False), sparse=True))
-    x.tofile(inp)
-    r = subprocess.run([str(ASAN_TOOL), "run", str(model), "3", str(inp), str(out)], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr[-3000:]
-    assert close(np.fromfile(out, np.float32).reshape(ref.shape), ref)
+    data = pack(_upsample_project_graph(cin, cout, h, w, resize, act, False), sparse=True)
+    _clean_under_asan(data, x, ref, tmp_path)
 
 
 @pytest.mark.parametrize("block", [1, 2, 4])
