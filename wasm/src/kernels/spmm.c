@@ -16,6 +16,16 @@
 #include "../simd.h"
 #include "tile.h"
 
+/* Four-row blocks take two stored columns per loop step with fused multiply-adds: the loop's
+ * own instructions are a large share of a step of three pixel vectors. Not one-row blocks,
+ * where the step an odd count leaves over is a branch the predictor cannot learn, nor separate
+ * multiplies and adds, whose extra registers the longer step spills (docs/benchmarks.md). */
+#ifdef SPNN_RELAXED_SIMD
+#define SPMM_PAIRED_STEPS 1
+#else
+#define SPMM_PAIRED_STEPS 0
+#endif
+
 /* acc[r][j] += x[j] * w[r] for one stored column: loads the tile's pixels of the column's
  * input channel and moves `*input` to the next stored column. */
 SPNN_INLINE void spmm_step(size_t width, size_t nr, v128_t acc[4][13], const float** input,
@@ -59,6 +69,14 @@ SPNN_INLINE const float* spmm_block_tile(size_t width, size_t nr, uint32_t mode,
     }
   }
   w += nr;
+  if (SPMM_PAIRED_STEPS && nr == 4) { /* two stored columns a step */
+    for (; n >= 2; n -= 2) {
+      spmm_step(width, nr, acc, &input, increments, w);
+      spmm_step(width, nr, acc, &input, increments + 1, w + nr);
+      increments += 2;
+      w += 2 * nr;
+    }
+  }
   for (; n != 0; n--) {
     spmm_step(width, nr, acc, &input, increments++, w);
     w += nr;
