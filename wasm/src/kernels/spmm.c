@@ -17,9 +17,9 @@
 #include "tile.h"
 
 /* Four-row blocks take two stored columns per loop step with fused multiply-adds: the loop's
- * own instructions are a large share of a step of three pixel vectors. Not one-row blocks,
- * where the step an odd count leaves over is a branch the predictor cannot learn, nor separate
- * multiplies and adds, whose extra registers the longer step spills (docs/benchmarks.md). */
+ * own instructions are a large share of a step of three pixel vectors. Measured slower, so
+ * not done: one-row blocks (the step an odd count leaves over is a branch the predictor
+ * cannot learn) and the SIMD128 build's separate multiplies and adds (docs/benchmarks.md). */
 #ifdef SPNN_RELAXED_SIMD
 #define SPMM_PAIRED_STEPS 1
 #else
