@@ -160,11 +160,11 @@ int spnn_conv_split_outputs(spnn_model* m, spnn_op* op, const spnn_op* consumer)
  * `dw` reads op's output and only `pw` dw's, and that dw's output does not share bytes with
  * op's input (written while another thread still reads it). */
 size_t spnn_conv_chain(spnn_model* m, spnn_op* op, spnn_op* dw, spnn_op* pw);
-/* Where `pw` sums its input channels in parts (spnn_conv_split_inputs) over the output of the
- * channel-split depthwise layer `dw`, the op just before it: each thread runs its channels of
- * `dw` and its part of `pw`'s sums as one job from `dw` (`pw` then adds the parts); 1 if done.
- * The caller checks that nothing runs between the two. */
-int spnn_conv_chain_dw(spnn_op* dw, spnn_op* pw);
+/* After spnn_conv_split_inputs(m, pw, dw) split `pw` over the channel-split depthwise layer
+ * `dw`, the op just before it: each thread runs its channels of `dw` and its part of `pw`'s
+ * sums as one job from `dw` (`pw` then adds the parts). The caller checks that nothing runs
+ * between the two. */
+void spnn_conv_chain_dw(spnn_op* dw, spnn_op* pw);
 
 spnn_status spnn_prepare_conv_transpose(spnn_model* m, spnn_op* op); /* CONV_TRANSPOSE2D */
 spnn_status spnn_prepare_fully_connected(spnn_model* m, spnn_op* op);

@@ -596,17 +596,13 @@ static void run_dw_parts(spnn_model* m, spnn_op* op, conv_state* d) {
   spnn_parallel(m, op->macs + d->parts_pw->macs, p->kparts, 1, dw_parts_task, d);
 }
 
-int spnn_conv_chain_dw(spnn_op* dw, spnn_op* pw) {
+void spnn_conv_chain_dw(spnn_op* dw, spnn_op* pw) {
   conv_state *d = (conv_state*)dw->state, *p = (conv_state*)pw->state;
-  if (dw->code != SPNN_OP_CONV2D || !d || !p || d->kind != CONV_DW || d->batch != 1 ||
-      !p->kparts || p->chained || d->batch_out != p->batch_in)
-    return 0;
   d->parts_pw = pw;
   p->chained = 1;
   snprintf(d->fused_name, sizeof d->fused_name, "%s+%s", dw->kernel, pw->kernel);
   dw->kernel = d->fused_name;
   pw->kernel = "add_parts";
-  return 1;
 }
 
 static void run_conv_layer(spnn_model* m, spnn_op* op);
