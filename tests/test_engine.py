@@ -55,6 +55,7 @@ def test_op_matches_reference(name, sparse):
 
 @pytest.mark.parametrize("name,kernel", [("conv_1x1_sparse", "spmm"), ("fc_sparse", "fc_sparse"),
                                          ("conv_1x1_dense", "gemm"), ("dwconv_3x3_s1", "dwconv_3x3s1"),
+                                         ("dwconv_3x3_s2", "dwconv_3x3s2_c4"),
                                          ("conv_3x3_s2_first", "conv_im2col"),
                                          ("max_pool_2x2", "maxpool_2x2s2"), ("transpose_nhwc", "transpose_2d"),
                                          ("transpose_nchw", "transpose_2d"),

@@ -273,6 +273,8 @@ void spnn_f32_dwconv_generic(const spnn_dwconv_shape* s, size_t c_begin, size_t 
                              float out_min, float out_max);
 /* The fastest of the above that handles `s` (chosen once, at load). */
 spnn_dwconv_ukernel spnn_dwconv_select(const spnn_dwconv_shape* s);
+/* Whether the 3x3 kernels take `s` four channels at a time (small planes; for profiles). */
+int spnn_dwconv_four_channels(const spnn_dwconv_shape* s);
 /* Output rows [row_begin, row_end) of channels [c_begin, c_end), any shape: for running a
  * layer a band of rows at a time (so that the next layer can read the band while it is still
  * in cache). `input`, `output` and the channel strides are the whole layer's. */

@@ -13,8 +13,9 @@
  * 64x64 (5x5) take the whole output plane as one row instead (dw_flat_*, below): stride 1
  * reads the rows away from the top and bottom edges in place (with relaxed SIMD two output
  * rows at a time, sharing their input rows), stride 2 splits the input into its four phases,
- * a band of rows at a time on large planes. spnn_f32_dwconv_rows runs any band of output
- * rows with the kernel the whole layer takes.
+ * a band of rows at a time on large planes. 3x3 layers on small planes (up to 28x28) take
+ * four channels at a time instead, one pixel's four channels per vector (dw4_kxk).
+ * spnn_f32_dwconv_rows runs any band of output rows with the kernel the whole layer takes.
  */
 #include <stdint.h>
 #include <string.h>
@@ -615,6 +616,162 @@ SPNN_INLINE void dw_flat_s2(size_t K, const spnn_dwconv_shape* s, size_t c_begin
   }
 }
 
+/* ---- Small planes, four channels at a time ---------------------------------------------
+ * On planes of a few hundred pixels (MobileNet's 14x14 and 7x7) the kernels above spend
+ * much of their time at row ends (masks, partial vectors, a copy per channel). Here four
+ * channels are transposed into one zero-padded grid of vectors, one vector per pixel with
+ * the four channels in its lanes, so that every tap of every pixel, at the borders too, is
+ * one aligned load and one multiply-add with the four channels' weight for that tap, and
+ * stride 2 needs no phases. Each output row is transposed back, four pixels at a time.
+ * Every pixel sums bias, then kernel columns left to right, each top down into a sum of its
+ * own, whatever the channel split (a last group of fewer than four channels fills its
+ * other lanes with zeros). */
+#define DW4_MAX_W 32       /* input and output rows */
+#define DW4_MAX_GRID 1200  /* vectors in the padded grid */
+/* Input planes up to this many pixels (28x28; larger ones run as fast in the kernels
+ * above). Stride 1 with separate multiplies and adds (SIMD128) only up to 128 pixels (7x7):
+ * from 14x14 the kernels above are as fast there (docs/benchmarks.md). */
+#ifndef DW4_MAX_PIXELS
+#define DW4_MAX_PIXELS 1024
+#endif
+#ifndef DW4_MAX_PIXELS_S1
+#ifdef SPNN_RELAXED_SIMD
+#define DW4_MAX_PIXELS_S1 DW4_MAX_PIXELS
+#else
+#define DW4_MAX_PIXELS_S1 128
+#endif
+#endif
+
+/* The padded grid: input (iy, ix) at row iy + pad_top, column ix + pad_left. */
+SPNN_INLINE size_t dw4_grid_w(size_t S, const spnn_dwconv_shape* s) {
+  const size_t reach = (s->out_w - 1) * S + 3, cover = (size_t)s->in_w + s->pad_left;
+  return reach > cover ? reach : cover;
+}
+SPNN_INLINE size_t dw4_grid_h(size_t S, const spnn_dwconv_shape* s) {
+  const size_t reach = (s->out_h - 1) * S + 3, cover = (size_t)s->in_h + s->pad_top;
+  return reach > cover ? reach : cover;
+}
+
+/* Whether a 3x3 layer of stride S takes the four-channel kernel. */
+static int dw4_fits(size_t S, const spnn_dwconv_shape* s) {
+  if (s->in_w < 4 || s->out_w < 4 || s->in_w > DW4_MAX_W || s->out_w > DW4_MAX_W ||
+      (size_t)s->in_h * s->in_w > (S == 1 ? DW4_MAX_PIXELS_S1 : DW4_MAX_PIXELS) ||
+      s->pad_top > 2 || s->pad_left > 2)
+    return 0;
+  return dw4_grid_w(S, s) * dw4_grid_h(S, s) <= DW4_MAX_GRID;
+}
+
+/* Whether a layer takes the four-channel kernel: 3x3, stride 1 or 2, dilation 1, a small
+ * plane, and not a stride-2 layer that may read split rows instead (whose kernel gives the
+ * bits of the whole-plane one). */
+static int dw4_takes(const spnn_dwconv_shape* s) {
+  const size_t S = s->stride_h;
+  return s->kernel_h == 3 && s->kernel_w == 3 && s->stride_w == S && (S == 1 || S == 2) &&
+         s->dilation_h == 1 && s->dilation_w == 1 && dw4_fits(S, s) &&
+         !spnn_dwconv_reads_split(s);
+}
+
+/* In place: rows a, b, c, d (four lanes each) become the columns. */
+SPNN_INLINE void dw4_transpose(v128_t* a, v128_t* b, v128_t* c, v128_t* d) {
+  const v128_t ab_lo = wasm_i32x4_shuffle(*a, *b, 0, 4, 1, 5);
+  const v128_t ab_hi = wasm_i32x4_shuffle(*a, *b, 2, 6, 3, 7);
+  const v128_t cd_lo = wasm_i32x4_shuffle(*c, *d, 0, 4, 1, 5);
+  const v128_t cd_hi = wasm_i32x4_shuffle(*c, *d, 2, 6, 3, 7);
+  *a = wasm_i32x4_shuffle(ab_lo, cd_lo, 0, 1, 4, 5);
+  *b = wasm_i32x4_shuffle(ab_lo, cd_lo, 2, 3, 6, 7);
+  *c = wasm_i32x4_shuffle(ab_hi, cd_hi, 0, 1, 4, 5);
+  *d = wasm_i32x4_shuffle(ab_hi, cd_hi, 2, 3, 6, 7);
+}
+
+/* Columns from where four pixels start, so that a row of n >= 4 is covered by groups of
+ * four: every fourth column, then the last four (which may overlap the group before). */
+SPNN_INLINE size_t dw4_group_at(size_t x, size_t n) { return x + 4 <= n ? x : n - 4; }
+
+SPNN_INLINE void dw4_kxk(size_t S, const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                         const float* input, size_t in_plane, const void* packed, float* output,
+                         size_t out_plane, float out_min, float out_max) {
+  const size_t W = s->in_w, Wo = s->out_w, Ho = s->out_h;
+  const size_t GW = dw4_grid_w(S, s), GH = dw4_grid_h(S, s);
+  const size_t pt = s->pad_top, pl = s->pad_left;
+  const v128_t vmin = wasm_f32x4_splat(out_min), vmax = wasm_f32x4_splat(out_max);
+  v128_t grid[DW4_MAX_GRID];
+  v128_t row[DW4_MAX_W];
+  static const float zeros[DW4_MAX_W];
+  for (size_t i = 0; i < GW * GH; i++) grid[i] = wasm_f32x4_splat(0.0f); /* the borders */
+  for (size_t c0 = c_begin; c0 < c_end; c0 += 4) {
+    const size_t n = c_end - c0 < 4 ? c_end - c0 : 4; /* channels in this group */
+    /* the four channels' bias and taps, one vector each */
+    float wt[10][4];
+    for (size_t j = 0; j < 4; j++) {
+      const float* w = (const float*)packed + (c0 + (j < n ? j : 0)) * 10;
+      for (size_t t = 0; t < 10; t++) wt[t][j] = j < n ? w[t] : 0.0f;
+    }
+    v128_t wv[10];
+    for (size_t t = 0; t < 10; t++) wv[t] = wasm_v128_load(wt[t]);
+    /* the input, transposed into the grid */
+    const float* planes[4];
+    for (size_t j = 0; j < 4; j++) planes[j] = j < n ? input + (c0 + j) * in_plane : NULL;
+    for (size_t iy = 0; iy < s->in_h; iy++) {
+      const float* src[4];
+      for (size_t j = 0; j < 4; j++) src[j] = planes[j] ? planes[j] + iy * W : zeros;
+      v128_t* g = grid + (iy + pt) * GW + pl;
+      for (size_t x0 = 0; x0 < W; x0 += 4) {
+        const size_t x = dw4_group_at(x0, W);
+        v128_t a = wasm_v128_load(src[0] + x), b = wasm_v128_load(src[1] + x);
+        v128_t c = wasm_v128_load(src[2] + x), d = wasm_v128_load(src[3] + x);
+        dw4_transpose(&a, &b, &c, &d);
+        g[x] = a, g[x + 1] = b, g[x + 2] = c, g[x + 3] = d;
+      }
+    }
+    for (size_t oy = 0; oy < Ho; oy++) {
+      const v128_t* top = grid + oy * S * GW;
+      if (S == 1) {
+        /* Column c of the grid is tap column 0 of pixel c, 1 of pixel c - 1 and 2 of pixel
+         * c - 2: its three vectors are loaded once, for the three pixels' sums. */
+        v128_t a1 = wv[0], a2 = wv[0]; /* pixels c - 1 and c - 2 */
+        for (size_t c = 0; c < Wo + 2; c++) {
+          const v128_t x0 = top[c], x1 = top[GW + c], x2 = top[2 * GW + c];
+          v128_t t2 = wasm_f32x4_mul(x0, wv[3]);
+          t2 = spnn_madd(t2, x1, wv[6]);
+          t2 = spnn_madd(t2, x2, wv[9]);
+          if (c >= 2) row[c - 2] = spnn_clamp(wasm_f32x4_add(a2, t2), vmin, vmax);
+          v128_t t1 = wasm_f32x4_mul(x0, wv[2]);
+          t1 = spnn_madd(t1, x1, wv[5]);
+          t1 = spnn_madd(t1, x2, wv[8]);
+          a2 = wasm_f32x4_add(a1, t1);
+          v128_t t0 = wasm_f32x4_mul(x0, wv[1]);
+          t0 = spnn_madd(t0, x1, wv[4]);
+          t0 = spnn_madd(t0, x2, wv[7]);
+          a1 = wasm_f32x4_add(wv[0], t0);
+        }
+      } else {
+        for (size_t ox = 0; ox < Wo; ox++) {
+          const v128_t* x = top + ox * S;
+          v128_t acc = wv[0];
+          for (size_t kx = 0; kx < 3; kx++) {
+            v128_t t = wasm_f32x4_mul(x[kx], wv[1 + kx]);
+            t = spnn_madd(t, x[GW + kx], wv[4 + kx]);
+            t = spnn_madd(t, x[2 * GW + kx], wv[7 + kx]);
+            acc = wasm_f32x4_add(acc, t);
+          }
+          row[ox] = spnn_clamp(acc, vmin, vmax);
+        }
+      }
+      /* back to one row per channel */
+      for (size_t x0 = 0; x0 < Wo; x0 += 4) {
+        const size_t x = dw4_group_at(x0, Wo);
+        v128_t a = row[x], b = row[x + 1], c = row[x + 2], d = row[x + 3];
+        dw4_transpose(&a, &b, &c, &d);
+        float* o = output + c0 * out_plane + oy * Wo + x;
+        wasm_v128_store(o, a);
+        if (n > 1) wasm_v128_store(o + out_plane, b);
+        if (n > 2) wasm_v128_store(o + 2 * out_plane, c);
+        if (n > 3) wasm_v128_store(o + 3 * out_plane, d);
+      }
+    }
+  }
+}
+
 /* Specialised kernel: square K x K, stride S in both directions, dilation 1. */
 SPNN_INLINE void dw_kxk(size_t K, size_t S, int flat, const spnn_dwconv_shape* s,
                         size_t c_begin, size_t c_end, const float* input, size_t in_plane,
@@ -709,6 +866,11 @@ static size_t dw_band_rows(const spnn_dwconv_shape* s) {
                                        size_t c_end, const float* input,                   \
                                        const void* packed, float* output, float out_min,   \
                                        float out_max) {                                    \
+    if (K == 3 && dw4_takes(s)) {                                                          \
+      dw4_kxk(S, s, c_begin, c_end, input, (size_t)s->in_h * s->in_w, packed, output,      \
+              (size_t)s->out_h * s->out_w, out_min, out_max);                              \
+      return;                                                                              \
+    }                                                                                      \
     const int flat = dw_flat_fits(K, S, s);                                                \
     if (!flat || S == 1 || dw_band_rows(s) >= s->out_h) {                                  \
       dw_kxk(K, S, flat, s, c_begin, c_end, input, (size_t)s->in_h * s->in_w, packed,     \
@@ -733,6 +895,8 @@ spnn_dwconv_ukernel spnn_dwconv_select(const spnn_dwconv_shape* s) {
   if (square && s->kernel_h == 5 && s->stride_h == 2) return spnn_f32_dwconv_5x5s2;
   return spnn_f32_dwconv_generic;
 }
+
+int spnn_dwconv_four_channels(const spnn_dwconv_shape* s) { return dw4_takes(s); }
 
 /* Square 3x3 or 5x5, equal strides 1 or 2, dilation 1: the specialised kernels' shapes. */
 static int dw_special(const spnn_dwconv_shape* s) {
@@ -788,6 +952,11 @@ static void dw_rows_band(const spnn_dwconv_shape* s, size_t c_begin, size_t c_en
   }
   const size_t K = s->kernel_h;
   /* the full layer's choice; a band of a layer that fits fits too */
+  if (dw4_takes(s)) {
+    dw4_kxk(s->stride_h, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min,
+            out_max);
+    return;
+  }
   const int flat = dw_flat_fits(K, s->stride_h, s);
   if (K == 3 && s->stride_h == 1) {
     dw_band_3x3s1(flat, &band, c_begin, c_end, in, in_plane, packed, out, out_plane, out_min, out_max);
