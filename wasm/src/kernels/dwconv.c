@@ -652,7 +652,8 @@ SPNN_INLINE size_t dw4_grid_h(size_t S, const spnn_dwconv_shape* s) {
   return reach > cover ? reach : cover;
 }
 
-/* Whether a 3x3 layer of stride S takes the four-channel kernel. */
+/* Whether a 3x3 layer of stride S is small enough for the four-channel kernel: its rows,
+ * plane, padding before and padded grid. */
 static int dw4_fits(size_t S, const spnn_dwconv_shape* s) {
   if (s->in_w < 4 || s->out_w < 4 || s->in_w > DW4_MAX_W || s->out_w > DW4_MAX_W ||
       (size_t)s->in_h * s->in_w > (S == 1 ? DW4_MAX_PIXELS_S1 : DW4_MAX_PIXELS) ||
