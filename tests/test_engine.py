@@ -620,15 +620,22 @@ def test_memory_plan_keeps_a_block_apart_for_its_band_walk():
 def test_inverted_residual_block_runs_band_by_band(c, e, hw, stride, residual, tmp_path):
     """Expansion, depthwise and sparse projection, where each alone reads the one before, run
     as one walk over bands of rows (the expansion's profile kernel names all three, the other
-    two rows read "fused"), on 1 to 4 threads, with the same bits as the layers run one after
-    the other on one thread (the block with the depthwise output kept as a graph output, where
-    the projection cannot join), and the reference's values; on 3 threads under ASan and UBSan
-    with no report."""
+    two rows read "fused") where the model is loaded for two threads, and on one thread only
+    where the expansion's output is over 2 MB (as for the pair alone); on 1 to 4 threads with
+    the same bits as the layers run one after the other on one thread (the block with the
+    depthwise output kept as a graph output, where the projection cannot join), and the
+    reference's values; on 3 threads under ASan and UBSan with no report."""
     x = np.random.default_rng(5).standard_normal((1, c, hw, hw)).astype(np.float32)
     graphs = {keep: _inverted_residual_graph(c, e, hw, stride, 0.8, residual, keep_d=keep) for keep in (False, True)}
     outs, kernels, ref = _on_1_to_4_threads(graphs, x, True)
-    assert kernels[False]["depthwise"] == kernels[False]["project"] == "fused", kernels[False]
-    assert kernels[False]["expand"].endswith("+" + kernels[True]["project"]), kernels
+    with NativeModel(pack(graphs[False], sparse=True), threads=2) as m:
+        m.set_profiling(True)
+        m.run([x])
+        two = {p["name"]: p["kernel"] for p in m.profile()}
+    assert two["depthwise"] == two["project"] == "fused", two
+    assert two["expand"].endswith("+" + kernels[True]["project"]), two
+    walked_on_one = e * hw * hw * 4 > 2 * 1024 * 1024
+    assert (kernels[False]["depthwise"] == kernels[False]["project"] == "fused") == walked_on_one, kernels
     assert kernels[True]["project"] != "fused", kernels[True]
     for t in (4, 3, 2, 1):  # (loaded for more threads, the projection alone may sum in parts)
         assert np.array_equal(outs[False, t], outs[True, 1]), f"{t} threads"

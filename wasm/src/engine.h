@@ -141,10 +141,11 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op);           /* CONV2D *
 int spnn_conv_fold_add(spnn_op* op, const float* residual, float* output, float lo, float hi);
 /* Runs the depthwise layer `dw`, which reads only `op`'s output, with the 1x1 layer `op`,
  * band by band, and with them the 1x1 layer `pw` (or NULL), which reads only `dw`'s output,
- * where it can: each band's pixels of `pw` follow its depthwise rows. Returns how many of
- * `dw` and `pw` then have nothing left to run (0, 1 or 2). The caller has checked that
- * `dw`'s output shares no bytes with `op`'s input or output. */
-int spnn_conv_fuse_block(spnn_op* op, spnn_op* dw, spnn_op* pw);
+ * where it can: each band's pixels of `pw` follow its depthwise rows; `threads`: those the
+ * model is loaded for. Returns how many of `dw` and `pw` then have nothing left to run (0, 1
+ * or 2). The caller has checked that `dw`'s output shares no bytes with `op`'s input or
+ * output. */
+int spnn_conv_fuse_block(spnn_op* op, spnn_op* dw, spnn_op* pw, int threads);
 /* Splits the input channels of the sparse 1x1 layer `op`, which reads the output of
  * `producer`, into parts summed by different threads, where `producer` is a depthwise layer
  * that splits its channels between threads; returns the floats of m->scratch the layer

@@ -960,7 +960,7 @@ static void fuse_blocks(spnn_model* m) {
     if (pw && (pw->run == noop_run || spnn_in(m, pw, 0) != y || y->kind != SPNN_KIND_ACTIVATION ||
                y->last_use != (int32_t)(k + 2)))
       pw = NULL;
-    const int fused = spnn_conv_fuse_block(op, dw, pw);
+    const int fused = spnn_conv_fuse_block(op, dw, pw, m->max_threads);
     for (int j = 1; j <= fused; j++) {
       m->ops[k + j].run = noop_run;
       m->ops[k + j].kernel = "fused";

@@ -193,7 +193,9 @@ static void kxk_task(void* ctx, size_t b, size_t e) {
 /* Only planes larger than this go band by band: a smaller one stays in L2 between the two
  * layers anyway, and the overlapping rows would be computed twice for nothing. With the 1x1
  * layer after the depthwise one in the bands too, the depthwise output also stays in L2
- * for it, which pays on smaller planes. */
+ * for it, which pays on smaller planes, where the model runs on two or more threads: on one
+ * thread the overlapping rows cost as much as that saves (docs/benchmarks.md), so there the
+ * whole block takes the pair's floor. */
 #ifndef FUSE_MIN_BYTES
 #define FUSE_MIN_BYTES (2048 * 1024)
 #endif
@@ -293,7 +295,7 @@ static int can_join_bands(const conv_state* s, const conv_state* d, const conv_s
                                 !floats_overlap(p->batch_residual, n, d->batch_out, d->out_image));
 }
 
-int spnn_conv_fuse_block(spnn_op* op, spnn_op* dw, spnn_op* pw) {
+int spnn_conv_fuse_block(spnn_op* op, spnn_op* dw, spnn_op* pw, int threads) {
   if (op->code != SPNN_OP_CONV2D || dw->code != SPNN_OP_CONV2D || !op->state || !dw->state) return 0;
   conv_state *s = (conv_state*)op->state, *d = (conv_state*)dw->state;
   if ((s->kind != CONV_SPMM && s->kind != CONV_GEMM) || s->parts || s->batch != 1 ||
@@ -303,7 +305,8 @@ int spnn_conv_fuse_block(spnn_op* op, spnn_op* dw, spnn_op* pw) {
     return 0;
   const int join = pw && pw->code == SPNN_OP_CONV2D && pw->state &&
                    can_join_bands(s, d, (const conv_state*)pw->state);
-  if (s->out_image * sizeof(float) <= (join ? FUSE_BLOCK_MIN_BYTES : FUSE_MIN_BYTES)) return 0;
+  if (s->out_image * sizeof(float) <= (join && threads > 1 ? FUSE_BLOCK_MIN_BYTES : FUSE_MIN_BYTES))
+    return 0;
   s->then_dw = dw;
   s->then_pw = join ? pw : NULL;
   /* the band's rows are only ever read by the depthwise layer: they may be split */
