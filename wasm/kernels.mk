@@ -141,7 +141,7 @@ KBASE_DW_RENAME := $(foreach f,dwconv_packed_bytes dwconv_pack dwconv_select f32
                      conv_packed_bytes conv_pack conv_scratch_bytes conv_run gemm_packed_bytes \
                      gemm_pack gemm_run gemm_run_residual f32_dwconv_rows f32_dwconv_rows_at \
                      dwconv_input_rows dwconv_reads_split f32_dwconv_split_rows_at \
-                     dwconv_four_channels,-Dspnn_$(f)=base_spnn_$(f))
+                     f32_dwconv4_3x3s1 f32_dwconv4_3x3s2,-Dspnn_$(f)=base_spnn_$(f))
 KBASE_DW_SRCS := dwconv.c conv.c gemm.c
 # the Node the kernel benchmark runs on (pysparse/bench/kernels.py decides)
 BENCH_NODE = $(shell cd $(KROOT) && $(PYTHON) -m pysparse.bench.kernels --which-node)

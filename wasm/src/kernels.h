@@ -267,14 +267,20 @@ void spnn_f32_dwconv_5x5s1(const spnn_dwconv_shape* s, size_t c_begin, size_t c_
 void spnn_f32_dwconv_5x5s2(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
                            const float* input, const void* packed, float* output,
                            float out_min, float out_max);
+/* 3x3 on small planes, four channels at a time (see kernels/dwconv.c; spnn_dwconv_select
+ * picks them for the shapes they take). */
+void spnn_f32_dwconv4_3x3s1(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                            const float* input, const void* packed, float* output,
+                            float out_min, float out_max);
+void spnn_f32_dwconv4_3x3s2(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                            const float* input, const void* packed, float* output,
+                            float out_min, float out_max);
 /* Any kernel size, stride and dilation. */
 void spnn_f32_dwconv_generic(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
                              const float* input, const void* packed, float* output,
                              float out_min, float out_max);
 /* The fastest of the above that handles `s` (chosen once, at load). */
 spnn_dwconv_ukernel spnn_dwconv_select(const spnn_dwconv_shape* s);
-/* Whether the 3x3 kernels take `s` four channels at a time (small planes; for profiles). */
-int spnn_dwconv_four_channels(const spnn_dwconv_shape* s);
 /* Output rows [row_begin, row_end) of channels [c_begin, c_end), any shape: for running a
  * layer a band of rows at a time (so that the next layer can read the band while it is still
  * in cache). `input`, `output` and the channel strides are the whole layer's. */

@@ -864,9 +864,10 @@ spnn_status spnn_prepare_conv(spnn_model* m, spnn_op* op) {
       s->kind = CONV_DW;
       s->ds = ds;
       s->dw = spnn_dwconv_select(&s->ds);
-      const int c4 = spnn_dwconv_four_channels(&s->ds);
-      op->kernel = s->dw == spnn_f32_dwconv_3x3s1   ? (c4 ? "dwconv_3x3s1_c4" : "dwconv_3x3s1")
-                   : s->dw == spnn_f32_dwconv_3x3s2 ? (c4 ? "dwconv_3x3s2_c4" : "dwconv_3x3s2")
+      op->kernel = s->dw == spnn_f32_dwconv4_3x3s1  ? "dwconv_3x3s1_c4"
+                   : s->dw == spnn_f32_dwconv4_3x3s2 ? "dwconv_3x3s2_c4"
+                   : s->dw == spnn_f32_dwconv_3x3s1 ? "dwconv_3x3s1"
+                   : s->dw == spnn_f32_dwconv_3x3s2 ? "dwconv_3x3s2"
                    : s->dw == spnn_f32_dwconv_5x5s1 ? "dwconv_5x5s1"
                    : s->dw == spnn_f32_dwconv_5x5s2 ? "dwconv_5x5s2"
                                                     : "dwconv_generic";

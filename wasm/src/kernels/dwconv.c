@@ -867,11 +867,6 @@ static size_t dw_band_rows(const spnn_dwconv_shape* s) {
                                        size_t c_end, const float* input,                   \
                                        const void* packed, float* output, float out_min,   \
                                        float out_max) {                                    \
-    if (K == 3 && dw4_takes(s)) {                                                          \
-      dw4_kxk(S, s, c_begin, c_end, input, (size_t)s->in_h * s->in_w, packed, output,      \
-              (size_t)s->out_h * s->out_w, out_min, out_max);                              \
-      return;                                                                              \
-    }                                                                                      \
     const int flat = dw_flat_fits(K, S, s);                                                \
     if (!flat || S == 1 || dw_band_rows(s) >= s->out_h) {                                  \
       dw_kxk(K, S, flat, s, c_begin, c_end, input, (size_t)s->in_h * s->in_w, packed,     \
@@ -887,7 +882,19 @@ SPNN_DEFINE_DWCONV(3, 2)
 SPNN_DEFINE_DWCONV(5, 1)
 SPNN_DEFINE_DWCONV(5, 2)
 
+/* The four-channel kernel, for the layers dw4_takes. */
+#define SPNN_DEFINE_DWCONV4(S)                                                             \
+  void spnn_f32_dwconv4_3x3s##S(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,  \
+                                const float* input, const void* packed, float* output,     \
+                                float out_min, float out_max) {                            \
+    dw4_kxk(S, s, c_begin, c_end, input, (size_t)s->in_h * s->in_w, packed, output,        \
+            (size_t)s->out_h * s->out_w, out_min, out_max);                                \
+  }
+SPNN_DEFINE_DWCONV4(1)
+SPNN_DEFINE_DWCONV4(2)
+
 spnn_dwconv_ukernel spnn_dwconv_select(const spnn_dwconv_shape* s) {
+  if (dw4_takes(s)) return s->stride_h == 1 ? spnn_f32_dwconv4_3x3s1 : spnn_f32_dwconv4_3x3s2;
   const int square = s->kernel_h == s->kernel_w && s->stride_h == s->stride_w &&
                      s->dilation_h == 1 && s->dilation_w == 1;
   if (square && s->kernel_h == 3 && s->stride_h == 1) return spnn_f32_dwconv_3x3s1;
@@ -896,8 +903,6 @@ spnn_dwconv_ukernel spnn_dwconv_select(const spnn_dwconv_shape* s) {
   if (square && s->kernel_h == 5 && s->stride_h == 2) return spnn_f32_dwconv_5x5s2;
   return spnn_f32_dwconv_generic;
 }
-
-int spnn_dwconv_four_channels(const spnn_dwconv_shape* s) { return dw4_takes(s); }
 
 /* Square 3x3 or 5x5, equal strides 1 or 2, dilation 1: the specialised kernels' shapes. */
 static int dw_special(const spnn_dwconv_shape* s) {

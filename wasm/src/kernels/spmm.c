@@ -18,8 +18,9 @@
 
 /* Four-row blocks take two stored columns per loop step with fused multiply-adds: the loop's
  * own instructions are a large share of a step of three pixel vectors. Measured slower, so
- * not done: one-row blocks (the step an odd count leaves over is a branch the predictor
- * cannot learn) and the SIMD128 build's separate multiplies and adds (docs/benchmarks.md). */
+ * not done: one-row blocks (also with every row's count made even, so nothing is left over:
+ * a step of twelve pixel loads does not wait on the loop) and the SIMD128 build's separate
+ * multiplies and adds (docs/benchmarks.md). */
 #ifdef SPNN_RELAXED_SIMD
 #define SPMM_PAIRED_STEPS 1
 #else
