@@ -251,34 +251,19 @@ size_t spnn_dwconv_packed_bytes(const spnn_dwconv_shape* s);
 void spnn_dwconv_pack(const spnn_dwconv_shape* s, const float* weights, const float* bias,
                       void* buffer);
 
-typedef void (*spnn_dwconv_ukernel)(const spnn_dwconv_shape* s, size_t c_begin,
-                                    size_t c_end, const float* input, const void* packed,
-                                    float* output, float out_min, float out_max);
+/* A depthwise kernel over channels [c_begin, c_end) of a whole layer. */
+typedef void spnn_dwconv_fn(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
+                            const float* input, const void* packed, float* output,
+                            float out_min, float out_max);
+typedef spnn_dwconv_fn* spnn_dwconv_ukernel;
 /* Specialised: square kernel 3 or 5, equal strides 1 or 2, dilation 1. */
-void spnn_f32_dwconv_3x3s1(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                           const float* input, const void* packed, float* output,
-                           float out_min, float out_max);
-void spnn_f32_dwconv_3x3s2(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                           const float* input, const void* packed, float* output,
-                           float out_min, float out_max);
-void spnn_f32_dwconv_5x5s1(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                           const float* input, const void* packed, float* output,
-                           float out_min, float out_max);
-void spnn_f32_dwconv_5x5s2(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                           const float* input, const void* packed, float* output,
-                           float out_min, float out_max);
+spnn_dwconv_fn spnn_f32_dwconv_3x3s1, spnn_f32_dwconv_3x3s2, spnn_f32_dwconv_5x5s1,
+    spnn_f32_dwconv_5x5s2;
 /* 3x3 on small planes, four channels at a time (see kernels/dwconv.c; spnn_dwconv_select
  * picks them for the shapes they take). */
-void spnn_f32_dwconv4_3x3s1(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                            const float* input, const void* packed, float* output,
-                            float out_min, float out_max);
-void spnn_f32_dwconv4_3x3s2(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                            const float* input, const void* packed, float* output,
-                            float out_min, float out_max);
+spnn_dwconv_fn spnn_f32_dwconv4_3x3s1, spnn_f32_dwconv4_3x3s2;
 /* Any kernel size, stride and dilation. */
-void spnn_f32_dwconv_generic(const spnn_dwconv_shape* s, size_t c_begin, size_t c_end,
-                             const float* input, const void* packed, float* output,
-                             float out_min, float out_max);
+spnn_dwconv_fn spnn_f32_dwconv_generic;
 /* The fastest of the above that handles `s` (chosen once, at load). */
 spnn_dwconv_ukernel spnn_dwconv_select(const spnn_dwconv_shape* s);
 /* Output rows [row_begin, row_end) of channels [c_begin, c_end), any shape: for running a
