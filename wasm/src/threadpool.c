@@ -9,8 +9,13 @@
  * from holding up the job. The grid, not who runs a chunk, fixes each element's
  * arithmetic. A claim is a compare-and-swap on one 64-bit word holding the job number and
  * the run's first and end chunk, so a thread that wakes late can never claim a chunk of a
- * later job with the earlier job's arguments. Between the jobs of one run workers spin; at
- * the end of a run they sleep on a condition variable. */
+ * later job with the earlier job's arguments. Between the jobs of one run workers spin. After
+ * a run a worker spins on for a moment, then (where waking it is slow) naps in short timed
+ * waits for a while, looking for work after each, then sleeps until the caller wakes it (see
+ * "Sleeping and waking"). */
+#if defined(__linux__) && !defined(__EMSCRIPTEN__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* syscall() */
+#endif
 #include "threadpool.h"
 
 #include <stdlib.h>
@@ -43,6 +48,7 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_RELAX() __builtin_ia32_pause()
@@ -50,10 +56,65 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
 #define CPU_RELAX() ((void)0)
 #endif
 
-/* Spins before an idle worker sleeps while the pool is hot (a millisecond or more). Both can
- * be set at build time (for A/B builds). */
+/* ---- Sleeping and waking: a futex on one word ---------------------------------------------
+ * Idle workers wait for the pool's `signal` to change; the caller bumps it when it hands out a
+ * job, wakes the pool or stops it. Only workers asleep for good are woken, with a system call,
+ * and without a lock. On a virtual machine that wake-up can cost more than a run: the host
+ * has descheduled the idle virtual core, and the caller's own core stalls in the call for a
+ * millisecond or more (docs/benchmarks.md, "Two threads after a pause"). Where the caller
+ * measures that, workers nap after their jobs: timed waits of NAP_US, for a while, never
+ * woken (they find the next job when a nap ends), so their cores wake on their own timers.
+ * Where waking is cheap they sleep at once, and a pause between runs costs nothing. */
+#if defined(__EMSCRIPTEN__)
+#include <emscripten/threading.h>
+#include <limits.h>
+#include <math.h>
+/* Waits while *word == value, at most `us` microseconds (0: no limit). */
+static void futex_wait(atomic_uint* word, unsigned value, int us) {
+  emscripten_futex_wait((volatile void*)word, value, us > 0 ? us * 1e-3 : INFINITY);
+}
+static void futex_wake_all(atomic_uint* word) {
+  emscripten_futex_wake((volatile void*)word, INT_MAX);
+}
+#elif defined(__linux__)
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void futex_wait(atomic_uint* word, unsigned value, int us) {
+  const struct timespec limit = {us / 1000000, us % 1000000 * 1000L};
+  syscall(SYS_futex, (unsigned*)word, FUTEX_WAIT_PRIVATE, value, us > 0 ? &limit : NULL, NULL, 0);
+}
+static void futex_wake_all(atomic_uint* word) {
+  syscall(SYS_futex, (unsigned*)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+#else
+/* elsewhere: 50-microsecond sleeps until the word changes */
+static void futex_wait(atomic_uint* word, unsigned value, int us) {
+  const struct timespec step = {0, 50000};
+  for (int n = 0; atomic_load(word) == value && (us <= 0 || n * 50 < us); n++) nanosleep(&step, NULL);
+}
+static void futex_wake_all(atomic_uint* word) { (void)word; }
+#endif
+
+/* Spins before an idle worker naps or sleeps while the pool is hot (a millisecond or more);
+ * how long it spins on after a run; its naps where waking is slow (NAPS of NAP_US: 100 ms,
+ * beyond a video's frame gap). All can be set at build time (for A/B builds). */
 #ifndef SPIN_LIMIT
 #define SPIN_LIMIT (1 << 18)
+#endif
+#ifndef REST_SPIN_US
+#define REST_SPIN_US 200
+#endif
+#ifndef NAP_US
+#define NAP_US 500
+#endif
+#ifndef NAPS
+#define NAPS 200
+#endif
+/* A wake-up this slow or slower (the caller's time in the call) makes the workers nap. */
+#ifndef WAKE_SLOW_US
+#define WAKE_SLOW_US 200
 #endif
 /* Chunks per thread: enough to rebalance when a thread is late, few enough to be cheap. */
 #ifndef CHUNKS_PER_THREAD
@@ -77,10 +138,11 @@ static void chunk(size_t n, size_t align, size_t chunks, size_t t, size_t* begin
 struct spnn_threadpool {
   int size;
   pthread_t* threads;
-  pthread_mutex_t mutex;
-  pthread_cond_t wake;
   atomic_uint generation;   /* bumped per job; workers wake on a change */
-  atomic_uint wakes;        /* bumped by spnn_threadpool_wake; sleeping workers wake on it */
+  atomic_uint signal;       /* bumped for each job, wake and stop; sleeping workers wait on it */
+  atomic_int sleepers;      /* workers asleep on `signal` for good, or about to be */
+  atomic_int napping;       /* whether idle workers nap before they sleep (waking is slow) */
+  atomic_uint_fast64_t cool_at; /* when idle workers stop spinning after a run (microseconds) */
   owned_run* runs;          /* per thread: the unclaimed chunks of the run it owns */
   size_t chunks;            /* of the current job */
   _Alignas(64) atomic_size_t done; /* chunks of the current job finished */
@@ -93,6 +155,12 @@ struct spnn_threadpool {
   void* ctx;
   size_t n, align;
 };
+
+static uint64_t now_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
 
 typedef struct worker_arg {
   spnn_threadpool* pool;
@@ -138,30 +206,40 @@ static void* worker_main(void* p) {
   free(arg);
   atomic_fetch_add(&pool->started, 1);
   unsigned seen = 0;
-  int spins = 0;
+  int spins = 0, naps = 0, cooling = 0;
   for (;;) {
+    /* read first: a job, wake or stop after this read changes it, and the wait below then
+     * returns at once instead of sleeping through it */
+    const unsigned signal = atomic_load(&pool->signal);
     unsigned g = atomic_load_explicit(&pool->generation, memory_order_acquire);
     if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
     if (g == seen) {
-      /* read before `hot`: a wake that sets `hot` after this read also changes `wakes`, so
-       * the wait below sees it instead of sleeping through it */
-      const unsigned w = atomic_load(&pool->wakes);
-      if (atomic_load(&pool->hot) && spins < SPIN_LIMIT) {
+      const int hot = atomic_load(&pool->hot);
+      if (!hot && (!cooling || spins % 256 == 0)) /* the clock now and then: a call out of wasm */
+        cooling = now_us() < atomic_load_explicit(&pool->cool_at, memory_order_relaxed);
+      if (hot ? spins < SPIN_LIMIT : cooling) {
         spins++;
         if (spins % 1024 == 0) sched_yield();
         else CPU_RELAX();
         continue;
       }
-      pthread_mutex_lock(&pool->mutex);
-      while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop) &&
-             atomic_load(&pool->wakes) == w)
-        pthread_cond_wait(&pool->wake, &pool->mutex);
-      pthread_mutex_unlock(&pool->mutex);
+      if (naps > 0) {
+        naps--;
+        futex_wait(&pool->signal, signal, NAP_US);
+        continue;
+      }
+      /* counted before the last look: a caller that bumps `signal` after it either sees the
+       * sleeper and wakes it, or bumped before the wait, which then returns at once */
+      atomic_fetch_add(&pool->sleepers, 1);
+      if (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop))
+        futex_wait(&pool->signal, signal, 0);
+      atomic_fetch_sub(&pool->sleepers, 1);
       spins = 0;
       continue;
     }
     seen = g;
     spins = 0;
+    naps = atomic_load_explicit(&pool->napping, memory_order_relaxed) ? NAPS : 0;
     const int active = atomic_load_explicit(&pool->active, memory_order_relaxed);
     if (index < active) work_on(pool, g, index, active);
   }
@@ -182,8 +260,10 @@ spnn_threadpool* spnn_threadpool_create(int size) {
     return NULL;
   }
   for (int t = 0; t < size; t++) atomic_init(&pool->runs[t].word, 0);
-  pthread_mutex_init(&pool->mutex, NULL);
-  pthread_cond_init(&pool->wake, NULL);
+  atomic_init(&pool->signal, 0);
+  atomic_init(&pool->sleepers, 0);
+  atomic_init(&pool->cool_at, 0);
+  atomic_init(&pool->napping, 0);
   atomic_init(&pool->generation, 0);
   atomic_init(&pool->done, 0);
   atomic_init(&pool->stop, 0);
@@ -211,31 +291,41 @@ spnn_threadpool* spnn_threadpool_create(int size) {
 
 void spnn_threadpool_destroy(spnn_threadpool* pool) {
   if (!pool) return;
-  pthread_mutex_lock(&pool->mutex);
   atomic_store(&pool->stop, 1);
-  pthread_cond_broadcast(&pool->wake);
-  pthread_mutex_unlock(&pool->mutex);
+  atomic_fetch_add(&pool->signal, 1);
+  futex_wake_all(&pool->signal);
   for (int i = 1; i < pool->size; i++) pthread_join(pool->threads[i], NULL);
-  pthread_cond_destroy(&pool->wake);
-  pthread_mutex_destroy(&pool->mutex);
   free(pool->threads);
   free(pool->runs);
   free(pool);
 }
 
+/* Bumps `signal` after what the workers should see has been written; wakes those asleep. */
+static void signal_workers(spnn_threadpool* pool) {
+  atomic_fetch_add(&pool->signal, 1);
+  if (atomic_load(&pool->sleepers) > 0) {
+    /* timed: where waking is slow, workers nap after their jobs from now on (and the next
+     * wake, after a longer pause, measures again) */
+    const uint64_t t0 = now_us();
+    futex_wake_all(&pool->signal);
+    atomic_store_explicit(&pool->napping, (int64_t)(now_us() - t0) >= WAKE_SLOW_US,
+                          memory_order_relaxed);
+  }
+}
+
 void spnn_threadpool_rest(spnn_threadpool* pool) {
-  if (pool) atomic_store_explicit(&pool->hot, 0, memory_order_relaxed);
+  if (!pool) return;
+  atomic_store_explicit(&pool->cool_at, now_us() + REST_SPIN_US, memory_order_relaxed);
+  atomic_store_explicit(&pool->hot, 0, memory_order_relaxed);
 }
 /* A worker woken from its sleep takes a few tens of microseconds to run (a browser's worker
  * more): woken before the inputs are written, the workers are spinning when the first layer
- * hands out its chunks, instead of leaving most of them to the caller. */
+ * hands out its chunks, instead of leaving most of them to the caller. A napping worker is
+ * left to find the first job when its nap ends. */
 void spnn_threadpool_wake(spnn_threadpool* pool) {
   if (!pool || atomic_load(&pool->started) < pool->size - 1) return;
   atomic_store_explicit(&pool->hot, 1, memory_order_relaxed);
-  pthread_mutex_lock(&pool->mutex);
-  atomic_fetch_add(&pool->wakes, 1);
-  pthread_cond_broadcast(&pool->wake);
-  pthread_mutex_unlock(&pool->mutex);
+  signal_workers(pool);
 }
 
 void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t align,
@@ -270,10 +360,8 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
   }
   if (all_started) {
     atomic_store_explicit(&pool->hot, 1, memory_order_relaxed);
-    pthread_mutex_lock(&pool->mutex);
     atomic_store_explicit(&pool->generation, job, memory_order_release);
-    pthread_cond_broadcast(&pool->wake);
-    pthread_mutex_unlock(&pool->mutex);
+    signal_workers(pool);
   } else {
     atomic_store_explicit(&pool->generation, job, memory_order_release);
   }

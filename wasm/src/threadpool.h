@@ -24,10 +24,11 @@ void spnn_threadpool_destroy(spnn_threadpool* pool);
 void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t align,
                          spnn_task_fn fn, void* ctx);
 
-/* Lets idle workers sleep instead of spinning (called at the end of a run). */
+/* Ends a run: idle workers spin on for a moment, then nap (short timed waits) for a while,
+ * then sleep until woken. */
 void spnn_threadpool_rest(spnn_threadpool* pool);
 
-/* Wakes sleeping workers so that they spin, ready for the next job, until a rest. */
+/* Wakes workers asleep for good so that they spin, ready for the next job, until a rest. */
 void spnn_threadpool_wake(spnn_threadpool* pool);
 
 #endif
