@@ -60,11 +60,13 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
  * Idle workers wait for the pool's `signal` to change; the caller bumps it when it hands out a
  * job, wakes the pool or stops it. Only workers asleep for good are woken, with a system call,
  * and without a lock. On a virtual machine that wake-up can cost more than a run: the host
- * has descheduled the idle virtual core, and the caller's own core stalls in the call for a
- * millisecond or more (docs/benchmarks.md, "Two threads after a pause"). Where the caller
- * measures that, workers nap after their jobs: timed waits of NAP_US, for a while, never
- * woken (they find the next job when a nap ends), so their cores wake on their own timers.
- * Where waking is cheap they sleep at once, and a pause between runs costs nothing. */
+ * has descheduled the idle virtual core, the woken worker runs milliseconds later, and the
+ * caller's core is held up meanwhile (docs/benchmarks.md, "Two threads after a pause"). The
+ * caller times how long a woken worker takes to run again (on its own clock: a browser's
+ * workers' clocks are not in step with it), and where that was WAKE_SLOW_US or more, workers
+ * nap after their jobs: timed waits of NAP_US, for a while, never woken (they find
+ * the next job when a nap ends), so their cores wake on their own timers. Where waking is
+ * quick they sleep at once, and a pause between runs costs nothing. */
 #if defined(__EMSCRIPTEN__)
 #include <emscripten/threading.h>
 #include <limits.h>
@@ -112,9 +114,10 @@ static void futex_wake_all(atomic_uint* word) { (void)word; }
 #ifndef NAPS
 #define NAPS 200
 #endif
-/* A wake-up this slow or slower (the caller's time in the call) makes the workers nap. */
+/* A worker that runs this long or longer after the caller woke it makes the workers nap (the
+ * caller sees it arrive when it hands out a job or ends the run: up to a job later). */
 #ifndef WAKE_SLOW_US
-#define WAKE_SLOW_US 200
+#define WAKE_SLOW_US 500
 #endif
 /* Chunks per thread: enough to rebalance when a thread is late, few enough to be cheap. */
 #ifndef CHUNKS_PER_THREAD
@@ -142,6 +145,9 @@ struct spnn_threadpool {
   atomic_uint signal;       /* bumped for each job, wake and stop; sleeping workers wait on it */
   atomic_int sleepers;      /* workers asleep on `signal` for good, or about to be */
   atomic_int napping;       /* whether idle workers nap before they sleep (waking is slow) */
+  atomic_int arrived;       /* set by a worker that runs again after the caller woke it */
+  int awaiting;             /* the caller's: it woke sleepers at woken_at and awaits one */
+  uint64_t woken_at;
   atomic_uint_fast64_t cool_at; /* when idle workers stop spinning after a run (microseconds) */
   owned_run* runs;          /* per thread: the unclaimed chunks of the run it owns */
   size_t chunks;            /* of the current job */
@@ -231,8 +237,10 @@ static void* worker_main(void* p) {
       /* counted before the last look: a caller that bumps `signal` after it either sees the
        * sleeper and wakes it, or bumped before the wait, which then returns at once */
       atomic_fetch_add(&pool->sleepers, 1);
-      if (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop))
+      if (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop)) {
         futex_wait(&pool->signal, signal, 0);
+        atomic_store(&pool->arrived, 1); /* running again: the caller times it */
+      }
       atomic_fetch_sub(&pool->sleepers, 1);
       spins = 0;
       continue;
@@ -264,6 +272,7 @@ spnn_threadpool* spnn_threadpool_create(int size) {
   atomic_init(&pool->sleepers, 0);
   atomic_init(&pool->cool_at, 0);
   atomic_init(&pool->napping, 0);
+  atomic_init(&pool->arrived, 0);
   atomic_init(&pool->generation, 0);
   atomic_init(&pool->done, 0);
   atomic_init(&pool->stop, 0);
@@ -304,17 +313,27 @@ void spnn_threadpool_destroy(spnn_threadpool* pool) {
 static void signal_workers(spnn_threadpool* pool) {
   atomic_fetch_add(&pool->signal, 1);
   if (atomic_load(&pool->sleepers) > 0) {
-    /* timed: where waking is slow, workers nap after their jobs from now on (and the next
-     * wake, after a longer pause, measures again) */
-    const uint64_t t0 = now_us();
+    if (!pool->awaiting) {
+      atomic_store(&pool->arrived, 0);
+      pool->woken_at = now_us();
+      pool->awaiting = 1;
+    }
     futex_wake_all(&pool->signal);
-    atomic_store_explicit(&pool->napping, (int64_t)(now_us() - t0) >= WAKE_SLOW_US,
-                          memory_order_relaxed);
   }
+}
+
+/* The caller, until a worker it woke runs again (at each job and at the end of the run):
+ * whether that took long enough that the workers should nap from now on. */
+static void time_the_wake(spnn_threadpool* pool, int run_over) {
+  if (!pool->awaiting || (!run_over && !atomic_load(&pool->arrived))) return;
+  atomic_store_explicit(&pool->napping, now_us() - pool->woken_at >= WAKE_SLOW_US,
+                        memory_order_relaxed);
+  pool->awaiting = 0;
 }
 
 void spnn_threadpool_rest(spnn_threadpool* pool) {
   if (!pool) return;
+  time_the_wake(pool, 1);
   atomic_store_explicit(&pool->cool_at, now_us() + REST_SPIN_US, memory_order_relaxed);
   atomic_store_explicit(&pool->hot, 0, memory_order_relaxed);
 }
@@ -361,6 +380,7 @@ void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t al
   if (all_started) {
     atomic_store_explicit(&pool->hot, 1, memory_order_relaxed);
     atomic_store_explicit(&pool->generation, job, memory_order_release);
+    time_the_wake(pool, 0);
     signal_workers(pool);
   } else {
     atomic_store_explicit(&pool->generation, job, memory_order_release);
