@@ -325,6 +325,47 @@ def test_thread_counts_bit_identical():
     assert close(outs[0], reference.run(g, {"x0": x})["y"])
 
 
+def test_models_share_one_thread_pool():
+    """Models loaded for 2 and 4 threads share the process's pool (the largest made so far):
+    run in turn, each gives the bits it gives alone, and freeing one leaves the other
+    running. Two Python threads running two such models at once (the engine call releases
+    the GIL) also get the right outputs: a run that finds the pool taken goes on one thread,
+    over the same grid, so the bits do not change."""
+    import threading
+
+    r = np.random.default_rng(11)
+    g = eg._single("CONV2D", [(1, 48, 40, 40)], (1, 64, 40, 40),
+                   [eg._w(r, 64, 48, 1, 1, zero=0.8), eg._w(r, 64)], act=1)
+    data = pack(g, sparse=True)
+    x = eg.random_inputs(g)["x0"]
+    with NativeModel(data, threads=2) as alone:
+        want = alone.run([x])[0]
+    assert close(want, reference.run(g, {"x0": x})["y"])
+    a, b = NativeModel(data, threads=2), NativeModel(data, threads=4)
+    try:
+        for _ in range(3):
+            assert np.array_equal(a.run([x])[0], want)
+            assert np.array_equal(b.run([x])[0], want)
+        outs = {0: [], 1: []}
+
+        def loop(k, m):
+            for _ in range(40):
+                outs[k].append(m.run([x])[0])
+
+        threads = [threading.Thread(target=loop, args=(k, m)) for k, m in enumerate((a, b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(np.array_equal(o, want) for k in outs for o in outs[k])
+        assert len(outs[0]) == len(outs[1]) == 40
+        b.close()
+        assert np.array_equal(a.run([x])[0], want)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_thread_pool_under_thread_sanitizer():
     """`make -C wasm threadpool-stress`: pools of 2-4 threads run jobs of random sizes, grain
     and thread counts, with pauses between runs that leave the workers spinning, napping or

@@ -96,7 +96,8 @@ struct spnn_model {
 
   int max_threads;
   int num_threads;
-  spnn_threadpool* pool;
+  spnn_threadpool* pool;     /* the process's shared pool (spnn_threadpool_share), or NULL */
+  spnn_threadpool* run_pool; /* during a run: the pool if this run claimed it, else NULL */
   float* scratch;      /* shared by the ops that sum partial results between two jobs */
 
   int profiling;

@@ -37,7 +37,7 @@ const char* spnn_build_variant(void) {
 
 void spnn_free(spnn_model* m) {
   if (!m) return;
-  spnn_threadpool_destroy(m->pool);
+  spnn_threadpool_unshare(m->pool);
   if (m->ops) {
     for (uint32_t k = 0; k < m->num_ops; k++)
       if (m->ops[k].state && m->ops[k].free_state) m->ops[k].free_state(m->ops[k].state);
@@ -104,6 +104,7 @@ const float* spnn_output_data(const spnn_model* m, int i) {
 spnn_status spnn_run(spnn_model* m) {
   if (!m) return SPNN_ERROR_ARGUMENT;
   m->error[0] = 0;
+  m->run_pool = m->num_threads > 1 && spnn_threadpool_claim(m->pool) ? m->pool : NULL;
   if (m->profiling) {
     for (uint32_t k = 0; k < m->num_ops; k++) {
       double t0 = now_us();
@@ -113,12 +114,19 @@ spnn_status spnn_run(spnn_model* m) {
   } else {
     for (uint32_t k = 0; k < m->num_ops; k++) m->ops[k].run(m, &m->ops[k]);
   }
-  spnn_threadpool_rest(m->pool);
+  if (m->run_pool) {
+    spnn_threadpool_rest(m->run_pool);
+    spnn_threadpool_unclaim(m->run_pool);
+    m->run_pool = NULL;
+  }
   return SPNN_OK;
 }
 
 void spnn_wake_threads(spnn_model* m) {
-  if (m && m->num_threads > 1) spnn_threadpool_wake(m->pool);
+  if (m && m->num_threads > 1 && spnn_threadpool_claim(m->pool)) {
+    spnn_threadpool_wake(m->pool);
+    spnn_threadpool_unclaim(m->pool);
+  }
 }
 
 spnn_status spnn_set_num_threads(spnn_model* m, int n) {

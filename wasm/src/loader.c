@@ -118,11 +118,12 @@ int spnn_parallel_threads(const spnn_model* model, double work) {
 
 void spnn_parallel(spnn_model* model, double work, size_t n, size_t align, spnn_task_fn fn,
                    void* ctx) {
-  if (spnn_parallel_threads(model, work) <= 1) {
+  /* without the pool (another caller's run has it) the same grid runs on this thread */
+  if (!model->run_pool || spnn_parallel_threads(model, work) <= 1) {
     fn(ctx, 0, n);
     return;
   }
-  spnn_threadpool_run(model->pool, model->num_threads, n, align, fn, ctx);
+  spnn_threadpool_run(model->run_pool, model->num_threads, n, align, fn, ctx);
 }
 
 static void format_dims(const int32_t* dims, int ndim, char* out, size_t size) {
@@ -1115,7 +1116,7 @@ spnn_status spnn_load(const uint8_t* data, size_t size, int num_threads, spnn_mo
     m->num_threads = 1;
 #ifdef SPNN_THREADS
     if (num_threads > 1) {
-      m->pool = spnn_threadpool_create(num_threads);
+      m->pool = spnn_threadpool_share(num_threads);
       if (!m->pool) st = spnn_fail(m, SPNN_ERROR_NOMEM, "cannot start %d threads", num_threads);
       else m->num_threads = num_threads;
     }

@@ -32,6 +32,16 @@ spnn_threadpool* spnn_threadpool_create(int size) {
   return NULL; /* single-thread build: no pool, callers run inline */
 }
 void spnn_threadpool_destroy(spnn_threadpool* pool) { (void)pool; }
+spnn_threadpool* spnn_threadpool_share(int size) {
+  (void)size;
+  return NULL;
+}
+void spnn_threadpool_unshare(spnn_threadpool* pool) { (void)pool; }
+int spnn_threadpool_claim(spnn_threadpool* pool) {
+  (void)pool;
+  return 0;
+}
+void spnn_threadpool_unclaim(spnn_threadpool* pool) { (void)pool; }
 void spnn_threadpool_rest(spnn_threadpool* pool) { (void)pool; }
 void spnn_threadpool_wake(spnn_threadpool* pool) { (void)pool; }
 void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t align,
@@ -140,6 +150,8 @@ static void chunk(size_t n, size_t align, size_t chunks, size_t t, size_t* begin
 
 struct spnn_threadpool {
   int size;
+  int refs;                 /* models sharing the pool (under share_lock) */
+  atomic_int claimed;       /* a caller's run has the pool */
   pthread_t* threads;
   atomic_uint generation;   /* bumped per job; workers wake on a change */
   atomic_uint signal;       /* bumped for each job, wake and stop; sleeping workers wait on it */
@@ -273,6 +285,7 @@ spnn_threadpool* spnn_threadpool_create(int size) {
   atomic_init(&pool->cool_at, 0);
   atomic_init(&pool->napping, 0);
   atomic_init(&pool->arrived, 0);
+  atomic_init(&pool->claimed, 0);
   atomic_init(&pool->generation, 0);
   atomic_init(&pool->done, 0);
   atomic_init(&pool->stop, 0);
@@ -307,6 +320,46 @@ void spnn_threadpool_destroy(spnn_threadpool* pool) {
   free(pool->threads);
   free(pool->runs);
   free(pool);
+}
+
+/* ---- One pool for the process ------------------------------------------------------------
+ * Every model loaded for two or more threads shares the largest pool made so far, so that a
+ * page running several models has one set of workers (one napping between runs, not one per
+ * model). Runs take turns: a caller claims the pool for a run, and a run that finds it
+ * claimed by another thread's run goes on one thread, over the same grid (the same bits). */
+static pthread_mutex_t share_lock = PTHREAD_MUTEX_INITIALIZER;
+static spnn_threadpool* shared; /* the largest pool with models, or NULL */
+
+spnn_threadpool* spnn_threadpool_share(int size) {
+  if (size <= 1) return NULL;
+  pthread_mutex_lock(&share_lock);
+  spnn_threadpool* pool = shared;
+  if (pool && pool->size >= size) {
+    pool->refs++;
+  } else if ((pool = spnn_threadpool_create(size))) {
+    pool->refs = 1;
+    shared = pool; /* a smaller one lives on for the models that hold it */
+  }
+  pthread_mutex_unlock(&share_lock);
+  return pool;
+}
+
+void spnn_threadpool_unshare(spnn_threadpool* pool) {
+  if (!pool) return;
+  pthread_mutex_lock(&share_lock);
+  const int last = --pool->refs == 0;
+  if (last && shared == pool) shared = NULL;
+  pthread_mutex_unlock(&share_lock);
+  if (last) spnn_threadpool_destroy(pool);
+}
+
+int spnn_threadpool_claim(spnn_threadpool* pool) {
+  int free = 0;
+  return pool && atomic_compare_exchange_strong(&pool->claimed, &free, 1);
+}
+
+void spnn_threadpool_unclaim(spnn_threadpool* pool) {
+  if (pool) atomic_store(&pool->claimed, 0);
 }
 
 /* Bumps `signal` after what the workers should see has been written; wakes those asleep. */

@@ -19,6 +19,18 @@ typedef struct spnn_threadpool spnn_threadpool;
 spnn_threadpool* spnn_threadpool_create(int size);
 void spnn_threadpool_destroy(spnn_threadpool* pool);
 
+/* The process's shared pool of at least `size` threads (the largest made so far, or a new one),
+ * with a reference for the caller; NULL for size <= 1, in a single-thread build, or if threads
+ * cannot be made. */
+spnn_threadpool* spnn_threadpool_share(int size);
+/* Drops a reference from spnn_threadpool_share; the last one stops the pool's threads. */
+void spnn_threadpool_unshare(spnn_threadpool* pool);
+
+/* Takes the pool for one caller's run (run, rest and wake are the claimant's): 1 if taken, 0
+ * if another caller has it (run on one thread then). spnn_threadpool_unclaim gives it back. */
+int spnn_threadpool_claim(spnn_threadpool* pool);
+void spnn_threadpool_unclaim(spnn_threadpool* pool);
+
 /* Runs fn over [0, n) in `threads` chunks (threads <= the pool's size), chunk boundaries
  * multiples of `align`; returns when all chunks are done. */
 void spnn_threadpool_run(spnn_threadpool* pool, int threads, size_t n, size_t align,
