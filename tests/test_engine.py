@@ -3,7 +3,6 @@ truncated and corrupted files (natively and under ASan+UBSan: no sanitizer repor
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 import subprocess
 import zlib
 
@@ -18,7 +17,7 @@ from pysparse.pack import pack
 from pysparse.passes.memory import fused_bands, plan_memory, tensor_bytes
 
 import engine_graphs as eg
-from engine_native import ASAN_TOOL, EngineError, NativeModel, load_status
+from engine_native import ASAN_TOOL, ROOT, EngineError, NativeModel, load_status
 
 OP_GRAPHS = eg.op_graphs()
 
@@ -373,8 +372,7 @@ def test_thread_pool_under_thread_sanitizer():
     a thread is slow) and once with workers that never nap. Every element of every job is
     handled exactly once, no data race is reported, and every pool stops (no lost wake-up:
     a hang fails the timeout)."""
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run(["make", "-s", "-C", str(root / "wasm"), "threadpool-stress"],
+    proc = subprocess.run(["make", "-s", "-C", str(ROOT / "wasm"), "threadpool-stress"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.split() == ["ok", "ok"], proc.stdout

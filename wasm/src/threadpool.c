@@ -158,8 +158,8 @@ struct spnn_threadpool {
   atomic_int sleepers;      /* workers asleep on `signal` for good, or about to be */
   atomic_int napping;       /* whether idle workers nap before they sleep (waking is slow) */
   atomic_int arrived;       /* set by a worker that runs again after the caller woke it */
-  int awaiting;             /* the caller's: it woke sleepers at woken_at and awaits one */
-  uint64_t woken_at;
+  int awaiting;             /* the caller's: it woke sleepers and awaits one's return */
+  uint64_t woken_at;        /* the caller's: when (microseconds, its clock) */
   atomic_uint_fast64_t cool_at; /* when idle workers stop spinning after a run (microseconds) */
   owned_run* runs;          /* per thread: the unclaimed chunks of the run it owns */
   size_t chunks;            /* of the current job */

@@ -1,4 +1,5 @@
-/* A fixed pool of worker threads created at load: `size - 1` workers plus the caller.
+/* A fixed pool of worker threads, `size - 1` workers plus the caller, made at load and shared
+ * by the models of a process (spnn_threadpool_share).
  *
  * Work is split into a fixed grid of contiguous chunks, a few per thread, so which thread
  * computes an element never changes its arithmetic: outputs are bit-identical whatever the
